@@ -1,0 +1,1 @@
+"""Command-line interfaces: ``hafence`` and ``ha-manager``."""

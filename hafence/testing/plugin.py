@@ -1,0 +1,1 @@
+"""pytest plugin shipped with hafence (conformance kit; see issue 5)."""

@@ -1,0 +1,8 @@
+"""hafence plugin 'resources' (placeholder until its driver lands)."""
+
+from hafence.hookspecs import hookimpl
+
+
+@hookimpl
+def hafence_fence_drivers() -> list[type]:
+    return []
