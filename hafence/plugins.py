@@ -91,8 +91,11 @@ class PluginRegistry:
                 name = getattr(item, "name", None)
                 if problem:
                     self._fail(plugin, f"{hook_name}(): {item!r} {problem}")
-                elif name in out and out[name] is not item:
-                    self._fail(plugin, f"driver name '{name}' already provided by '{owner[name]}'")
+                elif name in out:
+                    if out[name] is not item:
+                        self._fail(
+                            plugin, f"driver name '{name}' already provided by '{owner[name]}'"
+                        )
                 else:
                     out[name] = item
                     owner[name] = plugin
