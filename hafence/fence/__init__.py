@@ -1,5 +1,94 @@
-"""Fencing: driver contract, fence.cfg, per-node chains and the fencer."""
+"""Fencing: driver contract, fence.cfg, per-node chains, the fencer and its history.
 
+Public API (stable; the CLI and the CRM build on it)::
+
+    from hafence.fence import (
+        load_fence_config, parse_fence_config, write_fence_config, FenceConfig,
+        Level, ChainDevice, build_driver, driver_class,
+        Fencer, FenceResult, ActionResult, CheckReport, DeviceCheck,
+        FenceHistory, FenceRecord,
+    )
+
+fence.cfg (``hafence.fence.config``)
+    ``load_fence_config(path) -> FenceConfig``; ``parse_fence_config(text, path)``.
+    Errors: ``FenceConfigErrors`` (a ``ConfigErrors``; ``.errors`` are ``ConfigError``
+    with ``.file``, ``.line``, ``.field``), all errors of the file in one pass.
+    ``FenceConfig.nodes()``, ``.chain(node) -> list[Level]``, ``.subdevice("NAME:N")``,
+    ``.add_device(label, driver, args)``, ``.connect(label, node, args)``,
+    ``.to_text()``, ``.render_commands(nodes, reveal_secrets=False)`` (Proxmox's
+    per-try command view; secrets masked unless asked).
+    ``write_fence_config(cfg, path)``: atomic (temp + fsync + os.replace), mode 0600.
+
+chains (``hafence.fence.chain``)
+    ``Level(number, name, devices)``: ``number`` is 1-based; all ``devices`` must
+    confirm. ``ChainDevice``: one sub-device for one node (``.label``, ``.driver``,
+    ``.options()``, ``.command()``). ``build_driver(spec, registry=None) ->
+    FenceDriver`` validates options against the driver's Param schema and raises
+    ``ConfigError`` naming file, line, field. DRIVER is a hafence driver or a
+    ClusterLabs ``fence_*`` agent (through the ``fence_agent`` bridge plugin).
+
+fencer (``hafence.fence.fencer``)
+    ``Fencer(config, registry=None, history=None, *, retries=2, backoff=1.0,
+    backoff_max=30.0, actor=hostname)``.
+    ``await fencer.fence(node, action="off"|"reboot"|"on") -> FenceResult``
+    (``.ok`` only after a whole level confirmed; ``.level`` 1-based, ``.attempts``,
+    ``.error_kind``, ``.to_dict()``/``.to_json()``).
+    ``await fencer.check(node) -> CheckReport`` (dry run: monitor + status on every
+    device, nothing powered off; ``.budget_seconds`` worst case of ``fence``).
+    ``await fencer.run_device(driver, action, node=None) -> ActionResult``
+    (status/off/on/reboot/list/monitor on one driver, off/on verified by polling).
+    Results are dataclasses; ``error_kind`` is a ``FenceError.kind`` or
+    ``config_error`` / ``no_device``.
+
+history (``hafence.fence.history``)
+    ``FenceHistory(path=None, max_bytes=1 MiB)``: JSON lines, fsync'ed, mode 0600,
+    rotates to ``PATH.1``; default ``$HAFENCE_STATE_DIR/fence-history.jsonl`` (else
+    /var/lib/hafence). ``.append(FenceRecord)``, ``.records(node=None, limit=None)``,
+    ``.last(node)``.
+"""
+
+from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
+from hafence.fence.config import (
+    FenceConfig,
+    FenceConfigErrors,
+    load_fence_config,
+    parse_fence_config,
+    write_fence_config,
+)
 from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.fencer import (
+    ActionResult,
+    AttemptResult,
+    CheckReport,
+    DeviceCheck,
+    Fencer,
+    FenceResult,
+    LevelResult,
+)
+from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
 
-__all__ = ["FenceDriver", "Param", "Port", "PowerState"]
+__all__ = [
+    "ActionResult",
+    "AttemptResult",
+    "ChainDevice",
+    "CheckReport",
+    "DeviceCheck",
+    "FenceConfig",
+    "FenceConfigErrors",
+    "FenceDriver",
+    "FenceHistory",
+    "FenceRecord",
+    "FenceResult",
+    "Fencer",
+    "Level",
+    "LevelResult",
+    "Param",
+    "Port",
+    "PowerState",
+    "build_driver",
+    "default_history_path",
+    "driver_class",
+    "load_fence_config",
+    "parse_fence_config",
+    "write_fence_config",
+]

@@ -1,0 +1,177 @@
+"""A node's fence chain: ordered levels of devices, and turning them into drivers.
+
+A *level* is one device name of fence.cfg: all its sub-devices connected to the node
+(``power:1`` and ``power:2`` for dual power supplies) must confirm off for the level to
+succeed. Levels are tried in declaration order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hafence.errors import ConfigError, ParamError, UnknownDriverError
+from hafence.fence.config import Arg, FenceConfig, shell_quote
+from hafence.secrets import MASK
+
+if TYPE_CHECKING:
+    from hafence.fence.driver import FenceDriver
+    from hafence.plugins import PluginRegistry
+
+# fence.cfg keys whose values are credentials when the driver schema is not at hand
+# (fence-agents: password/passwd, snmp_priv_passwd, community...).
+_SECRET_KEY = re.compile(r"pass|secret|community|token|^key$|private", re.IGNORECASE)
+
+# Options fence.cfg may carry for ClusterLabs agents that the fencer itself owns.
+FENCER_OWNED = frozenset({"action"})
+
+BRIDGE_DRIVER = "fence_agent"
+
+
+@dataclass(frozen=True)
+class ChainDevice:
+    """One sub-device of a level, with the arguments for one node merged."""
+
+    node: str
+    device: str  # fence.cfg device name
+    index: int  # sub-device number (1 when not given)
+    driver: str  # hafence driver name or fence_* agent
+    device_args: tuple[Arg, ...]
+    connect_args: tuple[Arg, ...]
+    file: str | None = None
+    device_line: int = 0
+    connect_line: int = 0
+    label: str = ""  # name in logs: "NAME" alone, "NAME:N" for parallel sub-devices
+
+    @property
+    def args(self) -> tuple[Arg, ...]:
+        return self.device_args + self.connect_args
+
+    def options(self) -> dict[str, Any]:
+        """Driver options: bare flags become True; fencer-owned keys are dropped."""
+        out: dict[str, Any] = {}
+        for key, value in self.args:
+            if key in FENCER_OWNED:
+                continue
+            out[key] = True if value is None else value
+        return out
+
+    def command(self, *, reveal_secrets: bool = False) -> str:
+        """The fence-agents style command line (``fence_x --ip=... -x``), for display.
+
+        Values of credential keys show as ``******`` unless ``reveal_secrets``.
+        """
+        words = [self.driver]
+        for key, value in self.args:
+            prefix = "-" if len(key) == 1 else "--"
+            if value is None or value == "":
+                words.append(prefix + key)
+                continue
+            shown = value if reveal_secrets or not is_secret_key(key) else MASK
+            words.append(f"{prefix}{key}={shell_quote(shown)}")
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a node's chain: every device in it must confirm off."""
+
+    number: int  # 1-based position in the node's chain (as in logs)
+    name: str
+    devices: tuple[ChainDevice, ...]
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
+
+
+def node_chain(cfg: FenceConfig, node: str) -> list[Level]:
+    """The levels that can fence ``node``, in order; empty if no device reaches it."""
+    levels: list[Level] = []
+    for dev in cfg.devices.values():
+        members = []
+        for sub in dev.sorted_subdevices():
+            conn = sub.connections.get(node)
+            if conn is None:
+                continue
+            label = sub.label if len(dev.subdevices) > 1 else dev.name
+            members.append(
+                ChainDevice(
+                    node=node,
+                    device=dev.name,
+                    index=sub.index,
+                    driver=sub.driver,
+                    device_args=tuple(sub.args),
+                    connect_args=tuple(conn.args),
+                    file=cfg.path,
+                    device_line=sub.line,
+                    connect_line=conn.line,
+                    label=label,
+                )
+            )
+        if members:
+            levels.append(Level(len(levels) + 1, dev.name, tuple(members)))
+    return levels
+
+
+def render_tries(cfg: FenceConfig, nodes: Iterable[str], reveal_secrets: bool = False) -> str:
+    """Proxmox's test view: per try (level, from 0), the commands each node gets.
+
+    Stops after the first try where no node has a command left.
+    """
+    nodes = list(nodes)
+    chains = {n: node_chain(cfg, n) for n in nodes}
+    out: list[str] = []
+    attempt = 0
+    while True:
+        out.append(f"[try] {attempt}")
+        any_cmd = False
+        for n in nodes:
+            chain = chains[n]
+            if attempt < len(chain):
+                any_cmd = True
+                for d in chain[attempt].devices:
+                    out.append(f"[{n}-cmd] {d.command(reveal_secrets=reveal_secrets)}")
+            else:
+                out.append(f"[{n}-cmd] none")
+        if not any_cmd:
+            break
+        attempt += 1
+    return "\n".join(out) + "\n"
+
+
+def driver_class(name: str, registry: PluginRegistry | None = None) -> type[FenceDriver]:
+    """A hafence driver by name, or the fence_agent bridge for a ClusterLabs ``fence_*``.
+
+    Raises :class:`UnknownDriverError`.
+    """
+    if registry is None:
+        from hafence.plugins import get_registry
+
+        registry = get_registry()
+    drivers = registry.fence_drivers()
+    if name in drivers:
+        return drivers[name]
+    bridge = drivers.get(BRIDGE_DRIVER)
+    if name.startswith("fence_") and bridge is not None and hasattr(bridge, "for_agent"):
+        return bridge.for_agent(name)
+    raise UnknownDriverError("fence", name, list(drivers))
+
+
+def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> FenceDriver:
+    """Instantiate and validate the driver of one chain device.
+
+    Raises :class:`ConfigError` naming the fence.cfg file, line and field.
+    """
+    try:
+        cls = driver_class(spec.driver, registry)
+    except UnknownDriverError as exc:
+        raise ConfigError(str(exc), file=spec.file, line=spec.device_line, field="driver") from None
+    try:
+        return cls(spec.options(), label=spec.label)
+    except ParamError as exc:
+        connect_keys = {k for k, _ in spec.connect_args}
+        line = spec.connect_line if exc.field in connect_keys else spec.device_line
+        raise ConfigError(exc.message, file=spec.file, line=line, field=exc.field) from None

@@ -1,0 +1,335 @@
+"""fence.cfg: parse and write Proxmox's fence device configuration.
+
+Syntax (one statement a line, ``#`` starts a comment line, blank lines ignored)::
+
+    device NAME[:N] DRIVER key=value flag ...
+    connect NAME[:N] node=NODE key=value ...
+
+Arguments are split like a POSIX shell (``password="12\\"345"`` is ``12"345``). A bare
+word is a flag (``ssh``, ``x``). ``NAME:1``, ``NAME:2`` are sub-devices of one device:
+together they form one *level* of a node's chain and must all succeed. Distinct names
+are levels tried in the order they are first declared.
+
+Errors are collected in one pass and raised together as :class:`FenceConfigErrors`,
+whose text matches Proxmox's ``[FenceConfig] Encountered error(s) ...`` report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hafence.errors import ConfigError, ConfigErrors
+
+if TYPE_CHECKING:
+    from hafence.fence.chain import Level
+
+Arg = tuple[str, str | None]
+"""One ``key=value`` argument; the value is None for a bare flag."""
+
+_STATEMENT = re.compile(r"^(device|connect)\s+(\S+)\s+(\S+)(?:\s+(.*))?$")
+_DEVICE_NAME = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)(?::(\d+))?$")
+_NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+class FenceConfigErrors(ConfigErrors):
+    """Every error of one fence.cfg, worded like Proxmox's FenceConfig parser."""
+
+    def __str__(self) -> str:
+        lines = [f"[FenceConfig] Encountered error(s) on parsing '{self.file}':"]
+        for e in self.errors:
+            what = f"{e.field}: " if e.field else ""
+            lines.append(f"line {e.line}: {what}{e.message}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Connection:
+    """``connect NAME:N node=NODE args``: how one sub-device reaches one node."""
+
+    node: str
+    args: list[Arg] = field(default_factory=list)
+    line: int = 0
+
+
+@dataclass
+class SubDevice:
+    """``device NAME:N DRIVER args``: one physical device (a BMC, a PDU, a switch)."""
+
+    name: str
+    index: int
+    driver: str
+    args: list[Arg] = field(default_factory=list)
+    line: int = 0
+    connections: dict[str, Connection] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.index}"
+
+
+@dataclass
+class Device:
+    """All sub-devices of one name: one level of every chain it is connected to."""
+
+    name: str
+    subdevices: dict[int, SubDevice] = field(default_factory=dict)
+    line: int = 0
+
+    def sorted_subdevices(self) -> list[SubDevice]:
+        return [self.subdevices[i] for i in sorted(self.subdevices)]
+
+
+@dataclass
+class FenceConfig:
+    """A parsed fence.cfg. Devices keep declaration order (= level order)."""
+
+    devices: dict[str, Device] = field(default_factory=dict)
+    path: str | None = None
+
+    # -- queries --------------------------------------------------------------------
+    def nodes(self) -> list[str]:
+        """Every node connected to at least one device, sorted."""
+        found = {
+            node
+            for dev in self.devices.values()
+            for sub in dev.subdevices.values()
+            for node in sub.connections
+        }
+        return sorted(found)
+
+    def chain(self, node: str) -> list[Level]:
+        """The node's fence chain: levels in order, each with its sub-devices for node."""
+        from hafence.fence.chain import node_chain
+
+        return node_chain(self, node)
+
+    def subdevice(self, label: str) -> SubDevice:
+        """Look up ``NAME`` or ``NAME:N`` (KeyError names it)."""
+        m = _DEVICE_NAME.match(label)
+        if not m or m.group(1) not in self.devices:
+            raise KeyError(f"no device '{label}' in fence config")
+        dev = self.devices[m.group(1)]
+        idx = int(m.group(2) or 1)
+        if idx not in dev.subdevices:
+            raise KeyError(f"no device '{label}' in fence config")
+        return dev.subdevices[idx]
+
+    # -- edits (used by the CLI; they keep the same rules as the parser) -------------
+    def add_device(self, label: str, driver: str, args: Iterable[Arg] = ()) -> SubDevice:
+        m = _DEVICE_NAME.match(label)
+        if not m:
+            raise ConfigError(f"invalid device name '{label}'", field="device")
+        name, idx = m.group(1), int(m.group(2) or 1)
+        dev = self.devices.setdefault(name, Device(name))
+        if idx in dev.subdevices:
+            raise ConfigError(f"device '{name}:{idx}' already declared", field="device")
+        sub = SubDevice(name, idx, driver, list(args))
+        dev.subdevices[idx] = sub
+        return sub
+
+    def connect(self, label: str, node: str, args: Iterable[Arg] = ()) -> Connection:
+        try:
+            sub = self.subdevice(label)
+        except KeyError:
+            raise ConfigError(
+                f"device '{label}' must be declared before you can connect to it", field="device"
+            ) from None
+        if node in sub.connections:
+            raise ConfigError(
+                f"node '{node}' already connected to device '{sub.label}'", field="node"
+            )
+        conn = Connection(node, list(args))
+        sub.connections[node] = conn
+        return conn
+
+    # -- output ---------------------------------------------------------------------
+    def to_text(self) -> str:
+        """fence.cfg text that parses back to an equal config."""
+        out: list[str] = []
+        for dev in self.devices.values():
+            for sub in dev.sorted_subdevices():
+                if out:
+                    out.append("")
+                out.append(f"device {sub.label} {sub.driver} {format_args(sub.args)}".rstrip())
+                for conn in sub.connections.values():
+                    args = format_args(conn.args)
+                    out.append(f"connect {sub.label} node={conn.node} {args}".rstrip())
+        return "\n".join(out) + "\n" if out else ""
+
+    def render_commands(
+        self, nodes: Iterable[str] | None = None, *, reveal_secrets: bool = False
+    ) -> str:
+        """Which fence-agents command each node gets on each try (a debugging view).
+
+        Secrets are masked unless ``reveal_secrets=True``; only the comparison with
+        Proxmox's reference output asks for cleartext.
+        """
+        from hafence.fence.chain import render_tries
+
+        names = list(nodes) if nodes is not None else self.nodes()
+        return render_tries(self, names, reveal_secrets)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FenceConfig):
+            return NotImplemented
+        return _shape(self) == _shape(other)
+
+
+def _shape(cfg: FenceConfig) -> list:
+    return [
+        (
+            d.name,
+            [
+                (s.index, s.driver, s.args, [(c.node, c.args) for c in s.connections.values()])
+                for s in d.sorted_subdevices()
+            ],
+        )
+        for d in cfg.devices.values()
+    ]
+
+
+# -- parsing ------------------------------------------------------------------------
+def parse_args(text: str) -> list[Arg]:
+    """Split an argument string like a POSIX shell into (key, value|None) pairs."""
+    out: list[Arg] = []
+    for word in shlex.split(text, comments=False, posix=True):
+        key, eq, value = word.partition("=")
+        out.append((key, value if eq else None))
+    return out
+
+
+def parse_fence_config(text: str, path: str = "fence.cfg") -> FenceConfig:
+    """Parse fence.cfg text; raise :class:`FenceConfigErrors` listing every error."""
+    cfg = FenceConfig(path=path)
+    errors: list[ConfigError] = []
+
+    def err(lineno: int, message: str, fld: str | None = None) -> None:
+        errors.append(ConfigError(message, file=path, line=lineno, field=fld))
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _STATEMENT.match(line)
+        if not m:
+            err(lineno, f"unable to parse line: {line}")
+            continue
+        command, label, target, rest = m.group(1), m.group(2), m.group(3), m.group(4) or ""
+        try:
+            args = parse_args(rest)
+        except ValueError as exc:  # shlex: unbalanced quotes or a trailing backslash
+            err(lineno, f"bad argument quoting: {exc}")
+            continue
+        bad_key = next((k for k, _ in args if not _KEY.match(k)), None)
+        if bad_key is not None:
+            err(lineno, f"invalid argument '{bad_key}'", bad_key or "argument")
+            continue
+        nm = _DEVICE_NAME.match(label)
+        if not nm:
+            err(lineno, f"invalid device name '{label}'", "device")
+            continue
+        name, idx = nm.group(1), int(nm.group(2) or 1)
+        if command == "device":
+            dev = cfg.devices.get(name)
+            if dev is None:
+                dev = cfg.devices[name] = Device(name, line=lineno)
+            if idx in dev.subdevices:
+                err(lineno, f"device '{name}:{idx}' already declared")
+                continue
+            dev.subdevices[idx] = SubDevice(name, idx, target, args, lineno)
+            continue
+        # connect
+        dev = cfg.devices.get(name)
+        if dev is None:
+            err(lineno, f"device '{name}' must be declared before you can connect to it")
+            continue
+        sub = dev.subdevices.get(idx)
+        if sub is None:
+            err(lineno, f"No parallel device '{name}:{idx}' found")
+            continue
+        key, eq, node = target.partition("=")
+        if key != "node" or not eq or not _NODE_NAME.match(node):
+            err(lineno, f"node=nodename needed to connect device '{name}' to node", "node")
+            continue
+        if node in sub.connections:
+            err(lineno, f"node '{node}' already connected to device '{name}:{idx}'")
+            continue
+        sub.connections[node] = Connection(node, args, lineno)
+    if errors:
+        raise FenceConfigErrors(path, errors)
+    return cfg
+
+
+def load_fence_config(path: str | os.PathLike[str]) -> FenceConfig:
+    """Read and parse a fence.cfg file (UTF-8)."""
+    p = str(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=p) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=p) from None
+    return parse_fence_config(text, p)
+
+
+# -- writing ------------------------------------------------------------------------
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_!%+,\-./:=@^]+$")
+
+
+def shell_quote(value: str) -> str:
+    """Quote like Perl's String::ShellQuote (what Proxmox prints): bare if safe."""
+    if value and _SAFE_WORD.match(value):
+        return value
+    quoted = "'" + value.replace("'", "'\\''") + "'"
+    # String::ShellQuote drops the empty '' pairs that escaping leaves at either end.
+    if len(quoted) > 2 and quoted.startswith("''"):
+        quoted = quoted[2:]
+    if len(quoted) > 2 and quoted.endswith("''") and not quoted.endswith("\\''"):
+        quoted = quoted[:-2]
+    return quoted
+
+
+def format_args(args: Iterable[Arg]) -> str:
+    """``key=value`` words for fence.cfg, quoted so :func:`parse_args` reads them back."""
+    words = []
+    for key, value in args:
+        words.append(key if value is None else f"{key}={shlex.quote(value)}")
+    return " ".join(words)
+
+
+def write_fence_config(cfg: FenceConfig, path: str | os.PathLike[str] | None = None) -> None:
+    """Write atomically (temp file in the same directory, fsync, os.replace), mode 0600.
+
+    The file holds passwords, so it is never readable by others, not even briefly.
+    """
+    p = Path(path if path is not None else (cfg.path or "fence.cfg"))
+    text = cfg.to_text()
+    parse_fence_config(text, str(p))  # never write something we could not read back
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(p.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
