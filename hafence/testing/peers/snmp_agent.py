@@ -1,0 +1,330 @@
+"""A real SNMP agent on loopback with a writable IF-MIB ``ifAdminStatus``, for tests.
+
+Why snmpsim (PyPI ``snmpsim``) and not net-snmp ``snmpd`` in a network namespace:
+
+* snmpsim is a real SNMP engine (pysnmp's agent side): v1/v2c communities, a USM
+  user with authPriv, report PDUs for wrong keys, GETBULK, noSuchInstance... so the
+  driver meets the same protocol a switch speaks. Its ``writecache`` variation keeps
+  SETs of ``ifAdminStatus`` in memory (no gdbm needed: without a ``file`` option the
+  cache is a dict), and a ``vlist`` rejects values outside up/down/testing with
+  ``wrongValue`` as an agent would.
+* snmpd would need ``ip netns`` plus dummy links, i.e. CAP_SYS_ADMIN and a netns
+  mount, which containers and CI runners often lack; snmpsim needs nothing but a
+  free UDP port and runs the same as root or not.
+* Running as root: snmpsim drops to ``--process-user``, but under pyenv the
+  interpreter lives in /root (mode 0700), so the dropped process can no longer import
+  its lazily-loaded modules (dbm.dumb for the data index first). The agent only ever
+  listens on 127.0.0.1, so it runs with ``SNMPSIM_ALLOW_ROOT=true`` instead.
+
+Addressing: v1/v2c requests select the data file by community (``<community>.snmprec``).
+v3 requests carry a context name, which real switches leave empty; snmpsim unregisters
+pysnmp's default empty context and only serves it from a file named ``self.snmprec``,
+so the same table is written there too (side effect: v2c with an empty community is
+answered as well). The writecache is module-global and keyed by OID, so a SET made
+through v2c is seen through v3 and the other way round.
+
+Each agent is one process with its own state: a new agent starts from the port table
+it is given. :func:`snmp_agent` always stops the process, also when the body raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyasn1.codec.ber import decoder, encoder
+from pysnmp.proto import api
+
+HOST = "127.0.0.1"
+# snmpsim serves the empty SNMPv3 context (what switches use) from this file only.
+V3_DATA_FILE = "self.snmprec"
+
+SYS_DESCR = "hafence simulated switch (snmpsim)"
+SYS_DESCR_OID = "1.3.6.1.2.1.1.1.0"
+IF_ADMIN_STATUS = "1.3.6.1.2.1.2.2.1.7"
+
+# snmprec type tags
+_INT, _STR, _OID, _TICKS, _GAUGE = "2", "4", "6", "67", "66"
+
+
+@dataclass(frozen=True)
+class SimPort:
+    """One interface of the simulated switch."""
+
+    index: int
+    descr: str
+    name: str
+    alias: str = ""
+    admin: int = 1  # ifAdminStatus at start: 1 up, 2 down, 3 testing
+    writable: bool = True  # False: a SET of ifAdminStatus is refused
+
+
+DEFAULT_PORTS: tuple[SimPort, ...] = (
+    SimPort(1, "GigabitEthernet1/0/1", "Gi1/0/1", "node1"),
+    SimPort(2, "GigabitEthernet1/0/2", "Gi1/0/2", "node2"),
+    SimPort(3, "GigabitEthernet1/0/3", "Gi1/0/3", "node3", admin=2),
+    SimPort(10, "Port-channel10", "Po10", "lab trunk", admin=3),
+    SimPort(24, "GigabitEthernet1/0/24", "Gi1/0/24", "uplink (locked)", writable=False),
+)
+
+
+def snmprec(ports: Sequence[SimPort]) -> str:
+    """The snmpsim data file for a switch with these ports (records sorted by OID)."""
+    rows: list[tuple[str, str, str]] = [
+        ("1.3.6.1.2.1.1.1.0", _STR, SYS_DESCR),
+        ("1.3.6.1.2.1.1.2.0", _OID, "1.3.6.1.4.1.8072.3.2.10"),
+        ("1.3.6.1.2.1.1.3.0", _TICKS, "4242"),
+        ("1.3.6.1.2.1.1.5.0", _STR, "hafence-sim-switch"),
+        ("1.3.6.1.2.1.2.1.0", _INT, str(len(ports))),
+    ]
+    # Unwritable records get a SET answered with noSuchInstance by snmpsim (agent refuses).
+    admin_tag = _INT + ":writecache"
+    for p in ports:
+        i = p.index
+        rows += [
+            (f"1.3.6.1.2.1.2.2.1.1.{i}", _INT, str(i)),
+            (f"1.3.6.1.2.1.2.2.1.2.{i}", _STR, p.descr),
+            (f"1.3.6.1.2.1.2.2.1.3.{i}", _INT, "6"),  # ethernetCsmacd
+            (f"1.3.6.1.2.1.2.2.1.5.{i}", _GAUGE, "1000000000"),
+            (
+                f"{IF_ADMIN_STATUS}.{i}",
+                admin_tag if p.writable else _INT,
+                f"value={p.admin},vlist=lt:1:wrongvalue:gt:3:wrongvalue"
+                if p.writable
+                else str(p.admin),
+            ),
+            (f"1.3.6.1.2.1.2.2.1.8.{i}", _INT, "1" if p.admin == 1 else "2"),
+            (f"1.3.6.1.2.1.31.1.1.1.1.{i}", _STR, p.name),
+            (f"1.3.6.1.2.1.31.1.1.1.18.{i}", _STR, p.alias),
+        ]
+    rows.sort(key=lambda r: tuple(int(x) for x in r[0].split(".")))
+    return "".join(f"{oid}|{tag}|{value}\n" for oid, tag, value in rows)
+
+
+@dataclass
+class SnmpAgent:
+    """A running simulated switch. ``driver_options()`` gives options for snmp_ifmib."""
+
+    host: str
+    port: int
+    community: str
+    v3_user: str
+    v3_auth_key: str
+    v3_priv_key: str
+    v3_auth_proto: str
+    v3_priv_proto: str
+    ports: tuple[SimPort, ...]
+    workdir: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "agent.log"
+
+    def log_text(self) -> str:
+        """What the agent logged: every request's var-binds, GET or SET."""
+        return self.log_path.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def driver_options(self, plug: str | int, *, version: str = "2c") -> dict[str, str]:
+        """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3)."""
+        opts = {"ip": self.host, "ipport": str(self.port), "plug": str(plug)}
+        if version == "3":
+            opts |= {
+                "snmp_version": "3",
+                "username": self.v3_user,
+                "password": self.v3_auth_key,
+                "snmp_auth_prot": self.v3_auth_proto,
+                "snmp_priv_prot": self.v3_priv_proto,
+                "snmp_priv_passwd": self.v3_priv_key,
+                "snmp_sec_level": "authPriv",
+            }
+        else:
+            opts |= {"snmp_version": version, "community": self.community}
+        return opts
+
+    def get_admin_status(self, index: int, timeout: float = 2.0) -> int | None:
+        """Read ifAdminStatus.index with a plain v2c GET (independent of the driver)."""
+        value = _raw_get(
+            self.host, self.port, self.community, f"{IF_ADMIN_STATUS}.{index}", timeout
+        )
+        try:
+            return int(value) if value is not None else None
+        except (TypeError, ValueError):  # noSuchInstance and friends
+            return None
+
+
+def free_udp_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _raw_get(host: str, port: int, community: str, oid: str, timeout: float) -> object | None:
+    """One v2c GET over a plain socket; None when nothing answers within ``timeout``."""
+    p = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
+    pdu = p.GetRequestPDU()
+    p.apiPDU.set_defaults(pdu)
+    p.apiPDU.set_varbinds(pdu, [(p.ObjectIdentifier(oid), p.Null(""))])
+    msg = p.Message()
+    p.apiMessage.set_defaults(msg)
+    p.apiMessage.set_community(msg, community)
+    p.apiMessage.set_pdu(msg, pdu)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(encoder.encode(msg), (host, port))
+        try:
+            data, _ = s.recvfrom(65535)
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+    rsp, _ = decoder.decode(data, asn1Spec=p.Message())
+    binds = p.apiPDU.get_varbinds(p.apiMessage.get_pdu(rsp))
+    return binds[0][1] if binds else None
+
+
+def _command(
+    exe: str, data_dir: Path, cache_dir: Path, port: int, agent: dict[str, str]
+) -> list[str]:
+    # Engine options follow --v3-engine-id: snmpsim starts a new engine config at it.
+    return [
+        exe,
+        f"--cache-dir={cache_dir}",
+        "--log-level=info",
+        "--v3-engine-id=auto",
+        f"--data-dir={data_dir}",
+        f"--agent-udpv4-endpoint={HOST}:{port}",
+        f"--v3-user={agent['v3_user']}",
+        f"--v3-auth-key={agent['v3_auth_key']}",
+        f"--v3-auth-proto={agent['v3_auth_proto']}",
+        f"--v3-priv-key={agent['v3_priv_key']}",
+        f"--v3-priv-proto={agent['v3_priv_proto']}",
+    ]
+
+
+def _responder_exe() -> str:
+    exe = shutil.which("snmpsim-command-responder")
+    if exe:
+        return exe
+    beside = Path(sys.executable).with_name("snmpsim-command-responder")
+    if beside.exists():
+        return str(beside)
+    raise RuntimeError("snmpsim-command-responder not found: pip install snmpsim pysmi")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def snmp_agent(
+    *,
+    ports: Sequence[SimPort] = DEFAULT_PORTS,
+    community: str = "hafence-rw",
+    v3_user: str = "fenceadmin",
+    v3_auth_key: str = "auth-secret-42",
+    v3_priv_key: str = "priv-secret-42",
+    v3_auth_proto: str = "SHA",
+    v3_priv_proto: str = "AES",
+    workdir: str | os.PathLike[str] | None = None,
+    start_timeout: float = 30.0,
+) -> Iterator[SnmpAgent]:
+    """Start a simulated switch on 127.0.0.1 at a free UDP port; stop it on exit.
+
+    ``workdir`` keeps data, index and log there (e.g. pytest's ``tmp_path``); by
+    default a temporary directory is used and removed afterwards.
+    """
+    own_dir = workdir is None
+    base = Path(tempfile.mkdtemp(prefix="hafence-snmpsim-") if own_dir else workdir)
+    data_dir, cache_dir = base / "data", base / "cache"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    table = snmprec(ports)
+    (data_dir / f"{community}.snmprec").write_text(table)
+    (data_dir / V3_DATA_FILE).write_text(table)
+    settings = {
+        "v3_user": v3_user,
+        "v3_auth_key": v3_auth_key,
+        "v3_priv_key": v3_priv_key,
+        "v3_auth_proto": v3_auth_proto,
+        "v3_priv_proto": v3_priv_proto,
+    }
+    env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+    exe = _responder_exe()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        # Another test may grab the port between our probe and snmpsim's bind: retry.
+        for _attempt in range(5):
+            port = free_udp_port()
+            with open(base / "agent.log", "ab") as log:
+                proc = subprocess.Popen(
+                    _command(exe, data_dir, cache_dir, port, settings),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            if _wait_ready(proc, port, community, start_timeout):
+                break
+            _stop(proc)
+            proc = None
+        if proc is None:
+            tail = (base / "agent.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"snmpsim did not start; log tail:\n{tail}")
+        yield SnmpAgent(
+            host=HOST,
+            port=port,
+            community=community,
+            ports=tuple(ports),
+            workdir=base,
+            process=proc,
+            **settings,
+        )
+    finally:
+        if proc is not None:
+            _stop(proc)
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, community: str, bound: float) -> bool:
+    """Poll with GET sysDescr until the agent answers; False if it exits or never answers."""
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if _raw_get(HOST, port, community, SYS_DESCR_OID, 0.2) is not None:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+if __name__ == "__main__":  # manual use: python -m hafence.testing.peers.snmp_agent
+    with snmp_agent() as agent:
+        print(
+            f"snmpsim on {agent.host}:{agent.port} community={agent.community} "
+            f"v3 user={agent.v3_user}; Ctrl-C stops it",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            agent.process.wait()
