@@ -69,8 +69,8 @@ class ChainDevice:
             if value is None or value == "":
                 words.append(prefix + key)
                 continue
-            shown = value if reveal_secrets or not is_secret_key(key) else MASK
-            words.append(f"{prefix}{key}={shell_quote(shown)}")
+            shown = shell_quote(value) if reveal_secrets or not is_secret_key(key) else MASK
+            words.append(f"{prefix}{key}={shown}")
         return " ".join(words)
 
 

@@ -312,7 +312,8 @@ def write_fence_config(cfg: FenceConfig, path: str | os.PathLike[str] | None = N
     """
     p = Path(path if path is not None else (cfg.path or "fence.cfg"))
     text = cfg.to_text()
-    parse_fence_config(text, str(p))  # never write something we could not read back
+    if parse_fence_config(text, str(p)) != cfg:  # never write what would not read back
+        raise ConfigError("config would not read back unchanged; not written", file=str(p))
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:

@@ -56,6 +56,12 @@ class FenceRecord:
         return cls(**known)
 
 
+def _last_byte(path: Path, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1)
+
+
 class FenceHistory:
     """Append-only, crash-safe, size-bounded fence history in one JSON-lines file."""
 
@@ -83,6 +89,9 @@ class FenceHistory:
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.fchmod(fd, 0o600)
+            size = os.fstat(fd).st_size
+            if size and _last_byte(self.path, size) != b"\n":
+                line = "\n" + line  # seal a line torn by a crash so this one stays whole
             os.write(fd, line.encode("utf-8"))
             os.fsync(fd)
         finally:
