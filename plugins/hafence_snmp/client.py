@@ -1,0 +1,300 @@
+"""A small asyncio SNMP client over pysnmp 7: GET, SET and column walks, typed errors.
+
+One :class:`SnmpClient` owns one pysnmp ``SnmpEngine`` (created on first use, closed
+by :meth:`close`) and one transport target. Every request is bounded by
+``timeout`` in total: pysnmp gets ``timeout / (retries + 1)`` per try. Failures become
+hafence fence errors so the fencer can say *why*:
+
+* no answer -> :class:`UnreachableError` (with v1/v2c a wrong community looks the
+  same: agents drop such requests silently);
+* a v3 report PDU (unknown user, wrong digest, decryption error...) or an access
+  error status -> :class:`AuthError`;
+* any other error status or error indication -> :class:`DeviceError`.
+
+Values come back as pysnmp/pyasn1 objects (``lookupMib=False``: no MIB files needed).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    ObjectIdentity,
+    ObjectType,
+    SnmpEngine,
+    Udp6TransportTarget,
+    UdpTransportTarget,
+    UsmUserData,
+    bulk_walk_cmd,
+    get_cmd,
+    set_cmd,
+    usm3DESEDEPrivProtocol,
+    usmAesBlumenthalCfb192Protocol,
+    usmAesBlumenthalCfb256Protocol,
+    usmAesCfb128Protocol,
+    usmAesCfb192Protocol,
+    usmAesCfb256Protocol,
+    usmDESPrivProtocol,
+    usmHMAC128SHA224AuthProtocol,
+    usmHMAC192SHA256AuthProtocol,
+    usmHMAC256SHA384AuthProtocol,
+    usmHMAC384SHA512AuthProtocol,
+    usmHMACMD5AuthProtocol,
+    usmHMACSHAAuthProtocol,
+    walk_cmd,
+)
+from pysnmp.proto import errind
+from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject
+from pysnmp.smi import builder, view
+
+from hafence.errors import AuthError, DeviceError, FenceError, UnreachableError
+from hafence.secrets import Secret
+
+AUTH_PROTOCOLS: dict[str, tuple[int, ...]] = {
+    "MD5": usmHMACMD5AuthProtocol,
+    "SHA": usmHMACSHAAuthProtocol,
+    "SHA224": usmHMAC128SHA224AuthProtocol,
+    "SHA256": usmHMAC192SHA256AuthProtocol,
+    "SHA384": usmHMAC256SHA384AuthProtocol,
+    "SHA512": usmHMAC384SHA512AuthProtocol,
+}
+PRIV_PROTOCOLS: dict[str, tuple[int, ...]] = {
+    "DES": usmDESPrivProtocol,
+    "3DES": usm3DESEDEPrivProtocol,
+    "AES": usmAesCfb128Protocol,
+    "AES128": usmAesCfb128Protocol,
+    "AES192": usmAesCfb192Protocol,
+    "AES256": usmAesCfb256Protocol,
+    # Key localisation as in Cisco IOS ("Blumenthal" draft).
+    "AES192C": usmAesBlumenthalCfb192Protocol,
+    "AES256C": usmAesBlumenthalCfb256Protocol,
+}
+SECURITY_LEVELS = ("noAuthNoPriv", "authNoPriv", "authPriv")
+
+# Error indications that mean "the agent refused who we are", not "nothing answered".
+_AUTH_INDICATIONS: tuple[type[errind.ErrorIndication], ...] = (
+    errind.UnknownUserName,
+    errind.UnknownSecurityName,
+    errind.WrongDigest,
+    errind.DecryptionError,
+    errind.AuthenticationError,
+    errind.AuthenticationFailure,
+    errind.UnsupportedSecurityLevel,
+    errind.UnsupportedAuthProtocol,
+    errind.UnsupportedPrivProtocol,
+    errind.NotInTimeWindow,
+    errind.UnknownCommunityName,
+    errind.NoSuchView,
+    errind.NoAccessEntry,
+    errind.NoGroupName,
+    errind.NotInView,
+)
+# Error statuses (RFC 3416) meaning the credentials lack the right, not a bad object.
+_AUTH_STATUSES = {"noAccess", "authorizationError"}
+
+_MISSING = (NoSuchInstance, NoSuchObject, EndOfMibView)
+
+
+_VIEW: view.MibViewController | None = None
+
+
+def _shared_mib_view() -> view.MibViewController:
+    """One MIB view per process: pysnmp would build one (and a MIB compiler, ~0.3 s) per
+    engine. We only use numeric OIDs, and the view is read-only once loaded."""
+    global _VIEW
+    if _VIEW is None:
+        _VIEW = view.MibViewController(builder.MibBuilder())
+    return _VIEW
+
+
+def is_missing(value: Any) -> bool:
+    """True for noSuchObject / noSuchInstance / endOfMibView answers."""
+    return isinstance(value, _MISSING)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """SNMP credentials: a community (v1/v2c) or a USM user (v3)."""
+
+    version: str  # "1", "2c" or "3"
+    community: Secret | None = None
+    username: str | None = None
+    auth_key: Secret | None = None
+    auth_protocol: str = "SHA"
+    priv_key: Secret | None = None
+    priv_protocol: str = "AES"
+    security_level: str = "authPriv"
+
+    def auth_data(self) -> CommunityData | UsmUserData:
+        if self.version in ("1", "2c"):
+            assert self.community is not None
+            return CommunityData(self.community.reveal(), mpModel=0 if self.version == "1" else 1)
+        assert self.username is not None
+        if self.security_level == "noAuthNoPriv":
+            return UsmUserData(self.username)
+        assert self.auth_key is not None
+        auth = {
+            "authKey": self.auth_key.reveal(),
+            "authProtocol": AUTH_PROTOCOLS[self.auth_protocol],
+        }
+        if self.security_level == "authNoPriv":
+            return UsmUserData(self.username, **auth)
+        assert self.priv_key is not None
+        return UsmUserData(
+            self.username,
+            privKey=self.priv_key.reveal(),
+            privProtocol=PRIV_PROTOCOLS[self.priv_protocol],
+            **auth,
+        )
+
+
+class SnmpClient:
+    """GET/SET/walk against one agent; raises hafence fence errors."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        credentials: Credentials,
+        *,
+        timeout: float,
+        retries: int = 2,
+        context: str = "",
+        label: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.credentials = credentials
+        self.timeout = timeout
+        self.retries = max(retries, 0)
+        self.context = context
+        self.label = label or f"{host}:{port}"
+        self._engine: SnmpEngine | None = None
+        self._target: UdpTransportTarget | Udp6TransportTarget | None = None
+        self._auth: CommunityData | UsmUserData | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def _session(self) -> tuple[SnmpEngine, Any, Any]:
+        if self._engine is None:
+            self._engine = SnmpEngine()
+            # hlapi looks its MIB view up under this key of the engine's cache.
+            self._engine.cache["mibViewController"] = _shared_mib_view()
+            self._auth = self.credentials.auth_data()
+        if self._target is None:
+            per_try = self.timeout / (self.retries + 1)
+            cls = UdpTransportTarget
+            try:
+                if ipaddress.ip_address(self.host).version == 6:
+                    cls = Udp6TransportTarget
+            except ValueError:
+                pass  # a host name: resolved by pysnmp (IPv4)
+            try:
+                self._target = await cls.create(
+                    (self.host, self.port), timeout=per_try, retries=self.retries
+                )
+            except Exception as exc:  # name resolution failed and the like
+                raise UnreachableError(
+                    f"cannot reach SNMP agent {self.where}: {exc}", device=self.label
+                ) from None
+        return self._engine, self._auth, self._target
+
+    def _context(self) -> ContextData:
+        return ContextData(contextName=self.context) if self.context else ContextData()
+
+    def _check(self, what: str, indication: Any, status: Any, index: Any, binds: Sequence) -> None:
+        if indication:
+            text = str(indication)
+            if isinstance(indication, errind.RequestTimedOut):
+                hint = " (agent down, wrong address/port, or wrong community)"
+                if self.credentials.version == "3":
+                    hint = " (agent down or wrong address/port)"
+                raise UnreachableError(
+                    f"no SNMP response from {self.where} within {self.timeout:g}s to {what}{hint}",
+                    device=self.label,
+                )
+            if isinstance(indication, _AUTH_INDICATIONS):
+                raise AuthError(
+                    f"SNMP agent {self.where} refused the credentials for {what}: {text}",
+                    device=self.label,
+                )
+            raise DeviceError(f"SNMP {what} on {self.where} failed: {text}", device=self.label)
+        if status:
+            name = status.prettyPrint()
+            i = int(index)
+            oid = str(binds[i - 1][0]) if 0 < i <= len(binds) else "?"
+            cls: type[FenceError] = AuthError if name in _AUTH_STATUSES else DeviceError
+            raise cls(f"SNMP {what} on {self.where}: {name} at {oid}", device=self.label)
+
+    async def get(self, *oids: str) -> list[tuple[str, Any]]:
+        """GET the OIDs; missing objects come back as noSuch* values (see is_missing)."""
+        engine, auth, target = await self._session()
+        binds = [ObjectType(ObjectIdentity(o)) for o in oids]
+        ind, status, index, out = await get_cmd(
+            engine, auth, target, self._context(), *binds, lookupMib=False
+        )
+        self._check("GET " + " ".join(oids), ind, status, index, out)
+        return [(str(o), v) for o, v in out]
+
+    async def set(self, oid: str, value: Any) -> Any:
+        """SET one OID; returns the value the agent echoed."""
+        engine, auth, target = await self._session()
+        ind, status, index, out = await set_cmd(
+            engine,
+            auth,
+            target,
+            self._context(),
+            ObjectType(ObjectIdentity(oid), value),
+            lookupMib=False,
+        )
+        self._check(f"SET {oid}", ind, status, index, out)
+        return out[0][1] if out else None
+
+    async def walk(self, column: str) -> AsyncIterator[tuple[tuple[int, ...], Any]]:
+        """Walk one table column: yields (index suffix, value) in OID order."""
+        engine, auth, target = await self._session()
+        prefix = tuple(int(x) for x in column.split("."))
+        start = ObjectType(ObjectIdentity(column))
+        if self.credentials.version == "1":  # no GETBULK in SNMPv1
+            rows = walk_cmd(
+                engine,
+                auth,
+                target,
+                self._context(),
+                start,
+                lexicographicMode=False,
+                lookupMib=False,
+            )
+        else:
+            rows = bulk_walk_cmd(
+                engine,
+                auth,
+                target,
+                self._context(),
+                0,
+                25,
+                start,
+                lexicographicMode=False,
+                lookupMib=False,
+            )
+        async for ind, status, index, out in rows:
+            if status and status.prettyPrint() == "noSuchName" and not ind:
+                return  # SNMPv1's way of saying end of table
+            self._check(f"walk {column}", ind, status, index, out)
+            for name, value in out:
+                oid = tuple(name)
+                if oid[: len(prefix)] != prefix or is_missing(value):
+                    return
+                yield oid[len(prefix) :], value
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close_dispatcher()
+        self._engine = self._target = self._auth = None
