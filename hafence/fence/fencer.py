@@ -450,7 +450,7 @@ class Fencer:
 
     async def _call(self, driver: FenceDriver, method: str) -> Any:
         """One bounded driver call; low-level errors mapped to typed fence errors."""
-        timeout = _opt(driver, "timeout", 10.0)
+        timeout = _bound(driver, method)
         try:
             return await asyncio.wait_for(getattr(driver, method)(), timeout or None)
         except TimeoutError:
@@ -529,14 +529,13 @@ class Fencer:
     def device_budget(self, driver: FenceDriver) -> float:
         """Worst-case seconds of a verified off on this device."""
         o = lambda k, d: _opt(driver, k, d)  # noqa: E731
-        timeout = o("timeout", 10.0)
         return (
             o("delay", 0.0)
             + o("delay_max", 0.0)
-            + timeout  # the off request
+            + _bound(driver, "off")  # the off request
             + o("power_wait", 0.0)
             + o("power_timeout", 20.0)
-            + timeout  # a status poll still in flight at the deadline
+            + _bound(driver, "status")  # a status poll still in flight at the deadline
         )
 
     async def check(self, node: str) -> CheckReport:
@@ -609,6 +608,18 @@ def _where(node: str | None, level: int | None, label: str) -> str:
         parts.append(f"level {level}")
     parts.append(f"device '{label}'")
     return " ".join(parts)
+
+
+def _bound(driver: FenceDriver, method: str) -> float:
+    """Time bound of one driver call: ``timeout``, plus the power wait and timeout for
+    drivers that verify power changes themselves (e.g. ClusterLabs agents)."""
+    timeout = _opt(driver, "timeout", 10.0)
+    if method in FENCE_ACTIONS and getattr(driver, "self_verifying", False):
+        bound = getattr(driver, "bound", None)
+        if callable(bound):
+            return float(bound(method))
+        timeout += _opt(driver, "power_wait", 0.0) + _opt(driver, "power_timeout", 20.0)
+    return timeout
 
 
 def _opt(driver: FenceDriver, key: str, default: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from hafence.errors import (
     FenceTimeoutError,
     NotSupportedError,
     ParamError,
+    StillOnError,
     UnknownDriverError,
     UnreachableError,
 )
@@ -42,6 +44,7 @@ _UNREACHABLE = re.compile(
     r"|name or service not known|timed out|host unreachable",
     re.IGNORECASE,
 )
+_STILL_ON = re.compile(r"timed out waiting to power off", re.IGNORECASE)
 _NO_LIST = re.compile(r"list option is not working", re.IGNORECASE)
 
 
@@ -91,8 +94,33 @@ class FenceAgentDriver(FenceDriver):
             self.label = info.name
 
     # -- running the agent ----------------------------------------------------------
+    # The agent verifies off/on itself (fencing.py polls status), so the fencer gives
+    # those calls power_wait + power_timeout on top of the request timeout.
+    self_verifying: ClassVar[bool] = True
+
+    def _timing(self) -> dict[str, int]:
+        """The fencer's power_wait/power_timeout, in the whole seconds fencing.py reads."""
+        out = {}
+        pw = float(self.options.get("power_wait") or 0.0)
+        pt = float(self.options.get("power_timeout") or 20.0)
+        if "power_wait" in self.agent.accepts:
+            out["power_wait"] = math.ceil(pw)
+        if "power_timeout" in self.agent.accepts:
+            out["power_timeout"] = max(1, math.ceil(pt))
+        return out
+
+    def bound(self, action: str) -> float:
+        """How long one agent run may take before it is killed."""
+        timeout = float(self.options.get("timeout") or 10.0)
+        if action in ("on", "off", "reboot"):
+            t = self._timing()
+            timeout += t.get("power_wait", 0) + t.get("power_timeout", 0) + 1
+        return timeout
+
     def _stdin(self, action: str) -> bytes:
         lines = [f"action={action}"]
+        if action in ("on", "off", "reboot"):
+            lines += [f"{k}={v}" for k, v in self._timing().items()]
         # Verbose output carries the cause (e.g. ipmitool's RMCP+ session error) that
         # tells a wrong password from a dead device; fencing.py masks passwords in it.
         if self.options.get("verbose") is None and any(p.name == "verbose" for p in self.params):
@@ -114,7 +142,7 @@ class FenceAgentDriver(FenceDriver):
         return text
 
     async def _run(self, action: str) -> tuple[int, str, str]:
-        timeout = float(self.options.get("timeout") or 10.0)
+        timeout = self.bound(action)
         proc = await asyncio.create_subprocess_exec(
             self.agent.path,
             stdin=asyncio.subprocess.PIPE,
@@ -147,6 +175,8 @@ class FenceAgentDriver(FenceDriver):
         errors = [ln for ln in lines if "ERROR" in ln or "Failed" in ln or "Error" in ln]
         detail = (errors or lines or [f"exit code {rc}"])[-1]
         msg = f"{self.agent.name} {action}: {_strip_log(detail)}"
+        if action == "off" and _STILL_ON.search(text):
+            return StillOnError(msg, device=self.label)
         for pattern, cls in ((_UNREACHABLE, UnreachableError), (_AUTH, AuthError)):
             cause = next((ln for ln in lines if pattern.search(ln)), None)
             if cause is not None:

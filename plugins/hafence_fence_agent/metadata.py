@@ -30,6 +30,7 @@ class AgentInfo:
     description: str
     params: tuple[Param, ...]
     actions: frozenset[str]
+    accepts: frozenset[str] = frozenset()  # every option name the agent reads
 
 
 def find_agent(name: str) -> str | None:
@@ -79,7 +80,8 @@ def parse_metadata(name: str, path: str, xml_text: str) -> AgentInfo:
             )
         )
     actions = frozenset(a.get("name", "") for a in root.findall("./actions/action"))
-    return AgentInfo(name, path, root.get("shortdesc", ""), tuple(params), actions)
+    accepts = frozenset(n.get("name", "") for n in nodes)
+    return AgentInfo(name, path, root.get("shortdesc", ""), tuple(params), actions, accepts)
 
 
 def read_metadata(name: str, path: str) -> AgentInfo:
