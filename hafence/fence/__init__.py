@@ -4,7 +4,7 @@ Public API (stable; the CLI and the CRM build on it)::
 
     from hafence.fence import (
         load_fence_config, parse_fence_config, write_fence_config, FenceConfig,
-        Level, ChainDevice, build_driver, driver_class,
+        Level, ChainDevice, build_driver, check_drivers, driver_class,
         Fencer, FenceResult, ActionResult, CheckReport, DeviceCheck,
         FenceHistory, FenceRecord,
     )
@@ -26,6 +26,9 @@ chains (``hafence.fence.chain``)
     FenceDriver`` validates options against the driver's Param schema and raises
     ``ConfigError`` naming file, line, field. DRIVER is a hafence driver or a
     ClusterLabs ``fence_*`` agent (through the ``fence_agent`` bridge plugin).
+    ``check_drivers(cfg, registry=None)`` builds every device for every node without
+    contacting any and raises ``FenceConfigErrors`` listing all option errors.
+    Reprs of config objects mask credential values.
 
 fencer (``hafence.fence.fencer``)
     ``Fencer(config, registry=None, history=None, *, retries=2, backoff=1.0,
@@ -47,7 +50,7 @@ history (``hafence.fence.history``)
     ``.last(node)``.
 """
 
-from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
+from hafence.fence.chain import ChainDevice, Level, build_driver, check_drivers, driver_class
 from hafence.fence.config import (
     FenceConfig,
     FenceConfigErrors,
@@ -86,6 +89,7 @@ __all__ = [
     "Port",
     "PowerState",
     "build_driver",
+    "check_drivers",
     "default_history_path",
     "driver_class",
     "load_fence_config",

@@ -7,22 +7,24 @@ succeed. Levels are tried in declaration order.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hafence.errors import ConfigError, ParamError, UnknownDriverError
-from hafence.fence.config import Arg, FenceConfig, shell_quote
+from hafence.fence.config import (
+    Arg,
+    FenceConfig,
+    FenceConfigErrors,
+    is_secret_key,
+    masked_args,
+    shell_quote,
+)
 from hafence.secrets import MASK
 
 if TYPE_CHECKING:
     from hafence.fence.driver import FenceDriver
     from hafence.plugins import PluginRegistry
-
-# fence.cfg keys whose values are credentials when the driver schema is not at hand
-# (fence-agents: password/passwd, snmp_priv_passwd, community...).
-_SECRET_KEY = re.compile(r"pass|secret|community|token|^key$|private", re.IGNORECASE)
 
 # Options fence.cfg may carry for ClusterLabs agents that the fencer itself owns.
 FENCER_OWNED = frozenset({"action"})
@@ -48,6 +50,12 @@ class ChainDevice:
     @property
     def args(self) -> tuple[Arg, ...]:
         return self.device_args + self.connect_args
+
+    def __repr__(self) -> str:
+        return (
+            f"ChainDevice(node={self.node!r}, label={self.label!r}, driver={self.driver!r}, "
+            f"args={masked_args(self.args)!r})"
+        )
 
     def options(self) -> dict[str, Any]:
         """Driver options: bare flags become True; fencer-owned keys are dropped."""
@@ -81,10 +89,6 @@ class Level:
     number: int  # 1-based position in the node's chain (as in logs)
     name: str
     devices: tuple[ChainDevice, ...]
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
 
 
 def node_chain(cfg: FenceConfig, node: str) -> list[Level]:
@@ -175,3 +179,25 @@ def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> F
         connect_keys = {k for k, _ in spec.connect_args}
         line = spec.connect_line if exc.field in connect_keys else spec.device_line
         raise ConfigError(exc.message, file=spec.file, line=line, field=exc.field) from None
+
+
+def check_drivers(cfg: FenceConfig, registry: PluginRegistry | None = None) -> None:
+    """Build every device for every node it is connected to, without contacting any.
+
+    Raises :class:`FenceConfigErrors` with every driver/option error (file, line, field).
+    """
+    errors: list[ConfigError] = []
+    seen: set[tuple[str, int | None, str | None]] = set()
+    for node in cfg.nodes():
+        for level in node_chain(cfg, node):
+            for spec in level.devices:
+                try:
+                    build_driver(spec, registry)
+                except ConfigError as exc:
+                    key = (str(exc), exc.line, exc.field)
+                    if key not in seen:
+                        seen.add(key)
+                        errors.append(exc)
+    if errors:
+        errors.sort(key=lambda e: e.line or 0)
+        raise FenceConfigErrors(cfg.path or "fence.cfg", errors)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hafence.errors import ConfigError, ConfigErrors
+from hafence.secrets import MASK
 
 if TYPE_CHECKING:
     from hafence.fence.chain import Level
@@ -33,10 +34,23 @@ if TYPE_CHECKING:
 Arg = tuple[str, str | None]
 """One ``key=value`` argument; the value is None for a bare flag."""
 
+# Keys whose values are credentials when no driver schema is at hand (fence-agents:
+# password/passwd, snmp_priv_passwd, community...). Their values never show in a repr.
+_SECRET_KEY = re.compile(r"pass|secret|community|token|^key$|private|_kg$", re.IGNORECASE)
+
 _STATEMENT = re.compile(r"^(device|connect)\s+(\S+)\s+(\S+)(?:\s+(.*))?$")
 _DEVICE_NAME = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)(?::(\d+))?$")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+
+
+def is_secret_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key))
+
+
+def masked_args(args: Iterable[Arg]) -> list[Arg]:
+    """Arguments with credential values replaced by the mask, for display."""
+    return [(k, MASK if v is not None and is_secret_key(k) else v) for k, v in args]
 
 
 class FenceConfigErrors(ConfigErrors):
@@ -55,8 +69,11 @@ class Connection:
     """``connect NAME:N node=NODE args``: how one sub-device reaches one node."""
 
     node: str
-    args: list[Arg] = field(default_factory=list)
+    args: list[Arg] = field(default_factory=list, repr=False)
     line: int = 0
+
+    def __repr__(self) -> str:
+        return f"Connection(node={self.node!r}, args={masked_args(self.args)!r}, line={self.line})"
 
 
 @dataclass
@@ -69,6 +86,13 @@ class SubDevice:
     args: list[Arg] = field(default_factory=list)
     line: int = 0
     connections: dict[str, Connection] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"SubDevice({self.label!r}, driver={self.driver!r}, "
+            f"args={masked_args(self.args)!r}, line={self.line}, "
+            f"nodes={sorted(self.connections)!r})"
+        )
 
     @property
     def label(self) -> str:

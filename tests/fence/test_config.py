@@ -15,6 +15,7 @@ from hafence.fence import (
     FenceConfig,
     FenceConfigErrors,
     build_driver,
+    check_drivers,
     load_fence_config,
     parse_fence_config,
     write_fence_config,
@@ -185,3 +186,26 @@ def test_build_driver_validates_against_schema(lab, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         build_driver(e, lab.registry)
     assert (info.value.line, info.value.field) == (9, "driver")
+
+
+def test_check_drivers_reports_every_option_error(lab) -> None:
+    text = (
+        "device a model device=a\nconnect a node=n1\nconnect a node=n2 timeout=x\n"
+        "device b model\nconnect b node=n1\n"
+        "device c model device=c\nconnect c node=n1\n"
+    )
+    with pytest.raises(FenceConfigErrors) as info:
+        check_drivers(parse_fence_config(text, "f.cfg"), lab.registry)
+    assert [(e.line, e.field) for e in info.value.errors] == [(3, "timeout"), (4, "device")]
+    check_drivers(parse_fence_config("device c model device=c\nconnect c node=n1\n"), lab.registry)
+
+
+def test_reprs_mask_credentials() -> None:
+    cfg = parse_fence_config(
+        "device a fence_x ip=1.2.3.4 password=TopSecret1 community=Pub2\n"
+        "connect a node=n1 passwd=TopSecret3\n"
+    )
+    shown = repr(cfg) + repr(cfg.chain("n1")) + repr(cfg.devices["a"].subdevices[1].connections)
+    for secret in ("TopSecret1", "Pub2", "TopSecret3"):
+        assert secret not in shown
+    assert "1.2.3.4" in shown
