@@ -1,0 +1,60 @@
+"""Fixtures for the SNMP tests: a real SNMP agent (snmpsim) on loopback and a plugin
+registry holding only the snmp_ifmib plugin."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import hafence_snmp
+import pytest
+
+from hafence.fence import FenceHistory, Fencer, parse_fence_config
+from hafence.plugins import PluginRegistry
+from hafence.testing.peers.snmp_agent import SnmpAgent, free_udp_port, snmp_agent
+
+
+def _need_snmpsim() -> None:
+    if not shutil.which("snmpsim-command-responder"):
+        pytest.skip("snmpsim not installed (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def switch() -> Iterator[SnmpAgent]:
+    """A simulated switch shared by a module's read-only tests (never SET it)."""
+    _need_snmpsim()
+    with snmp_agent() as agent:
+        yield agent
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[SnmpAgent]:
+    """A fresh simulated switch for one test (ports start as in DEFAULT_PORTS)."""
+    _need_snmpsim()
+    with snmp_agent(workdir=tmp_path / "snmpsim") as a:
+        yield a
+
+
+@pytest.fixture
+def registry() -> PluginRegistry:
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register(hafence_snmp, "snmp_ifmib")
+    return reg
+
+
+@pytest.fixture
+def closed_udp_port() -> int:
+    """A loopback UDP port nobody listens on (probed, then released)."""
+    return free_udp_port()
+
+
+def make_fencer(registry: PluginRegistry, text: str, tmp_path: Path, **kw) -> Fencer:
+    cfg = parse_fence_config(text, str(tmp_path / "fence.cfg"))
+    kw.setdefault("retries", 0)
+    return Fencer(cfg, registry, FenceHistory(tmp_path / "history.jsonl"), actor="nodeA", **kw)
+
+
+def cfg_args(options: dict[str, str]) -> str:
+    """fence.cfg key=value arguments, every value single-quoted."""
+    return " ".join(f"{k}='{v}'" for k, v in options.items())

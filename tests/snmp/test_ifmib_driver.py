@@ -1,0 +1,205 @@
+"""The snmp_ifmib driver against a real SNMP agent (snmpsim) on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from hafence_snmp.ifmib import IfMibDriver
+
+from hafence.errors import DeviceError, ParamError
+from hafence.fence.driver import Port, PowerState
+from hafence.fence.metadata import driver_metadata, driver_metadata_xml
+from hafence.plugins import get_registry
+from hafence.secrets import Secret
+from hafence.testing.peers.snmp_agent import SimPort, SnmpAgent, snmp_agent
+
+VERSIONS = ("1", "2c", "3")
+
+
+def test_registered_through_entry_point() -> None:
+    reg = get_registry()
+    assert reg.fence_driver("snmp_ifmib") is IfMibDriver
+    assert reg.owner("hafence_fence_drivers", "snmp_ifmib") == "snmp_ifmib"
+
+
+def test_metadata_marks_secrets_and_fence_agents_names() -> None:
+    meta = driver_metadata(IfMibDriver)
+    params = {p["name"]: p for p in meta["parameters"]}
+    assert params["plug"]["required"] and params["ip"]["required"]
+    for secret in ("community", "password", "snmp_priv_passwd"):
+        assert params[secret]["secret"], secret
+    assert not params["username"]["secret"]
+    assert "reboot" in meta["actions"]  # composed by the fencer
+    assert "reboot" not in IfMibDriver.actions
+    xml = driver_metadata_xml(IfMibDriver)
+    assert 'name="snmp_priv_prot"' in xml and 'name="plug"' in xml
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_list_shows_every_port(switch: SnmpAgent, version: str) -> None:
+    async with IfMibDriver(switch.driver_options("1", version=version)) as d:
+        ports = await d.list()
+    assert ports == [
+        Port("1", "Gi1/0/1", "node1", PowerState.ON),
+        Port("2", "Gi1/0/2", "node2", PowerState.ON),
+        Port("3", "Gi1/0/3", "node3", PowerState.OFF),
+        Port("10", "Po10", "lab trunk", PowerState.UNKNOWN),  # ifAdminStatus testing(3)
+        Port("24", "Gi1/0/24", "uplink (locked)", PowerState.ON),
+    ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(
+    ("plug", "index", "state"),
+    [
+        ("1", 1, PowerState.ON),  # ifIndex
+        ("Gi1/0/2", 2, PowerState.ON),  # ifName
+        ("GigabitEthernet1/0/3", 3, PowerState.OFF),  # ifDescr
+        ("ifName:Po10", 10, PowerState.UNKNOWN),  # forced kind; testing(3) is not on/off
+        ("ifDescr:GigabitEthernet1/0/24", 24, PowerState.ON),
+        ("ifIndex:2", 2, PowerState.ON),
+    ],
+)
+async def test_status_by_index_name_and_descr(
+    switch: SnmpAgent, version: str, plug: str, index: int, state: PowerState
+) -> None:
+    async with IfMibDriver(switch.driver_options(plug, version=version), label="sw") as d:
+        assert await d.status() == state
+        assert await d.if_index() == index
+        await d.monitor()
+
+
+async def test_off_on_v2c_changes_the_agents_port(agent: SnmpAgent) -> None:
+    async with IfMibDriver(agent.driver_options("Gi1/0/2"), label="sw") as d:
+        await d.off()
+        # read back independently of the driver: a raw GET over a plain socket
+        assert agent.get_admin_status(2) == 2
+        assert await d.status() == PowerState.OFF
+        await d.off()  # idempotent: already down stays down, no error
+        assert agent.get_admin_status(2) == 2
+        await d.on()
+        assert agent.get_admin_status(2) == 1
+        await d.on()
+        assert await d.status() == PowerState.ON
+    assert agent.get_admin_status(1) == 1  # neighbours untouched
+    sets = [line for line in agent.log_text().splitlines() if "SET" in line]
+    assert len(sets) == 4 and all("1.3.6.1.2.1.2.2.1.7.2=" in s for s in sets)
+
+
+async def test_v3_authpriv_off_on(agent: SnmpAgent) -> None:
+    opts = agent.driver_options("GigabitEthernet1/0/1", version="3")
+    async with IfMibDriver(opts, label="sw") as d:
+        assert d.options["snmp_sec_level"] == "authPriv"
+        await d.off()
+        assert agent.get_admin_status(1) == 2  # same switch state seen through v2c
+        assert await d.status() == PowerState.OFF
+        await d.on()
+        assert await d.status() == PowerState.ON
+    log = agent.log_text()
+    assert "securityModel 3, securityName fenceadmin, securityLevel 3" in log  # authPriv
+
+
+async def test_v1_off_on(agent: SnmpAgent) -> None:
+    async with IfMibDriver(agent.driver_options("3", version="1")) as d:
+        await d.on()
+        assert agent.get_admin_status(3) == 1
+        await d.off()
+        assert await d.status() == PowerState.OFF
+
+
+async def test_session_reopens_after_close(agent: SnmpAgent) -> None:
+    d = IfMibDriver(agent.driver_options("Gi1/0/1"))
+    assert await d.status() == PowerState.ON
+    await d.close()
+    await d.close()  # twice is fine
+    await d.off()
+    assert await d.status() == PowerState.OFF
+    await d.close()
+
+
+async def test_unknown_port_names_the_port(switch: SnmpAgent) -> None:
+    async with IfMibDriver(switch.driver_options("Gi9/9/9"), label="sw") as d:
+        for action in (d.status, d.off, d.on):
+            with pytest.raises(DeviceError, match=r"port 'Gi9/9/9' not found") as info:
+                await action()
+            assert info.value.kind == "device_error" and info.value.device == "sw"
+    async with IfMibDriver(switch.driver_options("99"), label="sw") as d:
+        with pytest.raises(DeviceError, match=r"port '99': no ifAdminStatus.99"):
+            await d.status()
+        with pytest.raises(DeviceError, match=r"port '99': agent refused SET"):
+            await d.off()
+
+
+async def test_unknown_port_v1_error_status_names_the_port(switch: SnmpAgent) -> None:
+    # SNMPv1 answers a missing object with error-status noSuchName, not a value
+    async with IfMibDriver(switch.driver_options("99", version="1"), label="sw") as d:
+        with pytest.raises(DeviceError, match=r"port '99': .*noSuchName"):
+            await d.status()
+
+
+async def test_read_only_port_refuses_off(agent: SnmpAgent) -> None:
+    async with IfMibDriver(agent.driver_options("Gi1/0/24"), label="sw") as d:
+        with pytest.raises(DeviceError, match=r"port 'Gi1/0/24' \(ifIndex 24\).*not writable"):
+            await d.off()
+        assert await d.status() == PowerState.ON
+    assert agent.get_admin_status(24) == 1
+
+
+async def test_ambiguous_and_numeric_names(tmp_path) -> None:
+    ports = (
+        SimPort(5, "eth", "1", "a"),
+        SimPort(6, "eth", "2", "b", admin=2),
+        SimPort(7, "mgmt", "mgmt0", "c"),
+    )
+    with snmp_agent(ports=ports, workdir=tmp_path / "sw") as sw:
+        async with IfMibDriver(sw.driver_options("eth"), label="sw") as d:
+            with pytest.raises(DeviceError, match=r"ambiguous.*ifIndex 5, 6"):
+                await d.status()
+        # a port *named* "2" needs the ifName: prefix; bare "2" is an ifIndex
+        async with IfMibDriver(sw.driver_options("ifName:2")) as d:
+            assert await d.status() == PowerState.OFF and await d.if_index() == 6
+        async with IfMibDriver(sw.driver_options("2")) as d:
+            with pytest.raises(DeviceError, match="no such interface"):
+                await d.status()
+
+
+def test_option_validation() -> None:
+    base = {"ip": "127.0.0.1", "plug": "1"}
+    with pytest.raises(ParamError, match="community: required"):
+        IfMibDriver(base)
+    with pytest.raises(ParamError, match="username: required"):
+        IfMibDriver({**base, "snmp_version": "3"})
+    with pytest.raises(ParamError, match="snmp_priv_passwd: required"):
+        IfMibDriver(
+            {**base, "snmp_version": "3", "username": "u", "password": "12345678",
+             "snmp_sec_level": "authPriv"}
+        )  # fmt: skip
+    with pytest.raises(ParamError, match="password: SNMPv3 passwords must be at least 8"):
+        IfMibDriver({**base, "snmp_version": "3", "username": "u", "password": "short"})
+    with pytest.raises(ParamError, match="snmp_version: must be one of"):
+        IfMibDriver({**base, "community": "c", "snmp_version": "2"})
+    with pytest.raises(ParamError, match="plug: ifIndex must be a number"):
+        IfMibDriver({**base, "community": "c", "plug": "ifIndex:x"})
+    with pytest.raises(ParamError, match="plug: required"):
+        IfMibDriver({"ip": "127.0.0.1", "community": "c"})
+    # fence_ifmib's names work too
+    d = IfMibDriver({"ipaddr": "h", "port": "Gi1/0/1", "community": "c", "login": "u"})
+    assert d.options["ip"] == "h" and d.plug == "Gi1/0/1"
+    # security level follows from the passwords given
+    d = IfMibDriver({**base, "snmp_version": "3", "username": "u", "password": "12345678"})
+    assert d.options["snmp_sec_level"] is None
+    assert d.client.credentials.security_level == "authNoPriv"
+
+
+async def test_secrets_from_file_and_env(
+    agent: SnmpAgent, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opts = agent.driver_options("1", version="3")
+    (tmp_path / "auth").write_text(opts.pop("password") + "\n")
+    monkeypatch.setenv("SW_PRIV", opts.pop("snmp_priv_passwd"))
+    d = IfMibDriver(
+        {**opts, "password_file": str(tmp_path / "auth"), "snmp_priv_passwd_env": "SW_PRIV"}
+    )
+    async with d:
+        assert isinstance(d.options["password"], Secret)
+        await d.off()
+    assert agent.get_admin_status(1) == 2
