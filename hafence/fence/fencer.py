@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from hafence.errors import (
     AuthError,
-    ConfigError,
     DeviceError,
     FenceError,
     FenceTimeoutError,
@@ -304,8 +303,8 @@ class Fencer:
         async def one(spec: ChainDevice) -> ActionResult:
             try:
                 driver = self.build(spec)
-            except (ConfigError, HafenceError) as exc:
-                msg = str(exc)
+            except Exception as exc:  # a plugin's constructor may raise anything
+                msg = str(exc) if isinstance(exc, HafenceError) else f"{type(exc).__name__}: {exc}"
                 log.error(
                     "fence node '%s': level %d device '%s' %s failed: %s (%s)",
                     node,
@@ -556,7 +555,7 @@ class Fencer:
             chk = DeviceCheck(level.number, spec.label, spec.driver, False)
             try:
                 driver = self.build(spec)
-            except HafenceError as exc:
+            except Exception as exc:  # a plugin's constructor may raise anything
                 chk.error_kind, chk.message = CONFIG_ERROR_KIND, str(exc)
                 log.error(
                     "fence node '%s': check level %d device '%s': %s (%s)",
