@@ -71,7 +71,13 @@ class FenceAgentDriver(FenceDriver):
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         if cls.info is not None:
-            return super().validate(options)
+            out = super().validate(options)
+            for key, value in out.items():
+                text = value.reveal() if isinstance(value, Secret) else value
+                if isinstance(text, str) and ("\n" in text or "\r" in text):
+                    # one option per stdin line: a line break would smuggle in another
+                    raise ParamError(key, "must not contain a line break")
+            return out
         # Generic 'fence_agent': pick the agent's schema, then validate against it.
         opts = dict(options)
         agent = opts.pop("agent", None)

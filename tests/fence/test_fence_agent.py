@@ -223,6 +223,15 @@ async def test_options_go_on_stdin_never_argv(lab, probe: Path, tmp_path: Path) 
     assert "power_timeout=20" not in calls[1]["stdin"]
 
 
+def test_line_breaks_cannot_smuggle_options(lab, probe: Path) -> None:
+    from hafence.errors import ParamError
+
+    cls = driver_class("fence_h1probe", lab.registry)
+    with pytest.raises(ParamError) as info:
+        cls({"ip": "x", "password": "pw\nipmitool_path=/tmp/evil"})
+    assert info.value.field == "password"
+
+
 async def test_list_and_exit_codes(lab, probe: Path) -> None:
     cls = driver_class("fence_h1probe", lab.registry)
     drv = cls({"ip": "x"}, label="p")
