@@ -55,6 +55,18 @@ async def test_status_off_on_verified_against_ipmi_sim(lab, ipmi_sim, tmp_path: 
     assert ipmi_sim.password not in (tmp_path / "h.jsonl").read_text()
 
 
+async def test_reboot_is_off_verified_then_on(lab, ipmi_sim, tmp_path: Path) -> None:
+    text = f"device bmc fence_ipmilan {ipmi_sim.agent_args()}\nconnect bmc node=n1\n"
+    f = fencer(lab, text, tmp_path)
+    res = await f.fence("n1", action="reboot")
+    assert res.ok and ipmi_sim.power == "on"
+    sets = [c for c in ipmi_sim.calls() if c.startswith("set power")]
+    assert sets == ["set power 0", "set power 1"]
+    dev = res.attempts[0].levels[0].devices[0]
+    assert dev.state == "on" and dev.message == "off, verified, on"
+    json.loads(res.to_json())
+
+
 async def test_generic_fence_agent_driver(lab, ipmi_sim) -> None:
     cls = lab.registry.fence_driver("fence_agent")
     drv = cls({"agent": "fence_ipmilan", **ipmi_sim.agent_options()})
