@@ -1,9 +1,10 @@
 """A small asyncio SNMP client over pysnmp 7: GET, SET and column walks, typed errors.
 
 One :class:`SnmpClient` owns one pysnmp ``SnmpEngine`` (created on first use, closed
-by :meth:`close`) and one transport target. Every request is bounded by
-``timeout`` in total: pysnmp gets ``timeout / (retries + 1)`` per try. Failures become
-hafence fence errors so the fencer can say *why*:
+by :meth:`close`) and one transport target. Every request (each page of a walk) is
+bounded by ``timeout`` in total: pysnmp gets ``timeout / (retries + 1)`` per try, and
+since its retry timer ticks every 0.1 s and overshoots, an asyncio deadline enforces
+the bound. Failures become hafence fence errors so the fencer can say *why*:
 
 * no answer -> :class:`UnreachableError` (with v1/v2c a wrong community looks the
   same: agents drop such requests silently);
@@ -16,8 +17,9 @@ Values come back as pysnmp/pyasn1 objects (``lookupMib=False``: no MIB files nee
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +110,11 @@ def _shared_mib_view() -> view.MibViewController:
     engine. We only use numeric OIDs, and the view is read-only once loaded."""
     global _VIEW
     if _VIEW is None:
-        _VIEW = view.MibViewController(builder.MibBuilder())
+        mib_view = view.MibViewController(builder.MibBuilder())
+        # The first resolution loads the base MIBs and sets up pysmi; do it now, not
+        # inside the first request's time bound.
+        ObjectIdentity("1.3.6.1.2.1.1.1.0").resolve_with_mib(mib_view)
+        _VIEW = mib_view
     return _VIEW
 
 
@@ -177,6 +183,7 @@ class SnmpClient:
         self._engine: SnmpEngine | None = None
         self._target: UdpTransportTarget | Udp6TransportTarget | None = None
         self._auth: CommunityData | UsmUserData | None = None
+        _shared_mib_view()  # costly once per process: pay it here, not in a request's bound
 
     @property
     def where(self) -> str:
@@ -206,6 +213,22 @@ class SnmpClient:
                 ) from None
         return self._engine, self._auth, self._target
 
+    def _timed_out(self, what: str) -> UnreachableError:
+        hint = " (agent down, wrong address/port, or wrong community)"
+        if self.credentials.version == "3":
+            hint = " (agent down or wrong address/port)"
+        return UnreachableError(
+            f"no SNMP response from {self.where} within {self.timeout:g}s to {what}{hint}",
+            device=self.label,
+        )
+
+    async def _bounded(self, what: str, request: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await request
+        except TimeoutError:
+            raise self._timed_out(what) from None
+
     def _context(self) -> ContextData:
         return ContextData(contextName=self.context) if self.context else ContextData()
 
@@ -213,13 +236,7 @@ class SnmpClient:
         if indication:
             text = str(indication)
             if isinstance(indication, errind.RequestTimedOut):
-                hint = " (agent down, wrong address/port, or wrong community)"
-                if self.credentials.version == "3":
-                    hint = " (agent down or wrong address/port)"
-                raise UnreachableError(
-                    f"no SNMP response from {self.where} within {self.timeout:g}s to {what}{hint}",
-                    device=self.label,
-                )
+                raise self._timed_out(what)
             if isinstance(indication, _AUTH_INDICATIONS):
                 raise AuthError(
                     f"SNMP agent {self.where} refused the credentials for {what}: {text}",
@@ -237,22 +254,19 @@ class SnmpClient:
         """GET the OIDs; missing objects come back as noSuch* values (see is_missing)."""
         engine, auth, target = await self._session()
         binds = [ObjectType(ObjectIdentity(o)) for o in oids]
-        ind, status, index, out = await get_cmd(
-            engine, auth, target, self._context(), *binds, lookupMib=False
+        what = "GET " + " ".join(oids)
+        ind, status, index, out = await self._bounded(
+            what, get_cmd(engine, auth, target, self._context(), *binds, lookupMib=False)
         )
-        self._check("GET " + " ".join(oids), ind, status, index, out)
+        self._check(what, ind, status, index, out)
         return [(str(o), v) for o, v in out]
 
     async def set(self, oid: str, value: Any) -> Any:
         """SET one OID; returns the value the agent echoed."""
         engine, auth, target = await self._session()
-        ind, status, index, out = await set_cmd(
-            engine,
-            auth,
-            target,
-            self._context(),
-            ObjectType(ObjectIdentity(oid), value),
-            lookupMib=False,
+        bind = ObjectType(ObjectIdentity(oid), value)
+        ind, status, index, out = await self._bounded(
+            f"SET {oid}", set_cmd(engine, auth, target, self._context(), bind, lookupMib=False)
         )
         self._check(f"SET {oid}", ind, status, index, out)
         return out[0][1] if out else None
@@ -262,32 +276,21 @@ class SnmpClient:
         engine, auth, target = await self._session()
         prefix = tuple(int(x) for x in column.split("."))
         start = ObjectType(ObjectIdentity(column))
+        ctx = self._context()
+        opts = {"lexicographicMode": False, "lookupMib": False}
         if self.credentials.version == "1":  # no GETBULK in SNMPv1
-            rows = walk_cmd(
-                engine,
-                auth,
-                target,
-                self._context(),
-                start,
-                lexicographicMode=False,
-                lookupMib=False,
-            )
+            rows = walk_cmd(engine, auth, target, ctx, start, **opts)
         else:
-            rows = bulk_walk_cmd(
-                engine,
-                auth,
-                target,
-                self._context(),
-                0,
-                25,
-                start,
-                lexicographicMode=False,
-                lookupMib=False,
-            )
-        async for ind, status, index, out in rows:
+            rows = bulk_walk_cmd(engine, auth, target, ctx, 0, 25, start, **opts)
+        what = f"walk {column}"
+        while True:
+            try:  # each page of the walk is one bounded request
+                ind, status, index, out = await self._bounded(what, anext(rows))
+            except StopAsyncIteration:
+                return
             if status and status.prettyPrint() == "noSuchName" and not ind:
                 return  # SNMPv1's way of saying end of table
-            self._check(f"walk {column}", ind, status, index, out)
+            self._check(what, ind, status, index, out)
             for name, value in out:
                 oid = tuple(name)
                 if oid[: len(prefix)] != prefix or is_missing(value):

@@ -1,0 +1,202 @@
+"""snmp_ifmib through the real Fencer and fence.cfg: verified off, failure kinds, secrets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from hafence_snmp.ifmib import IfMibDriver
+
+from hafence.errors import AuthError, UnreachableError
+from hafence.plugins import PluginRegistry
+from hafence.testing.peers.snmp_agent import SnmpAgent
+
+from .conftest import cfg_args, make_fencer
+
+FAST = "timeout=1 power_timeout=2 poll_interval=0.05"
+
+
+def device_line(agent: SnmpAgent, name: str = "sw", version: str = "2c", **override: str) -> str:
+    opts = agent.driver_options("x", version=version)
+    del opts["plug"]  # per node, on the connect line
+    opts.update(override)
+    return f"device {name} snmp_ifmib {cfg_args(opts)} {FAST}\n"
+
+
+async def test_verified_off_and_on_through_fencer(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path
+) -> None:
+    text = (
+        device_line(agent)
+        + "connect sw node=node1 plug=Gi1/0/1\nconnect sw node=node2 plug=Gi1/0/2\n"
+    )
+    f = make_fencer(registry, text, tmp_path)
+    res = await f.fence("node1")
+    assert res.ok and res.level == 1 and res.devices == ["sw"]
+    assert agent.get_admin_status(1) == 2 and agent.get_admin_status(2) == 1
+    # the off was confirmed by reading ifAdminStatus back after the SET
+    log = agent.log_text()
+    assert log.rindex("1.3.6.1.2.1.2.2.1.7.1=<2>, flags: EXACT, SET") < log.rindex(
+        "1.3.6.1.2.1.2.2.1.7.1=<>, flags: EXACT, GET"
+    )
+    [rec] = f.history.records("node1")
+    assert rec.ok and rec.action == "off" and rec.devices == ["sw"]
+    drv = f.build(f.chain("node1")[0].devices[0])
+    try:
+        on = await f.run_device(drv, "on", node="node1")
+    finally:
+        await drv.close()
+    assert on.ok and on.state == "on" and agent.get_admin_status(1) == 1
+
+
+async def test_reboot_is_composed_off_verify_on(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path
+) -> None:
+    f = make_fencer(registry, device_line(agent) + "connect sw node=n1 plug=2\n", tmp_path)
+    res = await f.fence("n1", "reboot")
+    assert res.ok
+    assert agent.get_admin_status(2) == 1
+    sets = [ln for ln in agent.log_text().splitlines() if ln.endswith("SET ")]
+    assert [s.split("=<")[1][0] for s in sets] == ["2", "1"]  # down, then up
+
+
+async def test_v3_fence_and_dry_run_check(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path
+) -> None:
+    text = device_line(agent, version="3") + "connect sw node=n1 plug=GigabitEthernet1/0/3\n"
+    f = make_fencer(registry, text, tmp_path)
+    rep = await f.check("n1")
+    assert rep.ok, rep
+    [chk] = rep.devices
+    assert chk.state == "off"  # Gi1/0/3 starts down
+    assert "SET" not in agent.log_text().replace("SETs", "")  # a dry run changes nothing
+    res = await f.fence("n1")
+    assert res.ok and agent.get_admin_status(3) == 2
+
+
+async def test_level_falls_through_to_a_working_switch(
+    registry: PluginRegistry, agent: SnmpAgent, closed_udp_port: int, tmp_path: Path
+) -> None:
+    text = (
+        # level 1: two switch ports (bonded NICs); one switch does not answer
+        device_line(agent, "bond:1")
+        + device_line(agent, "bond:2", ipport=str(closed_udp_port))
+        + "connect bond:1 node=n1 plug=Gi1/0/1\nconnect bond:2 node=n1 plug=Gi1/0/2\n"
+        # level 2: another port on the good switch
+        + device_line(agent, "backup")
+        + "connect backup node=n1 plug=Gi1/0/2\n"
+    )
+    res = await make_fencer(registry, text, tmp_path).fence("n1")
+    assert res.ok and res.level == 2 and res.level_name == "backup"
+    lv1 = res.attempts[0].levels[0]
+    assert not lv1.ok
+    kinds = {d.device: d.error_kind for d in lv1.devices}
+    assert kinds == {"bond:1": None, "bond:2": "unreachable"}
+    assert agent.get_admin_status(1) == 2 and agent.get_admin_status(2) == 2
+
+
+async def test_closed_port_is_unreachable_within_timeout(
+    registry: PluginRegistry, closed_udp_port: int, tmp_path: Path
+) -> None:
+    opts = {"ip": "127.0.0.1", "ipport": str(closed_udp_port), "community": "c", "plug": "1"}
+    d = IfMibDriver({**opts, "timeout": "1"}, label="dead")
+    with pytest.raises(UnreachableError, match=r"no SNMP response from 127.0.0.1:\d+ within 0.8s"):
+        await d.status()
+    await d.close()
+    # Through the fencer (whose own bound on the call is 'timeout'): the driver gave up
+    # first, so the result says why - unreachable - and not a bare timeout.
+    f = make_fencer(registry, f"device dead snmp_ifmib {cfg_args(opts)} {FAST}\n"
+                    "connect dead node=n1\n", tmp_path)  # fmt: skip
+    res = await f.fence("n1")
+    assert not res.ok and res.error_kind == "unreachable"
+
+
+async def test_agent_dies_mid_session(agent: SnmpAgent) -> None:
+    async with IfMibDriver({**agent.driver_options("Gi1/0/1"), "timeout": "1"}) as d:
+        await d.status()
+        agent.process.terminate()
+        agent.process.wait(5)
+        with pytest.raises(UnreachableError):
+            await d.off()
+
+
+async def test_wrong_community_is_unreachable_and_changes_nothing(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path
+) -> None:
+    # v1/v2c agents drop requests with an unknown community: nothing ever answers
+    text = device_line(agent, community="not-the-community") + "connect sw node=n1 plug=1\n"
+    res = await make_fencer(registry, text, tmp_path).fence("n1")
+    assert not res.ok and res.error_kind == "unreachable"
+    assert "wrong community" in res.attempts[0].levels[0].devices[0].message
+    assert agent.get_admin_status(1) == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        ({"password": "wrong-auth-key"}, "Wrong SNMP PDU digest"),
+        ({"snmp_priv_passwd": "wrong-priv-key"}, "Ciphering services not available"),
+        ({"username": "intruder"}, "Unknown USM user"),
+        ({"snmp_auth_prot": "MD5"}, "Wrong SNMP PDU digest"),
+    ],
+)
+async def test_wrong_v3_credentials_are_auth_failed(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path, override: dict, why: str
+) -> None:
+    opts = {**agent.driver_options("Gi1/0/1", version="3"), **override, "timeout": "2"}
+    async with IfMibDriver(opts, label="sw") as d:
+        with pytest.raises(AuthError, match=why) as info:
+            await d.off()
+    assert info.value.kind == "auth_failed"
+    text = device_line(agent, version="3", **override) + "connect sw node=n1 plug=1\n"
+    res = await make_fencer(registry, text, tmp_path).fence("n1")
+    assert not res.ok and res.error_kind == "auth_failed"
+    assert agent.get_admin_status(1) == 1
+
+
+async def test_unknown_and_read_only_ports_never_count_as_fenced(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path
+) -> None:
+    text = (
+        device_line(agent) + "connect sw node=n1 plug=Gi7/7/7\nconnect sw node=n2 plug=Gi1/0/24\n"
+    )
+    f = make_fencer(registry, text, tmp_path)
+    for node, what in (("n1", "port 'Gi7/7/7' not found"), ("n2", "port 'Gi1/0/24' (ifIndex 24)")):
+        res = await f.fence(node)
+        assert not res.ok and res.error_kind == "device_error"
+        assert what in res.attempts[0].levels[0].devices[0].message
+    assert agent.get_admin_status(24) == 1
+
+
+async def test_secrets_never_in_repr_logs_errors_or_history(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secrets = [agent.community, agent.v3_auth_key, agent.v3_priv_key, "wrong-auth-key"]
+    text = (
+        device_line(agent, "v2")
+        + device_line(agent, "v3", version="3")
+        + device_line(agent, "bad", version="3", password="wrong-auth-key")
+        + "connect v2 node=n1 plug=1\nconnect v3 node=n2 plug=2\nconnect bad node=n3 plug=3\n"
+    )
+    f = make_fencer(registry, text, tmp_path)
+    results = [await f.fence(n) for n in ("n1", "n2", "n3")]
+    assert [r.ok for r in results] == [True, True, False]
+    shown = [repr(d) for lv in f.chain("n2") for d in lv.devices]
+    for node in ("n1", "n2", "n3"):
+        drv = f.build(f.chain(node)[0].devices[0])
+        shown += [repr(drv), str(drv.public_options()), repr(drv.client.credentials)]
+        try:
+            await drv.status()
+        except AuthError as exc:
+            shown.append(str(exc))
+        finally:
+            await drv.close()
+    shown += [r.to_json() for r in results]
+    shown += [caplog.text, (tmp_path / "history.jsonl").read_text()]
+    shown.append(f.config.render_commands(["n1", "n2", "n3"]))
+    blob = "\n".join(shown)
+    assert "******" in blob
+    for s in secrets:
+        assert s not in blob, s
