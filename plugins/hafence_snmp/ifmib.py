@@ -122,15 +122,34 @@ class IfMibDriver(FenceDriver):
             label=self.label,
         )
         self._index: int | None = int(self._key) if self._kind == "ifIndex" else None
+        self._column: str | None = None  # the name column _index was resolved through
 
     # -- port resolution --------------------------------------------------------------
     async def if_index(self) -> int:
-        """The ifIndex of ``plug`` (resolved by name on first use, then cached)."""
+        """The ifIndex of ``plug``: resolved by name on first use, then cached.
+
+        A cached resolution is checked with one GET of the name at that index, so a
+        switch that re-numbered its interfaces (reboot, new line card) never gets a
+        SET aimed at what is now another port.
+        """
+        if self._index is not None and self._column is not None:
+            with self._about_port(self._index):
+                ((_, name),) = await self.client.get(f"{self._column}.{self._index}")
+            if _text(name) == self._key:
+                return self._index
+            self._stale()
         if self._index is None:
-            self._index = await self._resolve()
+            self._index, self._column = await self._resolve()
         return self._index
 
-    async def _resolve(self) -> int:
+    def _stale(self) -> None:
+        log.warning(
+            "%s: port '%s' is no longer ifIndex %s, resolving it again",
+            self.label, self.plug, self._index,
+        )  # fmt: skip
+        self._index = self._column = None
+
+    async def _resolve(self) -> tuple[int, str]:
         kinds = [self._kind] if self._kind else ["ifName", "ifDescr"]
         for kind in kinds:
             column = IF_NAME if kind == "ifName" else IF_DESCR
@@ -147,19 +166,12 @@ class IfMibDriver(FenceDriver):
                 )
             if found:
                 log.debug("%s: port '%s' is ifIndex %d (%s)", self.label, self.plug, found[0], kind)
-                return found[0]
+                return found[0], column
         raise DeviceError(
             f"port '{self.plug}' not found on {self.client.where} "
             f"(no {' or '.join(kinds)} with that value)",
             device=self.label,
         )
-
-    def _forget(self) -> bool:
-        """Drop a cached name resolution; True if there was one to drop."""
-        if self._kind == "ifIndex" or self._index is None:
-            return False
-        self._index = None
-        return True
 
     def _port_desc(self, index: int) -> str:
         return f"port '{self.plug}'" + ("" if self._kind == "ifIndex" else f" (ifIndex {index})")
@@ -176,13 +188,19 @@ class IfMibDriver(FenceDriver):
 
     # -- actions ----------------------------------------------------------------------
     async def _read_admin(self) -> tuple[int, Any]:
+        index, column = self._index, self._column
+        if index is not None and column is not None:
+            # Cached name: read it back in the same request as the status (one round trip).
+            with self._about_port(index):
+                (_, name), (_, value) = await self.client.get(
+                    f"{column}.{index}", f"{IF_ADMIN_STATUS}.{index}"
+                )
+            if _text(name) == self._key:
+                return index, value
+            self._stale()
         index = await self.if_index()
         with self._about_port(index):
             ((_, value),) = await self.client.get(f"{IF_ADMIN_STATUS}.{index}")
-        if is_missing(value) and self._forget():  # re-numbered since we resolved it?
-            index = await self.if_index()
-            with self._about_port(index):
-                ((_, value),) = await self.client.get(f"{IF_ADMIN_STATUS}.{index}")
         return index, value
 
     async def status(self) -> PowerState:

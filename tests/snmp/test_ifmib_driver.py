@@ -162,6 +162,30 @@ async def test_ambiguous_and_numeric_names(tmp_path) -> None:
                 await d.status()
 
 
+async def test_renumbered_switch_never_gets_a_set_for_the_wrong_port(
+    agent: SnmpAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with IfMibDriver(agent.driver_options("Gi1/0/2"), label="sw") as d:
+        assert await d.if_index() == 2
+        await d.off()
+        # the switch reboots and numbers its interfaces differently: Gi1/0/2 is now 7
+        # and ifIndex 2 is another port
+        agent.restart(
+            ports=(
+                SimPort(2, "GigabitEthernet1/0/1", "Gi1/0/1", "node1"),
+                SimPort(7, "GigabitEthernet1/0/2", "Gi1/0/2", "node2"),
+            )
+        )
+        await d.off()  # the SET goes to ifIndex 7
+        assert agent.get_admin_status(7) == 2 and agent.get_admin_status(2) == 1
+        assert "port 'Gi1/0/2' is no longer ifIndex 2" in caplog.text
+        caplog.clear()
+        agent.restart(ports=(SimPort(9, "GigabitEthernet1/0/2", "Gi1/0/2", "node2", admin=2),))
+        assert await d.status() == PowerState.OFF  # status re-resolves too
+        assert await d.if_index() == 9
+        assert "port 'Gi1/0/2' is no longer ifIndex 7" in caplog.text
+
+
 def test_option_validation() -> None:
     base = {"ip": "127.0.0.1", "plug": "1"}
     with pytest.raises(ParamError, match="community: required"):

@@ -18,6 +18,8 @@ FAST = "timeout=1 power_timeout=2 poll_interval=0.05"
 
 
 def device_line(agent: SnmpAgent, name: str = "sw", version: str = "2c", **override: str) -> str:
+    if not override:
+        return f"device {name} snmp_ifmib {agent.cfg_args(version=version)} {FAST}\n"
     opts = agent.driver_options("x", version=version)
     del opts["plug"]  # per node, on the connect line
     opts.update(override)
@@ -115,8 +117,7 @@ async def test_closed_port_is_unreachable_within_timeout(
 async def test_agent_dies_mid_session(agent: SnmpAgent) -> None:
     async with IfMibDriver({**agent.driver_options("Gi1/0/1"), "timeout": "1"}) as d:
         await d.status()
-        agent.process.terminate()
-        agent.process.wait(5)
+        agent.stop()
         with pytest.raises(UnreachableError):
             await d.off()
 

@@ -113,10 +113,9 @@ def snmprec(ports: Sequence[SimPort]) -> str:
 
 @dataclass
 class SnmpAgent:
-    """A running simulated switch. ``driver_options()`` gives options for snmp_ifmib."""
+    """A simulated switch (one snmpsim process). ``driver_options()`` gives snmp_ifmib
+    options to reach it; :meth:`restart` simulates a switch reboot."""
 
-    host: str
-    port: int
     community: str
     v3_user: str
     v3_auth_key: str
@@ -125,7 +124,10 @@ class SnmpAgent:
     v3_priv_proto: str
     ports: tuple[SimPort, ...]
     workdir: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
+    start_timeout: float = 30.0
+    host: str = HOST
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -136,7 +138,49 @@ class SnmpAgent:
         return self.log_path.read_text(errors="replace")
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, port: int | None = None) -> None:
+        """Start snmpsim on ``port`` (default: a free one, retried if another process
+        takes it first). The port table is written afresh: SET state starts over."""
+        data_dir, cache_dir = self.workdir / "data", self.workdir / "cache"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        table = snmprec(self.ports)
+        (data_dir / f"{self.community}.snmprec").write_text(table)
+        (data_dir / V3_DATA_FILE).write_text(table)
+        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+        exe = _responder_exe()
+        for _attempt in range(1 if port else 5):
+            candidate = port or free_udp_port()
+            with open(self.log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    _command(exe, data_dir, cache_dir, candidate, self),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            self.process = proc  # set before waiting, so stop() always finds it
+            if _wait_ready(proc, candidate, self.community, self.start_timeout):
+                self.port = candidate
+                return
+            self.stop()
+        tail = self.log_text()[-2000:]
+        raise RuntimeError(f"snmpsim did not start; log tail:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+            self.process = None
+
+    def restart(self, ports: Sequence[SimPort] | None = None) -> None:
+        """A switch reboot: same address, state reset, optionally a new port table
+        (e.g. re-numbered interfaces)."""
+        if ports is not None:
+            self.ports = tuple(ports)
+        self.stop()
+        self.start(self.port)
 
     def driver_options(self, plug: str | int, *, version: str = "2c") -> dict[str, str]:
         """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3)."""
@@ -154,6 +198,12 @@ class SnmpAgent:
         else:
             opts |= {"snmp_version": version, "community": self.community}
         return opts
+
+    def cfg_args(self, *, version: str = "2c") -> str:
+        """fence.cfg ``device`` arguments for this agent (the plug goes on ``connect``)."""
+        opts = self.driver_options("", version=version)
+        del opts["plug"]
+        return " ".join(f"{k}='{v}'" for k, v in opts.items())
 
     def get_admin_status(self, index: int, timeout: float = 2.0) -> int | None:
         """Read ifAdminStatus.index with a plain v2c GET (independent of the driver)."""
@@ -194,9 +244,7 @@ def _raw_get(host: str, port: int, community: str, oid: str, timeout: float) -> 
     return binds[0][1] if binds else None
 
 
-def _command(
-    exe: str, data_dir: Path, cache_dir: Path, port: int, agent: dict[str, str]
-) -> list[str]:
+def _command(exe: str, data_dir: Path, cache_dir: Path, port: int, agent: SnmpAgent) -> list[str]:
     # Engine options follow --v3-engine-id: snmpsim starts a new engine config at it.
     return [
         exe,
@@ -205,11 +253,11 @@ def _command(
         "--v3-engine-id=auto",
         f"--data-dir={data_dir}",
         f"--agent-udpv4-endpoint={HOST}:{port}",
-        f"--v3-user={agent['v3_user']}",
-        f"--v3-auth-key={agent['v3_auth_key']}",
-        f"--v3-auth-proto={agent['v3_auth_proto']}",
-        f"--v3-priv-key={agent['v3_priv_key']}",
-        f"--v3-priv-proto={agent['v3_priv_proto']}",
+        f"--v3-user={agent.v3_user}",
+        f"--v3-auth-key={agent.v3_auth_key}",
+        f"--v3-auth-proto={agent.v3_auth_proto}",
+        f"--v3-priv-key={agent.v3_priv_key}",
+        f"--v3-priv-proto={agent.v3_priv_proto}",
     ]
 
 
@@ -254,53 +302,23 @@ def snmp_agent(
     """
     own_dir = workdir is None
     base = Path(tempfile.mkdtemp(prefix="hafence-snmpsim-") if own_dir else workdir)
-    data_dir, cache_dir = base / "data", base / "cache"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    table = snmprec(ports)
-    (data_dir / f"{community}.snmprec").write_text(table)
-    (data_dir / V3_DATA_FILE).write_text(table)
-    settings = {
-        "v3_user": v3_user,
-        "v3_auth_key": v3_auth_key,
-        "v3_priv_key": v3_priv_key,
-        "v3_auth_proto": v3_auth_proto,
-        "v3_priv_proto": v3_priv_proto,
-    }
-    env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
-    exe = _responder_exe()
-    proc: subprocess.Popen[bytes] | None = None
+    base.mkdir(parents=True, exist_ok=True)
+    agent = SnmpAgent(
+        community=community,
+        v3_user=v3_user,
+        v3_auth_key=v3_auth_key,
+        v3_priv_key=v3_priv_key,
+        v3_auth_proto=v3_auth_proto,
+        v3_priv_proto=v3_priv_proto,
+        ports=tuple(ports),
+        workdir=base,
+        start_timeout=start_timeout,
+    )
     try:
-        # Another test may grab the port between our probe and snmpsim's bind: retry.
-        for _attempt in range(5):
-            port = free_udp_port()
-            with open(base / "agent.log", "ab") as log:
-                proc = subprocess.Popen(
-                    _command(exe, data_dir, cache_dir, port, settings),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            if _wait_ready(proc, port, community, start_timeout):
-                break
-            _stop(proc)
-            proc = None
-        if proc is None:
-            tail = (base / "agent.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"snmpsim did not start; log tail:\n{tail}")
-        yield SnmpAgent(
-            host=HOST,
-            port=port,
-            community=community,
-            ports=tuple(ports),
-            workdir=base,
-            process=proc,
-            **settings,
-        )
+        agent.start()
+        yield agent
     finally:
-        if proc is not None:
-            _stop(proc)
+        agent.stop()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -327,4 +345,5 @@ if __name__ == "__main__":  # manual use: python -m hafence.testing.peers.snmp_a
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
+            assert agent.process is not None
             agent.process.wait()
