@@ -203,10 +203,13 @@ class SnmpClient:
                     cls = Udp6TransportTarget
             except ValueError:
                 pass  # a host name: resolved by pysnmp (IPv4)
-            try:
-                self._target = await cls.create(
-                    (self.host, self.port), timeout=per_try, retries=self.retries
-                )
+            try:  # resolving a host name is part of the request's bound too
+                async with asyncio.timeout(self.timeout):
+                    self._target = await cls.create(
+                        (self.host, self.port), timeout=per_try, retries=self.retries
+                    )
+            except TimeoutError:
+                raise self._timed_out("resolve its address") from None
             except Exception as exc:  # name resolution failed and the like
                 raise UnreachableError(
                     f"cannot reach SNMP agent {self.where}: {exc}", device=self.label
