@@ -1,0 +1,276 @@
+"""pyghmi sessions: one per (host, port, user, privilege, password), reused across calls.
+
+pyghmi's ``Command`` is synchronous and drives a process-wide UDP event loop with its
+own keepalive thread. We run every pyghmi call in a worker thread so
+the asyncio event loop never blocks, and keep one logged-in ``Command`` per target so
+repeated status polls do not log in again. A session that died (BMC reset, network
+gone) is dropped and logged in once more.
+
+Two pyghmi 1.6 quirks shape this module:
+
+* credentials must be passed as ``bytes``: with ``str`` pyghmi's own session sharing
+  compares ``b"admin" == "admin"``, never matches, and a second ``Command`` for the same
+  BMC waits forever on a stale "logging in" entry;
+* pyghmi retries an unanswered login for ~5 s and cannot be interrupted, so callers
+  bound each call with :func:`run` (the abandoned thread finishes on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyghmi import exceptions as pyghmi_exc
+from pyghmi.ipmi import command as pyghmi_command
+
+from hafence.errors import (
+    AuthError,
+    DeviceError,
+    FenceError,
+    NotSupportedError,
+    UnreachableError,
+)
+from hafence.secrets import Secret
+
+log = logging.getLogger("hafence.ipmi")
+
+T = TypeVar("T")
+
+PRIVILEGE_LEVELS = {"user": 2, "operator": 3, "administrator": 4}
+
+# pyghmi reports login failures as plain text; these mean "credentials refused".
+_AUTH_HINTS = (
+    "incorrect password",
+    "unauthorized name",
+    "unauthorized role",
+    "unauthorized guid",
+    "invalid role",
+    "invalid integrity check",
+    "privelege",  # sic, pyghmi's spelling in "while requesting privelege level"
+    "privilege",
+    "password is too long",
+    "username too long",
+)
+_UNREACHABLE_HINTS = ("timeout", "session no longer connected", "unable to transmit")
+
+# IPMI completion codes worth a specific error.
+_CC_INSUFFICIENT_PRIVILEGE = 0xD4
+_CC_NOT_SUPPORTED = {0xC1: "invalid command", 0xCC: "invalid data field in request"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and as whom to log in. ``password`` stays a Secret until pyghmi needs it."""
+
+    host: str
+    port: int
+    user: str
+    password: Secret
+    privlvl: str = "administrator"
+    kg: Secret | None = None
+
+    @property
+    def key(self) -> tuple[str, int, str, str, str]:
+        # A digest, not the password, so a changed password gets its own session.
+        digest = hashlib.sha256(self.password.reveal().encode()).hexdigest()
+        if self.kg is not None:
+            digest += hashlib.sha256(self.kg.reveal().encode()).hexdigest()
+        return (self.host, self.port, self.user, self.privlvl, digest)
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+class SessionPool:
+    """Logged-in pyghmi ``Command`` objects by :attr:`Target.key`; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+        self._cmds: dict[tuple, Any] = {}
+        #: Logins performed per target key (what session reuse saves).
+        self.logins: dict[tuple, int] = {}
+
+    def _key_lock(self, key: tuple) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def command(self, target: Target) -> Any:
+        """A logged-in ``Command`` for ``target``: the cached one while it lives."""
+        key = target.key
+        with self._key_lock(key):  # one login per target at a time
+            cmd = self._cmds.get(key)
+            if cmd is not None and _alive(cmd):
+                return cmd
+            self._cmds.pop(key, None)
+            kg = target.kg.reveal().encode() if target.kg is not None else None
+            cmd = pyghmi_command.Command(
+                bmc=target.host,
+                userid=target.user.encode(),
+                password=target.password.reveal().encode(),
+                port=target.port,
+                kg=kg,
+                privlevel=PRIVILEGE_LEVELS[target.privlvl],
+            )
+            self._cmds[key] = cmd
+            self.logins[key] = self.logins.get(key, 0) + 1
+            log.debug("ipmi %s: logged in (login #%d)", target, self.logins[key])
+            return cmd
+
+    def drop(self, target: Target, cmd: Any | None = None) -> None:
+        """Forget a session (all of the target's, or only if it is still ``cmd``)."""
+        with self._lock:
+            if cmd is None or self._cmds.get(target.key) is cmd:
+                self._cmds.pop(target.key, None)
+
+    def login_count(self, target: Target) -> int:
+        return self.logins.get(target.key, 0)
+
+    def logout_all(self) -> None:
+        """Log out of every cached session (best effort; pyghmi waits <= 1 s each)."""
+        with self._lock:
+            cmds, self._cmds = list(self._cmds.values()), {}
+        for cmd in cmds:
+            try:
+                cmd.ipmi_session.logout()
+            except Exception as exc:  # the BMC may be gone already
+                log.debug("ipmi logout failed: %r", exc)
+
+
+def _alive(cmd: Any) -> bool:
+    sess = getattr(cmd, "ipmi_session", None)
+    return bool(sess is not None and not sess.broken and sess.logged)
+
+
+def _fail_fast(cmd: Any) -> None:
+    # On a silent session (e.g. after a BMC reset) pyghmi retransmits for seconds, then
+    # re-logs in *inside* the stuck request, where its own command lock delays the
+    # re-login by another ~3 s. A BMC on a LAN answers in milliseconds: give up on the
+    # first unanswered request instead (pyghmi marks the session broken) and let
+    # call() log in afresh, which takes one round trip.
+    sess = cmd.ipmi_session
+    sess.maxtimeout = min(getattr(sess, "maxtimeout", 1), 1)
+    sess.logontries = 0
+
+
+POOL = SessionPool()
+
+
+# -- running calls ------------------------------------------------------------------
+def call(target: Target, fn: Callable[[Any], T], *, pool: SessionPool = POOL) -> T:
+    """Run ``fn(command)`` on the target's session (blocking; use :func:`run`).
+
+    A cached session that turns out dead is dropped and ``fn`` tried once more on a
+    fresh login; pyghmi and IPMI errors become typed :class:`FenceError`.
+    """
+    for attempt in (1, 2):
+        fresh = False
+        try:
+            before = pool.login_count(target)
+            cmd = pool.command(target)
+            fresh = pool.login_count(target) != before
+        except Exception as exc:
+            raise map_error(exc, target, "login") from None
+        if not fresh:
+            _fail_fast(cmd)
+        try:
+            return fn(cmd)
+        except Exception as exc:
+            err = map_error(exc, target, "request")
+            # A refused request (NotSupported, DeviceError) came over a working session.
+            if not isinstance(err, (NotSupportedError, DeviceError)):
+                pool.drop(target, cmd)
+            if isinstance(err, UnreachableError) and not fresh and attempt == 1:
+                log.info("ipmi %s: session lost (%s), logging in again", target, err.message)
+                continue
+            raise err from None
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+async def run(
+    target: Target, fn: Callable[[Any], T], bound: float, what: str, *, pool: SessionPool = POOL
+) -> T:
+    """:func:`call` in a worker thread, bounded by ``bound`` seconds.
+
+    No answer within the bound is :class:`UnreachableError`: a BMC that does not reply
+    to IPMI in ``bound`` seconds cannot fence anything.
+    """
+    fut = _in_thread(functools.partial(call, target, fn, pool=pool))
+    try:
+        return await asyncio.wait_for(fut, bound if bound > 0 else None)
+    except TimeoutError:
+        raise UnreachableError(
+            f"{what}: no IPMI answer from {target.host}:{target.port} within {bound:g}s"
+        ) from None
+
+
+def _in_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``fn`` in a daemon thread. Not an executor: an abandoned pyghmi login may run
+    on for seconds after its caller gave up, and must not hold up interpreter exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if fut.done():  # the caller timed out or was cancelled
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the event loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=work, name="hafence-ipmi", daemon=True).start()
+    return fut
+
+
+def raw(cmd: Any, netfn: int, command: int, data: tuple[int, ...] = ()) -> bytes:
+    """One raw IPMI request; a non-zero completion code raises a typed error."""
+    rsp = cmd.raw_command(netfn=netfn, command=command, data=data)
+    if "error" in rsp or rsp.get("code"):
+        raise response_error(rsp)
+    return bytes(rsp.get("data", b""))
+
+
+def response_error(rsp: dict[str, Any]) -> FenceError:
+    code = rsp.get("code", 0)
+    text = str(rsp.get("error") or f"completion code 0x{code:02x}")
+    if code == 0xFFFF or text == "timeout":
+        return UnreachableError(f"BMC stopped answering: {text}")
+    if code == _CC_INSUFFICIENT_PRIVILEGE:
+        return AuthError(f"insufficient privilege: {text} (check privlvl and the user's rights)")
+    if code in _CC_NOT_SUPPORTED:
+        return NotSupportedError(f"BMC refused the request: {text}")
+    return DeviceError(f"BMC answered with an error: {text} (0x{code:02x})")
+
+
+def map_error(exc: BaseException, target: Target, stage: str) -> FenceError:
+    """A pyghmi/socket exception as a typed fence error, never echoing a password."""
+    if isinstance(exc, FenceError):
+        return exc
+    text = str(exc) if str(exc) not in ("", "None") else ""
+    low = text.lower()
+    where = f"{target.host}:{target.port}"
+    if isinstance(exc, pyghmi_exc.IpmiException):
+        if any(h in low for h in _AUTH_HINTS):
+            return AuthError(f"{where} refused user '{target.user}': {text}")
+        if not text or any(h in low for h in _UNREACHABLE_HINTS):
+            return UnreachableError(f"{where}: no IPMI answer ({stage}: {text or 'timed out'})")
+        return DeviceError(f"{where}: {stage} failed: {text}")
+    if isinstance(exc, OSError):
+        return UnreachableError(f"{where}: {stage}: {exc.strerror or exc}")
+    return DeviceError(f"{where}: {stage} failed: {type(exc).__name__}: {text}")

@@ -1,0 +1,259 @@
+"""The ``ipmi`` driver (pyghmi) against a real OpenIPMI ipmi_sim on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from hafence_ipmi.driver import IpmiDriver
+from hafence_ipmi.session import SessionPool, raw, run
+
+from hafence.errors import AuthError, NotSupportedError, ParamError, UnreachableError
+from hafence.fence import Fencer
+from hafence.fence.driver import PowerState
+from hafence.fence.metadata import driver_metadata, driver_metadata_xml
+from hafence.plugins import PluginRegistry
+from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port
+
+from .conftest import PASSWORD
+
+
+def driver(bmc: IpmiSim, **opts: object) -> IpmiDriver:
+    # A private session pool per driver keeps tests independent of each other.
+    return IpmiDriver(bmc.driver_options(**opts), label="bmc", pool=SessionPool())
+
+
+# -- registration and parameters ---------------------------------------------------------
+def test_registered_through_the_entry_point(registry: PluginRegistry) -> None:
+    assert registry.fence_driver("ipmi") is IpmiDriver
+    assert registry.owner("hafence_fence_drivers", "ipmi") == "ipmi"
+
+
+def test_metadata_documents_params() -> None:
+    meta = driver_metadata(IpmiDriver)
+    names = {p["name"] for p in meta["parameters"]}
+    assert {"ip", "port", "username", "password", "privlvl", "lanplus", "cipher", "method"} <= names
+    xml = driver_metadata_xml(IpmiDriver)
+    assert 'name="ipaddr"' in xml or "ipaddr" in xml
+    cipher = next(p for p in IpmiDriver.params if p.name == "cipher")
+    assert cipher.choices == ("3", "17") and "pyghmi" in cipher.help
+
+
+def test_options_are_validated() -> None:
+    base = {"ip": "127.0.0.1", "password": "x"}
+    with pytest.raises(ParamError) as err:
+        IpmiDriver({**base, "lanplus": "0"})
+    assert err.value.field == "lanplus" and "IPMI 2.0" in str(err.value)
+    with pytest.raises(ParamError) as err:
+        IpmiDriver({**base, "cipher": "1"})
+    assert err.value.field == "cipher"
+    with pytest.raises(ParamError) as err:
+        IpmiDriver({**base, "privlvl": "root"})
+    assert err.value.field == "privlvl"
+    with pytest.raises(ParamError) as err:
+        IpmiDriver({"ip": "127.0.0.1"})
+    assert err.value.field == "password"
+    # fence_ipmilan spellings are accepted
+    drv = IpmiDriver({"ipaddr": "10.0.0.1", "ipport": "6230", "login": "a", "passwd": "p"})
+    assert drv.options["ip"] == "10.0.0.1" and drv.options["port"] == 6230
+    assert drv.options["username"] == "a" and "reboot" not in drv.actions
+    assert "reboot" in IpmiDriver({**base, "method": "cycle"}).actions
+
+
+def test_password_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAFENCE_TEST_IPMI_PW", "from-env")
+    drv = IpmiDriver({"ip": "127.0.0.1", "password_env": "HAFENCE_TEST_IPMI_PW"})
+    assert drv.target.password.reveal() == "from-env"
+    pw = tmp_path / "pw"
+    pw.write_text("from-file\n")
+    drv = IpmiDriver({"ip": "127.0.0.1", "password_file": str(pw)})
+    assert drv.target.password.reveal() == "from-file"
+
+
+# -- actions against ipmi_sim --------------------------------------------------------------
+async def test_status_reads_the_chassis(bmc: IpmiSim) -> None:
+    drv = driver(bmc)
+    assert await drv.status() == PowerState.ON
+    bmc.set_power(False)
+    assert await drv.status() == PowerState.OFF
+
+
+async def test_off_and_on_send_chassis_control(bmc: IpmiSim) -> None:
+    drv = driver(bmc)
+    await drv.off()
+    assert bmc.power == "off"
+    assert bmc.power_calls() == ["set power 0"]
+    await drv.on()
+    assert bmc.power == "on"
+    assert bmc.power_calls() == ["set power 0", "set power 1"]
+
+
+async def test_monitor_and_list(bmc: IpmiSim) -> None:
+    drv = driver(bmc)
+    await drv.monitor()
+    ports = await drv.list()
+    assert len(ports) == 1 and ports[0].id == "127.0.0.1" and ports[0].state == PowerState.ON
+    assert bmc.power_calls() == []  # neither touches the power
+
+
+async def test_diag_is_refused_cleanly_by_ipmi_sim(bmc: IpmiSim) -> None:
+    with pytest.raises(NotSupportedError) as err:
+        await driver(bmc).diag()
+    assert "Invalid data field" in str(err.value) and err.value.device == "bmc"
+    assert bmc.power == "on"
+
+
+async def test_reboot_onoff_is_composed_by_the_fencer(bmc: IpmiSim) -> None:
+    drv = driver(bmc)
+    with pytest.raises(NotSupportedError):
+        await drv.reboot()
+    res = await Fencer(retries=0).run_device(drv, "reboot", record=False)
+    assert res.ok and res.state == "on" and res.message == "off, verified, on"
+    assert bmc.power_calls() == ["set power 0", "set power 1"]
+
+
+async def test_reboot_cycle_is_native(bmc: IpmiSim) -> None:
+    drv = driver(bmc, method="cycle")
+    res = await Fencer(retries=0).run_device(drv, "reboot", record=False)
+    assert res.ok and res.state == "on" and res.message == "native reboot"
+    # ipmi_sim implements a cycle as off, then on once it has seen the power off
+    assert bmc.power_calls() == ["set power 0", "set power 1"]
+
+
+async def test_reboot_reset_and_reboot_of_an_off_target(bmc: IpmiSim) -> None:
+    await driver(bmc, method="reset").reboot()
+    assert bmc.power_calls() == ["set reset 1"] and bmc.power == "on"
+    bmc.clear_calls()
+    bmc.set_power(False)
+    await driver(bmc, method="cycle").reboot()  # a cycle does nothing when off: power on
+    assert bmc.power_calls() == ["set power 1"] and bmc.power == "on"
+
+
+# -- verified fencing through the real fencer --------------------------------------------------
+async def test_fence_node_verified_off(bmc: IpmiSim, make_fencer, tmp_path: Path) -> None:
+    fencer = make_fencer(f"device bmc ipmi {bmc.fence_cfg_args()}\nconnect bmc node=node1\n")
+    check = await fencer.check("node1")
+    assert check.ok and bmc.power == "on"  # the dry run powers nothing off
+    res = await fencer.fence("node1")
+    assert res.ok and res.level == 1
+    assert bmc.power == "off" and bmc.power_calls() == ["set power 0"]
+    (rec,) = fencer.history.records("node1")
+    assert rec.ok and rec.devices == ["bmc"]
+    assert PASSWORD not in (tmp_path / "history.jsonl").read_text()
+
+
+async def test_level_of_two_bmcs_both_off(ipmi_sims, make_fencer) -> None:
+    a, b = ipmi_sims(), ipmi_sims()
+    text = (
+        f"device psu:1 ipmi {a.fence_cfg_args()}\ndevice psu:2 ipmi {b.fence_cfg_args()}\n"
+        "connect psu:1 node=n1\nconnect psu:2 node=n1\n"
+    )
+    res = await make_fencer(text).fence("n1")
+    assert res.ok and a.power == "off" and b.power == "off"
+
+
+async def test_stuck_target_is_still_on_never_success(ipmi_sims, make_fencer) -> None:
+    bmc = ipmi_sims(stuck=True)
+    text = f"device bmc ipmi {bmc.fence_cfg_args(power_timeout=0.5)}\nconnect bmc node=n1\n"
+    res = await make_fencer(text).fence("n1")
+    assert not res.ok and res.error_kind == "still_on"
+    assert bmc.power == "on" and "set power 0" in bmc.power_calls()
+
+
+async def test_falls_through_to_the_next_level(ipmi_sims, make_fencer) -> None:
+    dead, good = ipmi_sims(stuck=True), ipmi_sims()
+    text = (
+        f"device first ipmi {dead.fence_cfg_args(power_timeout=0.3)}\n"
+        f"device second ipmi {good.fence_cfg_args()}\n"
+        "connect first node=n1\nconnect second node=n1\n"
+    )
+    res = await make_fencer(text).fence("n1")
+    assert res.ok and res.level == 2 and good.power == "off"
+
+
+# -- failure paths ---------------------------------------------------------------------------
+async def test_wrong_password_is_auth_error(bmc: IpmiSim) -> None:
+    drv = driver(bmc, password="not-the-password")
+    with pytest.raises(AuthError) as err:
+        await drv.off()
+    assert err.value.kind == "auth_failed" and err.value.device == "bmc"
+    assert "not-the-password" not in str(err.value)
+    assert bmc.power == "on" and bmc.power_calls() == []
+
+
+async def test_unknown_user_is_auth_error(bmc: IpmiSim) -> None:
+    with pytest.raises(AuthError):
+        await driver(bmc, username="nobody").status()
+
+
+async def test_low_privilege_cannot_power_off(ipmi_sims) -> None:
+    bmc = ipmi_sims(extra_users=(("viewer", "viewer-pw", "user"),))
+    drv = driver(bmc, username="viewer", password="viewer-pw", privlvl="user")
+    assert await drv.status() == PowerState.ON  # reading is allowed
+    with pytest.raises(AuthError) as err:
+        await drv.off()
+    assert "privilege" in str(err.value)
+    assert bmc.power == "on"
+
+
+async def test_closed_port_is_unreachable_within_the_timeout() -> None:
+    drv = IpmiDriver(
+        {"ip": "127.0.0.1", "port": free_udp_port(), "password": "pw", "timeout": 1.0},
+        label="gone",
+        pool=SessionPool(),
+    )
+    # pyghmi alone would retry for ~5 s: the fencer bounds the call by `timeout` too,
+    # and 'unreachable' (not the fencer's generic 'timeout') shows the driver's own
+    # bound fired first.
+    res = await Fencer(retries=0).run_device(drv, "status", record=False)
+    assert not res.ok and res.error_kind == "unreachable", res
+    with pytest.raises(UnreachableError) as err:
+        await drv.status()
+    assert err.value.device == "gone"
+
+
+# -- sessions -----------------------------------------------------------------------------------
+async def active_sessions(drv: IpmiDriver) -> int:
+    """What the BMC itself reports (Get Session Info: active sessions)."""
+    data = await run(
+        drv.target, lambda cmd: raw(cmd, 0x06, 0x3D, (0x00,)), 5.0, "info", pool=drv.pool
+    )
+    return data[2] & 0x3F
+
+
+async def test_sessions_are_reused_across_calls_and_drivers(bmc: IpmiSim) -> None:
+    pool = SessionPool()
+    drivers = [IpmiDriver(bmc.driver_options(), pool=pool) for _ in range(3)]
+    for drv in drivers:
+        for _ in range(4):
+            assert await drv.status() == PowerState.ON
+        await drv.close()
+    await asyncio.gather(*(d.status() for d in drivers))  # concurrent use of one session
+    assert drivers[0].logins == 1
+    assert await active_sessions(drivers[0]) == 1
+
+
+async def test_a_dead_session_reconnects(bmc: IpmiSim) -> None:
+    drv = driver(bmc)
+    assert await drv.status() == PowerState.ON
+    bmc.restart()  # a BMC reset: the BMC forgets every session
+    bmc.set_power(False)
+    assert await drv.status() == PowerState.OFF
+    assert drv.logins == 2
+
+
+# -- secrets ------------------------------------------------------------------------------------
+async def test_password_never_shown(bmc: IpmiSim, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    drv = driver(bmc)
+    assert PASSWORD not in repr(drv) and "******" in repr(drv)
+    assert PASSWORD not in str(drv.public_options()) and PASSWORD not in repr(drv.target)
+    await drv.status()
+    await drv.off()
+    bad = driver(bmc, password=PASSWORD + "x")
+    with pytest.raises(AuthError) as err:
+        await bad.status()
+    assert PASSWORD not in str(err.value) and err.value.__cause__ is None
+    assert PASSWORD not in caplog.text and caplog.text  # something was logged
