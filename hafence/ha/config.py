@@ -1,0 +1,413 @@
+"""HA configuration: ``resources.cfg``, ``groups.cfg`` and the datacenter ``ha`` options.
+
+``resources.cfg`` and ``groups.cfg`` use Proxmox's section-config format::
+
+    vm: 100
+    \tstate started
+    \tgroup prefer_node1
+    \tmax_restart 2
+
+    group: prefer_node1
+    \tnodes node1:2,node2
+    \trestricted 1
+
+A header is ``TYPE: ID`` at column 0; properties follow, indented with tabs or spaces, one
+``key value`` per line; a blank line ends a section; lines starting with ``#`` are comments.
+
+Resource properties (the parsed shape is the one the CRM uses, see ``hafence.ha.state``)::
+
+    {sid: {"node": str|None, "state": "started|stopped|disabled|ignored", "group": str|None,
+           "max_restart": int, "max_relocate": int, "comment": str|None}}
+
+``node`` is hafence's addition: Proxmox learns a guest's node from the cluster filesystem,
+hafence keeps it in the config. ``enabled`` is accepted as an alias of ``started``.
+
+Groups::
+
+    {name: {"nodes": {node: priority}, "restricted": bool, "nofailback": bool,
+            "comment": str|None}}
+
+Datacenter options live in ``datacenter.cfg`` as JSON, the same form as the reference
+scenarios: ``{"ha": {"shutdown_policy": "conditional", "max_worker": 4}}``. Other top-level
+keys (``crs`` ...) are kept untouched for the scheduler.
+
+Every parser reports all problems at once as ``ConfigErrors`` whose entries name the file,
+the line and the property.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from hafence.errors import ConfigError, ConfigErrors
+
+BUILTIN_RESOURCE_TYPES = ("vm", "ct")
+SERVICE_STATES = ("started", "stopped", "disabled", "ignored")
+STATE_ALIASES = {"enabled": "started"}
+SHUTDOWN_POLICIES = ("freeze", "failover", "migrate", "conditional")
+DEFAULT_MAX_RESTART = 1
+DEFAULT_MAX_RELOCATE = 1
+DEFAULT_HA_OPTIONS: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
+
+RESOURCE_KEYS = ("node", "state", "group", "max_restart", "max_relocate", "comment")
+GROUP_KEYS = ("nodes", "restricted", "nofailback", "comment")
+
+_HEADER = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_-]*):\s*(?P<id>\S+)\s*$")
+_PROP = re.compile(r"^[ \t]+(?P<key>\S+)(?:[ \t]+(?P<value>.*?))?[ \t]*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+_NODE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_GUEST_ID = re.compile(r"^[1-9][0-9]{2,8}$")
+_OTHER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+_TRUE = {"1", "yes", "on", "true"}
+_FALSE = {"0", "no", "off", "false"}
+
+
+def known_resource_types() -> set[str]:
+    """``vm`` and ``ct`` plus every type a loaded plugin provides."""
+    types = set(BUILTIN_RESOURCE_TYPES)
+    try:
+        from hafence.plugins import get_registry
+
+        types.update(get_registry().resource_types())
+    except Exception:  # a broken plugin must not make the config unreadable
+        pass
+    return types
+
+
+def parse_sid(text: str, types: Iterable[str] | None = None) -> str:
+    """Normalise a service ID: ``100`` -> ``vm:100``; ``TYPE:ID`` checked. ValueError if bad."""
+    text = text.strip()
+    known = set(types) if types is not None else known_resource_types()
+    if ":" not in text:
+        if _GUEST_ID.match(text):
+            return f"vm:{text}"
+        raise ValueError(f"invalid service ID '{text}' (expected TYPE:ID, e.g. vm:100)")
+    rtype, _, rid = text.partition(":")
+    if rtype not in known:
+        avail = ", ".join(sorted(known))
+        raise ValueError(f"unknown resource type '{rtype}' in '{text}' (known: {avail})")
+    if rtype in BUILTIN_RESOURCE_TYPES:
+        if not _GUEST_ID.match(rid):
+            raise ValueError(f"invalid {rtype} ID '{rid}' (an integer from 100 to 999999999)")
+    elif not _OTHER_ID.match(rid):
+        raise ValueError(f"invalid {rtype} ID '{rid}'")
+    return f"{rtype}:{rid}"
+
+
+def parse_state(value: str) -> str:
+    state = STATE_ALIASES.get(value, value)
+    if state not in SERVICE_STATES:
+        raise ValueError(f"invalid state '{value}' (one of {', '.join(SERVICE_STATES)}, enabled)")
+    return state
+
+
+def parse_bool(value: str) -> bool:
+    v = value.lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean '{value}' (0 or 1)")
+
+
+def parse_count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"invalid integer '{value}'") from None
+    if not 0 <= n <= 10:
+        raise ValueError(f"{n} out of range (0..10)")
+    return n
+
+
+def parse_node_name(value: str) -> str:
+    if not _NODE.match(value):
+        raise ValueError(f"invalid node name '{value}'")
+    return value
+
+
+def parse_group_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"invalid group name '{value}'")
+    return value
+
+
+def parse_comment(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError("comment must be a single line")
+    return value
+
+
+def parse_nodes(value: str) -> dict[str, int]:
+    """``node1:2,node2`` -> ``{"node1": 2, "node2": 0}``."""
+    nodes: dict[str, int] = {}
+    for item in (p.strip() for p in value.split(",")):
+        if not item:
+            continue
+        name, sep, prio = item.partition(":")
+        parse_node_name(name)
+        if name in nodes:
+            raise ValueError(f"node '{name}' listed twice")
+        try:
+            p = int(prio) if sep else 0
+        except ValueError:
+            raise ValueError(f"invalid priority '{prio}' for node '{name}'") from None
+        if not 0 <= p <= 1000:
+            raise ValueError(f"priority {p} of node '{name}' out of range (0..1000)")
+        nodes[name] = p
+    if not nodes:
+        raise ValueError("no nodes given")
+    return nodes
+
+
+def format_nodes(nodes: dict[str, int]) -> str:
+    return ",".join(f"{n}:{p}" if p else n for n, p in nodes.items())
+
+
+def default_resource() -> dict[str, Any]:
+    return {
+        "node": None,
+        "state": "started",
+        "group": None,
+        "max_restart": DEFAULT_MAX_RESTART,
+        "max_relocate": DEFAULT_MAX_RELOCATE,
+        "comment": None,
+    }
+
+
+def default_group() -> dict[str, Any]:
+    return {"nodes": {}, "restricted": False, "nofailback": False, "comment": None}
+
+
+_RESOURCE_PARSERS = {
+    "node": parse_node_name,
+    "state": parse_state,
+    "group": parse_group_name,
+    "max_restart": parse_count,
+    "max_relocate": parse_count,
+    "comment": parse_comment,
+}
+_GROUP_PARSERS = {
+    "nodes": parse_nodes,
+    "restricted": parse_bool,
+    "nofailback": parse_bool,
+    "comment": parse_comment,
+}
+
+
+def _parse_sections(
+    text: str,
+    file: str,
+    accept_header: Any,
+    parsers: dict[str, Any],
+    default: Any,
+    required: tuple[str, ...] = (),
+) -> dict[str, dict[str, Any]]:
+    errors: list[ConfigError] = []
+    out: dict[str, dict[str, Any]] = {}
+    cur: dict[str, Any] | None = None
+    cur_seen: set[str] = set()
+    cur_key = ""
+    cur_line = 0
+    skipping = False  # inside a section whose header was rejected
+
+    def err(line: int, msg: str, fld: str | None = None) -> None:
+        errors.append(ConfigError(msg, file=file, line=line, field=fld))
+
+    def close() -> None:
+        if cur is not None:
+            for r in required:
+                if r not in cur_seen:
+                    err(cur_line, f"section '{cur_key}' lacks required property", r)
+
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            close()
+            cur, skipping = None, False
+            continue
+        if raw.lstrip().startswith("#"):
+            continue
+        if raw[0] not in " \t":
+            close()
+            cur, skipping = None, False
+            m = _HEADER.match(raw)
+            if not m:
+                err(lineno, f"invalid section header '{raw.strip()}' (expected 'TYPE: ID')")
+                skipping = True
+                continue
+            try:
+                key = accept_header(m.group("type"), m.group("id"))
+            except ValueError as exc:
+                err(lineno, str(exc), "section")
+                skipping = True
+                continue
+            if key in out:
+                err(lineno, f"duplicate section '{key}'", "section")
+                skipping = True
+                continue
+            cur, cur_key, cur_line, cur_seen = default(), key, lineno, set()
+            out[key] = cur
+            continue
+        if skipping:
+            continue
+        if cur is None:
+            err(lineno, "property outside of a section")
+            continue
+        m = _PROP.match(raw)
+        assert m is not None  # an indented non-blank line always matches
+        pkey, value = m.group("key"), m.group("value") or ""
+        if pkey not in parsers:
+            err(lineno, f"unknown property in section '{cur_key}'", pkey)
+            continue
+        if pkey in cur_seen:
+            err(lineno, f"duplicate property in section '{cur_key}'", pkey)
+            continue
+        cur_seen.add(pkey)
+        if value == "":
+            err(lineno, "missing value", pkey)
+            continue
+        try:
+            cur[pkey] = parsers[pkey](value)
+        except ValueError as exc:
+            err(lineno, str(exc), pkey)
+    close()
+    if errors:
+        raise ConfigErrors(file, errors)
+    return out
+
+
+def parse_resources(
+    text: str, file: str = "resources.cfg", types: Iterable[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Parse ``resources.cfg`` text into ``{sid: {...}}`` with defaults filled in."""
+    known = set(types) if types is not None else known_resource_types()
+
+    def header(rtype: str, rid: str) -> str:
+        if rtype == "group":
+            raise ValueError("a group section does not belong in resources.cfg")
+        return parse_sid(f"{rtype}:{rid}", known)
+
+    return _parse_sections(text, file, header, _RESOURCE_PARSERS, default_resource)
+
+
+def parse_groups(text: str, file: str = "groups.cfg") -> dict[str, dict[str, Any]]:
+    """Parse ``groups.cfg`` text into ``{name: {...}}``; ``nodes`` is required."""
+
+    def header(stype: str, name: str) -> str:
+        if stype != "group":
+            raise ValueError(f"unexpected section type '{stype}' (expected 'group')")
+        return parse_group_name(name)
+
+    return _parse_sections(text, file, header, _GROUP_PARSERS, default_group, ("nodes",))
+
+
+def format_resources(resources: dict[str, dict[str, Any]]) -> str:
+    """Section-config text; defaults and unset properties are left out, as Proxmox does."""
+    blocks = []
+    for sid, conf in resources.items():
+        rtype, _, rid = sid.partition(":")
+        lines = [f"{rtype}: {rid}"]
+        if conf.get("node"):
+            lines.append(f"\tnode {conf['node']}")
+        state = conf.get("state") or "started"
+        lines.append(f"\tstate {STATE_ALIASES.get(state, state)}")
+        if conf.get("group"):
+            lines.append(f"\tgroup {conf['group']}")
+        for key, dflt in (
+            ("max_restart", DEFAULT_MAX_RESTART),
+            ("max_relocate", DEFAULT_MAX_RELOCATE),
+        ):
+            if conf.get(key, dflt) != dflt:
+                lines.append(f"\t{key} {conf[key]}")
+        if conf.get("comment"):
+            lines.append(f"\tcomment {conf['comment']}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def format_groups(groups: dict[str, dict[str, Any]]) -> str:
+    blocks = []
+    for name, conf in groups.items():
+        lines = [f"group: {name}", f"\tnodes {format_nodes(conf['nodes'])}"]
+        if conf.get("restricted"):
+            lines.append("\trestricted 1")
+        if conf.get("nofailback"):
+            lines.append("\tnofailback 1")
+        if conf.get("comment"):
+            lines.append(f"\tcomment {conf['comment']}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def check_references(
+    resources: dict[str, dict[str, Any]],
+    groups: dict[str, dict[str, Any]],
+    file: str = "resources.cfg",
+) -> None:
+    """Every resource's group must exist (cross-file check; the CRM skips bad services)."""
+    errors = [
+        ConfigError(f"service '{sid}' uses unknown group '{c['group']}'", file=file, field="group")
+        for sid, c in resources.items()
+        if c.get("group") and c["group"] not in groups
+    ]
+    if errors:
+        raise ConfigErrors(file, errors)
+
+
+def _line_of(text: str, key: str) -> int | None:
+    for n, line in enumerate(text.splitlines(), 1):
+        if f'"{key}"' in line:
+            return n
+    return None
+
+
+def parse_datacenter(text: str, file: str = "datacenter.cfg") -> dict[str, Any]:
+    """Parse the JSON datacenter options; ``result["ha"]`` always has every HA option."""
+    if not text.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigErrors(
+                file, [ConfigError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno)]
+            ) from None
+    if not isinstance(data, dict):
+        raise ConfigErrors(file, [ConfigError("top level must be a JSON object", file=file)])
+    ha = data.get("ha", {})
+    errors: list[ConfigError] = []
+    if not isinstance(ha, dict):
+        errors.append(
+            ConfigError("must be an object", file=file, line=_line_of(text, "ha"), field="ha")
+        )
+        ha = {}
+    out = dict(DEFAULT_HA_OPTIONS)
+    for key, value in ha.items():
+        line = _line_of(text, key)
+        fld = f"ha.{key}"
+        if key == "shutdown_policy":
+            if value not in SHUTDOWN_POLICIES:
+                msg = f"invalid value {value!r} (one of {', '.join(SHUTDOWN_POLICIES)})"
+                errors.append(ConfigError(msg, file=file, line=line, field=fld))
+                continue
+        elif key == "max_worker":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+                msg = f"invalid value {value!r} (an integer from 1 to 64)"
+                errors.append(ConfigError(msg, file=file, line=line, field=fld))
+                continue
+        else:
+            errors.append(ConfigError("unknown HA option", file=file, line=line, field=fld))
+            continue
+        out[key] = value
+    if errors:
+        raise ConfigErrors(file, errors)
+    result = dict(data)
+    result["ha"] = out
+    return result
+
+
+def format_datacenter(options: dict[str, Any]) -> str:
+    return json.dumps(options, indent=4, sort_keys=True) + "\n"
