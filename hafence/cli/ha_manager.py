@@ -1,0 +1,493 @@
+"""``ha-manager``: the Proxmox VE command, on hafence's state store.
+
+Commands and output follow Proxmox's ``ha-manager``. Every change runs under the store's
+read-modify-write lock and is fully validated before anything is written, so a refused
+command (bad SID, unknown group or node, a state change the CRM forbids) exits non-zero
+and leaves every file byte-identical.
+
+The store is ``--store DIR|etcd://HOST:PORT/CLUSTER`` (or ``$HAFENCE_STORE``), else the
+embedded directory ``$HAFENCE_HA_DIR`` or ``/etc/hafence/ha``.
+
+Nodes are known from the CRM's ``manager_status`` and the LRMs' status entries. ``migrate``,
+``relocate`` and ``crm-command`` need a known target; ``add --node`` and ``groupadd --nodes``
+are checked against them once any node is known (a fresh cluster has none yet).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from hafence.errors import ConfigErrors
+from hafence.ha import config as hacfg
+from hafence.store import LockTimeout, Store, StoreUnavailable, open_store
+
+STATE_CHOICES = [*hacfg.SERVICE_STATES, "enabled"]
+RESOURCE_DELETABLE = ("group", "max_restart", "max_relocate", "comment", "state")
+GROUP_DELETABLE = ("restricted", "nofailback", "comment")
+
+
+class Ctx:
+    def __init__(self, spec: str | None, cluster: str | None) -> None:
+        self.spec = spec
+        self.cluster = cluster
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            try:
+                self._store = open_store(self.spec, cluster=self.cluster)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._store
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Store and config problems become one clear message and exit status 1."""
+    try:
+        yield
+    except ConfigErrors as exc:
+        raise click.ClickException(str(exc)) from None
+    except (StoreUnavailable, LockTimeout) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _fail(msg: str) -> None:
+    raise click.ClickException(msg)
+
+
+def _sid(text: str) -> str:
+    try:
+        return hacfg.parse_sid(text)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _value(parse: Callable[[str], Any], text: str, name: str) -> Any:
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{name}: {exc}") from None
+
+
+def _cluster_nodes(store: Store, ms: dict[str, Any]) -> set[str]:
+    return set(ms.get("node_status", {})) | set(store.lrm_nodes())
+
+
+def _check_node(node: str, known: set[str], strict: bool) -> None:
+    _value(hacfg.parse_node_name, node, "node")
+    if (strict or known) and node not in known:
+        _fail(f"unknown node '{node}' (cluster nodes: {', '.join(sorted(known)) or 'none'})")
+
+
+def _check_not_error(sid: str, ms: dict[str, Any], new_state: str | None) -> None:
+    """The CRM only leaves ``error`` through ``disabled``: refuse anything else meanwhile."""
+    ss = ms.get("service_status", {}).get(sid)
+    if ss and ss.get("state") == "error" and new_state != "disabled":
+        _fail(f"service '{sid}' in error state, must be disabled and fixed first")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    "spec",
+    envvar="HAFENCE_STORE",
+    metavar="DIR|etcd://HOST:PORT/CLUSTER",
+    help="State store (default: $HAFENCE_HA_DIR or /etc/hafence/ha).",
+)
+@click.option("--cluster", envvar="HAFENCE_CLUSTER", help="etcd key prefix (cluster name).")
+@click.pass_context
+def cli(ctx: click.Context, spec: str | None, cluster: str | None) -> None:
+    """High-availability manager (Proxmox VE ha-manager compatible)."""
+    ctx.obj = Ctx(spec, cluster)
+
+
+# -- resources -------------------------------------------------------------------------------
+def _resource_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(
+        [
+            click.option("--state", type=click.Choice(STATE_CHOICES), help="Requested state."),
+            click.option("--group", help="HA group identifier."),
+            click.option("--max_restart", "max_restart", type=click.IntRange(0, 10)),
+            click.option("--max_relocate", "max_relocate", type=click.IntRange(0, 10)),
+            click.option("--comment", help="Description."),
+            click.option("--node", help="Node the service runs on (hafence extension)."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _apply_resource(conf: dict[str, Any], groups: dict[str, Any], **opts: Any) -> None:
+    if opts.get("state") is not None:
+        conf["state"] = hacfg.parse_state(opts["state"])
+    if opts.get("group") is not None:
+        group = _value(hacfg.parse_group_name, opts["group"], "group")
+        if group not in groups:
+            _fail(f"unknown group '{group}'")
+        conf["group"] = group
+    for key in ("max_restart", "max_relocate"):
+        if opts.get(key) is not None:
+            conf[key] = opts[key]
+    if opts.get("comment") is not None:
+        conf["comment"] = _value(hacfg.parse_comment, opts["comment"], "comment") or None
+
+
+@cli.command()
+@click.argument("sid")
+@click.option("--type", "rtype", help="Resource type (when SID has no TYPE: prefix).")
+@_resource_options
+@pass_ctx
+def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> None:
+    """Create a new HA resource."""
+    sid = _sid(f"{rtype}:{sid}" if rtype and ":" not in sid else sid)
+    store = c.store
+    with _errors(), store.locked():
+        resources, groups = store.read_resources(), store.read_groups()
+        ms = store.read_manager_status()
+        if sid in resources:
+            _fail(f"resource ID '{sid}' already defined")
+        node = node or platform.node().split(".")[0]
+        _check_node(node, _cluster_nodes(store, ms), strict=False)
+        conf = hacfg.default_resource()
+        conf["node"] = node
+        _apply_resource(conf, groups, **opts)
+        resources[sid] = conf
+        store.write_resources(resources)
+
+
+@cli.command("set")
+@click.argument("sid")
+@_resource_options
+@click.option("--delete", help="Comma-separated properties to reset to their default.")
+@pass_ctx
+def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any) -> None:
+    """Update resource configuration."""
+    sid = _sid(sid)
+    store = c.store
+    with _errors(), store.locked():
+        resources, groups = store.read_resources(), store.read_groups()
+        ms = store.read_manager_status()
+        if sid not in resources:
+            _fail(f"no such resource '{sid}'")
+        conf = dict(resources[sid])
+        dflt = hacfg.default_resource()
+        deleted = [k.strip() for k in (delete or "").split(",") if k.strip()]
+        for key in deleted:
+            if key not in RESOURCE_DELETABLE:
+                _fail(f"--delete: cannot delete property '{key}'")
+            if opts.get(key) is not None:
+                _fail(f"--delete: property '{key}' is both set and deleted")
+            conf[key] = dflt[key]
+        _apply_resource(conf, groups, **opts)
+        if node is not None:
+            _check_node(node, _cluster_nodes(store, ms), strict=False)
+            conf["node"] = node
+        if opts.get("state") is not None or "state" in deleted:
+            _check_not_error(sid, ms, conf["state"])
+        resources[sid] = conf
+        store.write_resources(resources)
+
+
+@cli.command()
+@click.argument("sid")
+@pass_ctx
+def remove(c: Ctx, sid: str) -> None:
+    """Delete resource configuration."""
+    sid = _sid(sid)
+    store = c.store
+    with _errors(), store.locked():
+        resources = store.read_resources()
+        if sid not in resources:
+            _fail(f"no such resource '{sid}'")
+        del resources[sid]
+        store.write_resources(resources)
+
+
+def _print_records(header: str, rec: dict[str, Any]) -> None:
+    click.echo(header)
+    for key in sorted(rec):
+        click.echo(f"\t{key} {rec[key]}")
+    click.echo()
+
+
+@cli.command()
+@click.option("--type", "rtype", help="Only list resources of this type.")
+@pass_ctx
+def config(c: Ctx, rtype: str | None) -> None:
+    """List HA resources."""
+    with _errors():
+        resources = c.store.read_resources()
+    for sid in sorted(resources):
+        if rtype and sid.partition(":")[0] != rtype:
+            continue
+        conf = resources[sid]
+        dflt = hacfg.default_resource()
+        rec = {k: v for k, v in conf.items() if v is not None and (k == "state" or v != dflt[k])}
+        _print_records(sid, rec)
+
+
+# -- groups ----------------------------------------------------------------------------------
+def _apply_group(
+    conf: dict[str, Any],
+    known: set[str],
+    nodes: str | None,
+    restricted: bool | None,
+    nofailback: bool | None,
+    comment: str | None,
+) -> None:
+    if nodes is not None:
+        parsed = _value(hacfg.parse_nodes, nodes, "nodes")
+        for n in parsed:
+            _check_node(n, known, strict=False)
+        conf["nodes"] = parsed
+    if restricted is not None:
+        conf["restricted"] = restricted
+    if nofailback is not None:
+        conf["nofailback"] = nofailback
+    if comment is not None:
+        conf["comment"] = _value(hacfg.parse_comment, comment, "comment") or None
+
+
+_BOOL = click.BOOL
+
+
+@cli.command()
+@click.argument("group")
+@click.option("--nodes", required=True, help="node[:priority],...")
+@click.option("--restricted", type=_BOOL)
+@click.option("--nofailback", type=_BOOL)
+@click.option("--comment")
+@click.option("--type", "gtype", type=click.Choice(["group"]), default="group", hidden=True)
+@pass_ctx
+def groupadd(c: Ctx, group: str, gtype: str, **opts: Any) -> None:
+    """Create a new HA group."""
+    group = _value(hacfg.parse_group_name, group, "group")
+    store = c.store
+    with _errors(), store.locked():
+        groups = store.read_groups()
+        if group in groups:
+            _fail(f"group '{group}' already defined")
+        conf = hacfg.default_group()
+        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        groups[group] = conf
+        store.write_groups(groups)
+
+
+@cli.command()
+@click.argument("group")
+@click.option("--nodes", help="node[:priority],...")
+@click.option("--restricted", type=_BOOL)
+@click.option("--nofailback", type=_BOOL)
+@click.option("--comment")
+@click.option("--delete", help="Comma-separated properties to reset to their default.")
+@pass_ctx
+def groupset(c: Ctx, group: str, delete: str | None, **opts: Any) -> None:
+    """Update HA group configuration."""
+    group = _value(hacfg.parse_group_name, group, "group")
+    store = c.store
+    with _errors(), store.locked():
+        groups = store.read_groups()
+        if group not in groups:
+            _fail(f"no such group '{group}'")
+        conf = dict(groups[group])
+        dflt = hacfg.default_group()
+        for key in (k.strip() for k in (delete or "").split(",") if k.strip()):
+            if key not in GROUP_DELETABLE:
+                _fail(f"--delete: cannot delete property '{key}'")
+            conf[key] = dflt[key]
+        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        groups[group] = conf
+        store.write_groups(groups)
+
+
+@cli.command()
+@click.argument("group")
+@pass_ctx
+def groupremove(c: Ctx, group: str) -> None:
+    """Delete HA group configuration (refused while a resource uses it)."""
+    store = c.store
+    with _errors(), store.locked():
+        groups, resources = store.read_groups(), store.read_resources()
+        if group not in groups:
+            _fail(f"no such group '{group}'")
+        users = sorted(sid for sid, conf in resources.items() if conf.get("group") == group)
+        if users:
+            _fail(f"group '{group}' is still used by {', '.join(users)}")
+        del groups[group]
+        store.write_groups(groups)
+
+
+@cli.command()
+@pass_ctx
+def groupconfig(c: Ctx) -> None:
+    """List HA groups."""
+    with _errors():
+        groups = c.store.read_groups()
+    for name in sorted(groups):
+        conf = groups[name]
+        rec: dict[str, Any] = {"nodes": hacfg.format_nodes(conf["nodes"])}
+        for key in ("restricted", "nofailback"):
+            if conf.get(key):
+                rec[key] = 1
+        if conf.get("comment"):
+            rec["comment"] = conf["comment"]
+        _print_records(f"group: {name}", rec)
+
+
+# -- status ----------------------------------------------------------------------------------
+def _age_status(now: float, ts: float) -> str:
+    diff = now - ts
+    if diff > 30:
+        return "old timestamp - dead?"
+    if diff < -2:
+        return "detected time drift!"
+    return "active"
+
+
+def _lrm_status_text(now: float, lrm: dict[str, Any]) -> str:
+    if not lrm.get("timestamp"):
+        return "unable to read lrm status"
+    text = _age_status(now, lrm["timestamp"])
+    mode = lrm.get("mode") or "active"
+    if text == "active":
+        state = lrm.get("state") or "unknown"
+        if mode != "active":
+            text = f"{mode} mode"
+        else:
+            text = "idle" if state == "wait_for_agent_lock" else state
+    elif mode == "maintenance":
+        text = "maintenance mode"
+    return f"{text}, {time.ctime(lrm['timestamp'])}"
+
+
+@cli.command()
+@click.option("--verbose", is_flag=True, help="Also print the full cluster state (JSON).")
+@pass_ctx
+def status(c: Ctx, verbose: bool) -> None:
+    """Display HA manager status."""
+    store = c.store
+    node = platform.node().split(".")[0]
+    quorate = store.quorate()
+    click.echo("quorum OK" if quorate else f"quorum No quorum on node '{node}'!")
+    with _errors():
+        ms = store.read_manager_status()
+        resources = store.read_resources()
+        lrm_nodes = sorted(_cluster_nodes(store, ms))
+        lrms = {n: store.read_lrm_status(n) for n in lrm_nodes}
+    now = time.time()
+    if ms.get("master_node") and ms.get("timestamp"):
+        age = _age_status(now, ms["timestamp"])
+        click.echo(f"master {ms['master_node']} ({age}, {time.ctime(ms['timestamp'])})")
+    for n in lrm_nodes:
+        click.echo(f"lrm {n} ({_lrm_status_text(now, lrms[n])})")
+    services = ms.get("service_status", {})
+    for sid in sorted(resources):
+        conf, ss = resources[sid], services.get(sid)
+        if ss:
+            state, where = ss.get("state", "unknown"), ss.get("node") or conf.get("node")
+        else:
+            state = "ignored" if conf["state"] == "ignored" else "queued"
+            where = conf.get("node")
+        click.echo(f"service {sid} ({where}, {state})")
+    if verbose:
+        click.echo("full cluster state:")
+        full = {"manager_status": ms, "lrm_status": lrms, "quorum": {"quorate": int(quorate)}}
+        click.echo(json.dumps(full, indent=4, sort_keys=True))
+
+
+# -- CRM commands ----------------------------------------------------------------------------
+def _queue_move(c: Ctx, kind: str, sid: str, node: str) -> None:
+    sid = _sid(sid)
+    store = c.store
+    with _errors(), store.locked():
+        resources, ms = store.read_resources(), store.read_manager_status()
+        if sid not in resources:
+            _fail(f"service '{sid}' is not HA managed")
+        _check_node(node, _cluster_nodes(store, ms), strict=True)
+        _check_not_error(sid, ms, None)
+        store.queue_crm_command(f"{kind} {sid} {node}")
+
+
+@cli.command()
+@click.argument("sid")
+@click.argument("node")
+@pass_ctx
+def migrate(c: Ctx, sid: str, node: str) -> None:
+    """Request resource migration (online) to another node."""
+    _queue_move(c, "migrate", sid, node)
+
+
+@cli.command()
+@click.argument("sid")
+@click.argument("node")
+@pass_ctx
+def relocate(c: Ctx, sid: str, node: str) -> None:
+    """Request resource relocation (stop, move, start) to another node."""
+    _queue_move(c, "relocate", sid, node)
+
+
+@cli.group("crm-command")
+def crm_command() -> None:
+    """Send a command to the cluster resource manager."""
+
+
+@crm_command.command("migrate")
+@click.argument("sid")
+@click.argument("node")
+@pass_ctx
+def crm_migrate(c: Ctx, sid: str, node: str) -> None:
+    """Migrate a resource to NODE."""
+    _queue_move(c, "migrate", sid, node)
+
+
+@crm_command.command("relocate")
+@click.argument("sid")
+@click.argument("node")
+@pass_ctx
+def crm_relocate(c: Ctx, sid: str, node: str) -> None:
+    """Relocate a resource to NODE."""
+    _queue_move(c, "relocate", sid, node)
+
+
+@crm_command.command("stop")
+@click.argument("sid")
+@click.argument("timeout", type=click.IntRange(min=0))
+@pass_ctx
+def crm_stop(c: Ctx, sid: str, timeout: int) -> None:
+    """Stop a resource; after TIMEOUT seconds it is stopped forcefully (0: at once)."""
+    sid = _sid(sid)
+    store = c.store
+    with _errors(), store.locked():
+        resources, ms = store.read_resources(), store.read_manager_status()
+        if sid not in resources:
+            _fail(f"service '{sid}' is not HA managed")
+        _check_not_error(sid, ms, None)
+        store.queue_crm_command(f"stop {sid} {timeout}")
+
+
+@crm_command.command("node-maintenance")
+@click.argument("action", type=click.Choice(["enable", "disable"]))
+@click.argument("node")
+@pass_ctx
+def crm_node_maintenance(c: Ctx, action: str, node: str) -> None:
+    """Put NODE into maintenance mode (enable) or take it out (disable)."""
+    store = c.store
+    with _errors(), store.locked():
+        _check_node(node, _cluster_nodes(store, store.read_manager_status()), strict=True)
+        store.queue_crm_command(f"{action}-node-maintenance {node}")
+
+
+def main() -> None:
+    cli()
