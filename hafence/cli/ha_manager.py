@@ -29,7 +29,7 @@ from hafence.ha import config as hacfg
 from hafence.store import LockTimeout, Store, StoreUnavailable, open_store
 
 STATE_CHOICES = [*hacfg.SERVICE_STATES, "enabled"]
-RESOURCE_DELETABLE = ("group", "max_restart", "max_relocate", "comment", "state")
+RESOURCE_DELETABLE = ("group", "max_restart", "max_relocate", "failback", "comment", "state")
 GROUP_DELETABLE = ("restricted", "nofailback", "comment")
 
 
@@ -121,6 +121,7 @@ def _resource_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--group", help="HA group identifier."),
             click.option("--max_restart", "max_restart", type=click.IntRange(0, 10)),
             click.option("--max_relocate", "max_relocate", type=click.IntRange(0, 10)),
+            click.option("--failback", type=click.BOOL, help="Move back to a preferred node."),
             click.option("--comment", help="Description."),
             click.option("--node", help="Node the service runs on (hafence extension)."),
         ]
@@ -137,7 +138,7 @@ def _apply_resource(conf: dict[str, Any], groups: dict[str, Any], **opts: Any) -
         if group not in groups:
             _fail(f"unknown group '{group}'")
         conf["group"] = group
-    for key in ("max_restart", "max_relocate"):
+    for key in ("max_restart", "max_relocate", "failback"):
         if opts.get(key) is not None:
             conf[key] = opts[key]
     if opts.get("comment") is not None:

@@ -17,7 +17,9 @@ A header is ``TYPE: ID`` at column 0; properties follow, indented with tabs or s
 Resource properties (the parsed shape is the one the CRM uses, see ``hafence.ha.state``)::
 
     {sid: {"node": str|None, "state": "started|stopped|disabled|ignored", "group": str|None,
-           "max_restart": int, "max_relocate": int, "comment": str|None}}
+           "max_restart": int, "max_relocate": int, "failback": bool, "comment": str|None}}
+
+``failback`` (default on) is Proxmox 9's per-resource switch, used by the scenarios.
 
 ``node`` is hafence's addition: Proxmox learns a guest's node from the cluster filesystem,
 hafence keeps it in the config. ``enabled`` is accepted as an alias of ``started``.
@@ -52,7 +54,7 @@ DEFAULT_MAX_RESTART = 1
 DEFAULT_MAX_RELOCATE = 1
 DEFAULT_HA_OPTIONS: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
 
-RESOURCE_KEYS = ("node", "state", "group", "max_restart", "max_relocate", "comment")
+RESOURCE_KEYS = ("node", "state", "group", "max_restart", "max_relocate", "failback", "comment")
 GROUP_KEYS = ("nodes", "restricted", "nofailback", "comment")
 
 _HEADER = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_-]*):\s*(?P<id>\S+)\s*$")
@@ -174,6 +176,7 @@ def default_resource() -> dict[str, Any]:
         "group": None,
         "max_restart": DEFAULT_MAX_RESTART,
         "max_relocate": DEFAULT_MAX_RELOCATE,
+        "failback": True,
         "comment": None,
     }
 
@@ -188,6 +191,7 @@ _RESOURCE_PARSERS = {
     "group": parse_group_name,
     "max_restart": parse_count,
     "max_relocate": parse_count,
+    "failback": parse_bool,
     "comment": parse_comment,
 }
 _GROUP_PARSERS = {
@@ -322,6 +326,8 @@ def format_resources(resources: dict[str, dict[str, Any]]) -> str:
         ):
             if conf.get(key, dflt) != dflt:
                 lines.append(f"\t{key} {conf[key]}")
+        if not conf.get("failback", True):
+            lines.append("\tfailback 0")
         if conf.get("comment"):
             lines.append(f"\tcomment {conf['comment']}")
         blocks.append("\n".join(lines) + "\n")

@@ -1,0 +1,279 @@
+"""resources.cfg / groups.cfg / datacenter.cfg: parsing, writing, round trips and errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hafence.errors import ConfigErrors
+from hafence.ha import config as hacfg
+
+SCENARIOS = Path("/work/shared/pve-ha-tests")
+if not SCENARIOS.is_dir():  # the shared copy; a checkout elsewhere may lack it
+    pytest.skip("pve-ha-tests scenarios not available", allow_module_level=True)
+
+GROUP_FILES = sorted(SCENARIOS.glob("*/groups"))
+SERVICE_CONFIGS = sorted(SCENARIOS.glob("*/service_config"))
+DATACENTER_FILES = sorted(SCENARIOS.glob("*/datacenter.cfg"))
+TYPES = {"vm", "ct", "fa"}  # the scenarios use fa:NNN (a simulated "fail" type)
+
+
+def errors_of(exc: pytest.ExceptionInfo[ConfigErrors]) -> list[tuple[int | None, str | None]]:
+    return [(e.line, e.field) for e in exc.value.errors]
+
+
+def test_scenario_files_exist() -> None:
+    assert GROUP_FILES and SERVICE_CONFIGS and DATACENTER_FILES
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: p.parent.name)
+def test_groups_round_trip_byte_identical(path: Path) -> None:
+    text = path.read_text()
+    groups = hacfg.parse_groups(text, str(path))
+    assert groups["group2"]["nodes"] == {"node2": 2, "node3": 0}
+    assert groups["group1"]["restricted"] is True
+    assert groups["group2"]["nofailback"] is True
+    assert hacfg.format_groups(groups) == text
+
+
+def _service_config_to_resources(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    out = {}
+    for sid, sc in data.items():
+        conf = hacfg.default_resource()
+        for key, value in sc.items():
+            if key == "state":
+                value = hacfg.parse_state(value)
+            elif key == "failback":
+                value = bool(int(value))
+            elif key in ("max_restart", "max_relocate"):
+                value = int(value)  # some scenarios write "3"
+            conf[key] = value
+        out[sid] = conf
+    return out
+
+
+@pytest.mark.parametrize("path", SERVICE_CONFIGS, ids=lambda p: p.parent.name)
+def test_resources_from_every_scenario_round_trip(path: Path) -> None:
+    resources = _service_config_to_resources(path)
+    text = hacfg.format_resources(resources)
+    parsed = hacfg.parse_resources(text, types=TYPES)
+    assert parsed == resources
+    assert hacfg.format_resources(parsed) == text
+
+
+@pytest.mark.parametrize("path", DATACENTER_FILES, ids=lambda p: p.parent.name)
+def test_scenario_datacenter_files_parse(path: Path) -> None:
+    dc = hacfg.parse_datacenter(path.read_text(), str(path))
+    raw = json.loads(path.read_text())
+    assert dc["ha"]["max_worker"] == raw.get("ha", {}).get("max_worker", 4)
+    assert dc["ha"]["shutdown_policy"] in hacfg.SHUTDOWN_POLICIES
+    for key in raw:  # crs and friends are kept for the scheduler
+        if key != "ha":
+            assert dc[key] == raw[key]
+    again = hacfg.parse_datacenter(hacfg.format_datacenter(dc))
+    assert again == dc
+
+
+node_names = st.from_regex(r"\Anode[1-9][0-9]?\Z")
+comments = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20
+).map(lambda s: s.replace("#", "x"))
+resource_conf = st.fixed_dictionaries(
+    {
+        "node": st.one_of(st.none(), node_names),
+        "state": st.sampled_from(hacfg.SERVICE_STATES),
+        "group": st.one_of(st.none(), st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z")),
+        "max_restart": st.integers(0, 10),
+        "max_relocate": st.integers(0, 10),
+        "failback": st.booleans(),
+        "comment": st.one_of(st.none(), comments),
+    }
+)
+sids = st.builds(
+    lambda t, n: f"{t}:{n}", st.sampled_from(["vm", "ct"]), st.integers(100, 999999999)
+)
+
+
+@given(st.dictionaries(sids, resource_conf, max_size=6))
+def test_generated_resources_round_trip(resources: dict) -> None:
+    text = hacfg.format_resources(resources)
+    parsed = hacfg.parse_resources(text, types={"vm", "ct"})
+    assert parsed == resources
+    assert hacfg.format_resources(parsed) == text
+
+
+group_conf = st.fixed_dictionaries(
+    {
+        "nodes": st.dictionaries(node_names, st.integers(0, 1000), min_size=1, max_size=4),
+        "restricted": st.booleans(),
+        "nofailback": st.booleans(),
+        "comment": st.one_of(st.none(), comments),
+    }
+)
+
+
+@given(st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z"), group_conf, max_size=4))
+def test_generated_groups_round_trip(groups: dict) -> None:
+    text = hacfg.format_groups(groups)
+    assert hacfg.parse_groups(text) == groups
+    assert hacfg.format_groups(hacfg.parse_groups(text)) == text
+
+
+def test_resources_defaults_alias_comments_and_spaces() -> None:
+    text = "# managed by hand\nvm: 100\n    state enabled\n\t# not a property\n\nct: 101\n"
+    r = hacfg.parse_resources(text, types={"vm", "ct"})
+    assert r["vm:100"]["state"] == "started"
+    assert r["ct:101"] == hacfg.default_resource()
+    assert "comment lives here" in hacfg.format_resources(
+        {"vm:100": {**r["vm:100"], "comment": "comment lives here"}}
+    )
+
+
+def test_resource_errors_name_file_line_and_property() -> None:
+    text = (
+        "vm: 100\n"  # 1
+        "\tstate bogus\n"  # 2
+        "\tcolour red\n"  # 3
+        "\tmax_restart eleven\n"  # 4
+        "\tmax_restart 2\n"  # 5 duplicate property
+        "\n"  # 6
+        "vm: 100\n"  # 7 duplicate section
+        "\n"  # 8
+        "xx: 5\n"  # 9 unknown type
+        "\tstate started\n"  # 10 (skipped: its section was rejected)
+        "vm: 42\n"  # 11 bad ID
+        "group: g\n"  # 12 groups do not belong here
+        "\tmax_relocate 99\n"  # 13 (skipped)
+        "not a header\n"  # 14
+        "\tnode node1\n"  # 15 (skipped)
+        "ct: 102\n"  # 16
+        "\tnode bad_node!\n"  # 17
+        "\tgroup\n"  # 18 missing value
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_resources(text, "/etc/hafence/ha/resources.cfg", types={"vm", "ct"})
+    assert errors_of(exc) == [
+        (2, "state"),
+        (3, "colour"),
+        (4, "max_restart"),
+        (5, "max_restart"),
+        (7, "section"),
+        (9, "section"),
+        (11, "section"),
+        (12, "section"),
+        (14, None),
+        (17, "node"),
+        (18, "group"),
+    ]
+    msg = str(exc.value)
+    assert "/etc/hafence/ha/resources.cfg:3: colour: unknown property in section 'vm:100'" in msg
+    assert "resources.cfg:2: state: invalid state 'bogus'" in msg
+    assert "resources.cfg:9: section: unknown resource type 'xx'" in msg
+    assert exc.value.errors[0].file == "/etc/hafence/ha/resources.cfg"
+
+
+def test_property_before_any_section() -> None:
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_resources("\tstate started\n", "r.cfg", types={"vm"})
+    assert "r.cfg:1: property outside of a section" in str(exc.value)
+
+
+def test_group_errors() -> None:
+    text = (
+        "group: g1\n"  # 1
+        "\trestricted maybe\n"  # 2 -> also lacks nodes (reported at line 1)
+        "\n"
+        "group: g2\n"  # 4
+        "\tnodes node1:x,node2\n"  # 5
+        "\n"
+        "group: g3\n"  # 7
+        "\tnodes node1,node1\n"  # 8
+        "\n"
+        "vm: 100\n"  # 10
+        "\n"
+        "group: 9bad\n"  # 12
+        "\n"
+        "group: g4\n"  # 14
+        "\tnodes node1:1001\n"  # 15
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_groups(text, "groups.cfg")
+    assert errors_of(exc) == [
+        (2, "restricted"),
+        (1, "nodes"),
+        (5, "nodes"),
+        (8, "nodes"),
+        (10, "section"),
+        (12, "section"),
+        (15, "nodes"),
+    ]
+    assert "groups.cfg:1: nodes: section 'g1' lacks required property" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "sid"),
+    [
+        ("100", "vm:100"),
+        ("vm:100", "vm:100"),
+        ("ct:101", "ct:101"),
+        (" 999999999 ", "vm:999999999"),
+    ],
+)
+def test_parse_sid_ok(text: str, sid: str) -> None:
+    assert hacfg.parse_sid(text, {"vm", "ct"}) == sid
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("99", "invalid service ID"),
+        ("abc", "invalid service ID"),
+        ("vm:abc", "invalid vm ID"),
+        ("vm:0100", "invalid vm ID"),
+        ("ct:", "invalid ct ID"),
+        ("qemu:100", "unknown resource type 'qemu'"),
+        ("vm:1000000000", "invalid vm ID"),
+    ],
+)
+def test_parse_sid_rejects(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        hacfg.parse_sid(text, {"vm", "ct"})
+
+
+def test_plugin_resource_types_are_known() -> None:
+    assert {"vm", "ct"} <= hacfg.known_resource_types()
+
+
+def test_datacenter_defaults_and_errors() -> None:
+    assert hacfg.parse_datacenter("")["ha"] == {"shutdown_policy": "conditional", "max_worker": 4}
+    ok = hacfg.parse_datacenter('{"ha": {"shutdown_policy": "migrate", "max_worker": 8}}')
+    assert ok["ha"] == {"shutdown_policy": "migrate", "max_worker": 8}
+    text = (
+        '{\n  "ha": {\n    "shutdown_policy": "failback",\n    "max_worker": 0,\n    "x": 1\n  }\n}'
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_datacenter(text, "datacenter.cfg")
+    assert errors_of(exc) == [(3, "ha.shutdown_policy"), (4, "ha.max_worker"), (5, "ha.x")]
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_datacenter('{\n "ha": {,}\n}', "dc.cfg")
+    assert exc.value.errors[0].line == 2
+    assert "dc.cfg:2: invalid JSON" in str(exc.value)
+    with pytest.raises(ConfigErrors):
+        hacfg.parse_datacenter('{"ha": {"max_worker": true}}')
+
+
+def test_check_references() -> None:
+    res = {"vm:100": {**hacfg.default_resource(), "group": "nope"}}
+    with pytest.raises(ConfigErrors, match="unknown group 'nope'"):
+        hacfg.check_references(res, {})
+    hacfg.check_references(res, {"nope": hacfg.default_group()})
+
+
+def test_comment_must_be_single_line() -> None:
+    with pytest.raises(ValueError):
+        hacfg.parse_comment("a\nb")

@@ -1,0 +1,74 @@
+"""etcd backend specifics: real lease expiry, unreachable cluster, key layout."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from hafence.store import StoreUnavailable
+from hafence.store.etcd import EtcdStore, parse_etcd_url
+
+
+def _cluster() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def test_parse_etcd_url() -> None:
+    assert parse_etcd_url("etcd://127.0.0.1:2379/prod") == (["http://127.0.0.1:2379"], "prod")
+    assert parse_etcd_url("etcds://a:1,b:2") == (["https://a:1", "https://b:2"], None)
+    assert parse_etcd_url("http://[::1]:2379") == (["http://[::1]:2379"], None)
+    with pytest.raises(ValueError):
+        parse_etcd_url("/var/lib/x")
+
+
+def test_keys_live_under_the_cluster_prefix(etcd_url: str) -> None:
+    name = _cluster()
+    s = EtcdStore(etcd_url, name)
+    s.write_text("resources.cfg", "vm: 100\n")
+    key = base64.b64encode(f"/hafence/{name}/resources.cfg".encode()).decode()
+    req = urllib.request.Request(etcd_url + "/v3/kv/range", data=json.dumps({"key": key}).encode())
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        kvs = json.loads(resp.read())["kvs"]
+    assert base64.b64decode(kvs[0]["value"]) == b"vm: 100\n"
+    assert EtcdStore(etcd_url, _cluster()).read_text("resources.cfg") == ""  # other cluster
+
+
+def test_lease_expires_when_not_renewed(etcd_url: str) -> None:
+    s = EtcdStore(etcd_url, _cluster())
+    assert s.acquire_lease("ha_agent_node1_lock", "node1", 1)
+    assert not s.acquire_lease("ha_agent_node1_lock", "node2", 1)
+    deadline = time.monotonic() + 60  # etcd rounds tiny TTLs up; wait, do not time
+    while s.lease_owner("ha_agent_node1_lock") is not None:
+        assert time.monotonic() < deadline, "etcd never expired the lease"
+        time.sleep(0.2)
+    assert not s.renew_lease("ha_agent_node1_lock", "node1", 1)
+    assert s.acquire_lease("ha_agent_node1_lock", "node2", 30)
+    assert s.lease_owner("ha_agent_node1_lock") == "node2"
+
+
+def test_unreachable_etcd_is_no_quorum() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connection refused
+        s = EtcdStore(f"http://127.0.0.1:{port}", "x", timeout=2)
+        assert not s.quorate()
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            s.read_resources()
+        with pytest.raises(StoreUnavailable):
+            s.acquire_lease("ha_manager_lock", "node1", 5)
+
+
+def test_second_endpoint_is_tried(etcd_url: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+        live = etcd_url.removeprefix("http://")
+        s = EtcdStore(f"etcd://{dead},{live}/{_cluster()}")
+        s.write_text("crm_commands", "stop vm:100 0\n")
+        assert s.read_crm_commands() == ["stop vm:100 0"]
