@@ -1,0 +1,3 @@
+from tests.store.etcd_peer import etcd_url
+
+__all__ = ["etcd_url"]
