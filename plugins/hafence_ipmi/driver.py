@@ -41,7 +41,14 @@ class IpmiDriver(FenceDriver):
         Param("ip", str, required=True, aliases=("ipaddr",), help="BMC address"),
         Param("port", int, default=623, aliases=("ipport",), help="BMC UDP port"),
         Param("username", str, default="", aliases=("login",), help="IPMI user name"),
-        Param("password", str, secret=True, aliases=("passwd",), help="IPMI password"),
+        Param(
+            "password",
+            str,
+            required=True,
+            secret=True,
+            aliases=("passwd",),
+            help="IPMI password (or password_file=PATH / password_env=VARIABLE)",
+        ),
         Param(
             "privlvl",
             str,
@@ -92,8 +99,6 @@ class IpmiDriver(FenceDriver):
                 "IPMI 1.5 (lanplus=0) is not supported: pyghmi speaks IPMI 2.0 only; "
                 "use lanplus=1 or the fence_agent driver with fence_ipmilan",
             )
-        if self.options["password"] is None:
-            raise ParamError("password", "required by driver 'ipmi' (or password_file/_env)")
         # A native reboot only when asked for; otherwise the fencer does off-verify-on.
         if self.options["method"] != "onoff":
             self.actions = frozenset({*type(self).actions, "reboot"})

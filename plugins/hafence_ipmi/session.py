@@ -22,12 +22,14 @@ import functools
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command as pyghmi_command
+from pyghmi.ipmi.private import session as pyghmi_session
 
 from hafence.errors import (
     AuthError,
@@ -110,14 +112,7 @@ class SessionPool:
                 return cmd
             self._cmds.pop(key, None)
             kg = target.kg.reveal().encode() if target.kg is not None else None
-            cmd = pyghmi_command.Command(
-                bmc=target.host,
-                userid=target.user.encode(),
-                password=target.password.reveal().encode(),
-                port=target.port,
-                kg=kg,
-                privlevel=PRIVILEGE_LEVELS[target.privlvl],
-            )
+            cmd = _login(target, kg)
             self._cmds[key] = cmd
             self.logins[key] = self.logins.get(key, 0) + 1
             log.debug("ipmi %s: logged in (login #%d)", target, self.logins[key])
@@ -141,6 +136,42 @@ class SessionPool:
                 cmd.ipmi_session.logout()
             except Exception as exc:  # the BMC may be gone already
                 log.debug("ipmi logout failed: %r", exc)
+
+
+def _login(target: Target, kg: bytes | None) -> Any:
+    """Log in and wait for the outcome.
+
+    pyghmi's synchronous login reads ``session.errormsg`` after seeing ``broken``, but
+    another thread's event loop may set ``broken`` first (AttributeError, message
+    lost). With a logon callback the outcome arrives as a dict instead.
+    """
+    outcome: dict[str, Any] = {}
+
+    def onlogon(response: dict[str, Any], _cmd: Any) -> None:
+        outcome.update(response)
+
+    cmd = pyghmi_command.Command(
+        bmc=target.host,
+        userid=target.user.encode(),
+        password=target.password.reveal().encode(),
+        port=target.port,
+        kg=kg,
+        privlevel=PRIVILEGE_LEVELS[target.privlvl],
+        onlogon=onlogon,
+    )
+    sess = cmd.ipmi_session
+    # pyghmi gives up on an unanswered login after ~5 s; the deadline is a backstop.
+    deadline = time.monotonic() + 30
+    while not outcome and time.monotonic() < deadline:
+        if sess.broken or (sess.logged and not sess.logging):
+            break  # settled without our callback (a session shared inside pyghmi)
+        pyghmi_session.Session.wait_for_rsp(0.05)
+    error = outcome.get("error")
+    if error is None and (sess.broken or not sess.logged):
+        error = getattr(sess, "errormsg", None) or "timeout"
+    if error is not None:
+        raise pyghmi_exc.IpmiException(error)
+    return cmd
 
 
 def _alive(cmd: Any) -> bool:

@@ -36,7 +36,7 @@ def test_metadata_documents_params() -> None:
     names = {p["name"] for p in meta["parameters"]}
     assert {"ip", "port", "username", "password", "privlvl", "lanplus", "cipher", "method"} <= names
     xml = driver_metadata_xml(IpmiDriver)
-    assert 'name="ipaddr"' in xml or "ipaddr" in xml
+    assert 'name="ip"' in xml and 'obsoletes="ipaddr"' in xml
     cipher = next(p for p in IpmiDriver.params if p.name == "cipher")
     assert cipher.choices == ("3", "17") and "pyghmi" in cipher.help
 
@@ -212,6 +212,28 @@ async def test_closed_port_is_unreachable_within_the_timeout() -> None:
     with pytest.raises(UnreachableError) as err:
         await drv.status()
     assert err.value.device == "gone"
+
+
+async def test_closed_port_when_pyghmi_gives_up_first() -> None:
+    drv = IpmiDriver(
+        {"ip": "127.0.0.1", "port": free_udp_port(), "password": "pw", "timeout": 30.0},
+        pool=SessionPool(),
+    )
+    with pytest.raises(UnreachableError) as err:  # pyghmi's own ~5 s login retries
+        await drv.status()
+    assert "login" in str(err.value)
+
+
+async def test_concurrent_good_and_bad_logins_keep_their_errors(ipmi_sims) -> None:
+    # pyghmi runs every session's callbacks on whichever thread polls: a failure must
+    # still reach its own caller as the right typed error.
+    a, b = ipmi_sims(), ipmi_sims()
+    calls = []
+    for sim in (a, b):
+        calls += [driver(sim).status(), driver(sim, password="wrong-pw").status()]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0::2] == [PowerState.ON, PowerState.ON]
+    assert all(isinstance(r, AuthError) for r in results[1::2]), results
 
 
 # -- sessions -----------------------------------------------------------------------------------
