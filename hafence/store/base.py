@@ -6,6 +6,8 @@ What it holds (the same names as Proxmox's /etc/pve/ha):
   exposed parsed through ``hafence.ha.config``;
 - ``manager_status`` (the CRM's JSON), ``lrm_status`` per node (JSON), ``crm_commands``
   (text lines such as ``migrate vm:100 node2``, consumed by the CRM);
+- a change token and ``wait_for_change`` (etcd: a watch; embedded: polling), so a CRM
+  wakes when someone queues a command instead of only on its timer;
 - lease locks (``ha_manager_lock``, ``ha_agent_node1_lock`` ...): a name, an owner and an
   expiry. The embedded backend judges expiry with the clock it was given, so a simulator can
   run it on virtual time; etcd judges it with its own leases.
@@ -86,6 +88,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def lease_owner(self, name: str) -> str | None:
         """Current holder of an unexpired lease, or None."""
+
+    @abc.abstractmethod
+    def change_token(self) -> str:
+        """An opaque token that changes whenever config, status or commands change."""
+
+    @abc.abstractmethod
+    def wait_for_change(self, token: str, timeout: float) -> str:
+        """Block until the state differs from ``token`` (or ``timeout``); the new token.
+
+        Lease renewals do not count: they are not news for the CRM. A change made after
+        ``token`` was taken but before the call is seen at once (no lost wake-up).
+        """
 
     def close(self) -> None:
         """Release connections (etcd); nothing for the embedded store."""

@@ -9,6 +9,7 @@ Layout: ``resources.cfg``, ``groups.cfg``, ``datacenter.cfg``, ``manager_status`
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -38,6 +39,7 @@ class EmbeddedStore(Store):
     ) -> None:
         self.path = Path(path) if path is not None else default_dir()
         self.clock = clock
+        self.poll_interval = 0.05
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -108,6 +110,30 @@ class EmbeddedStore(Store):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def change_token(self) -> str:
+        # each atomic write makes a new inode, so (name, inode, mtime, size) changes even
+        # when two writes fall into the same mtime tick
+        sig = []
+        for d in (self.path, self.path / "lrm_status"):
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith(".") or not e.is_file():
+                    continue
+                st = e.stat()
+                sig.append(f"{d.name}/{e.name}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}")
+        return hashlib.sha1("\n".join(sorted(sig)).encode()).hexdigest()
+
+    def wait_for_change(self, token: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.change_token()
+            if now != token or time.monotonic() >= deadline:
+                return now
+            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
 
     def quorate(self) -> bool:
         return True  # one machine: always its own majority

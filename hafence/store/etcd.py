@@ -14,6 +14,7 @@ same pattern on ``.lock``. Quorum is "a linearizable read succeeds".
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import math
 import threading
@@ -142,6 +143,50 @@ class EtcdStore(Store):
         except StoreUnavailable:
             return False
         return True
+
+    def change_token(self) -> str:
+        out = self._call("/v3/kv/range", {"key": _b64(self.prefix + ".token")})
+        return out["header"]["revision"]
+
+    def wait_for_change(self, token: str, timeout: float) -> str:
+        """An etcd watch from revision ``token + 1``: events already past are seen at once."""
+        start = int(token) + 1
+        body = {
+            "create_request": {
+                "key": _b64(self.prefix),
+                "range_end": _prefix_end(self.prefix),
+                "start_revision": str(start),
+            }
+        }
+        deadline = time.monotonic() + timeout
+        for ep in self.endpoints:
+            u = urlsplit(ep)
+            cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+            conn = cls(u.hostname or "", u.port, timeout=min(self.timeout, max(0.01, timeout)))
+            streaming = False
+            try:
+                conn.request("POST", "/v3/watch", json.dumps(body).encode())
+                resp = conn.getresponse()
+                streaming = True
+                while (left := deadline - time.monotonic()) > 0:
+                    assert conn.sock is not None
+                    conn.sock.settimeout(left)  # the stream is open: wait only what is left
+                    line = resp.readline()
+                    if not line:
+                        break
+                    for ev in json.loads(line).get("result", {}).get("events") or []:
+                        name = _unb64(ev["kv"]["key"]).decode()[len(self.prefix) :]
+                        if not name.startswith((".", "leases/")):
+                            return ev["kv"]["mod_revision"]
+                return token
+            except TimeoutError:
+                if streaming:  # connected and nothing happened: a timeout, not a failure
+                    return token
+            except (OSError, ValueError, http.client.HTTPException):
+                continue
+            finally:
+                conn.close()
+        raise StoreUnavailable(f"etcd unreachable ({', '.join(self.endpoints)})")
 
     # -- etcd leases ---------------------------------------------------------------------------
     def _grant(self, ttl: float) -> str:

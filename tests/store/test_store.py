@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,31 @@ def test_concurrent_writers_lose_no_command(store: Store, spec: str) -> None:
     for k in range(3):  # each writer's commands keep their order
         mine = [c for c in cmds if c.startswith(f"stop vm:{100 + k} ")]
         assert mine == [f"stop vm:{100 + k} {i}" for i in range(N_CMDS)]
+
+
+def test_change_seen_even_if_made_before_waiting(store: Store) -> None:
+    token = store.change_token()
+    store.queue_crm_command("migrate vm:100 node2")
+    new = store.wait_for_change(token, 30)  # returns at once: the change is already there
+    assert new != token
+    assert store.wait_for_change(new, 0.2) == new  # nothing since: times out unchanged
+
+
+def test_wait_wakes_on_a_write_from_elsewhere(store: Store, spec: str) -> None:
+    token = store.change_token()
+    other = open_store(spec)
+    writer = threading.Timer(0.3, other.write_lrm_status, ("node1", {"state": "active"}))
+    writer.start()
+    try:
+        new = store.wait_for_change(token, 60)
+    finally:
+        writer.join()
+    assert new != token
+    assert store.read_lrm_status("node1") == {"state": "active"}
+
+
+def test_lease_renewals_do_not_wake_waiters(store: Store) -> None:
+    token = store.change_token()
+    assert store.acquire_lease("ha_manager_lock", "node1", 60)
+    assert store.renew_lease("ha_manager_lock", "node1", 60)
+    assert store.wait_for_change(token, 0.3) == token
