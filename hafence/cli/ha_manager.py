@@ -59,8 +59,10 @@ def _errors() -> Iterator[None]:
         yield
     except ConfigErrors as exc:
         raise click.ClickException(str(exc)) from None
-    except (StoreUnavailable, LockTimeout) as exc:
+    except (StoreUnavailable, LockTimeout, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. no permission on /etc/hafence/ha
+        raise click.ClickException(f"{exc.filename or 'store'}: {exc.strerror or exc}") from None
 
 
 def _fail(msg: str) -> None:

@@ -308,8 +308,7 @@ def parse_groups(text: str, file: str = "groups.cfg") -> dict[str, dict[str, Any
     return _parse_sections(text, file, header, _GROUP_PARSERS, default_group, ("nodes",))
 
 
-def format_resources(resources: dict[str, dict[str, Any]]) -> str:
-    """Section-config text; defaults and unset properties are left out, as Proxmox does."""
+def _format_resources(resources: dict[str, dict[str, Any]]) -> str:
     blocks = []
     for sid, conf in resources.items():
         rtype, _, rid = sid.partition(":")
@@ -334,7 +333,7 @@ def format_resources(resources: dict[str, dict[str, Any]]) -> str:
     return "\n".join(blocks)
 
 
-def format_groups(groups: dict[str, dict[str, Any]]) -> str:
+def _format_groups(groups: dict[str, dict[str, Any]]) -> str:
     blocks = []
     for name, conf in groups.items():
         lines = [f"group: {name}", f"\tnodes {format_nodes(conf['nodes'])}"]
@@ -346,6 +345,42 @@ def format_groups(groups: dict[str, dict[str, Any]]) -> str:
             lines.append(f"\tcomment {conf['comment']}")
         blocks.append("\n".join(lines) + "\n")
     return "\n".join(blocks)
+
+
+def format_resources(resources: dict[str, dict[str, Any]]) -> str:
+    """Section-config text; defaults and unset properties are left out, as Proxmox does.
+
+    The text is parsed back and must give the same config: a value that would not survive
+    (a comment with a line break, a bad node name) raises ValueError instead of being
+    written and corrupting the file.
+    """
+    text = _format_resources(resources)
+    want = {}
+    for sid, conf in resources.items():
+        full = {**default_resource(), **conf}
+        full["state"] = STATE_ALIASES.get(full["state"], full["state"])
+        want[sid] = full
+    types = set(BUILTIN_RESOURCE_TYPES) | {sid.partition(":")[0] for sid in resources}
+    _check_round_trip(text, want, lambda t: parse_resources(t, "<new resources.cfg>", types))
+    return text
+
+
+def format_groups(groups: dict[str, dict[str, Any]]) -> str:
+    """Section-config text for groups; validated by parsing it back (see format_resources)."""
+    text = _format_groups(groups)
+    want = {name: {**default_group(), **conf} for name, conf in groups.items()}
+    _check_round_trip(text, want, lambda t: parse_groups(t, "<new groups.cfg>"))
+    return text
+
+
+def _check_round_trip(text: str, want: dict[str, Any], parse: Any) -> None:
+    try:
+        got = parse(text)
+    except ConfigErrors as exc:
+        raise ValueError(f"refusing to write an invalid config: {exc}") from None
+    if got != want:
+        bad = sorted(k for k in want if got.get(k) != want[k]) or sorted(set(got) - set(want))
+        raise ValueError(f"refusing to write a config that does not read back: {', '.join(bad)}")
 
 
 def check_references(

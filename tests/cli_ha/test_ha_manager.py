@@ -301,3 +301,11 @@ def test_installed_script(store_dir: Path, script: str) -> None:
     for cmd in ("add", "remove", "set", "config", "status", "migrate", "relocate", "groupadd",
                 "groupconfig", "groupset", "groupremove", "crm-command"):  # fmt: skip
         assert cmd in r.stdout
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    r = run(blocker / "ha", "add", "vm:100", "--node", "node1")
+    assert r.exit_code == 1
+    assert "Not a directory" in r.output and "Traceback" not in r.output

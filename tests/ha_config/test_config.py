@@ -277,3 +277,29 @@ def test_check_references() -> None:
 def test_comment_must_be_single_line() -> None:
     with pytest.raises(ValueError):
         hacfg.parse_comment("a\nb")
+
+
+def test_writer_refuses_values_that_would_corrupt_the_file() -> None:
+    inject = {"vm:100": {**hacfg.default_resource(), "comment": "x\n\tstate stopped"}}
+    with pytest.raises(ValueError, match="vm:100"):
+        hacfg.format_resources(inject)
+    with pytest.raises(ValueError, match="invalid"):
+        hacfg.format_resources({"vm:100": {**hacfg.default_resource(), "node": "a b"}})
+    with pytest.raises(ValueError):
+        hacfg.format_resources({"vm:abc": hacfg.default_resource()})
+    with pytest.raises(ValueError):
+        hacfg.format_groups({"g": {**hacfg.default_group(), "nodes": {"n1": -1}}})
+    with pytest.raises(ValueError):
+        hacfg.format_groups({"g": {**hacfg.default_group(), "nodes": {}}})
+    # partial dicts are completed with defaults, aliases normalised
+    text = hacfg.format_resources({"vm:100": {"state": "enabled"}})
+    assert text == "vm: 100\n\tstate started\n"
+
+
+@given(st.text(alphabet="vmctgroup:0123456789 \t\n#xnodesatr,", max_size=200))
+def test_parsers_fail_only_with_config_errors(text: str) -> None:
+    for parse in (hacfg.parse_groups, lambda t: hacfg.parse_resources(t, types={"vm", "ct"})):
+        try:
+            parse(text)
+        except ConfigErrors as exc:
+            assert all(e.line is not None for e in exc.errors)
