@@ -383,6 +383,38 @@ def _check_round_trip(text: str, want: dict[str, Any], parse: Any) -> None:
         raise ValueError(f"refusing to write a config that does not read back: {', '.join(bad)}")
 
 
+def resources_from_service_config(
+    data: dict[str, Any], file: str = "service_config", types: Iterable[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The reference scenarios' ``service_config`` JSON -> the resources.cfg shape.
+
+    Those files omit defaults, write ``enabled`` and sometimes numbers as strings ("3");
+    the result is exactly what ``parse_resources`` gives for the same services.
+    """
+    known = set(types) if types is not None else known_resource_types()
+    errors: list[ConfigError] = []
+    out: dict[str, dict[str, Any]] = {}
+    for raw_sid, sc in data.items():
+        try:
+            sid = parse_sid(raw_sid, known)
+        except ValueError as exc:
+            errors.append(ConfigError(str(exc), file=file, field=raw_sid))
+            continue
+        conf = default_resource()
+        for key, value in (sc or {}).items():
+            if key not in _RESOURCE_PARSERS:
+                errors.append(ConfigError("unknown property", file=file, field=f"{sid}.{key}"))
+                continue
+            try:
+                conf[key] = _RESOURCE_PARSERS[key](str(value))
+            except ValueError as exc:
+                errors.append(ConfigError(str(exc), file=file, field=f"{sid}.{key}"))
+        out[sid] = conf
+    if errors:
+        raise ConfigErrors(file, errors)
+    return out
+
+
 def check_references(
     resources: dict[str, dict[str, Any]],
     groups: dict[str, dict[str, Any]],

@@ -40,26 +40,10 @@ def test_groups_round_trip_byte_identical(path: Path) -> None:
     assert hacfg.format_groups(groups) == text
 
 
-def _service_config_to_resources(path: Path) -> dict:
-    data = json.loads(path.read_text())
-    out = {}
-    for sid, sc in data.items():
-        conf = hacfg.default_resource()
-        for key, value in sc.items():
-            if key == "state":
-                value = hacfg.parse_state(value)
-            elif key == "failback":
-                value = bool(int(value))
-            elif key in ("max_restart", "max_relocate"):
-                value = int(value)  # some scenarios write "3"
-            conf[key] = value
-        out[sid] = conf
-    return out
-
-
 @pytest.mark.parametrize("path", SERVICE_CONFIGS, ids=lambda p: p.parent.name)
 def test_resources_from_every_scenario_round_trip(path: Path) -> None:
-    resources = _service_config_to_resources(path)
+    resources = hacfg.resources_from_service_config(json.loads(path.read_text()), types=TYPES)
+    assert all(c["node"] for c in resources.values())
     text = hacfg.format_resources(resources)
     parsed = hacfg.parse_resources(text, types=TYPES)
     assert parsed == resources
@@ -303,3 +287,17 @@ def test_parsers_fail_only_with_config_errors(text: str) -> None:
             parse(text)
         except ConfigErrors as exc:
             assert all(e.line is not None for e in exc.errors)
+
+
+def test_service_config_json_conversion() -> None:
+    got = hacfg.resources_from_service_config(
+        {"vm:101": {"node": "node1", "state": "enabled", "max_relocate": "3", "failback": 0}},
+        types={"vm"},
+    )
+    assert got["vm:101"] == {**hacfg.default_resource(), "node": "node1", "max_relocate": 3,
+                             "failback": False}  # fmt: skip
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.resources_from_service_config(
+            {"vm:1": {}, "vm:102": {"state": "on", "speed": 1}}, "sc.json", types={"vm"}
+        )
+    assert [e.field for e in exc.value.errors] == ["vm:1", "vm:102.state", "vm:102.speed"]
