@@ -194,7 +194,11 @@ def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any)
                 _fail(f"--delete: property '{key}' is both set and deleted")
             conf[key] = dflt[key]
         _apply_resource(conf, groups, **opts)
-        if node is not None:
+        if node is not None and node != conf["node"]:
+            # once the CRM tracks a service, only it may move it (else two nodes could run it)
+            if sid in ms.get("service_status", {}):
+                _fail(f"service '{sid}' is managed by the CRM: use 'ha-manager migrate' or "
+                      "'ha-manager relocate' to move it")  # fmt: skip
             _check_node(node, _cluster_nodes(store, ms), strict=False)
             conf["node"] = node
         if opts.get("state") is not None or "state" in deleted:

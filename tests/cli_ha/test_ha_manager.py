@@ -114,6 +114,8 @@ def test_add_set_remove_and_config(store_dir: Path) -> None:
     res = EmbeddedStore(store_dir).read_resources()
     assert res["ct:103"]["group"] is None and res["ct:103"]["comment"] is None
     assert res["ct:103"]["state"] == "started"
+    assert run(store_dir, "set", "vm:101", "--node", "node3").exit_code == 0  # not yet managed
+    assert run(store_dir, "set", "vm:100", "--node", "node1").exit_code == 0  # unchanged: fine
     assert run(store_dir, "remove", "101").exit_code == 0
     assert "vm:101" not in EmbeddedStore(store_dir).read_resources()
     # the file on disk is section-config, as Proxmox writes it
@@ -178,6 +180,7 @@ REFUSED = [
     (("set", "vm:102", "--state", "stopped"), "in error state"),
     (("set", "vm:102", "--delete", "state"), "in error state"),
     (("remove", "vm:104"), "no such resource"),
+    (("set", "vm:100", "--node", "node2"), "use 'ha-manager migrate'"),
     (("migrate", "vm:100", "node9"), "unknown node 'node9'"),
     (("migrate", "vm:104", "node2"), "not HA managed"),
     (("migrate", "vm:102", "node1"), "in error state"),
