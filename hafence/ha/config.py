@@ -82,12 +82,15 @@ def known_resource_types() -> set[str]:
 def parse_sid(text: str, types: Iterable[str] | None = None) -> str:
     """Normalise a service ID: ``100`` -> ``vm:100``; ``TYPE:ID`` checked. ValueError if bad."""
     text = text.strip()
-    known = set(types) if types is not None else known_resource_types()
     if ":" not in text:
         if _GUEST_ID.match(text):
             return f"vm:{text}"
         raise ValueError(f"invalid service ID '{text}' (expected TYPE:ID, e.g. vm:100)")
     rtype, _, rid = text.partition(":")
+    if types is None and rtype in BUILTIN_RESOURCE_TYPES:
+        known: set[str] = set(BUILTIN_RESOURCE_TYPES)  # no need to load the plugins
+    else:
+        known = set(types) if types is not None else known_resource_types()
     if rtype not in known:
         avail = ", ".join(sorted(known))
         raise ValueError(f"unknown resource type '{rtype}' in '{text}' (known: {avail})")
@@ -287,7 +290,7 @@ def parse_resources(
     text: str, file: str = "resources.cfg", types: Iterable[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Parse ``resources.cfg`` text into ``{sid: {...}}`` with defaults filled in."""
-    known = set(types) if types is not None else known_resource_types()
+    known = set(types) if types is not None else None  # None: plugins loaded only if needed
 
     def header(rtype: str, rid: str) -> str:
         if rtype == "group":
@@ -391,7 +394,7 @@ def resources_from_service_config(
     Those files omit defaults, write ``enabled`` and sometimes numbers as strings ("3");
     the result is exactly what ``parse_resources`` gives for the same services.
     """
-    known = set(types) if types is not None else known_resource_types()
+    known = set(types) if types is not None else None
     errors: list[ConfigError] = []
     out: dict[str, dict[str, Any]] = {}
     for raw_sid, sc in data.items():
