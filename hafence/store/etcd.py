@@ -67,6 +67,7 @@ class EtcdStore(Store):
         endpoints: str | list[str],
         cluster: str = DEFAULT_CLUSTER,
         timeout: float = 5.0,
+        lock_ttl: int = LOCK_TTL,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints, url_cluster = parse_etcd_url(endpoints)
@@ -79,6 +80,7 @@ class EtcdStore(Store):
         self.cluster = cluster
         self.prefix = f"/hafence/{cluster}/"
         self.timeout = timeout
+        self.lock_ttl = lock_ttl
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -228,7 +230,7 @@ class EtcdStore(Store):
             return
         key = self.prefix + ".lock"
         token = uuid.uuid4().hex.encode()
-        lease = self._grant(LOCK_TTL)
+        lease = self._grant(self.lock_ttl)
         deadline = time.monotonic() + timeout
         try:
             while not self._create_with_lease(key, token, lease):

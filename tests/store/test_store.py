@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,22 @@ def test_lease_renewals_do_not_wake_waiters(store: Store) -> None:
     assert store.acquire_lease("ha_manager_lock", "node1", 60)
     assert store.renew_lease("ha_manager_lock", "node1", 60)
     assert store.wait_for_change(token, 0.3) == token
+
+
+def _die_holding_lock(spec: str) -> None:
+    if spec.startswith("etcd://"):
+        s: Store = EtcdStore(spec, lock_ttl=2)  # etcd frees it when the lease runs out
+    else:
+        s = open_store(spec)  # the kernel drops a dead process's flock
+    with s.locked():
+        s.write_text("crm_commands", "stop vm:100 0\n")
+        os._exit(7)
+
+
+def test_lock_of_a_crashed_process_is_freed(store: Store, spec: str) -> None:
+    proc = CTX.Process(target=_die_holding_lock, args=(spec,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 7
+    with store.locked(timeout=60):
+        assert store.read_crm_commands() == ["stop vm:100 0"]
