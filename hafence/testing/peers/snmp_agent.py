@@ -30,6 +30,7 @@ it is given. :func:`snmp_agent` always stops the process, also when the body rai
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -160,6 +161,7 @@ class SnmpAgent:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             self.process = proc  # set before waiting, so stop() always finds it
             if _wait_ready(proc, candidate, self.community, self.start_timeout):
@@ -261,6 +263,13 @@ def _command(exe: str, data_dir: Path, cache_dir: Path, port: int, agent: SnmpAg
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started us dies (Linux), so a
+    crashed or killed test run leaves no agent behind."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _responder_exe() -> str:
     exe = shutil.which("snmpsim-command-responder")
     if exe:
@@ -338,6 +347,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, community: str, bound:
 
 
 if __name__ == "__main__":  # manual use: python -m hafence.testing.peers.snmp_agent
+    # SIGTERM as Ctrl-C, so the agent process is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with snmp_agent() as agent:
         print(
             f"snmpsim on {agent.host}:{agent.port} community={agent.community} "
