@@ -244,6 +244,7 @@ def test_store_from_environment(store_dir: Path) -> None:
     assert r.exit_code == 0 and r.output.startswith("vm:100\n")
 
 
+@pytest.mark.peer("etcd")
 def test_cli_on_etcd(etcd_url: str) -> None:
     spec = etcd_url.replace("http://", "etcd://") + "/clitest"
     s = open_store(spec)

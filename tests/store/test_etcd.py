@@ -14,6 +14,8 @@ import pytest
 from hafence.store import StoreUnavailable
 from hafence.store.etcd import EtcdStore, parse_etcd_url
 
+pytestmark = pytest.mark.peer("etcd")
+
 
 def _cluster() -> str:
     return f"t{uuid.uuid4().hex[:8]}"

@@ -20,7 +20,7 @@ CTX = mp.get_context("spawn")
 N_CMDS = 40  # a fresh interpreter: no inherited locks or sockets
 
 
-@pytest.fixture(params=["embedded", "etcd"])
+@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
 def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """How to open the store: a directory, or an etcd URL with a cluster name of its own."""
     if request.param == "embedded":
