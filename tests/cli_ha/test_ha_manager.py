@@ -76,9 +76,13 @@ def test_status_output(store_dir: Path) -> None:
 def test_status_dead_lrm_and_queued_service(store_dir: Path) -> None:
     s = EmbeddedStore(store_dir)
     s.write_lrm_status("node3", {"state": "active", "mode": "active", "timestamp": 1})
+    ms = s.read_manager_status()
+    ms["node_status"]["node4"] = "unknown"  # the CRM knows it, its LRM never wrote a status
+    s.write_manager_status(ms)
     assert run(store_dir, "add", "ct:200", "--node", "node3").exit_code == 0
     out = run(store_dir, "status").output.splitlines()
     assert f"lrm node3 (old timestamp - dead?, {time.ctime(1)})" in out
+    assert "lrm node4 (unable to read lrm status)" in out
     assert "service ct:200 (node3, queued)" in out
 
 
