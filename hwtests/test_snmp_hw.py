@@ -69,7 +69,7 @@ async def test_dry_run_touches_nothing(hw_device: HwDevice, hw_registry: PluginR
             assert res.ok, res.message
         assert await drv.status() == before
     if hw_device.simulated:
-        assert " SET" not in hw_device.peer.log_text()
+        assert hw_device.peer.set_requests() == []
 
 
 async def test_wrong_credentials_fail_cleanly(

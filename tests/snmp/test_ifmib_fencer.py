@@ -59,8 +59,8 @@ async def test_reboot_is_composed_off_verify_on(
     res = await f.fence("n1", "reboot")
     assert res.ok
     assert agent.get_admin_status(2) == 1
-    sets = [ln for ln in agent.log_text().splitlines() if ln.endswith("SET ")]
-    assert [s.split("=<")[1][0] for s in sets] == ["2", "1"]  # down, then up
+    oid = "1.3.6.1.2.1.2.2.1.7.2"
+    assert agent.set_requests() == [(oid, "2"), (oid, "1")]  # down, then up
 
 
 async def test_v3_fence_and_dry_run_check(
@@ -72,7 +72,7 @@ async def test_v3_fence_and_dry_run_check(
     assert rep.ok, rep
     [chk] = rep.devices
     assert chk.state == "off"  # Gi1/0/3 starts down
-    assert "SET" not in agent.log_text().replace("SETs", "")  # a dry run changes nothing
+    assert agent.set_requests() == []  # a dry run changes nothing
     res = await f.fence("n1")
     assert res.ok and agent.get_admin_status(3) == 2
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,6 +54,10 @@ V3_DATA_FILE = "self.snmprec"
 SYS_DESCR = "hafence simulated switch (snmpsim)"
 SYS_DESCR_OID = "1.3.6.1.2.1.1.1.0"
 IF_ADMIN_STATUS = "1.3.6.1.2.1.2.2.1.7"
+
+# snmpsim's log of a SET: "Request var-binds: OID=<value>, OID=<value>, flags: EXACT, SET"
+_SET_LINE = re.compile(r"Request var-binds: (.*), flags: \w+, SET\s*$")
+_BIND = re.compile(r"([\d.]+)=<([^>]*)>")
 
 # snmprec type tags
 _INT, _STR, _OID, _TICKS, _GAUGE = "2", "4", "6", "67", "66"
@@ -137,6 +142,15 @@ class SnmpAgent:
     def log_text(self) -> str:
         """What the agent logged: every request's var-binds, GET or SET."""
         return self.log_path.read_text(errors="replace")
+
+    def set_requests(self) -> list[tuple[str, str]]:
+        """(oid, value) of every SET the agent received, in order (from its log)."""
+        out = []
+        for line in self.log_text().splitlines():
+            m = _SET_LINE.match(line)
+            if m:
+                out += [(oid, value) for oid, value in _BIND.findall(m.group(1))]
+        return out
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
