@@ -8,9 +8,11 @@ Why snmpsim (PyPI ``snmpsim``) and not net-snmp ``snmpd`` in a network namespace
   SETs of ``ifAdminStatus`` in memory (no gdbm needed: without a ``file`` option the
   cache is a dict), and a ``vlist`` rejects values outside up/down/testing with
   ``wrongValue`` as an agent would.
-* snmpd would need ``ip netns`` plus dummy links, i.e. CAP_SYS_ADMIN and a netns
-  mount, which containers and CI runners often lack; snmpsim needs nothing but a
-  free UDP port and runs the same as root or not.
+* snmpd's IF-MIB mirrors the kernel's links, so a test would need its own network
+  namespace with throw-away links: CAP_SYS_ADMIN (root only) and kernel modules. On
+  the development machine ``ip link add d0 type dummy`` already fails ("Unknown
+  device type": no dummy module; veth works). snmpsim needs nothing but a free UDP
+  port and runs the same as root or not, so every engineer's test run can use it.
 * Running as root: snmpsim drops to ``--process-user``, but under pyenv the
   interpreter lives in /root (mode 0700), so the dropped process can no longer import
   its lazily-loaded modules (dbm.dumb for the data index first). The agent only ever
@@ -24,7 +26,20 @@ answered as well). The writecache is module-global and keyed by OID, so a SET ma
 through v2c is seen through v3 and the other way round.
 
 Each agent is one process with its own state: a new agent starts from the port table
-it is given. :func:`snmp_agent` always stops the process, also when the body raises.
+it is given. :func:`snmp_agent` always stops the process, also when the body raises,
+and the process gets SIGTERM if its parent dies (PR_SET_PDEATHSIG).
+
+API::
+
+    with snmp_agent(ports=DEFAULT_PORTS, community="hafence-rw") as agent:
+        agent.host, agent.port                  # 127.0.0.1 and a free UDP port
+        agent.driver_options("Gi1/0/1", version="2c" | "1" | "3")  # snmp_ifmib options
+        agent.cfg_args(version="3")             # fence.cfg "device" arguments
+        agent.get_admin_status(1)               # 1 up / 2 down, read with a raw GET
+        agent.set_requests()                    # [(oid, value)] of every SET received
+        agent.restart(ports=...)                # a switch reboot (state reset)
+
+``python -m hafence.testing.peers.snmp_agent`` runs one until Ctrl-C.
 """
 
 from __future__ import annotations
