@@ -111,12 +111,14 @@ class IfMibDriver(FenceDriver):
         if o["snmp_retries"] < 0:
             raise ParamError("snmp_retries", "must not be negative")
         # Answer before the fencer's own bound on the call (which is 'timeout'), so
-        # an unreachable switch is reported as unreachable, not as a bare timeout.
+        # an unreachable switch is reported as unreachable, not as a bare timeout; the
+        # margin also absorbs a busy event loop.
+        margin = min(max(0.2 * timeout, 0.5), 0.5 * timeout)
         self.client = SnmpClient(
             o["ip"],
             o["ipport"],
             _credentials(o),
-            timeout=timeout * 0.8,
+            timeout=timeout - margin,
             retries=o["snmp_retries"],
             context=o["snmp_context"],
             label=self.label,
