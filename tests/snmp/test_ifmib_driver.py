@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hafence_snmp.ifmib import IfMibDriver
 
@@ -114,6 +116,22 @@ async def test_session_reopens_after_close(agent: SnmpAgent) -> None:
     await d.off()
     assert await d.status() == PowerState.OFF
     await d.close()
+
+
+async def test_close_releases_the_engines_sockets(switch: SnmpAgent) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def lifecycle() -> None:
+        async with IfMibDriver(switch.driver_options("Gi1/0/1", version="3")) as d:
+            await d.status()
+            await d.list()
+
+    await lifecycle()  # first use may open process-wide things (event loop internals)
+    base = open_fds()
+    for _ in range(5):
+        await lifecycle()
+    assert open_fds() == base
 
 
 async def test_unknown_port_names_the_port(switch: SnmpAgent) -> None:
