@@ -138,6 +138,24 @@ class SessionPool:
                 log.debug("ipmi logout failed: %r", exc)
 
 
+_KEEPALIVE_LOCK = threading.Lock()
+_keepalive: threading.Thread | None = None
+
+
+def _start_keepalive() -> None:
+    """Run pyghmi's event loop in a daemon thread, once per process.
+
+    Without it nobody sends pyghmi's keepalives while we are idle, and a BMC drops an
+    idle session after ~30 s (ipmi_sim does), so the first request after a pause
+    would pay for finding the session dead and logging in again.
+    """
+    global _keepalive
+    with _KEEPALIVE_LOCK:
+        if _keepalive is None or not _keepalive.is_alive():
+            _keepalive = pyghmi_command.Housekeeper(name="hafence-ipmi-keepalive", daemon=True)
+            _keepalive.start()
+
+
 def _login(target: Target, kg: bytes | None) -> Any:
     """Log in and wait for the outcome.
 
@@ -145,6 +163,7 @@ def _login(target: Target, kg: bytes | None) -> Any:
     another thread's event loop may set ``broken`` first (AttributeError, message
     lost). With a logon callback the outcome arrives as a dict instead.
     """
+    _start_keepalive()
     outcome: dict[str, Any] = {}
 
     def onlogon(response: dict[str, Any], _cmd: Any) -> None:
