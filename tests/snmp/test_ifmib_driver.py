@@ -245,3 +245,14 @@ async def test_secrets_from_file_and_env(
         assert isinstance(d.options["password"], Secret)
         await d.off()
     assert agent.get_admin_status(1) == 2
+
+
+@pytest.mark.parametrize("version", ["2c", "3"])
+async def test_ipv6_loopback(tmp_path, version: str) -> None:
+    with snmp_agent(ipv6=True, workdir=tmp_path / "sw") as sw:
+        async with IfMibDriver(sw.driver_options("Gi1/0/1", version=version, ipv6=True)) as d:
+            assert d.options["ip"] == "::1"
+            await d.off()
+            assert await d.status() == PowerState.OFF
+        assert sw.get_admin_status(1) == 2  # the same switch, read over IPv4
+        assert "transportAddress ('::1'," in sw.log_text()

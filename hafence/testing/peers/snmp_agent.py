@@ -63,6 +63,7 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 
 HOST = "127.0.0.1"
+HOST6 = "::1"
 # snmpsim serves the empty SNMPv3 context (what switches use) from this file only.
 V3_DATA_FILE = "self.snmprec"
 
@@ -148,6 +149,8 @@ class SnmpAgent:
     start_timeout: float = 30.0
     host: str = HOST
     port: int = 0
+    ipv6: bool = False  # also listen on [::1]:port6
+    port6: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -170,9 +173,10 @@ class SnmpAgent:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, port: int | None = None) -> None:
-        """Start snmpsim on ``port`` (default: a free one, retried if another process
-        takes it first). The port table is written afresh: SET state starts over."""
+    def start(self, port: int | None = None, port6: int | None = None) -> None:
+        """Start snmpsim on ``port`` (and ``port6`` with ipv6; default: free ones, retried
+        if another process takes one first). The port table is written afresh: SET
+        state starts over."""
         data_dir, cache_dir = self.workdir / "data", self.workdir / "cache"
         data_dir.mkdir(parents=True, exist_ok=True)
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -183,9 +187,10 @@ class SnmpAgent:
         exe = _responder_exe()
         for _attempt in range(1 if port else 5):
             candidate = port or free_udp_port()
+            candidate6 = (port6 or free_udp_port(HOST6)) if self.ipv6 else None
             with open(self.log_path, "ab") as log:
                 proc = subprocess.Popen(
-                    _command(exe, data_dir, cache_dir, candidate, self),
+                    _command(exe, data_dir, cache_dir, candidate, candidate6, self),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -193,8 +198,9 @@ class SnmpAgent:
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             self.process = proc  # set before waiting, so stop() always finds it
+            # snmpsim binds every endpoint before it serves any: IPv4 answering is enough
             if _wait_ready(proc, candidate, self.community, self.start_timeout):
-                self.port = candidate
+                self.port, self.port6 = candidate, candidate6 or 0
                 return
             self.stop()
         tail = self.log_text()[-2000:]
@@ -211,11 +217,17 @@ class SnmpAgent:
         if ports is not None:
             self.ports = tuple(ports)
         self.stop()
-        self.start(self.port)
+        self.start(self.port, self.port6 or None)
 
-    def driver_options(self, plug: str | int, *, version: str = "2c") -> dict[str, str]:
-        """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3)."""
-        opts = {"ip": self.host, "ipport": str(self.port), "plug": str(plug)}
+    def driver_options(
+        self, plug: str | int, *, version: str = "2c", ipv6: bool = False
+    ) -> dict[str, str]:
+        """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3),
+        over ::1 with ``ipv6`` (the agent must have been started with ipv6=True)."""
+        if ipv6 and not self.port6:
+            raise ValueError("this agent does not listen on IPv6 (snmp_agent(ipv6=True))")
+        host, port = (HOST6, self.port6) if ipv6 else (self.host, self.port)
+        opts = {"ip": host, "ipport": str(port), "plug": str(plug)}
         if version == "3":
             opts |= {
                 "snmp_version": "3",
@@ -248,7 +260,8 @@ class SnmpAgent:
 
 
 def free_udp_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -275,8 +288,11 @@ def _raw_get(host: str, port: int, community: str, oid: str, timeout: float) -> 
     return binds[0][1] if binds else None
 
 
-def _command(exe: str, data_dir: Path, cache_dir: Path, port: int, agent: SnmpAgent) -> list[str]:
+def _command(
+    exe: str, data_dir: Path, cache_dir: Path, port: int, port6: int | None, agent: SnmpAgent
+) -> list[str]:
     # Engine options follow --v3-engine-id: snmpsim starts a new engine config at it.
+    v6 = [f"--agent-udpv6-endpoint=[{HOST6}]:{port6}"] if port6 else []
     return [
         exe,
         f"--cache-dir={cache_dir}",
@@ -284,6 +300,7 @@ def _command(exe: str, data_dir: Path, cache_dir: Path, port: int, agent: SnmpAg
         "--v3-engine-id=auto",
         f"--data-dir={data_dir}",
         f"--agent-udpv4-endpoint={HOST}:{port}",
+        *v6,
         f"--v3-user={agent.v3_user}",
         f"--v3-auth-key={agent.v3_auth_key}",
         f"--v3-auth-proto={agent.v3_auth_proto}",
@@ -332,8 +349,10 @@ def snmp_agent(
     v3_priv_proto: str = "AES",
     workdir: str | os.PathLike[str] | None = None,
     start_timeout: float = 30.0,
+    ipv6: bool = False,
 ) -> Iterator[SnmpAgent]:
-    """Start a simulated switch on 127.0.0.1 at a free UDP port; stop it on exit.
+    """Start a simulated switch on 127.0.0.1 at a free UDP port (and on ::1 too with
+    ``ipv6``); stop it on exit.
 
     ``workdir`` keeps data, index and log there (e.g. pytest's ``tmp_path``); by
     default a temporary directory is used and removed afterwards.
@@ -351,6 +370,7 @@ def snmp_agent(
         ports=tuple(ports),
         workdir=base,
         start_timeout=start_timeout,
+        ipv6=ipv6,
     )
     try:
         agent.start()
