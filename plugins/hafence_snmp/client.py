@@ -263,7 +263,12 @@ class SnmpClient:
             i = int(index)
             oid = str(binds[i - 1][0]) if 0 < i <= len(binds) else "?"
             cls: type[FenceError] = AuthError if name in _AUTH_STATUSES else DeviceError
-            raise cls(f"SNMP {what} on {self.where}: {name} at {oid}", device=self.label)
+            hint = ""
+            if what.startswith("SET") and (
+                cls is AuthError or (name == "noSuchName" and self.credentials.version == "1")
+            ):  # SNMPv1 reports a refused write as noSuchName too
+                hint = " (do these credentials have write access?)"
+            raise cls(f"SNMP {what} on {self.where}: {name} at {oid}{hint}", device=self.label)
 
     async def get(self, *oids: str) -> list[tuple[str, Any]]:
         """GET the OIDs; missing objects come back as noSuch* values (see is_missing)."""

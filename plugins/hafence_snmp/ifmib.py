@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pysnmp.proto.rfc1902 import Integer
 
-from hafence.errors import DeviceError, ParamError
+from hafence.errors import AuthError, DeviceError, ParamError
 from hafence.fence.driver import FenceDriver, Param, Port, PowerState
 from hafence_snmp.client import (
     AUTH_PROTOCOLS,
@@ -180,13 +180,11 @@ class IfMibDriver(FenceDriver):
 
     @contextlib.contextmanager
     def _about_port(self, index: int) -> Iterator[None]:
-        """Device errors (noSuchName, notWritable...) name the port they concern."""
+        """Device and access errors (noSuchName, noAccess...) name the port concerned."""
         try:
             yield
-        except DeviceError as exc:
-            raise DeviceError(
-                f"{self._port_desc(index)}: {exc.message}", device=self.label
-            ) from None
+        except (DeviceError, AuthError) as exc:
+            raise type(exc)(f"{self._port_desc(index)}: {exc.message}", device=self.label) from None
 
     # -- actions ----------------------------------------------------------------------
     async def _read_admin(self) -> tuple[int, Any]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from hafence_snmp.ifmib import IfMibDriver
 
-from hafence.errors import AuthError, UnreachableError
+from hafence.errors import AuthError, DeviceError, UnreachableError
+from hafence.fence.driver import PowerState
 from hafence.plugins import PluginRegistry
 from hafence.testing.peers.snmp_agent import SnmpAgent
 
@@ -201,3 +202,24 @@ async def test_secrets_never_in_repr_logs_errors_or_history(
     assert "******" in blob
     for s in secrets:
         assert s not in blob, s
+
+
+@pytest.mark.parametrize(("version", "kind"), [("2c", "auth_failed"), ("1", "device_error")])
+async def test_read_only_community_cannot_fence(
+    registry: PluginRegistry, agent: SnmpAgent, tmp_path: Path, version: str, kind: str
+) -> None:
+    ro = agent.driver_options("Gi1/0/1", version=version, read_only=True)
+    async with IfMibDriver(ro, label="sw") as d:
+        assert await d.status() == PowerState.ON  # reading works...
+        with pytest.raises((AuthError, DeviceError)) as info:
+            await d.off()  # ...writing does not
+    # v2c says noAccess; SNMPv1 can only say noSuchName
+    assert info.value.kind == kind
+    assert "port 'Gi1/0/1' (ifIndex 1)" in str(info.value)
+    assert "write access" in str(info.value)
+    text = device_line(agent, version=version, community=agent.ro_community)
+    res = await make_fencer(registry, text + "connect sw node=n1 plug=Gi1/0/1\n", tmp_path).fence(
+        "n1"
+    )
+    assert not res.ok and res.error_kind == kind
+    assert agent.get_admin_status(1) == 1 and agent.set_requests()  # refused, not lost

@@ -31,9 +31,11 @@ and the process gets SIGTERM if its parent dies (PR_SET_PDEATHSIG).
 
 API::
 
-    with snmp_agent(ports=DEFAULT_PORTS, community="hafence-rw") as agent:
+    with snmp_agent(ports=DEFAULT_PORTS, community="hafence-rw", ipv6=False) as agent:
         agent.host, agent.port                  # 127.0.0.1 and a free UDP port
         agent.driver_options("Gi1/0/1", version="2c" | "1" | "3")  # snmp_ifmib options
+        agent.driver_options(1, read_only=True) # the read-only community (SET: noAccess)
+        agent.driver_options(1, ipv6=True)      # over [::1]:agent.port6 (ipv6=True)
         agent.cfg_args(version="3")             # fence.cfg "device" arguments
         agent.get_admin_status(1)               # 1 up / 2 down, read with a raw GET
         agent.set_requests()                    # [(oid, value)] of every SET received
@@ -100,8 +102,12 @@ DEFAULT_PORTS: tuple[SimPort, ...] = (
 )
 
 
-def snmprec(ports: Sequence[SimPort]) -> str:
-    """The snmpsim data file for a switch with these ports (records sorted by OID)."""
+def snmprec(ports: Sequence[SimPort], *, read_only: bool = False) -> str:
+    """The snmpsim data file for a switch with these ports (records sorted by OID).
+
+    ``read_only``: the view of a read-only community - the same (shared) values, but
+    every SET of ifAdminStatus is answered with noAccess.
+    """
     rows: list[tuple[str, str, str]] = [
         ("1.3.6.1.2.1.1.1.0", _STR, SYS_DESCR),
         ("1.3.6.1.2.1.1.2.0", _OID, "1.3.6.1.4.1.8072.3.2.10"),
@@ -111,6 +117,9 @@ def snmprec(ports: Sequence[SimPort]) -> str:
     ]
     # Unwritable records get a SET answered with noSuchInstance by snmpsim (agent refuses).
     admin_tag = _INT + ":writecache"
+    # writecache checks vlist before it stores a value: "< 1 or > 3" is wrongValue for
+    # the writable view; every value is noAccess for the read-only one.
+    vlist = "lt:99:noaccess:gt:0:noaccess" if read_only else "lt:1:wrongvalue:gt:3:wrongvalue"
     for p in ports:
         i = p.index
         rows += [
@@ -121,9 +130,7 @@ def snmprec(ports: Sequence[SimPort]) -> str:
             (
                 f"{IF_ADMIN_STATUS}.{i}",
                 admin_tag if p.writable else _INT,
-                f"value={p.admin},vlist=lt:1:wrongvalue:gt:3:wrongvalue"
-                if p.writable
-                else str(p.admin),
+                f"value={p.admin},vlist={vlist}" if p.writable else str(p.admin),
             ),
             (f"1.3.6.1.2.1.2.2.1.8.{i}", _INT, "1" if p.admin == 1 else "2"),
             (f"1.3.6.1.2.1.31.1.1.1.1.{i}", _STR, p.name),
@@ -139,6 +146,7 @@ class SnmpAgent:
     options to reach it; :meth:`restart` simulates a switch reboot."""
 
     community: str
+    ro_community: str
     v3_user: str
     v3_auth_key: str
     v3_priv_key: str
@@ -183,6 +191,7 @@ class SnmpAgent:
         table = snmprec(self.ports)
         (data_dir / f"{self.community}.snmprec").write_text(table)
         (data_dir / V3_DATA_FILE).write_text(table)
+        (data_dir / f"{self.ro_community}.snmprec").write_text(snmprec(self.ports, read_only=True))
         env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
         exe = _responder_exe()
         for _attempt in range(1 if port else 5):
@@ -220,10 +229,11 @@ class SnmpAgent:
         self.start(self.port, self.port6 or None)
 
     def driver_options(
-        self, plug: str | int, *, version: str = "2c", ipv6: bool = False
+        self, plug: str | int, *, version: str = "2c", ipv6: bool = False, read_only: bool = False
     ) -> dict[str, str]:
         """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3),
-        over ::1 with ``ipv6`` (the agent must have been started with ipv6=True)."""
+        over ::1 with ``ipv6`` (the agent must have been started with ipv6=True), with
+        the read-only community with ``read_only``."""
         if ipv6 and not self.port6:
             raise ValueError("this agent does not listen on IPv6 (snmp_agent(ipv6=True))")
         host, port = (HOST6, self.port6) if ipv6 else (self.host, self.port)
@@ -239,7 +249,8 @@ class SnmpAgent:
                 "snmp_sec_level": "authPriv",
             }
         else:
-            opts |= {"snmp_version": version, "community": self.community}
+            community = self.ro_community if read_only else self.community
+            opts |= {"snmp_version": version, "community": community}
         return opts
 
     def cfg_args(self, *, version: str = "2c") -> str:
@@ -342,6 +353,7 @@ def snmp_agent(
     *,
     ports: Sequence[SimPort] = DEFAULT_PORTS,
     community: str = "hafence-rw",
+    ro_community: str = "hafence-ro",
     v3_user: str = "fenceadmin",
     v3_auth_key: str = "auth-secret-42",
     v3_priv_key: str = "priv-secret-42",
@@ -362,6 +374,7 @@ def snmp_agent(
     base.mkdir(parents=True, exist_ok=True)
     agent = SnmpAgent(
         community=community,
+        ro_community=ro_community,
         v3_user=v3_user,
         v3_auth_key=v3_auth_key,
         v3_priv_key=v3_priv_key,
