@@ -4,8 +4,13 @@ off = SET ifAdminStatus.<ifIndex> down(2), on = up(1), status reads it back
 (up -> on, down -> off, testing -> unknown). The port (``plug``) is an ifIndex, an
 ifName or an ifDescr, as in ClusterLabs' ``fence_ifmib``; ``ifIndex:N``, ``ifName:X``
 and ``ifDescr:X`` force one kind (e.g. a port literally named "1"). A name is resolved
-once per driver instance by walking ifName, then ifDescr, and the result is cached;
-if the switch re-numbers its interfaces the next request re-resolves it.
+once per driver instance by walking ifName, then ifDescr, and cached; every later
+request reads the name back at that ifIndex (in the same PDU as the status), so a
+switch that re-numbered its interfaces never gets a SET meant for another port.
+
+Every SNMP request is bounded below the fencer's ``timeout`` (see ``client``): no
+answer is :class:`UnreachableError`, refused credentials :class:`AuthError`, a
+missing or unwritable port :class:`DeviceError` naming the port.
 
 Option names follow fence_ifmib (ip, ipport, community, snmp_version, username,
 password, snmp_auth_prot, snmp_sec_level, snmp_priv_prot, snmp_priv_passwd, plug).
@@ -231,7 +236,11 @@ class IfMibDriver(FenceDriver):
                 f"{wanted} (not writable or no such interface)",
                 device=self.label,
             )
-        if int(echoed) != wanted:
+        try:
+            same = int(echoed) == wanted
+        except (TypeError, ValueError):
+            same = False
+        if not same:
             raise DeviceError(
                 f"{self._port_desc(index)}: agent answered ifAdminStatus={echoed} to SET {wanted}",
                 device=self.label,
