@@ -83,7 +83,10 @@ class IpmiDriver(FenceDriver):
             ),
         ),
     )
-    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor", "list"})
+    # 'diag' is an extra (the CLI may offer it); 'reboot' is added per instance by method.
+    actions: ClassVar[frozenset[str]] = frozenset(
+        {"status", "off", "on", "monitor", "list", "diag"}
+    )
 
     def __init__(
         self,

@@ -1,18 +1,22 @@
 """pyghmi sessions: one per (host, port, user, privilege, password), reused across calls.
 
-pyghmi's ``Command`` is synchronous and drives a process-wide UDP event loop with its
-own keepalive thread. We run every pyghmi call in a worker thread so
-the asyncio event loop never blocks, and keep one logged-in ``Command`` per target so
-repeated status polls do not log in again. A session that died (BMC reset, network
-gone) is dropped and logged in once more.
+pyghmi's ``Command`` is synchronous and drives a process-wide UDP event loop. We run
+every pyghmi call in a worker thread so the asyncio event loop never blocks, keep one
+logged-in ``Command`` per target so repeated status polls do not log in again, and run
+pyghmi's keepalive loop in a daemon thread so idle sessions stay open. A session that
+died anyway (BMC reset, network gone) is dropped and logged in once more.
 
-Two pyghmi 1.6 quirks shape this module:
+pyghmi 1.6 quirks that shape this module:
 
 * credentials must be passed as ``bytes``: with ``str`` pyghmi's own session sharing
   compares ``b"admin" == "admin"``, never matches, and a second ``Command`` for the same
   BMC waits forever on a stale "logging in" entry;
 * pyghmi retries an unanswered login for ~5 s and cannot be interrupted, so callers
-  bound each call with :func:`run` (the abandoned thread finishes on its own).
+  bound each call with :func:`run` (the abandoned thread finishes on its own);
+* its synchronous login can lose the failure reason to another thread (see
+  :func:`_login`);
+* it shares one session per (BMC, user, password) whatever the privilege level: the
+  first ``privlvl`` used for a BMC and user in a process is the one in effect.
 """
 
 from __future__ import annotations

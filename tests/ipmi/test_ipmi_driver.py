@@ -37,6 +37,7 @@ def test_metadata_documents_params() -> None:
     assert {"ip", "port", "username", "password", "privlvl", "lanplus", "cipher", "method"} <= names
     xml = driver_metadata_xml(IpmiDriver)
     assert 'name="ip"' in xml and 'obsoletes="ipaddr"' in xml
+    assert {"status", "off", "on", "reboot", "list", "monitor", "diag"} <= set(meta["actions"])
     cipher = next(p for p in IpmiDriver.params if p.name == "cipher")
     assert cipher.choices == ("3", "17") and "pyghmi" in cipher.help
 
