@@ -158,13 +158,15 @@ class IfMibDriver(FenceDriver):
 
     async def _resolve(self) -> tuple[int, str]:
         kinds = [self._kind] if self._kind else ["ifName", "ifDescr"]
+        near: list[str] = []  # same name but for case: offered in the error, never used
         for kind in kinds:
             column = IF_NAME if kind == "ifName" else IF_DESCR
-            found = [
-                idx[0]
+            names = {
+                idx[0]: _text(value)
                 async for idx, value in self.client.walk(column)
-                if len(idx) == 1 and _text(value) == self._key
-            ]
+                if len(idx) == 1
+            }
+            found = [i for i, name in names.items() if name == self._key]
             if len(found) > 1:
                 raise DeviceError(
                     f"port '{self.plug}' is ambiguous: {kind} matches ifIndex "
@@ -174,9 +176,13 @@ class IfMibDriver(FenceDriver):
             if found:
                 log.debug("%s: port '%s' is ifIndex %d (%s)", self.label, self.plug, found[0], kind)
                 return found[0], column
+            near += [n for n in names.values() if n.casefold() == self._key.casefold()]
+        hint = (
+            f"; did you mean {' or '.join(repr(n) for n in dict.fromkeys(near))}?" if near else ""
+        )
         raise DeviceError(
             f"port '{self.plug}' not found on {self.client.where} "
-            f"(no {' or '.join(kinds)} with that value)",
+            f"(no {' or '.join(kinds)} with that value{hint})",
             device=self.label,
         )
 

@@ -140,6 +140,9 @@ async def test_unknown_port_names_the_port(switch: SnmpAgent) -> None:
             with pytest.raises(DeviceError, match=r"port 'Gi9/9/9' not found") as info:
                 await action()
             assert info.value.kind == "device_error" and info.value.device == "sw"
+    async with IfMibDriver(switch.driver_options("gi1/0/1"), label="sw") as d:
+        with pytest.raises(DeviceError, match=r"did you mean 'Gi1/0/1'\?"):
+            await d.status()  # names are exact: a near miss is only suggested
     async with IfMibDriver(switch.driver_options("99"), label="sw") as d:
         with pytest.raises(DeviceError, match=r"port '99': no ifAdminStatus.99"):
             await d.status()
