@@ -31,6 +31,7 @@ it runs) and is safe to call twice; the context manager always calls it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -82,6 +83,31 @@ def rmcp_ping(host: str, port: int, timeout: float = 0.2) -> bool:
     return len(data) >= 8 and data[:4] == _PING[:4] and data[8] == 0x40  # pong
 
 
+def _udp_inodes(port: int) -> list[str] | None:
+    """Socket inodes of every UDP socket bound to ``port``; None without /proc."""
+    needle = f":{port:04X}"
+    found: list[str] | None = None
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found = found or []
+        found += [f[9] for f in map(str.split, lines) if f[1].endswith(needle)]
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    return inodes
+
+
 class IpmiSim:
     """One ipmi_sim process acting as a BMC on ``host``:``port`` (see module doc)."""
 
@@ -99,6 +125,7 @@ class IpmiSim:
         extra_users: tuple[tuple[str, str, str], ...] = (),
         startup_timeout: float = 10.0,
     ) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
         if priv not in _PRIVS:
             raise ValueError(f"priv must be one of {', '.join(_PRIVS)}")
         for name, pw, p in ((user, password, priv), *extra_users):
@@ -116,7 +143,6 @@ class IpmiSim:
         self._initial_stuck = stuck
         self._own_dir = workdir is None
         self._workdir = Path(workdir) if workdir is not None else None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths --------------------------------------------------------------------
     @property
@@ -186,11 +212,24 @@ class IpmiSim:
         raise IpmiSimError(f"ipmi_sim did not answer on {self.host}:{self.port}: {last}")
 
     def _wait_ready(self) -> bool:
+        """True once *our* ipmi_sim owns the port, alone, and answers a ping.
+
+        ipmi_sim binds with SO_REUSEADDR, so Linux lets it share a UDP port that someone
+        else took between our probe and its bind; a ping alone could then be answered
+        by the other process.
+        """
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
                 return False
-            if rmcp_ping(self.host, self.port, 0.1):
+            bound = _udp_inodes(self.port)
+            if bound is not None and len(bound) > 1:
+                log = self.workdir / "ipmi_sim.out"
+                with log.open("a") as out:
+                    out.write(f"UDP port {self.port} is shared with another process\n")
+                return False
+            ours = bound is None or bool(set(bound) & _socket_inodes(self._proc.pid))
+            if ours and rmcp_ping(self.host, self.port, 0.1):
                 return True
             time.sleep(0.02)
         return False
@@ -261,7 +300,8 @@ class IpmiSim:
 
     def __repr__(self) -> str:  # never the password
         state = "running" if self.running else "stopped"
-        return f"<IpmiSim {self.host}:{self.port} user={self.user} {state}>"
+        where = f"{getattr(self, 'host', '?')}:{getattr(self, 'port', '?')}"
+        return f"<IpmiSim {where} user={getattr(self, 'user', '?')} {state}>"
 
     # -- the simulated hardware -------------------------------------------------------
     @property
