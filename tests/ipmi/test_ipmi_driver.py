@@ -201,7 +201,7 @@ async def test_low_privilege_cannot_power_off(ipmi_sims) -> None:
 
 async def test_closed_port_is_unreachable_within_the_timeout() -> None:
     drv = IpmiDriver(
-        {"ip": "127.0.0.1", "port": free_udp_port(), "password": "pw", "timeout": 1.0},
+        {"ip": "127.0.0.1", "port": free_udp_port(), "password": "pw", "timeout": 2.0},
         label="gone",
         pool=SessionPool(),
     )
