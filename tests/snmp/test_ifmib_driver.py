@@ -12,7 +12,7 @@ from hafence.fence.driver import Port, PowerState
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.plugins import get_registry
 from hafence.secrets import Secret
-from hafence.testing.peers.snmp_agent import SimPort, SnmpAgent, snmp_agent
+from hafence.testing.peers.snmp_agent import EXTRA_V3_USERS, SimPort, SnmpAgent, V3User, snmp_agent
 
 VERSIONS = ("1", "2c", "3")
 
@@ -259,3 +259,14 @@ async def test_ipv6_loopback(tmp_path, version: str) -> None:
             assert await d.status() == PowerState.OFF
         assert sw.get_admin_status(1) == 2  # the same switch, read over IPv4
         assert "transportAddress ('::1'," in sw.log_text()
+
+
+@pytest.mark.parametrize("user", EXTRA_V3_USERS, ids=lambda u: u.name)
+async def test_v3_protocols_and_security_levels(agent: SnmpAgent, user: V3User) -> None:
+    async with IfMibDriver(agent.driver_options("Gi1/0/2", version="3", user=user)) as d:
+        # the security level follows from the passwords given
+        assert d.client.credentials.security_level == user.level
+        await d.off()
+        assert await d.status() == PowerState.OFF
+    assert agent.get_admin_status(2) == 2
+    assert f"securityName {user.name}, securityLevel" in agent.log_text()

@@ -82,6 +82,40 @@ _INT, _STR, _OID, _TICKS, _GAUGE = "2", "4", "6", "67", "66"
 
 
 @dataclass(frozen=True)
+class V3User:
+    """An extra SNMPv3 USM user; no auth key means noAuthNoPriv, no priv key authNoPriv."""
+
+    name: str
+    auth_proto: str = "NONE"
+    auth_key: str | None = None
+    priv_proto: str = "NONE"
+    priv_key: str | None = None
+
+    @property
+    def level(self) -> str:
+        if self.priv_key:
+            return "authPriv"
+        return "authNoPriv" if self.auth_key else "noAuthNoPriv"
+
+    def args(self) -> list[str]:
+        out = [f"--v3-user={self.name}"]
+        if self.auth_key:
+            out += [f"--v3-auth-key={self.auth_key}", f"--v3-auth-proto={self.auth_proto}"]
+        if self.priv_key:
+            out += [f"--v3-priv-key={self.priv_key}", f"--v3-priv-proto={self.priv_proto}"]
+        return out
+
+
+# Besides the main authPriv user (SHA/AES): other protocols and security levels.
+EXTRA_V3_USERS: tuple[V3User, ...] = (
+    V3User("fence-sha256", "SHA256", "sha256-auth-key"),  # authNoPriv
+    V3User("fence-sha512", "SHA512", "sha512-auth-key", "AES256", "aes256-priv-key"),
+    V3User("fence-md5", "MD5", "md5-auth-key1", "DES", "des-priv-key1"),
+    V3User("fence-noauth"),  # noAuthNoPriv
+)
+
+
+@dataclass(frozen=True)
 class SimPort:
     """One interface of the simulated switch."""
 
@@ -229,16 +263,29 @@ class SnmpAgent:
         self.start(self.port, self.port6 or None)
 
     def driver_options(
-        self, plug: str | int, *, version: str = "2c", ipv6: bool = False, read_only: bool = False
+        self,
+        plug: str | int,
+        *,
+        version: str = "2c",
+        ipv6: bool = False,
+        read_only: bool = False,
+        user: V3User | None = None,
     ) -> dict[str, str]:
         """Options for the ``snmp_ifmib`` driver to reach this agent (v1, 2c or 3),
         over ::1 with ``ipv6`` (the agent must have been started with ipv6=True), with
-        the read-only community with ``read_only``."""
+        the read-only community with ``read_only``, as one of EXTRA_V3_USERS with
+        ``user`` (version 3; the security level is then left to the driver)."""
         if ipv6 and not self.port6:
             raise ValueError("this agent does not listen on IPv6 (snmp_agent(ipv6=True))")
         host, port = (HOST6, self.port6) if ipv6 else (self.host, self.port)
         opts = {"ip": host, "ipport": str(port), "plug": str(plug)}
-        if version == "3":
+        if version == "3" and user is not None:
+            opts |= {"snmp_version": "3", "username": user.name}
+            if user.auth_key:
+                opts |= {"password": user.auth_key, "snmp_auth_prot": user.auth_proto}
+            if user.priv_key:
+                opts |= {"snmp_priv_passwd": user.priv_key, "snmp_priv_prot": user.priv_proto}
+        elif version == "3":
             opts |= {
                 "snmp_version": "3",
                 "username": self.v3_user,
@@ -317,6 +364,7 @@ def _command(
         f"--v3-auth-proto={agent.v3_auth_proto}",
         f"--v3-priv-key={agent.v3_priv_key}",
         f"--v3-priv-proto={agent.v3_priv_proto}",
+        *[arg for user in EXTRA_V3_USERS for arg in user.args()],
     ]
 
 
