@@ -269,4 +269,5 @@ async def test_v3_protocols_and_security_levels(agent: SnmpAgent, user: V3User) 
         await d.off()
         assert await d.status() == PowerState.OFF
     assert agent.get_admin_status(2) == 2
-    assert f"securityName {user.name}, securityLevel" in agent.log_text()
+    level = {"noAuthNoPriv": 1, "authNoPriv": 2, "authPriv": 3}[user.level]
+    assert f"securityName {user.name}, securityLevel {level}" in agent.log_text()
