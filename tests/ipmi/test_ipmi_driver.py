@@ -280,3 +280,16 @@ async def test_password_never_shown(bmc: IpmiSim, caplog: pytest.LogCaptureFixtu
         await bad.status()
     assert PASSWORD not in str(err.value) and err.value.__cause__ is None
     assert PASSWORD not in caplog.text and caplog.text  # something was logged
+
+
+async def test_fence_cfg_with_password_file(bmc: IpmiSim, make_fencer, tmp_path: Path) -> None:
+    secret = tmp_path / "bmc.pw"
+    secret.write_text(PASSWORD + "\n")
+    args = bmc.fence_cfg_args().replace(f"password={PASSWORD}", f"password_file={secret}")
+    args = args.replace(f"password='{PASSWORD}'", f"password_file={secret}")
+    assert PASSWORD not in args
+    fencer = make_fencer(f"device bmc ipmi {args}\nconnect bmc node=n1\n")
+    res = await fencer.fence("n1", "reboot")
+    assert res.ok and bmc.power == "on"
+    assert bmc.power_calls() == ["set power 0", "set power 1"]
+    assert PASSWORD not in res.to_json()
