@@ -36,6 +36,7 @@ API::
         agent.driver_options("Gi1/0/1", version="2c" | "1" | "3")  # snmp_ifmib options
         agent.driver_options(1, read_only=True) # the read-only community (SET: noAccess)
         agent.driver_options(1, ipv6=True)      # over [::1]:agent.port6 (ipv6=True)
+        agent.driver_options(1, version="3", user=EXTRA_V3_USERS[0])  # other USM users
         agent.cfg_args(version="3")             # fence.cfg "device" arguments
         agent.get_admin_status(1)               # 1 up / 2 down, read with a raw GET
         agent.set_requests()                    # [(oid, value)] of every SET received
