@@ -159,7 +159,9 @@ async def test_unknown_port_v1_error_status_names_the_port(switch: SnmpAgent) ->
 
 async def test_read_only_port_refuses_off(agent: SnmpAgent) -> None:
     async with IfMibDriver(agent.driver_options("Gi1/0/24"), label="sw") as d:
-        with pytest.raises(DeviceError, match=r"port 'Gi1/0/24' \(ifIndex 24\).*not writable"):
+        with pytest.raises(
+            DeviceError, match=r"port 'Gi1/0/24' \(ifIndex 24\): SNMP SET .*: notWritable"
+        ):
             await d.off()
         assert await d.status() == PowerState.ON
     assert agent.get_admin_status(24) == 1

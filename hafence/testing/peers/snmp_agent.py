@@ -125,7 +125,7 @@ class SimPort:
     name: str
     alias: str = ""
     admin: int = 1  # ifAdminStatus at start: 1 up, 2 down, 3 testing
-    writable: bool = True  # False: a SET of ifAdminStatus is refused
+    writable: bool = True  # False: a SET of ifAdminStatus gets notWritable
 
 
 DEFAULT_PORTS: tuple[SimPort, ...] = (
@@ -150,11 +150,15 @@ def snmprec(ports: Sequence[SimPort], *, read_only: bool = False) -> str:
         ("1.3.6.1.2.1.1.5.0", _STR, "hafence-sim-switch"),
         ("1.3.6.1.2.1.2.1.0", _INT, str(len(ports))),
     ]
-    # Unwritable records get a SET answered with noSuchInstance by snmpsim (agent refuses).
     admin_tag = _INT + ":writecache"
     # writecache checks vlist before it stores a value: "< 1 or > 3" is wrongValue for
-    # the writable view; every value is noAccess for the read-only one.
-    vlist = "lt:99:noaccess:gt:0:noaccess" if read_only else "lt:1:wrongvalue:gt:3:wrongvalue"
+    # the writable view, every value noAccess for the read-only one and notWritable
+    # for a locked port.
+    refuse = {
+        "read_only": "lt:99:noaccess:gt:0:noaccess",
+        "locked": "lt:99:notwritable:gt:0:notwritable",
+        "rw": "lt:1:wrongvalue:gt:3:wrongvalue",
+    }
     for p in ports:
         i = p.index
         rows += [
@@ -164,8 +168,9 @@ def snmprec(ports: Sequence[SimPort], *, read_only: bool = False) -> str:
             (f"1.3.6.1.2.1.2.2.1.5.{i}", _GAUGE, "1000000000"),
             (
                 f"{IF_ADMIN_STATUS}.{i}",
-                admin_tag if p.writable else _INT,
-                f"value={p.admin},vlist={vlist}" if p.writable else str(p.admin),
+                admin_tag,
+                f"value={p.admin},vlist="
+                + refuse["read_only" if read_only else "rw" if p.writable else "locked"],
             ),
             (f"1.3.6.1.2.1.2.2.1.8.{i}", _INT, "1" if p.admin == 1 else "2"),
             (f"1.3.6.1.2.1.31.1.1.1.1.{i}", _STR, p.name),
