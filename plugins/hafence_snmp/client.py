@@ -18,6 +18,7 @@ Values come back as pysnmp/pyasn1 objects (``lookupMib=False``: no MIB files nee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
@@ -303,19 +304,23 @@ class SnmpClient:
         else:
             rows = bulk_walk_cmd(engine, auth, target, ctx, 0, 25, start, **opts)
         what = f"walk {column}"
-        while True:
-            try:  # each page of the walk is one bounded request
-                ind, status, index, out = await self._bounded(what, anext(rows))
-            except StopAsyncIteration:
-                return
-            if status and status.prettyPrint() == "noSuchName" and not ind:
-                return  # SNMPv1's way of saying end of table
-            self._check(what, ind, status, index, out)
-            for name, value in out:
-                oid = tuple(name)
-                if oid[: len(prefix)] != prefix or is_missing(value):
+        try:
+            while True:
+                try:  # each page of the walk is one bounded request
+                    ind, status, index, out = await self._bounded(what, anext(rows))
+                except StopAsyncIteration:
                     return
-                yield oid[len(prefix) :], value
+                if status and status.prettyPrint() == "noSuchName" and not ind:
+                    return  # SNMPv1's way of saying end of table
+                self._check(what, ind, status, index, out)
+                for name, value in out:
+                    oid = tuple(name)
+                    if oid[: len(prefix)] != prefix or is_missing(value):
+                        return
+                    yield oid[len(prefix) :], value
+        finally:  # also when we stop early or a page timed out
+            with contextlib.suppress(Exception):
+                await rows.aclose()
 
     async def close(self) -> None:
         if self._engine is not None:
