@@ -167,7 +167,6 @@ def _login(target: Target, kg: bytes | None) -> Any:
     another thread's event loop may set ``broken`` first (AttributeError, message
     lost). With a logon callback the outcome arrives as a dict instead.
     """
-    _start_keepalive()
     outcome: dict[str, Any] = {}
 
     def onlogon(response: dict[str, Any], _cmd: Any) -> None:
@@ -194,6 +193,8 @@ def _login(target: Target, kg: bytes | None) -> Any:
         error = getattr(sess, "errormsg", None) or "timeout"
     if error is not None:
         raise pyghmi_exc.IpmiException(error)
+    # Only now: a one-shot CLI call never races the keepalive loop during its login.
+    _start_keepalive()
     return cmd
 
 
