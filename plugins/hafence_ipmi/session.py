@@ -216,6 +216,24 @@ def _fail_fast(cmd: Any) -> None:
 
 POOL = SessionPool()
 
+# pyghmi waits for a reply on an event that only a packet arriving *after* the wait
+# began sets; a reply that was already queued (a fast BMC, e.g. during the login's
+# privilege request) leaves the caller asleep until its 0.5-1 s retransmit deadline.
+# Cap such directed waits so the caller re-checks its queue every 50 ms. Deadlines and
+# retransmits are unaffected: pyghmi's loop re-computes them on every wake-up.
+_REPLY_POLL = 0.05
+_pyghmi_io_wait = pyghmi_session._io_wait
+
+
+def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+    if myaddr is not None and timeout > _REPLY_POLL:
+        timeout = _REPLY_POLL
+    _pyghmi_io_wait(timeout, myaddr, evq)
+
+
+if getattr(pyghmi_session._io_wait, "__module__", None) != __name__:
+    pyghmi_session._io_wait = _io_wait
+
 
 # -- running calls ------------------------------------------------------------------
 def call(target: Target, fn: Callable[[Any], T], *, pool: SessionPool = POOL) -> T:
