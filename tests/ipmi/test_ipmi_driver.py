@@ -293,3 +293,14 @@ async def test_fence_cfg_with_password_file(bmc: IpmiSim, make_fencer, tmp_path:
     assert res.ok and bmc.power == "on"
     assert bmc.power_calls() == ["set power 0", "set power 1"]
     assert PASSWORD not in res.to_json()
+
+
+async def test_pyghmi_workarounds_are_in_place(bmc: IpmiSim) -> None:
+    # Speed lives in benchmarks/; here only that the workarounds are wired in.
+    import threading
+
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    assert pyghmi_session._io_wait.__module__ == "hafence_ipmi.session"
+    await driver(bmc).status()
+    assert any(t.name == "hafence-ipmi-keepalive" and t.daemon for t in threading.enumerate())
