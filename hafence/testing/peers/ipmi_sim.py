@@ -20,8 +20,10 @@ and change the "hardware" directly::
         bmc.fence_cfg_args()                     # the same as fence.cfg key=value text
         bmc.agent_options() / bmc.agent_args()   # the same for ClusterLabs fence_ipmilan
         bmc.ipmitool_args()                      # argv prefix for ipmitool
+        bmc.restart()                            # a BMC reset: same port, sessions lost
 
-``IpmiSim(stuck=True)`` starts a BMC whose target never reaches off ("stuck" mode:
+``IpmiSim(extra_users=(("viewer", "pw", "user"),))`` adds accounts (privilege
+callback/user/operator/admin). ``IpmiSim(stuck=True)`` starts a BMC whose target never reaches off ("stuck" mode:
 the chassis program accepts ``set power 0`` and ignores it); ``set_stuck(False)``
 heals it. The port is picked free (bind to port 0) and the start retried if another
 process grabs it first; :meth:`start` returns once the BMC answers an RMCP presence
