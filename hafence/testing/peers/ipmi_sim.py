@@ -23,12 +23,13 @@ and change the "hardware" directly::
         bmc.restart()                            # a BMC reset: same port, sessions lost
 
 ``IpmiSim(extra_users=(("viewer", "pw", "user"),))`` adds accounts (privilege
-callback/user/operator/admin). ``IpmiSim(stuck=True)`` starts a BMC whose target never reaches off ("stuck" mode:
-the chassis program accepts ``set power 0`` and ignores it); ``set_stuck(False)``
-heals it. The port is picked free (bind to port 0) and the start retried if another
-process grabs it first; :meth:`start` returns once the BMC answers an RMCP presence
-ping. :meth:`stop` kills the whole process group (ipmi_sim and any chassis program
-it runs) and is safe to call twice; the context manager always calls it.
+callback/user/operator/admin). ``IpmiSim(stuck=True)`` starts a BMC whose target
+never reaches off ("stuck" mode: the chassis program accepts ``set power 0`` and
+ignores it); ``set_stuck(False)`` heals it. The port is picked free (bind to port 0)
+and the start retried if another process grabs it first; :meth:`start` returns once
+our ipmi_sim owns the port alone and answers an RMCP presence ping. :meth:`stop`
+kills the whole process group (ipmi_sim and any chassis program it runs) and is safe
+to call twice; the context manager always calls it.
 """
 
 from __future__ import annotations
