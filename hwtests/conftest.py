@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 from hafence.errors import ConfigError, HafenceError, ParamError
+from hafence.fence import driver_class
 from hafence.fence.driver import FenceDriver
 from hafence.plugins import PluginRegistry, get_registry
 
@@ -58,7 +59,7 @@ class HwDevice:
 
     def build(self, registry: PluginRegistry | None = None, **override: Any) -> FenceDriver:
         """A driver for this device; ``override`` replaces options (e.g. a bad password)."""
-        cls = (registry or get_registry()).fence_driver(self.driver)
+        cls = driver_class(self.driver, registry)
         opts = {**self.options, **override}
         for key in override:  # an override of X also replaces X_file / X_env
             for src in ("_file", "_env"):
@@ -119,7 +120,7 @@ def load_hw_config(
             )
         options = {k: v for k, v in table.items() if k not in RESERVED}
         try:
-            cls = registry.fence_driver(driver)
+            cls = driver_class(driver, registry)
         except HafenceError as exc:
             raise ConfigError(str(exc), file=str(path), field=f"{where}.driver") from None
         schema = {n: p for p in cls.all_params() for n in (p.name, *p.aliases)}

@@ -109,3 +109,15 @@ def test_hwtests_run_against_configured_bmc(tmp_path: Path, allow: bool) -> None
             assert "allow_power_off is not set" in out
             assert bmc.power_calls() == []  # read-only: nothing powered
         assert bmc.password not in out
+
+
+def test_clusterlabs_agent_devices_are_accepted(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    cfg = load_hw_config(
+        write(
+            tmp_path,
+            f'[fence.old]\ndriver = "fence_ipmilan"\nip = "192.0.2.1"\npassword_file = "{pw}"\n',
+        )
+    )
+    assert cfg is not None and cfg.devices[0].build().name == "fence_ipmilan"
