@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from hafence.errors import ConfigError, ConfigErrors
 from hafence.secrets import MASK
+from hafence.store.atomic import write_atomic
 
 if TYPE_CHECKING:
     from hafence.fence.chain import Level
@@ -339,22 +339,4 @@ def write_fence_config(cfg: FenceConfig, path: str | os.PathLike[str] | None = N
     if parse_fence_config(text, str(p)) != cfg:  # never write what would not read back
         raise ConfigError("config would not read back unchanged; not written", file=str(p))
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(p.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(p, text, mode=0o600)

@@ -1,15 +1,9 @@
-"""Fixtures for the fence tests: a real OpenIPMI ipmi_sim BMC on loopback, and a small
+"""Fixtures for the fence tests: real OpenIPMI ipmi_sim BMCs on loopback, and a small
 in-test device model for combinatorial failure paths of the (real) fencer."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,153 +16,39 @@ from hafence.errors import AuthError, UnreachableError
 from hafence.fence.driver import FenceDriver, Param, PowerState
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
-
-PEERS = Path(__file__).parent / "peers"
-PASSWORD = "s3cr3t-Pw!"
+from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port
+from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 
 
 # -- ipmi_sim -----------------------------------------------------------------------
-@dataclass
-class SimBMC:
-    """One running ipmi_sim; power state lives in ``state`` ("1"/"0")."""
-
-    port: int
-    state: Path
-    proc: subprocess.Popen
-    user: str = "admin"
-    password: str = PASSWORD
-
-    @property
-    def power(self) -> str:
-        return "on" if self.state.read_text().strip() == "1" else "off"
-
-    def set_power(self, on: bool) -> None:
-        self.state.write_text("1\n" if on else "0\n")
-
-    def set_stuck(self, stuck: bool = True) -> None:
-        Path(f"{self.state}.mode").write_text("stuck\n" if stuck else "\n")
-
-    def calls(self) -> list[str]:
-        log = Path(f"{self.state}.log")
-        return log.read_text().splitlines() if log.exists() else []
-
-    def agent_args(self, password: str | None = None) -> str:
-        """fence.cfg arguments for fence_ipmilan against this BMC."""
-        pw = self.password if password is None else password
-        return (
-            f"ip=127.0.0.1 ipport={self.port} username={self.user} password='{pw}' "
-            "lanplus cipher=3 power_timeout=5 poll_interval=0.1"
-        )
-
-    def agent_options(self, **extra: Any) -> dict[str, Any]:
-        opts: dict[str, Any] = {
-            "ip": "127.0.0.1",
-            "ipport": self.port,
-            "username": self.user,
-            "password": self.password,
-            "lanplus": True,
-            "cipher": "3",
-            "power_timeout": 5,
-            "poll_interval": 0.1,
-        }
-        opts.update(extra)
-        return opts
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _udp_bound(port: int) -> bool:
-    needle = f":{port:04X} "
-    try:
-        return needle in Path("/proc/net/udp").read_text()
-    except OSError:
-        return False
-
-
-def _start_sim(workdir: Path, power_on: bool) -> SimBMC:
-    workdir.mkdir(parents=True, exist_ok=True)
-    state = workdir / "power"
-    state.write_text("1\n" if power_on else "0\n")
-    script = workdir / "chassis_ctl.sh"
-    shutil.copy(PEERS / "chassis_ctl.sh", script)
-    script.chmod(0o755)
-    for _ in range(5):  # another tester may grab the port between probe and bind
-        port = _free_udp_port()
-        conf = workdir / "lan.conf"
-        conf.write_text(
-            'name "hafence-test"\nset_working_mc 0x20\n  startlan 1\n'
-            f"    addr 127.0.0.1 {port}\n    priv_limit admin\n"
-            "    allowed_auths_callback none md2 md5 straight\n"
-            "    allowed_auths_user none md2 md5 straight\n"
-            "    allowed_auths_operator none md2 md5 straight\n"
-            "    allowed_auths_admin none md2 md5 straight\n"
-            "    guid a123456789abcdefa123456789abcdef\n  endlan\n"
-            f'  chassis_control "{script} {state}"\n'
-            f'  user 2 true "admin" "{PASSWORD}" admin 10 none md2 md5 straight\n'
-        )
-        out = open(workdir / "ipmi_sim.out", "w")
-        proc = subprocess.Popen(
-            ["ipmi_sim", "-c", str(conf), "-f", str(PEERS / "bmc.emu"), "-n", "-s", str(workdir)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None and not _udp_bound(port):
-            time.sleep(0.02)
-        if proc.poll() is None and _udp_bound(port):
-            return SimBMC(port, state, proc)
-        _stop(proc)
-    raise RuntimeError(f"ipmi_sim did not start: {(workdir / 'ipmi_sim.out').read_text()}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
-
-
 @pytest.fixture
 def ipmi_sims(tmp_path: Path) -> Iterator[Any]:
-    """Factory: ``ipmi_sims(power_on=True) -> SimBMC``; every sim stopped at teardown."""
-    if not (shutil.which("ipmi_sim") and shutil.which("ipmitool")):
+    """Factory: ``ipmi_sims(power_on=True) -> IpmiSim``; every sim stopped at teardown."""
+    if not ipmi_sim_available():
         pytest.skip("OpenIPMI ipmi_sim/ipmitool not installed (scripts/install.sh installs them)")
-    started: list[SimBMC] = []
+    started: list[IpmiSim] = []
 
-    def start(power_on: bool = True) -> SimBMC:
-        bmc = _start_sim(tmp_path / f"bmc{len(started)}", power_on)
+    def start(power_on: bool = True) -> IpmiSim:
+        bmc = IpmiSim(power_on=power_on, workdir=tmp_path / f"bmc{len(started)}")
         started.append(bmc)
-        return bmc
+        return bmc.start()
 
     try:
         yield start
     finally:
         for bmc in started:
-            _stop(bmc.proc)
+            bmc.stop()
 
 
 @pytest.fixture
-def ipmi_sim(ipmi_sims: Any) -> SimBMC:
+def ipmi_sim(ipmi_sims: Any) -> IpmiSim:
     return ipmi_sims()
 
 
 @pytest.fixture
 def closed_udp_port() -> int:
     """A loopback UDP port nobody listens on (probed, then released)."""
-    return _free_udp_port()
+    return free_udp_port()
 
 
 # -- device model for engine failure paths -----------------------------------------
