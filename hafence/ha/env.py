@@ -1,0 +1,177 @@
+"""The Env interface: every side effect of the CRM and the LRM goes through one object.
+
+The CRM (``hafence.ha.crm`` / ``hafence.ha.manager``) and the LRM (``hafence.ha.lrm``) never
+read the clock, the disk or the network; they call an :class:`Env`. Three kinds exist:
+
+- the simulator's (``hafence.sim.env.SimEnv``): a virtual clock and simulated hardware;
+- the real one (``hafence.ha.realenv``): the Store, the Fencer, the watchdog-mux, plugins;
+- test doubles.
+
+One Env object serves one node (``env.nodename``) and one daemon (CRM or LRM); the two
+daemons of a node may share an Env class but each gets its own instance.
+
+Conventions
+-----------
+- Time is seconds as ``float`` (the simulator returns whole numbers).
+- ``log(level, msg)``: level is one of ``info``, ``notice``, ``warning``, ``err``, ``email``
+  (``email`` = a notification the admin must see: fence start/success/failure). One line per
+  decision, naming the node or service, as Proxmox's HA log does.
+- Locks are leases: ``get_ha_manager_lock()`` / ``get_ha_agent_lock(node)`` acquire the lock
+  or renew it when already held by this node, and return whether this node holds it now.
+  A lock not renewed for its lease time (120 s in Proxmox) expires; only then may another
+  node take it. The CRM takes a *dead* node's agent lock to prove that node's LRM (and its
+  watchdog) is gone: the self-fence floor.
+- Fencing is non-blocking because the CRM step is synchronous: ``fence_start(node)`` starts
+  (or keeps running) a hardware fence of ``node`` through its fence.cfg chain, and
+  ``fence_poll(node)`` says how it went. ``FENCE_NONE`` means no hardware fencing is
+  configured for the node (watchdog/agent-lock fencing only). A result stays readable until
+  ``fence_reset(node)``; ``fence_start`` after a failure starts a new attempt.
+- Resource commands (``start``, ``stop``, ``migrate``, ``relocate``, ``error`` ...) run through
+  ``exec_resource_command`` and return an exit code from ``hafence.ha.state`` (SUCCESS,
+  ERROR, ETRY_AGAIN, EWRONG_NODE, IGNORED). The LRM runs at most ``max_worker`` of them at
+  once via ``submit_worker`` / ``collect_workers``; the default implementation runs them
+  synchronously inside ``submit_worker`` (what the simulator wants). A real Env overrides
+  both to use threads/processes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+FENCE_NONE = "none"  # no hardware fence configured for the node
+FENCE_PENDING = "pending"  # an attempt is running
+FENCE_OK = "ok"  # confirmed off
+FENCE_FAILED = "failed"  # the last attempt failed (may be retried with fence_start)
+FENCE_IDLE = "idle"  # configured, but no attempt started (or result cleared)
+
+
+class Env(ABC):
+    """Side effects for one node's CRM or LRM. See the module docstring for conventions."""
+
+    nodename: str
+
+    # -- clock and log -------------------------------------------------------------------
+    @abstractmethod
+    def get_time(self) -> float:
+        """Current time in seconds (virtual in the simulator)."""
+
+    @abstractmethod
+    def log(self, level: str, msg: str) -> None:
+        """One HA log line: level info|notice|warning|err|email."""
+
+    # -- cluster membership, quorum, locks -------------------------------------------------
+    @abstractmethod
+    def quorate(self) -> bool:
+        """Whether this node is part of the quorate partition (can write cluster state)."""
+
+    @abstractmethod
+    def get_node_info(self) -> dict[str, dict[str, Any]]:
+        """Cluster members as this node sees them: ``{node: {"online": bool}}``."""
+
+    @abstractmethod
+    def get_ha_manager_lock(self) -> bool:
+        """Acquire or renew the manager lock for this node; True when held."""
+
+    @abstractmethod
+    def release_ha_manager_lock(self) -> None:
+        """Give the manager lock up (clean CRM shutdown)."""
+
+    @abstractmethod
+    def get_ha_agent_lock(self, node: str | None = None) -> bool:
+        """Acquire or renew ``node``'s agent lock (default: this node's); True when held."""
+
+    @abstractmethod
+    def release_ha_agent_lock(self) -> None:
+        """Give this node's agent lock up (clean LRM shutdown/restart)."""
+
+    # -- cluster state (the store) -------------------------------------------------------
+    @abstractmethod
+    def read_manager_status(self) -> dict[str, Any]:
+        """The manager status (``hafence.ha.state`` shape); ``{}`` when none yet."""
+
+    @abstractmethod
+    def write_manager_status(self, status: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
+        """``node``'s LRM status (default: this node); ``{}`` when none."""
+
+    @abstractmethod
+    def write_lrm_status(self, status: dict[str, Any]) -> None:
+        """Write this node's LRM status."""
+
+    @abstractmethod
+    def read_service_config(self) -> dict[str, dict[str, Any]]:
+        """Service config: ``{sid: {"node", "state", "group", "max_restart", ...}}``."""
+
+    @abstractmethod
+    def read_groups(self) -> dict[str, dict[str, Any]]:
+        """Groups: ``{name: {"nodes": {node: prio}, "restricted", "nofailback"}}``."""
+
+    @abstractmethod
+    def ha_options(self) -> dict[str, Any]:
+        """Datacenter HA options: ``{"shutdown_policy": ..., "max_worker": int}``."""
+
+    @abstractmethod
+    def take_crm_commands(self) -> list[str]:
+        """Queued CRM command lines, removed from the queue (master CRM only)."""
+
+    @abstractmethod
+    def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
+        """Move a service's config to ``new_node`` (recovery of a fenced node's service)."""
+
+    # -- fencing -------------------------------------------------------------------------
+    @abstractmethod
+    def fence_start(self, node: str) -> str:
+        """Start (or keep running) a hardware fence of ``node``; returns ``fence_poll``."""
+
+    @abstractmethod
+    def fence_poll(self, node: str) -> str:
+        """FENCE_NONE | FENCE_IDLE | FENCE_PENDING | FENCE_OK | FENCE_FAILED."""
+
+    def fence_reset(self, node: str) -> None:
+        """Forget the last fence result of ``node`` (it was recovered)."""
+
+    # -- watchdog ------------------------------------------------------------------------
+    @abstractmethod
+    def watchdog_open(self) -> Any:
+        """Arm this node's watchdog; returns a handle."""
+
+    @abstractmethod
+    def watchdog_update(self, handle: Any) -> None:
+        """Feed the watchdog (only while the daemon is healthy and holds its lock)."""
+
+    @abstractmethod
+    def watchdog_close(self, handle: Any) -> None:
+        """Disarm the watchdog cleanly."""
+
+    # -- LRM side ------------------------------------------------------------------------
+    @abstractmethod
+    def is_node_shutdown(self) -> tuple[bool, bool]:
+        """``(shutdown, reboot)``: whether this node is shutting down, and if for a reboot."""
+
+    @abstractmethod
+    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
+        """Run a resource command on this node; an exit code from ``hafence.ha.state``."""
+
+    def submit_worker(self, uid: str, fn: Callable[[], Any]) -> None:
+        """Start a worker; default: run it now and keep the result for collect_workers."""
+        self._worker_results()[uid] = fn()
+
+    def collect_workers(self) -> dict[str, Any]:
+        """Results of finished workers since the last call: ``{uid: fn's return value}``."""
+        done = dict(self._worker_results())
+        self._worker_results().clear()
+        return done
+
+    def running_workers(self) -> int:
+        """How many workers are still running (always 0 for the synchronous default)."""
+        return 0
+
+    def _worker_results(self) -> dict[str, Any]:
+        res = self.__dict__.get("_hafence_worker_results")
+        if res is None:
+            res = self.__dict__["_hafence_worker_results"] = {}
+        return res
