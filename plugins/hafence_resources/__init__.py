@@ -1,8 +1,18 @@
-"""hafence plugin 'resources' (placeholder until its driver lands)."""
+"""hafence plugin 'resources': the first-party HA resource types.
+
+- ``vm`` / ``ct``: Proxmox VE guests through ``qm`` / ``pct`` (unavailable elsewhere);
+- ``systemd``: a systemd unit (``systemd:nginx.service``) through ``systemctl``;
+- ``dummy``: a real long-lived process per service, for tests and demos.
+"""
 
 from hafence.hookspecs import hookimpl
+from hafence_resources.dummy import DummyType
+from hafence_resources.guests import CtType, VmType
+from hafence_resources.systemd import SystemdType
+
+__all__ = ["CtType", "DummyType", "SystemdType", "VmType"]
 
 
 @hookimpl
-def hafence_fence_drivers() -> list[type]:
-    return []
+def hafence_resource_types() -> list[type]:
+    return [VmType, CtType, SystemdType, DummyType]
