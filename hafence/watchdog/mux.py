@@ -1,0 +1,435 @@
+"""``hafence-watchdog-mux``: one watchdog device, many clients (the LRM, the CRM).
+
+The mux loads the configured driver (``WATCHDOG_MODULE``, default softdog; see
+:mod:`hafence.watchdog.config`), opens (arms) the device and feeds it every
+``FEED_INTERVAL`` seconds -- but only while every connected client is alive. Clients
+speak :mod:`hafence.watchdog.protocol` on a Unix socket (mode 0600, default
+``/run/hafence/watchdog-mux.sock``) through :class:`hafence.watchdog.client.WatchdogClient`;
+each sets its own timeout at connect. When a client misses its deadline or disconnects
+without magic close ('V'), the mux logs it loudly and stops feeding for good: the
+hardware expires and the node resets. SIGTERM/SIGINT are refused (logged, the mux keeps
+running) while clients are connected or after a trip; with no clients the mux
+magic-closes the device (disarms it) and exits 0.
+
+Fake-device mode, for tests on machines without /dev/watchdog::
+
+    hafence-watchdog-mux --fake-device /tmp/t/wd.json --socket /tmp/t/mux.sock \\
+        --timeout 10 [--noboot]
+
+(or ``$HAFENCE_WATCHDOG_FAKE=/tmp/t/wd.json``). The mux then runs the real code
+against :class:`hafence.watchdog.fake.FakeKernel` stored in that state file; the test
+reads the same file (``FakeKernel(path).events()``) to see keepalives, magic closes and
+resets. :class:`hafence.watchdog.muxproc.MuxProcess` starts and stops such a mux.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hafence.errors import ConfigError, HafenceError
+from hafence.watchdog import protocol
+from hafence.watchdog.config import DEFAULT_CONFIG, MuxConfig, build_driver, load_config
+from hafence.watchdog.device import WatchdogDevice, default_syscalls
+from hafence.watchdog.driver import WatchdogSettings
+from hafence.watchdog.errors import WatchdogError
+
+log = logging.getLogger("hafence.watchdog.mux")
+
+
+@dataclass
+class Client:
+    id: int
+    name: str
+    timeout: float
+    deadline: float
+    pid: int | None
+    uid: int | None
+    connected_at: float = field(default_factory=time.monotonic)
+    last_feed: float = field(default_factory=time.monotonic)
+
+    def label(self) -> str:
+        return f"'{self.name}' (pid {self.pid})" if self.pid else f"'{self.name}'"
+
+
+def _peercred(writer: asyncio.StreamWriter) -> tuple[int | None, int | None]:
+    sock = writer.get_extra_info("socket")
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):
+        return None, None
+    pid, uid, _gid = struct.unpack("3i", raw)
+    return pid, uid
+
+
+class Mux:
+    """The multiplexer state machine around one opened :class:`WatchdogDevice`."""
+
+    def __init__(
+        self,
+        device: WatchdogDevice,
+        *,
+        driver: str,
+        socket_path: str,
+        feed_interval: float = 1.0,
+    ) -> None:
+        self.device = device
+        self.driver = driver
+        self.socket_path = socket_path
+        self.feed_interval = feed_interval
+        self.clients: dict[int, Client] = {}
+        self.tripped: str | None = None
+        self.last_hw_feed: float | None = None
+        self.hw_feeds = 0
+        self._next_id = 1
+        self._stop = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+
+    # -- decisions -----------------------------------------------------------------------
+    def trip(self, reason: str) -> None:
+        """Stop feeding the hardware for good: the node resets when it expires."""
+        if self.tripped is None:
+            self.tripped = reason
+            log.critical(
+                "%s - stop feeding watchdog %s: node will reset within %ss",
+                reason,
+                self.device.path,
+                self._hw_timeout(),
+            )
+
+    def _hw_timeout(self) -> int | str:
+        try:
+            return self.device.get_timeout()
+        except WatchdogError:
+            return "?"
+
+    def check_clients(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for c in list(self.clients.values()):
+            if now > c.deadline:
+                self.trip(
+                    f"client {c.label()} expired: no feed for {now - c.last_feed:.1f}s "
+                    f"(timeout {c.timeout:g}s)"
+                )
+
+    def feed_hardware(self) -> None:
+        self.check_clients()
+        if self.tripped:
+            return
+        try:
+            self.device.keepalive()
+        except WatchdogError as exc:
+            log.error("keepalive of %s failed: %s", self.device.path, exc)
+            return
+        self.last_hw_feed = time.monotonic()
+        self.hw_feeds += 1
+
+    def request_stop(self, signame: str) -> None:
+        if self.clients or self.tripped:
+            names = ", ".join(c.label() for c in self.clients.values()) or "none"
+            why = f"tripped ({self.tripped})" if self.tripped else f"active clients: {names}"
+            log.error("got %s but refusing to stop: %s", signame, why)
+            return
+        log.info("got %s, no active clients - disarming watchdog and exiting", signame)
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        dev: dict[str, Any] = {
+            "path": self.device.path,
+            "driver": self.driver,
+            "identity": self.device.info.identity,
+            "flags": self.device.info.flags,
+            "nowayout": self.device.nowayout,
+        }
+        with contextlib.suppress(WatchdogError):
+            dev["timeout"] = self.device.get_timeout()
+        dev["timeleft"] = self.device.get_timeleft()
+        return {
+            "pid": os.getpid(),
+            "socket": self.socket_path,
+            "device": dev,
+            "feeding": self.tripped is None,
+            "tripped": self.tripped,
+            "feed_interval": self.feed_interval,
+            "hw_feeds": self.hw_feeds,
+            "last_hw_feed_ago": None if self.last_hw_feed is None else now - self.last_hw_feed,
+            "clients": [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "pid": c.pid,
+                    "uid": c.uid,
+                    "timeout": c.timeout,
+                    "remaining": c.deadline - now,
+                    "last_feed_ago": now - c.last_feed,
+                    "connected_for": now - c.connected_at,
+                }
+                for c in self.clients.values()
+            ],
+        }
+
+    # -- connections ---------------------------------------------------------------------
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        client: Client | None = None
+        closed_magic = False
+
+        async def reply(text: str) -> None:
+            writer.write(text.encode() + b"\n")
+            await writer.drain()
+
+        try:
+            while True:
+                try:
+                    raw = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break  # EOF
+                except asyncio.LimitOverrunError:
+                    await reply(f"ERR {protocol.E_PROTOCOL} line too long")
+                    break
+                words = raw.decode(errors="replace").split()
+                cmd, args = (words[0], words[1:]) if words else ("", [])
+                if cmd == "HELLO":
+                    client = await self._hello(args, client, writer, reply)
+                elif cmd == "FEED":
+                    await self._feed(client, reply)
+                elif cmd == "V":
+                    if client is None:
+                        await reply(f"ERR {protocol.E_STATE} not a client (HELLO first)")
+                        continue
+                    closed_magic = True
+                    self.clients.pop(client.id, None)
+                    log.info("client %s closed (magic close)", client.label())
+                    await reply("OK closed")
+                    break
+                elif cmd == "STATUS":
+                    await reply("OK " + json.dumps(self.status()))
+                else:
+                    await reply(f"ERR {protocol.E_PROTOCOL} unknown request {cmd[:32]!r}")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if client is not None and not closed_magic and client.id in self.clients:
+                del self.clients[client.id]
+                self.trip(f"client {client.label()} disconnected without magic close")
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def _hello(self, args: list[str], client: Client | None, writer: Any, reply: Any):
+        if client is not None:
+            await reply(f"ERR {protocol.E_STATE} already registered as '{client.name}'")
+            return client
+        if self.tripped:
+            await reply(f"ERR {protocol.E_EXPIRED} watchdog tripped ({self.tripped})")
+            return None
+        try:
+            name, timeout = args[0], float(args[1])
+            if len(args) != 2:
+                raise ValueError
+        except (IndexError, ValueError):
+            await reply(f"ERR {protocol.E_PROTOCOL} usage: HELLO <name> <timeout-seconds>")
+            return None
+        lo, hi = protocol.MIN_CLIENT_TIMEOUT, protocol.MAX_CLIENT_TIMEOUT
+        if not lo <= timeout <= hi:
+            await reply(f"ERR {protocol.E_PROTOCOL} timeout must be {lo:g}..{hi:g} seconds")
+            return None
+        pid, uid = _peercred(writer)
+        now = time.monotonic()
+        c = Client(self._next_id, name, timeout, now + timeout, pid, uid, now, now)
+        self._next_id += 1
+        self.clients[c.id] = c
+        log.info("client %s connected, timeout %gs", c.label(), timeout)
+        await reply(f"OK {timeout:g}")
+        return c
+
+    async def _feed(self, client: Client | None, reply: Any) -> None:
+        if client is None:
+            await reply(f"ERR {protocol.E_STATE} not a client (HELLO first)")
+            return
+        now = time.monotonic()
+        if client.id in self.clients and now > client.deadline:
+            self.check_clients(now)  # late is dead, even if the feed loop has not looked yet
+        if self.tripped:
+            await reply(f"ERR {protocol.E_EXPIRED} watchdog tripped ({self.tripped})")
+            return
+        client.deadline = now + client.timeout
+        client.last_feed = now
+        await reply(f"OK {client.timeout:g}")
+
+    # -- main loop -----------------------------------------------------------------------
+    async def _feed_loop(self) -> None:
+        while not self._stop.is_set():
+            self.feed_hardware()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.feed_interval)
+
+    async def serve(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        self._server = await asyncio.start_unix_server(
+            self.handle, sock=sock, limit=protocol.MAX_LINE
+        )
+        log.info(
+            "watchdog-mux ready: %s (%s, '%s', timeout %ss), socket %s",
+            self.device.path,
+            self.driver,
+            self.device.info.identity,
+            self._hw_timeout(),
+            self.socket_path,
+        )
+        feeder = asyncio.create_task(self._feed_loop())
+        try:
+            await self._stop.wait()
+        finally:
+            self._server.close()
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+
+# -- startup -----------------------------------------------------------------------------------
+def bind_socket(path: str) -> socket.socket:
+    """A listening Unix socket, mode 0600; a stale one is replaced, a live one refused."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.exists() or p.is_symlink():
+        if not stat.S_ISSOCK(p.lstat().st_mode):
+            raise WatchdogError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            p.unlink()  # stale: left by a mux that was killed
+        else:
+            raise WatchdogError(f"another watchdog-mux is running on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
+    """Bring the watchdog up and serve until stopped; returns the exit status."""
+    if fake_device:
+        from hafence.watchdog.fake import FakeKernel
+
+        syscalls = FakeKernel(fake_device)
+    else:
+        syscalls = default_syscalls()
+    try:
+        driver = build_driver(cfg.module, cfg.settings, syscalls)
+        driver.prepare()  # modprobe + find: fails before anything is armed
+        sock = bind_socket(cfg.socket)
+    except HafenceError as exc:
+        log.error("not starting: %s (nothing armed)", exc)
+        return 1
+    try:
+        device = driver.open()
+    except HafenceError as exc:
+        log.error("not starting: %s (nothing armed)", exc)
+        sock.close()
+        Path(cfg.socket).unlink(missing_ok=True)
+        return 1
+    mux = Mux(device, driver=driver.name, socket_path=cfg.socket, feed_interval=cfg.feed_interval)
+    try:
+        asyncio.run(mux.serve(sock))
+    finally:
+        sock.close()
+        Path(cfg.socket).unlink(missing_ok=True)
+        if mux.tripped or mux.clients:
+            # leave the timer running: the reset must still happen
+            device.close(magic=False)
+            log.critical("exiting with the watchdog armed (%s)", mux.tripped or "clients")
+        else:
+            disarmed = device.close(magic=True)
+            log.info(
+                "watchdog %s %s",
+                device.path,
+                "disarmed (magic close)" if disarmed else "closed but still armed (nowayout)",
+            )
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help=f"[{DEFAULT_CONFIG}]"
+)
+@click.option("--module", "--driver", "module", help="watchdog driver (WATCHDOG_MODULE)")
+@click.option("--timeout", type=int, help="hardware timeout, seconds (WATCHDOG_TIMEOUT)")
+@click.option("--nowayout/--no-nowayout", default=None, help="WATCHDOG_NOWAYOUT")
+@click.option("--noboot/--no-noboot", default=None, help="softdog drill mode (WATCHDOG_NOBOOT)")
+@click.option("--device", help="watchdog device path (WATCHDOG_DEVICE)")
+@click.option("--socket", "socket_path", help="client socket (MUX_SOCKET)")
+@click.option("--feed-interval", type=float, help="hardware feed interval (FEED_INTERVAL)")
+@click.option(
+    "--fake-device",
+    metavar="STATEFILE",
+    envvar="HAFENCE_WATCHDOG_FAKE",
+    help="use the fake kernel in STATEFILE instead of /dev (tests)",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def main(
+    config_path: str | None,
+    module: str | None,
+    timeout: int | None,
+    nowayout: bool | None,
+    noboot: bool | None,
+    device: str | None,
+    socket_path: str | None,
+    feed_interval: float | None,
+    fake_device: str | None,
+    verbose: bool,
+) -> None:
+    """Watchdog multiplexer: feeds the watchdog while every client is alive."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"%(asctime)s watchdog-mux[{os.getpid()}]: %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cfg = load_config(config_path, required=config_path is not None)
+        s = cfg.settings
+        cfg.settings = WatchdogSettings(
+            timeout=s.timeout if timeout is None else timeout,
+            nowayout=s.nowayout if nowayout is None else nowayout,
+            noboot=s.noboot if noboot is None else noboot,
+            device=device or s.device,
+        )
+    except (ConfigError, HafenceError) as exc:
+        log.error("not starting: %s", exc)
+        sys.exit(2)
+    cfg.module = module or cfg.module
+    cfg.socket = socket_path or cfg.socket
+    if feed_interval is not None:
+        cfg.feed_interval = feed_interval
+    if not 0 < cfg.feed_interval < cfg.settings.timeout:
+        log.error("not starting: feed interval must be > 0 and below the hardware timeout")
+        sys.exit(2)
+    sys.exit(run(cfg, fake_device=fake_device))
+
+
+if __name__ == "__main__":
+    main()
