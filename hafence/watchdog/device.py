@@ -314,8 +314,13 @@ class WatchdogDevice:
             if magic:
                 self.sys.write(fd, b"V")
                 wrote_magic = True
+        except OSError:
+            pass  # e.g. the device went away: closing without magic is the safe side
         finally:
-            self.sys.close(fd)
+            try:
+                self.sys.close(fd)
+            except OSError as exc:
+                raise WatchdogError(f"{self.path}: close: {exc.strerror}") from None
         info = getattr(self, "info", None)
         supports = info is None or info.magic_close
         return wrote_magic and supports and not self.nowayout
