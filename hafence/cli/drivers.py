@@ -32,9 +32,12 @@ def _collect(registry: PluginRegistry) -> dict[str, dict[str, type]]:
     }
 
 
-def _description(cls: type) -> str:
+def _description(cls: type, width: int | None = None) -> str:
     text = getattr(cls, "description", "") or (cls.__doc__ or "")
-    return text.strip().splitlines()[0] if text.strip() else ""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if width and len(first) > width:
+        first = first[: width - 3].rstrip() + "..."
+    return first
 
 
 @click.group("plugins")
@@ -115,18 +118,16 @@ def drivers_list() -> None:
                     "plugin": registry.owner(hook, name),
                     "actions": sorted(actions),
                     "description": _description(cls),
+                    "short": _description(cls, 60),
                 }
             )
     if out.state().json:
-        out.emit_json(rows)
+        out.emit_json([{k: v for k, v in r.items() if k != "short"} for r in rows])
         return
     out.echo(
         out.table(
             ["DRIVER", "KIND", "PLUGIN", "ACTIONS", "DESCRIPTION"],
-            [
-                [r["name"], r["kind"], r["plugin"], ",".join(r["actions"]), r["description"]]
-                for r in rows
-            ],
+            [[r["name"], r["kind"], r["plugin"], ",".join(r["actions"]), r["short"]] for r in rows],
         )
     )
     if "fence_agent" in drivers["fence"]:

@@ -36,12 +36,15 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _secrets: set[str] = set()
+# Shorter values are not scrubbed: masking every "x" or "ab" would garble the output,
+# and Secret objects print masked anyway.
+MIN_SCRUB_LEN = 4
 
 
 def register_secret(value: object) -> None:
     """Remember a secret's clear text so no output line can show it."""
     clear = value.reveal() if isinstance(value, Secret) else str(value)
-    if clear and clear != MASK:
+    if len(clear) >= MIN_SCRUB_LEN and clear != MASK:
         _secrets.add(clear)
 
 
@@ -158,30 +161,50 @@ class _ProxmoxFormatter(logging.Formatter):
         return line
 
 
-_handler: logging.Handler | None = None
+_depth = 0
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int) -> Callable[[], None]:
     """Nothing without -v (the command's own output says it all); INFO with -v;
-    everything, libraries included, with -vv. Always to stderr, always scrubbed."""
-    global _handler
+    everything, libraries included, with -vv. Always to stderr, always scrubbed.
+
+    Returns the undo function (CliRunner runs many commands in one process). A command
+    run by another (``hafence demo``) keeps the outer command's handler.
+    """
+    global _depth
+    _depth += 1
+    if _depth > 1:
+
+        def leave() -> None:
+            global _depth
+            _depth -= 1
+
+        return leave
     root = logging.getLogger()
-    if _handler is not None:
-        root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
-    _handler.addFilter(_ScrubFilter())
-    _handler.setFormatter(_ProxmoxFormatter())
-    root.addHandler(_handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ScrubFilter())
+    handler.setFormatter(_ProxmoxFormatter())
+    saved = {name: logging.getLogger(name).level for name in ("", "pyghmi", "pysnmp", "asyncio")}
+    root.addHandler(handler)
     if verbose >= 2:
         root.setLevel(logging.DEBUG)
-        _handler.setLevel(logging.DEBUG)
+        handler.setLevel(logging.DEBUG)
     elif verbose == 1:
         root.setLevel(logging.INFO)
-        _handler.setLevel(logging.INFO)
+        handler.setLevel(logging.INFO)
         for noisy in ("pyghmi", "pysnmp", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     else:
-        _handler.setLevel(logging.CRITICAL + 1)
+        handler.setLevel(logging.CRITICAL + 1)
+
+    def undo() -> None:
+        global _depth
+        _depth -= 1
+        root.removeHandler(handler)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+    return undo
 
 
 # -- output -------------------------------------------------------------------------
@@ -277,7 +300,7 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         st = state()
-        setup_logging(st.verbose)
+        undo_logging = setup_logging(st.verbose)
         try:
             f(*args, **kwargs)
         except CommandFailed:
@@ -295,6 +318,8 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
             else:
                 echo(f"error: internal error: {message}", err=True)
             raise SystemExit(EXIT_FAILED) from None
+        finally:
+            undo_logging()
 
     return global_options(wrapper)
 
