@@ -1,0 +1,65 @@
+"""Fixtures for the daemon tests: stores (embedded and a real etcd), ipmi_sim BMCs."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hafence.store import EmbeddedStore, Store, open_store
+from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from tests.store.etcd_peer import etcd_url
+
+__all__ = ["etcd_url"]
+
+
+class Clock:
+    """A settable clock for the embedded store's lease expiry (no sleeping in tests)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
+def store(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    if request.param == "embedded":
+        yield EmbeddedStore(tmp_path / "ha", clock=clock)
+        return
+    url = request.getfixturevalue("etcd_url")
+    cluster = f"t{uuid.uuid4().hex[:12]}"  # one key space per test
+    s = open_store(url.replace("http://", "etcd://") + f"/{cluster}")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def ipmi_sims(tmp_path: Path) -> Iterator[Any]:
+    """Factory ``ipmi_sims(**kw) -> IpmiSim`` (started); all stopped at teardown."""
+    if not ipmi_sim_available():
+        pytest.skip("OpenIPMI ipmi_sim not installed (scripts/install.sh installs it)")
+    started: list[IpmiSim] = []
+
+    def start(**kw: Any) -> IpmiSim:
+        bmc = IpmiSim(workdir=tmp_path / f"bmc{len(started)}", **kw)
+        started.append(bmc)
+        return bmc.start()
+
+    try:
+        yield start
+    finally:
+        for bmc in started:
+            bmc.stop()
