@@ -1,0 +1,150 @@
+"""``hafence plugins list``, ``drivers list``, ``driver metadata``: the real registry,
+and a vendor distribution with broken plugins installed next to it (a real dist-info on
+PYTHONPATH, run through the console script)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+FIRST_PARTY = {"ipmi": "ipmi", "snmp_ifmib": "snmp_ifmib", "fence_agent": "fence_agent"}
+
+
+def test_plugins_list_text(run):
+    r = run("plugins", "list")
+    assert r.exit_code == 0, r.output
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:] if line.strip()}
+    for plugin, driver in FIRST_PARTY.items():
+        assert plugin in rows
+        assert "hafence 0.1.0" in rows[plugin]
+        assert f"fence:{driver}" in rows[plugin]
+        assert rows[plugin].rstrip().endswith("ok")
+
+
+def test_plugins_list_json(run):
+    r = run("plugins", "list", "--output", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    by_name = {p["name"]: p for p in data["plugins"]}
+    assert by_name["ipmi"]["module"] == "hafence_ipmi"
+    assert by_name["ipmi"]["drivers"] == ["fence:ipmi"]
+    assert by_name["snmp_ifmib"]["source"].startswith("hafence ")
+
+
+def test_drivers_list(run):
+    r = run("drivers", "list", "--output", "json")
+    assert r.exit_code == 0, r.output
+    rows = {(d["kind"], d["name"]): d for d in json.loads(r.stdout)}
+    ipmi = rows[("fence", "ipmi")]
+    assert ipmi["plugin"] == "ipmi"
+    assert {"status", "off", "on", "reboot", "diag"} <= set(ipmi["actions"])
+    assert "diag" not in rows[("fence", "snmp_ifmib")]["actions"]
+    r = run("drivers", "list")
+    assert r.exit_code == 0
+    assert any(line.split()[:3] == ["ipmi", "fence", "ipmi"] for line in r.stdout.splitlines())
+
+
+def test_driver_metadata_formats(run):
+    r = run("driver", "metadata", "ipmi", "--format", "json")
+    assert r.exit_code == 0, r.output
+    meta = json.loads(r.stdout)
+    params = {p["name"]: p for p in meta["parameters"]}
+    assert params["password"]["secret"] is True and params["password"]["default"] is None
+    assert params["ip"]["required"] is True
+    assert "timeout" in params  # common params are part of every driver
+    r = run("driver", "metadata", "snmp_ifmib", "--format", "xml")
+    assert r.exit_code == 0, r.output
+    root = ET.fromstring(r.stdout)
+    assert root.tag == "resource-agent" and root.get("name") == "snmp_ifmib"
+    assert {a.get("name") for a in root.iter("action")} >= {"off", "on", "status", "metadata"}
+    r = run("driver", "metadata", "ipmi")
+    assert r.exit_code == 0
+    assert "password (passwd)" in r.stdout and "NAME_file=PATH" in r.stdout
+    r = run("--output", "json", "driver", "metadata", "ipmi")
+    assert json.loads(r.stdout)["name"] == "ipmi"
+
+
+def test_driver_metadata_unknown_exit_2(run):
+    r = run("driver", "metadata", "nosuch")
+    assert r.exit_code == 2
+    assert "unknown fence driver 'nosuch'" in r.stderr and "ipmi" in r.stderr
+    r = run("driver", "metadata", "nosuch", "--output", "json")
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error_kind"] == "unknown_driver"
+
+
+def test_fence_agent_metadata_when_installed(run):
+    import shutil
+
+    if not shutil.which("fence_ipmilan"):
+        pytest.skip("fence-agents not installed")
+    r = run("driver", "metadata", "fence_ipmilan", "--output", "json")
+    assert r.exit_code == 0, r.output
+    names = {p["name"] for p in json.loads(r.stdout)["parameters"]}
+    assert "ip" in names or "ipaddr" in names
+
+
+# -- a vendor distribution with broken plugins -------------------------------------------
+@pytest.fixture
+def vendor_site(tmp_path: Path) -> Path:
+    """A site dir holding 'acme-fence 2.0' with three plugins: one fine, one whose module
+    does not import, one whose hook raises."""
+    site = tmp_path / "site"
+    dist = site / "acme_fence-2.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-fence\nVersion: 2.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[hafence]\n"
+        "acme_good = acme_good\n"
+        "acme_missing = acme_not_installed_module\n"
+        "acme_raises = acme_raises\n"
+    )
+    (site / "acme_good.py").write_text(
+        "from hafence.fence.driver import FenceDriver, Param, PowerState\n"
+        "from hafence.hookspecs import hookimpl\n\n"
+        "class AcmePdu(FenceDriver):\n"
+        "    name = 'acme_pdu'\n"
+        "    description = 'ACME PDU outlet'\n"
+        "    params = (Param('ip', str, required=True),)\n"
+        "    async def status(self):\n"
+        "        return PowerState.ON\n"
+        "    async def off(self):\n"
+        "        pass\n"
+        "    async def on(self):\n"
+        "        pass\n\n"
+        "@hookimpl\n"
+        "def hafence_fence_drivers():\n"
+        "    return [AcmePdu]\n"
+    )
+    (site / "acme_raises.py").write_text(
+        "from hafence.hookspecs import hookimpl\n\n"
+        "@hookimpl\n"
+        "def hafence_fence_drivers():\n"
+        "    raise RuntimeError('acme firmware table missing')\n"
+    )
+    return site
+
+
+def test_broken_plugins_named_others_load(script, vendor_site):
+    env = {"PYTHONPATH": str(vendor_site)}
+    p = script("plugins", "list", "--output", "json", env=env)
+    assert p.exit_code == 0, p.output
+    data = json.loads(p.stdout)
+    by_name = {x["name"]: x for x in data["plugins"]}
+    assert by_name["acme_good"]["source"] == "acme-fence 2.0"
+    assert by_name["acme_good"]["drivers"] == ["fence:acme_pdu"] and by_name["acme_good"]["ok"]
+    assert by_name["acme_missing"]["ok"] is False
+    assert "acme_not_installed_module" in " ".join(by_name["acme_missing"]["errors"])
+    assert by_name["acme_raises"]["ok"] is False
+    assert "acme firmware table missing" in " ".join(by_name["acme_raises"]["errors"])
+    assert by_name["ipmi"]["ok"] and by_name["ipmi"]["drivers"] == ["fence:ipmi"]
+    p = script("plugins", "list", env=env)
+    assert p.exit_code == 0
+    assert "plugin 'acme_missing'" in p.stdout and "plugin 'acme_raises'" in p.stdout
+    # The good vendor driver is usable like a first-party one.
+    p = script("device", "status", "--driver", "acme_pdu", "-o", "ip=127.0.0.1", env=env)
+    assert p.exit_code == 0, p.output
+    assert p.stdout.splitlines()[1].split()[:5] == ["acme_pdu", "acme_pdu", "status", "ok", "on"]
