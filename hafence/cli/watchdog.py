@@ -99,6 +99,11 @@ def info(
         _fail(str(exc))
     except HafenceError as exc:
         _fail(str(exc), 2)
+    for w in found:
+        if w.module == "softdog" and not w.module_params:  # sysfs hides softdog's params
+            from hafence_watchdogs.drivers import softdog_init_params
+
+            w.module_params = softdog_init_params(sys) or {}
     used = next((w.name for w in found if driver.matches(w)), None)
     configured = {
         "driver": cfg.module,

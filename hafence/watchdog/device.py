@@ -356,7 +356,7 @@ class SysfsWatchdog:
     status: int | None = None
     options: int | None = None
     module: str | None = None
-    module_params: dict[str, str] = field(default_factory=dict)
+    module_params: dict[str, str] = field(default_factory=dict)  #: those sysfs exposes
 
     @property
     def flags(self) -> list[str]:
@@ -393,7 +393,13 @@ def _try_read(sys: Syscalls, path: str) -> str | None:
 def module_params(
     module: str, sys: Syscalls | None = None, sysfs_root: str = "/sys"
 ) -> dict[str, str]:
-    """/sys/module/<module>/parameters/* (empty when the module is not loaded)."""
+    """/sys/module/<module>/parameters/* that are readable.
+
+    Empty when the module is not loaded -- and for softdog and iTCO_wdt always: they
+    declare their parameters with mode 0, so sysfs does not show them. Their
+    nowayout is in /sys/class/watchdog/*/nowayout; softdog's soft_noboot only in its
+    init line in the kernel log (see ``hafence_watchdogs.drivers``).
+    """
     sys = sys or default_syscalls()
     base = f"{sysfs_root.rstrip('/')}/module/{module}/parameters"
     try:
@@ -409,6 +415,7 @@ def module_params(
 
 
 def loaded_module(module: str, sys: Syscalls | None = None, sysfs_root: str = "/sys") -> bool:
+    """Whether /sys/module/<module> exists (loaded, or built into the kernel)."""
     sys = sys or default_syscalls()
     try:
         sys.listdir(f"{sysfs_root.rstrip('/')}/module/{module}")
@@ -487,13 +494,20 @@ def list_watchdogs(sys: Syscalls | None = None, sysfs_root: str = "/sys") -> lis
 
 # -- kernel log -------------------------------------------------------------------------------
 class KernelLog:
-    """Follow /dev/kmsg from now on: :meth:`read_new` returns messages logged since."""
+    """Follow /dev/kmsg: :meth:`read_new` returns messages logged since the last call.
 
-    def __init__(self, sys: Syscalls | None = None, path: str = KMSG) -> None:
+    By default it starts at the end (only new messages); ``from_start=True`` reads the
+    whole ring buffer first (how a loaded module's init line is found). Needs root.
+    """
+
+    def __init__(
+        self, sys: Syscalls | None = None, path: str = KMSG, *, from_start: bool = False
+    ) -> None:
         self.sys = sys or default_syscalls()
         self.path = path
         self._fd: int | None = self.sys.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self.sys.lseek(self._fd, 0, os.SEEK_END)
+        if not from_start:
+            self.sys.lseek(self._fd, 0, os.SEEK_END)
 
     def read_new(self) -> list[str]:
         out: list[str] = []

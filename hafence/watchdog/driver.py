@@ -28,9 +28,9 @@ from hafence.watchdog.device import (
     default_syscalls,
     inspect,
     list_watchdogs,
-    module_params,
+    loaded_module,
 )
-from hafence.watchdog.errors import DeviceMissingError, WatchdogError
+from hafence.watchdog.errors import DeviceMissingError
 
 log = logging.getLogger("hafence.watchdog")
 
@@ -73,6 +73,7 @@ class WatchdogDriver:
         self.sys = syscalls or default_syscalls()
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root.rstrip("/")
+        self.loaded_by_us = False
         if self.settings.noboot and not self.supports_noboot:
             raise ParamError("noboot", f"the {self.name} driver has no no-reboot mode")
 
@@ -82,27 +83,26 @@ class WatchdogDriver:
         return {"nowayout": "1" if self.settings.nowayout else "0"}
 
     def load(self) -> None:
-        """modprobe the module; refuse a loaded module whose parameters make it unsafe."""
+        """modprobe the module unless it is loaded (then its parameters stay as they are)."""
+        self.loaded_by_us = False
         if not self.module:
             return
+        if loaded_module(self.module, self.sys, self.sysfs_root):
+            log.info("watchdog module %s already loaded; its parameters stay", self.module)
+            return
         args = self.module_args()
-        loaded = module_params(self.module, self.sys, self.sysfs_root)
-        if not loaded:
-            log.info("loading watchdog module %s %s", self.module, _fmt(args))
-            self.sys.modprobe(self.module, args)
-            loaded = module_params(self.module, self.sys, self.sysfs_root)
-        self.check_loaded(loaded, args)
+        log.info("loading watchdog module %s %s", self.module, _fmt(args))
+        self.sys.modprobe(self.module, args)
+        self.loaded_by_us = True
 
-    def check_loaded(self, loaded: dict[str, str], wanted: dict[str, str]) -> None:
-        """A module loaded before us keeps its parameters; say so when they differ."""
-        want = wanted.get("nowayout")
-        if want is not None and _bool(loaded.get("nowayout", want)) != _bool(want):
+    def verify(self, wd: SysfsWatchdog) -> None:
+        """Check the located device against the settings; raise when it would be unsafe."""
+        if wd.nowayout is not None and wd.nowayout != self.settings.nowayout:
             log.warning(
-                "%s is loaded with nowayout=%s (asked %s): modprobe does not change a "
-                "loaded module",
-                self.module,
-                loaded.get("nowayout"),
-                want,
+                "%s runs with nowayout=%d (asked %d): a loaded driver keeps its setting",
+                wd.device,
+                wd.nowayout,
+                self.settings.nowayout,
             )
 
     # -- device ----------------------------------------------------------------------------
@@ -126,9 +126,11 @@ class WatchdogDriver:
         return f"{self.dev_root}/{wd.name}"
 
     def prepare(self) -> SysfsWatchdog:
-        """Load the module and locate the device; nothing is armed."""
+        """Load the module, locate and check the device; nothing is armed."""
         self.load()
-        return self.find_device()
+        wd = self.find_device()
+        self.verify(wd)
+        return wd
 
     def open(self) -> WatchdogDevice:
         """Prepare, open (ARM) the device and apply the timeout."""
@@ -150,18 +152,5 @@ class WatchdogDriver:
         return dev
 
 
-def _bool(value: str | None) -> bool:
-    return str(value).strip() in ("1", "Y", "y", "true")
-
-
 def _fmt(args: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items())
-
-
-def unsafe_noboot(driver: str, loaded: str | None, wanted: bool) -> WatchdogError:
-    state = "soft_noboot=1 (expiry only logs)" if _bool(loaded) else "soft_noboot=0 (expiry resets)"
-    need = "a drill needs soft_noboot=1" if wanted else "self-fencing needs soft_noboot=0"
-    return WatchdogError(
-        f"{driver}: softdog is already loaded with {state}; {need}. Unload it first "
-        "(rmmod softdog) or change the setting"
-    )

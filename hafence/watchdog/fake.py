@@ -20,8 +20,9 @@ watchdog core and the softdog / iTCO_wdt drivers do:
   with soft_noboot the kernel log gets "softdog: Triggered - Reboot ignored"
   (``expired_noboot`` event); otherwise a ``reset`` event records the node reset and the
   device's open file is invalidated.
-* ``/sys/class/watchdog/watchdogN/*``, ``/sys/module/<mod>/parameters/*`` and
-  ``/dev/kmsg`` are served from the same state.
+* ``/sys/class/watchdog/watchdogN/*``, ``/sys/module/<mod>/`` (no ``parameters/``:
+  both drivers declare them mode 0) and ``/dev/kmsg`` (with each module's init line)
+  are served from the same state.
 
 Tests read :meth:`FakeKernel.events`, :meth:`FakeKernel.device` and
 :meth:`FakeKernel.kmsg` to see what the kernel saw.
@@ -54,6 +55,8 @@ MODULES: dict[str, dict[str, Any]] = {
         "options": _COMMON_OPTS,
         "params": {"soft_margin": "60", "nowayout": "0", "soft_noboot": "0", "soft_panic": "0"},
         "timeout_param": "soft_margin",
+        "init_line": "softdog: initialized. soft_noboot={soft_noboot} soft_margin={soft_margin} "
+        "sec soft_panic={soft_panic} (nowayout={nowayout})",
         "timeleft": False,
         "min_timeout": 1,
         "max_timeout": 65535,
@@ -64,6 +67,8 @@ MODULES: dict[str, dict[str, Any]] = {
         "options": _COMMON_OPTS,
         "params": {"heartbeat": "30", "nowayout": "0", "turn_SMI_watchdog_clear_off": "1"},
         "timeout_param": "heartbeat",
+        "init_line": "iTCO_wdt iTCO_wdt.1.auto: initialized. heartbeat={heartbeat} sec "
+        "(nowayout={nowayout})",
         "timeleft": True,
         "min_timeout": 2,
         "max_timeout": 613,
@@ -407,6 +412,7 @@ class FakeKernel:
             self._event(st, "modprobe", None, module=module, params=merged)
             for p in sorted(unknown):
                 self._log(st, f"{module}: unknown parameter '{p}' ignored")
+            self._log(st, spec["init_line"].format(**merged))
             self._new_device(
                 st,
                 identity=spec["identity"],
@@ -439,15 +445,12 @@ class FakeKernel:
             if len(parts) == 4 and parts[3] in attrs:
                 return attrs[parts[3]]
         elif parts[0] == "module" and len(parts) >= 2 and parts[1] in st["modules"]:
-            params = st["modules"][parts[1]]
+            # softdog/iTCO_wdt declare their parameters with mode 0: no parameters/ here
+            files = {"initstate": "live\n", "refcnt": "0\n"}
             if len(parts) == 2:
-                return ["parameters"]
-            if parts[2] == "parameters":
-                if len(parts) == 3:
-                    return sorted(params)
-                if len(parts) == 4 and parts[3] in params:
-                    value = params[parts[3]]
-                    return {"0": "0", "1": "1"}.get(value, value) + "\n"
+                return sorted(files)
+            if len(parts) == 3 and parts[2] in files:
+                return files[parts[2]]
         raise _err(errno.ENOENT, path)
 
     @staticmethod
@@ -510,6 +513,14 @@ class FakeKernel:
 
     def kmsg(self) -> list[str]:
         return self.snapshot()["kmsg"]
+
+    def clear_kmsg(self) -> None:
+        """Forget the kernel log (as when the ring buffer has wrapped)."""
+        with self._state() as st:
+            st["kmsg"] = []
+            for f in st["fds"].values():
+                if f["kind"] == "kmsg":
+                    f["pos"] = 0
 
     def set_available(self, modules: list[str]) -> None:
         """Which modules modprobe can load (default: every modelled one)."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import ClassVar
 
-from hafence.watchdog.device import SysfsWatchdog
-from hafence.watchdog.driver import WatchdogDriver, _bool, unsafe_noboot
+from hafence.watchdog.device import KernelLog, Syscalls, SysfsWatchdog
+from hafence.watchdog.driver import WatchdogDriver
+from hafence.watchdog.errors import WatchdogError
+
+log = logging.getLogger("hafence.watchdog")
 
 
 class SoftdogDriver(WatchdogDriver):
@@ -24,11 +29,58 @@ class SoftdogDriver(WatchdogDriver):
             "soft_noboot": "1" if self.settings.noboot else "0",
         }
 
-    def check_loaded(self, loaded: dict[str, str], wanted: dict[str, str]) -> None:
-        super().check_loaded(loaded, wanted)
-        # soft_noboot decides whether expiry resets the node: a mismatch either way is unsafe
-        if _bool(loaded.get("soft_noboot", "0")) != self.settings.noboot:
-            raise unsafe_noboot(self.name, loaded.get("soft_noboot"), self.settings.noboot)
+    def verify(self, wd: SysfsWatchdog) -> None:
+        super().verify(wd)
+        # soft_noboot decides whether expiry resets the node: a mismatch either way is
+        # unsafe. sysfs does not show it; the module's init line in the kernel log does.
+        if self.loaded_by_us:
+            return
+        params = softdog_init_params(self.sys)
+        noboot = None if params is None else params["soft_noboot"] != "0"
+        if noboot is None:
+            if self.settings.noboot:
+                raise WatchdogError(
+                    "softdog was loaded before and its soft_noboot cannot be confirmed (no "
+                    "'softdog: initialized' line readable in the kernel log); a drill needs "
+                    "soft_noboot=1: rmmod softdog and retry"
+                )
+            log.warning("softdog was loaded before; cannot confirm soft_noboot=0")
+        elif noboot != self.settings.noboot:
+            state = "soft_noboot=1 (expiry only logs)" if noboot else "soft_noboot=0 (resets)"
+            need = (
+                "a drill needs soft_noboot=1"
+                if self.settings.noboot
+                else ("self-fencing needs soft_noboot=0")
+            )
+            raise WatchdogError(
+                f"softdog is already loaded with {state}; {need}. Unload it (rmmod softdog) "
+                "or change the setting"
+            )
+
+
+_INIT = re.compile(
+    r"initialized\. soft_noboot=(?P<soft_noboot>\d+) soft_margin=(?P<soft_margin>\d+) sec"
+    r"(?: soft_panic=(?P<soft_panic>\d+))? \(nowayout= ?(?P<nowayout>\d+)\)"
+)
+
+
+def softdog_init_params(sys: Syscalls) -> dict[str, str] | None:
+    """softdog's parameters from its last init line in /dev/kmsg; None when not found."""
+    try:
+        klog = KernelLog(sys, from_start=True)
+    except OSError:
+        return None
+    try:
+        found = None
+        for line in klog.read_new():
+            m = _INIT.search(line)
+            if m:
+                found = {k: v for k, v in m.groupdict().items() if v is not None}
+        return found
+    except OSError:
+        return None
+    finally:
+        klog.close()
 
 
 class ITCODriver(WatchdogDriver):
