@@ -10,11 +10,13 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   ``ha_manager_lock`` and ``ha_agent_<node>_lock``. The CRM takes a dead node's agent lock
   with its own node as owner; the lease then proves that node's LRM is gone.
 - **membership** (there is no corosync): a node is *online* while its membership lease
-  ``ha_node_<node>_alive`` is held. The LRM daemon renews it every loop
-  (:meth:`heartbeat`) with ``node_timeout``; a node whose LRM stopped renewing (crash,
-  power loss, cut from the store) turns offline once the lease expires, judged by the
-  store (etcd's lease clock, or the embedded store's clock). The node list is every node
-  that has an LRM status or appears in the manager status.
+  ``ha_node_<node>_alive`` is held. Both daemons of the node renew it every loop
+  (:meth:`heartbeat`, owner = node name, ttl ``node_timeout``), so an LRM restart alone
+  does not take the node offline, as a corosync member stays online while pve-ha-lrm
+  restarts. A node whose daemons stopped renewing (crash, power loss, cut from the store)
+  turns offline once the lease expires, judged by the store (etcd's lease clock, or the
+  embedded store's clock). The node list is every node that has an LRM status or appears
+  in the manager status.
 - **fencing**: :class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio
   thread so the CRM step never blocks; the step polls. fence.cfg is re-read for every
   attempt; every attempt lands in the fence history.
@@ -338,7 +340,7 @@ class RealEnv(Env):
             return False
 
     def heartbeat(self) -> bool:
-        """Renew this node's membership lease (the LRM daemon calls it every loop)."""
+        """Renew this node's membership lease (both daemons call it every loop)."""
         name = node_alive_lease(self.nodename)
         return self._lease_call(
             "membership heartbeat",
