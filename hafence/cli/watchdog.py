@@ -31,7 +31,7 @@ from hafence.watchdog.device import (
     WatchdogDevice,
     list_watchdogs,
 )
-from hafence.watchdog.driver import WatchdogSettings
+from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings
 from hafence.watchdog.errors import DeviceMissingError, MuxUnavailableError
 from hafence.watchdog.fake import FAKE_ENV, FakeKernel
 
@@ -94,7 +94,7 @@ def info(
             found = [inspect(device, sys, sysfs_root)]
         else:
             found = list_watchdogs(sys, sysfs_root)
-        driver = build_driver(cfg.module, cfg.settings, sys, sysfs_root=sysfs_root)
+        driver = cfg.driver(sys, sysfs_root=sysfs_root)
     except DeviceMissingError as exc:
         _fail(str(exc))
     except HafenceError as exc:
@@ -230,75 +230,89 @@ def test(
         pass
     else:
         _fail(f"watchdog-mux is running ({cfg.socket}) and owns the device: stop it first", 2)
+    try:
+        klog = KernelLog(sys)
+    except OSError as exc:  # the expiry is only visible there: no drill without it
+        _fail(f"cannot read the kernel log ({exc.strerror}); run as root. Nothing was armed.", 1)
+    try:
+        _drill(driver, klog, module, timeout, noboot, feeds, confirm_word, output)
+    finally:
+        klog.close()
 
+
+def _drill(
+    driver: WatchdogDriver,
+    klog: KernelLog,
+    module: str,
+    timeout: int,
+    noboot: bool,
+    feeds: int,
+    confirm_word: str,
+    output: str,
+) -> None:
     def say(text: str) -> None:
         if output == "text":
             click.echo(text)
 
-    try:
-        klog: KernelLog | None = KernelLog(sys)
-    except OSError as exc:
-        klog = None
-        say(f"note: cannot read the kernel log ({exc.strerror}); expiry seen by timeleft only")
     result: dict[str, Any] = {"driver": module, "timeout": timeout, "noboot": noboot}
     try:
         dev = driver.open()  # ARMED from here on
     except HafenceError as exc:
         _fail(f"{exc} (nothing armed)", 1)
-    result.update(device=dev.path, identity=dev.info.identity, nowayout=dev.nowayout)
-    effect = "soft_noboot: expiry will only log" if noboot else "EXPIRY RESETS THE NODE"
-    say(
-        f"armed {dev.path} ({dev.info.identity}, driver {module}), timeout "
-        f"{dev.get_timeout()}s, {effect}"
-    )
-    interval = max(0.2, min(1.0, timeout / 4))
-    for i in range(feeds):
-        dev.keepalive()
-        left = dev.get_timeleft()
-        say(f"keepalive {i + 1}/{feeds}" + (f", {left}s left" if left is not None else ""))
-        time.sleep(interval)
-    feeder = _Feeder(dev, interval)
-    feeder.start()
-    consequence = "it will only log (soft_noboot)" if noboot else "THE NODE WILL RESET"
     try:
-        answer = click.prompt(
-            f"Type '{confirm_word}' to stop feeding ({consequence}); anything else aborts",
-            default="",
-            show_default=False,
-            err=True,
+        result.update(device=dev.path, identity=dev.info.identity, nowayout=dev.nowayout)
+        effect = "soft_noboot: expiry will only log" if noboot else "EXPIRY RESETS THE NODE"
+        say(
+            f"armed {dev.path} ({dev.info.identity}, driver {module}), timeout "
+            f"{dev.get_timeout()}s, {effect}"
         )
-    except (click.Abort, EOFError):
-        answer = ""
-    feeder.stop()
-    result["feeds"] = feeds + feeder.feeds
-    if feeder.error is not None or answer.strip() != confirm_word:
-        disarmed = dev.close(magic=True)
-        result.update(confirmed=False, expired=False, disarmed=disarmed)
-        if feeder.error is not None:
-            result["error"] = str(feeder.error)
-        _report(
-            output,
-            result,
-            "drill aborted: "
-            + (f"keepalive failed: {feeder.error}" if feeder.error else "not confirmed")
-            + (", watchdog disarmed" if disarmed else ", watchdog STILL ARMED (nowayout)"),
-        )
-        raise SystemExit(1)
-    result["confirmed"] = True
-    stopped = time.monotonic()
-    say(f"stopped feeding; waiting up to {timeout + 10}s for the expiry")
-    seen = _wait_expiry(dev, klog, stopped + timeout + 10)
+        interval = max(0.2, min(1.0, timeout / 4))
+        for i in range(feeds):
+            dev.keepalive()
+            left = dev.get_timeleft()
+            say(f"keepalive {i + 1}/{feeds}" + (f", {left}s left" if left is not None else ""))
+            time.sleep(interval)
+        feeder = _Feeder(dev, interval)
+        feeder.start()
+        consequence = "it will only log (soft_noboot)" if noboot else "THE NODE WILL RESET"
+        try:
+            answer = click.prompt(
+                f"Type '{confirm_word}' to stop feeding ({consequence}); anything else aborts",
+                default="",
+                show_default=False,
+                err=True,
+            )
+        except (click.Abort, EOFError):
+            answer = ""
+        finally:
+            feeder.stop()
+        result["feeds"] = feeds + feeder.feeds
+        if feeder.error is not None or answer.strip() != confirm_word:
+            disarmed = dev.close(magic=True)
+            result.update(confirmed=False, expired=False, disarmed=disarmed)
+            if feeder.error is not None:
+                result["error"] = str(feeder.error)
+            _report(
+                output,
+                result,
+                "drill aborted: "
+                + (f"keepalive failed: {feeder.error}" if feeder.error else "not confirmed")
+                + (", watchdog disarmed" if disarmed else ", watchdog STILL ARMED (nowayout)"),
+            )
+            raise SystemExit(1)
+        result["confirmed"] = True
+        stopped = time.monotonic()
+        say(f"stopped feeding; waiting up to {timeout + 10}s for the expiry")
+        seen = _wait_expiry(klog, stopped + timeout + 10)
+    finally:
+        # an interrupted drill (Ctrl-C, an error) disarms; after a noboot expiry too
+        result["disarmed"] = dev.close(magic=True) if not dev.closed else result.get("disarmed")
     result["expired"] = seen is not None
-    if seen is not None:
-        result["expired_after"] = round(time.monotonic() - stopped, 1)
-        result["kernel_message"] = seen
-    disarmed = dev.close(magic=True)
-    result["disarmed"] = disarmed
-    if klog is not None:
-        klog.close()
     if seen is None:
         _report(output, result, f"expiry NOT observed within {timeout + 10}s")
         raise SystemExit(1)
+    result["expired_after"] = round(time.monotonic() - stopped, 1)
+    result["kernel_message"] = seen
     _report(
         output,
         result,
@@ -307,13 +321,12 @@ def test(
     )
 
 
-def _wait_expiry(dev: WatchdogDevice, klog: KernelLog | None, until: float) -> str | None:
-    """The kernel message (or time-left) that shows the watchdog fired, or None."""
+def _wait_expiry(klog: KernelLog, until: float) -> str | None:
+    """The kernel message that shows the watchdog fired, or None by ``until``."""
     while time.monotonic() < until:
-        if klog is not None:
-            for line in klog.read_new():
-                if any(m in line for m in EXPIRY_MARKERS):
-                    return line
+        for line in klog.read_new():
+            if any(m in line for m in EXPIRY_MARKERS):
+                return line
         time.sleep(0.1)
     return None
 

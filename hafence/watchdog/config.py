@@ -23,7 +23,7 @@ from pathlib import Path
 from hafence.errors import ConfigError, ParamError
 from hafence.plugins import PluginRegistry, get_registry
 from hafence.watchdog.device import Syscalls
-from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings
+from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings, module_driver
 from hafence.watchdog.protocol import default_socket
 
 DEFAULT_CONFIG = "/etc/default/hafence-watchdog"
@@ -37,6 +37,26 @@ class MuxConfig:
     socket: str = field(default_factory=default_socket)
     feed_interval: float = 1.0
     file: str | None = None
+    lines: dict[str, int] = field(default_factory=dict)  #: KEY -> line number in ``file``
+
+    def driver(
+        self, syscalls: Syscalls | None = None, *, sysfs_root: str = "/sys", dev_root: str = "/dev"
+    ) -> WatchdogDriver:
+        """The configured driver; a setting it rejects is named by file, line and key."""
+        try:
+            return build_driver(
+                self.module, self.settings, syscalls, sysfs_root=sysfs_root, dev_root=dev_root
+            )
+        except ParamError as exc:
+            key = {"noboot": "WATCHDOG_NOBOOT", "timeout": "WATCHDOG_TIMEOUT"}.get(
+                exc.field, "WATCHDOG_MODULE"
+            )
+            raise ConfigError(
+                f"{exc.message} (WATCHDOG_MODULE={self.module})",
+                file=self.file,
+                line=self.lines.get(key),
+                field=key,
+            ) from None
 
 
 def _bool(raw: str, key: str, file: str, line: int) -> bool:
@@ -63,7 +83,7 @@ def parse_config(text: str, file: str = DEFAULT_CONFIG) -> MuxConfig:
             raise ConfigError("one value expected (quote it)", file=file, line=lineno, field=key)
         values[key] = (words[0] if words else "", lineno)
 
-    cfg = MuxConfig(file=file)
+    cfg = MuxConfig(file=file, lines={k: n for k, (_, n) in values.items()})
     timeout, nowayout, noboot, device = 10, False, False, None
     for key, (value, lineno) in values.items():
         if key == "WATCHDOG_MODULE":
@@ -151,7 +171,9 @@ def build_driver(
     from hafence.errors import UnknownDriverError
 
     drivers = (registry or get_registry()).watchdog_drivers()
-    cls = drivers.get(module)
+    # a name without a plugin is a kernel module, as in Proxmox (WATCHDOG_MODULE=sp5100_tco);
+    # modprobe then says whether it exists
+    cls = drivers.get(module) or module_driver(module)
     if cls is None:
         raise UnknownDriverError("watchdog", module, list(drivers))
     return cls(settings, syscalls, sysfs_root=sysfs_root, dev_root=dev_root)

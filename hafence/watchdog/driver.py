@@ -17,6 +17,7 @@ watchdog unsafe, e.g. soft_noboot differs from what was asked). Nothing is armed
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -30,7 +31,7 @@ from hafence.watchdog.device import (
     list_watchdogs,
     loaded_module,
 )
-from hafence.watchdog.errors import DeviceMissingError
+from hafence.watchdog.errors import DeviceMissingError, WatchdogError
 
 log = logging.getLogger("hafence.watchdog")
 
@@ -108,15 +109,24 @@ class WatchdogDriver:
     # -- device ----------------------------------------------------------------------------
     def find_device(self) -> SysfsWatchdog:
         if self.settings.device:
-            return inspect(self.settings.device, self.sys, self.sysfs_root)
+            wd = inspect(self.settings.device, self.sys, self.sysfs_root)
+            # never arm a device the driver does not own: softdog's noboot promise says
+            # nothing about an iTCO chip that happens to be the configured device
+            if not self.matches(wd):
+                raise WatchdogError(
+                    f"{self.name}: {wd.device} is '{wd.identity}' (module {wd.module or '?'}), "
+                    f"not a {self.name} device; fix WATCHDOG_DEVICE or WATCHDOG_MODULE"
+                )
+            return wd
         found = list_watchdogs(self.sys, self.sysfs_root)
         for wd in found:
             if self.matches(wd):
                 return wd
         have = ", ".join(f"{w.name} ({w.identity})" for w in found) or "none"
+        want = f"identity '{self.identity}'" if self.identity else f"module {self.module}"
         raise DeviceMissingError(
-            f"{self.name}: no watchdog device with identity '{self.identity}' "
-            f"(watchdogs present: {have})"
+            f"{self.name}: no watchdog device with {want} (watchdogs present: {have}); "
+            "WATCHDOG_DEVICE names one explicitly"
         )
 
     def matches(self, wd: SysfsWatchdog) -> bool:
@@ -154,3 +164,29 @@ class WatchdogDriver:
 
 def _fmt(args: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in args.items())
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class KernelModuleDriver(WatchdogDriver):
+    """Any watchdog kernel module without a plugin (``WATCHDOG_MODULE=sp5100_tco``).
+
+    As Proxmox's watchdog-mux does with WATCHDOG_MODULE: modprobe the module (only
+    ``nowayout``, which watchdog drivers share), then use the watchdog whose sysfs
+    device belongs to that module; the timeout is set through WDIOC_SETTIMEOUT.
+    """
+
+    description = "a watchdog kernel module without its own plugin (modprobe NAME nowayout=)"
+
+    def matches(self, wd: SysfsWatchdog) -> bool:
+        return wd.module == self.module
+
+
+def module_driver(module: str) -> type[WatchdogDriver] | None:
+    """A :class:`KernelModuleDriver` subclass for ``module``; None if not a module name."""
+    if not _MODULE_NAME.fullmatch(module):
+        return None
+    return type(
+        f"KernelModuleDriver_{module}", (KernelModuleDriver,), {"name": module, "module": module}
+    )

@@ -74,6 +74,19 @@ MODULES: dict[str, dict[str, Any]] = {
         "max_timeout": 613,
         "parent_device": True,
     },
+    # a module without a hafence plugin: WATCHDOG_MODULE=sp5100_tco (KernelModuleDriver)
+    "sp5100_tco": {
+        "identity": "SP5100 TCO timer",
+        "options": _COMMON_OPTS,
+        "params": {"heartbeat": "60", "nowayout": "0"},
+        "timeout_param": "heartbeat",
+        "init_line": "sp5100-tco sp5100-tco: initialized. heartbeat={heartbeat} sec "
+        "(nowayout={nowayout})",
+        "timeleft": False,
+        "min_timeout": 1,
+        "max_timeout": 65535,
+        "parent_device": True,
+    },
 }
 
 

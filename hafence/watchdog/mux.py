@@ -43,7 +43,7 @@ import click
 
 from hafence.errors import ConfigError, HafenceError
 from hafence.watchdog import protocol
-from hafence.watchdog.config import DEFAULT_CONFIG, MuxConfig, build_driver, load_config
+from hafence.watchdog.config import DEFAULT_CONFIG, MuxConfig, load_config
 from hafence.watchdog.device import WatchdogDevice, default_syscalls
 from hafence.watchdog.driver import WatchdogSettings
 from hafence.watchdog.errors import WatchdogError
@@ -340,7 +340,7 @@ def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
     else:
         syscalls = default_syscalls()
     try:
-        driver = build_driver(cfg.module, cfg.settings, syscalls)
+        driver = cfg.driver(syscalls)
         driver.prepare()  # modprobe + find: fails before anything is armed
         sock = bind_socket(cfg.socket)
     except HafenceError as exc:
@@ -364,12 +364,14 @@ def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
             device.close(magic=False)
             log.critical("exiting with the watchdog armed (%s)", mux.tripped or "clients")
         else:
-            disarmed = device.close(magic=True)
-            log.info(
-                "watchdog %s %s",
-                device.path,
-                "disarmed (magic close)" if disarmed else "closed but still armed (nowayout)",
-            )
+            if device.close(magic=True):
+                log.info("watchdog %s disarmed (magic close)", device.path)
+            else:
+                log.warning(
+                    "watchdog %s closed but still armed (nowayout): the node resets unless "
+                    "a watchdog-mux reopens it in time",
+                    device.path,
+                )
     return 0
 
 
