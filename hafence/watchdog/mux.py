@@ -278,10 +278,12 @@ class Mux:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.feed_interval)
 
-    async def serve(self, sock: socket.socket) -> None:
+    async def serve(self, sock: socket.socket, *, signals: bool = True) -> None:
+        """Serve clients and feed until a permitted stop; ``signals``: SIGTERM/SIGINT ask."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+        if signals:  # only possible in the main thread (tests run a mux in a thread too)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         self._server = await asyncio.start_unix_server(
             self.handle, sock=sock, limit=protocol.MAX_LINE
         )
