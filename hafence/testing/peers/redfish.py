@@ -1,0 +1,386 @@
+"""A real Redfish service on loopback: sushy-tools' emulator with controllable power.
+
+``sushy-emulator`` (PyPI ``sushy-tools``) is the Redfish service OpenStack Ironic
+tests against: the full ``/redfish/v1`` tree, ``ComputerSystem.Reset`` with its
+allowable values, HTTP basic auth (bcrypt htpasswd file), optional TLS. Its ``--fake``
+backend needs no libvirt or cloud, but applies power changes 1-11 s late at random
+and keeps state where a test cannot reach it. This runner starts the emulator in a
+subprocess (``python -m hafence.testing.peers.redfish WORKDIR``) with the fake
+backend swapped for one that keeps each system's power in ``WORKDIR/power.json``
+and logs every reset to ``WORKDIR/calls.log``, the way the ipmi_sim runner keeps
+its chassis in a file: power changes apply after ``power_delay`` seconds (default
+at once), ``stuck`` makes ForceOff accepted and ignored. Everything else, HTTP,
+routing, auth, JSON, is the emulator's own code.
+
+sushy-tools has no SessionService: sushy's default session-or-basic auth falls back
+to basic auth, which the emulator checks against the htpasswd file. ::
+
+    from hafence.testing.peers.redfish import RedfishEmulator
+
+    with RedfishEmulator(systems=("node1", "node2"), tls=True) as bmc:
+        bmc.url                        # https://127.0.0.1:PORT
+        bmc.system_id("node1")         # the Redfish Id (a UUID derived from the name)
+        bmc.power("node1")             # "on" / "off", read from the state file
+        bmc.set_power(False, "node1")  # flip the simulated power directly
+        bmc.set_stuck(True)            # ForceOff accepted, power stays on
+        bmc.calls()                    # ["ForceOff node1", "On node1", ...]
+        bmc.ca_file                    # the self-signed certificate (tls=True)
+        bmc.driver_options("node1")    # options for hafence's ``redfish`` driver
+        bmc.wrong_password_options()
+        bmc.fence_cfg_args("node1")
+
+The port is picked free (bind to port 0) and the start retried if another process
+takes it first; :meth:`start` returns once ``/redfish/v1`` answers. :meth:`stop`
+kills the process group and is safe to call twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+__all__ = ["RedfishEmulator", "RedfishEmulatorError", "available"]
+
+_NS = uuid.UUID("6c1b8a86-35f5-4a43-9c55-8e3c0a6f0b11")
+
+
+class RedfishEmulatorError(RuntimeError):
+    """The emulator could not be started."""
+
+
+def available() -> bool:
+    """Whether sushy-tools (and bcrypt for its auth file) can be imported."""
+    try:
+        import bcrypt  # noqa: F401
+        import sushy_tools.emulator.main  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedfishEmulator:
+    """One sushy-emulator process serving ``systems`` (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        systems: tuple[str, ...] = ("node1",),
+        username: str = "admin",
+        password: str = "hafence-Pw1",
+        power_on: bool = True,
+        stuck: bool = False,
+        power_delay: float = 0.0,
+        tls: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if not systems:
+            raise ValueError("at least one system")
+        if ":" in username:
+            raise ValueError("user names cannot contain ':'")
+        self.systems = tuple(systems)
+        self.username = username
+        self.password = password
+        self.tls = tls
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.startup_timeout = startup_timeout
+        self._initial_power = power_on
+        self._initial_stuck = stuck
+        self._power_delay = power_delay
+        self._own_dir = workdir is None
+        self._workdir = Path(workdir) if workdir is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- paths and addresses ---------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            raise RedfishEmulatorError("not started")
+        return self._workdir
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> str:
+        """The emulator's self-signed certificate (its own CA), with ``tls=True``."""
+        return str(self.workdir / "cert.pem")
+
+    def system_id(self, name: str | None = None) -> str:
+        """The Redfish Id of system ``name`` (default: the first)."""
+        return str(uuid.uuid5(_NS, name or self.systems[0]))
+
+    def _ids(self) -> dict[str, str]:
+        return {self.system_id(n): n for n in self.systems}
+
+    def _resolve(self, system: str | None) -> str:
+        if system is None:
+            return self.system_id()
+        if system in self._ids():
+            return system
+        if system in self.systems:
+            return self.system_id(system)
+        raise KeyError(f"no system {system!r}")
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> RedfishEmulator:
+        if self._proc is not None:
+            return self
+        if not available():
+            raise RedfishEmulatorError("sushy-tools (and bcrypt) are not installed")
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="hafence-redfish-"))
+        self._write_files()
+        last = ""
+        for _ in range(5):  # another process may grab the free port before we bind it
+            self.port = _free_tcp_port()
+            last = self._spawn()
+            if not last:
+                return self
+        self.stop()
+        raise RedfishEmulatorError(f"sushy-emulator did not start: {last}")
+
+    def _write_files(self) -> None:
+        import bcrypt
+
+        d = self.workdir
+        # Cost 4: the emulator checks the hash on every request; 12 would cost 0.25 s each.
+        digest = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        (d / "htpasswd").write_text(f"{self.username}:{digest}\n")
+        state = {
+            sid: {"name": name, "power": "On" if self._initial_power else "Off"}
+            for sid, name in self._ids().items()
+        }
+        _write_json(d / "power.json", state)
+        self.set_stuck(self._initial_stuck)
+        (d / "calls.log").write_text("")
+        conf = {
+            "systems": [{"uuid": sid, "name": n} for sid, n in self._ids().items()],
+            "auth_file": str(d / "htpasswd"),
+            "power_delay": self._power_delay,
+        }
+        if self.tls:
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                 "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            conf.update(cert=str(d / "cert.pem"), key=str(d / "key.pem"))
+        _write_json(d / "emulator.json", conf)
+
+    def _spawn(self) -> str:
+        """Start the process; '' once it answers, else why it did not."""
+        log = open(self.workdir / "emulator.log", "ab")  # the child writes to it
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "hafence.testing.peers.redfish", str(self.workdir),
+                 str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            log.close()
+        ctx = ssl._create_unverified_context() if self.tls else None
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc = None
+                tail = (self.workdir / "emulator.log").read_text(errors="replace")[-400:]
+                return f"exited: {tail.strip()}"
+            try:
+                with urllib.request.urlopen(f"{self.url}/redfish/v1/", timeout=1, context=ctx):
+                    return ""
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        self._kill()
+        return f"no answer on {self.url} within {self.startup_timeout:g}s"
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        self._kill()
+        if self._own_dir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> RedfishEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the "hardware" --------------------------------------------------------------
+    def power(self, system: str | None = None) -> str:
+        state = _read_json(self.workdir / "power.json")[self._resolve(system)]
+        return "on" if _settle(state)["power"] == "On" else "off"
+
+    def set_power(self, on: bool, system: str | None = None) -> None:
+        path = self.workdir / "power.json"
+        state = _read_json(path)
+        state[self._resolve(system)].update(power="On" if on else "Off", pending=None)
+        _write_json(path, state)
+
+    def set_stuck(self, stuck: bool = True) -> None:
+        flag = self.workdir / "stuck"
+        if stuck:
+            flag.touch()
+        else:
+            flag.unlink(missing_ok=True)
+
+    def calls(self) -> list[str]:
+        """Every reset request received, as "RESETTYPE system-name", oldest first."""
+        return (self.workdir / "calls.log").read_text().splitlines()
+
+    def clear_calls(self) -> None:
+        (self.workdir / "calls.log").write_text("")
+
+    # -- options for the driver ------------------------------------------------------
+    def driver_options(self, system: str | None = None) -> dict[str, str]:
+        """Options that drive hafence's ``redfish`` driver against this emulator."""
+        opts = {
+            "ip": self.host,
+            "ipport": str(self.port),
+            "ssl": "1" if self.tls else "0",
+            "username": self.username,
+            "password": self.password,
+        }
+        if self.tls:
+            opts["ca_file"] = self.ca_file
+        if system is not None or len(self.systems) > 1:
+            opts["system"] = self._resolve(system)
+        return opts
+
+    def wrong_password_options(self, system: str | None = None) -> dict[str, str]:
+        return {**self.driver_options(system), "password": f"not-{self.password}"}
+
+    def fence_cfg_args(self, system: str | None = None) -> str:
+        return " ".join(f"{k}='{v}'" for k, v in self.driver_options(system).items())
+
+
+# -- state file (shared by the test process and the emulator process) -------------------
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _settle(entry: dict[str, Any]) -> dict[str, Any]:
+    """Apply a pending power change whose time has come (power_delay > 0)."""
+    pending = entry.get("pending")
+    if pending and time.time() >= pending["at"]:
+        entry = {**entry, "power": pending["power"], "pending": None}
+    return entry
+
+
+# -- the emulator process ---------------------------------------------------------------
+def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the child
+    from sushy_tools import error
+    from sushy_tools.emulator import main as emu
+    from sushy_tools.emulator.resources.systems import fakedriver
+
+    conf = _read_json(workdir / "emulator.json")
+    state_file = workdir / "power.json"
+    delay = float(conf["power_delay"])
+
+    class FileBackedDriver(fakedriver.FakeDriver):
+        """The fake backend, with its power state in power.json (see module doc)."""
+
+        def _entry(self, identity: str) -> tuple[str, dict[str, Any]]:
+            uid = self.uuid(identity)
+            return uid, _read_json(state_file)[uid]
+
+        def get_power_state(self, identity: str) -> str:
+            return _settle(self._entry(identity)[1])["power"]
+
+        def set_power_state(self, identity: str, state: str) -> None:
+            uid, entry = self._entry(identity)
+            entry = _settle(entry)
+            with open(workdir / "calls.log", "a") as f:
+                f.write(f"{state} {entry['name']}\n")
+            if state in ("On", "ForceOn", "ForceRestart", "GracefulRestart", "PowerCycle"):
+                target = "On"
+            elif state in ("ForceOff", "GracefulShutdown"):
+                target = entry["power"] if (workdir / "stuck").exists() else "Off"
+            elif state == "PushPowerButton":
+                target = "Off" if entry["power"] == "On" else "On"
+            elif state == "Nmi":
+                return
+            else:
+                raise error.NotSupportedError(f"Power state {state} is not supported")
+            if delay > 0:
+                entry["pending"] = {"power": target, "at": time.time() + delay}
+            else:
+                entry.update(power=target, pending=None)
+            full = _read_json(state_file)
+            full[uid] = entry
+            _write_json(state_file, full)
+
+    fakedriver.FakeDriver = FileBackedDriver  # Application.systems looks it up per call
+    systems = [
+        {"uuid": s["uuid"], "name": s["name"], "power_state": "Off", "external_notifier": False}
+        for s in conf["systems"]
+    ]
+    emu.app.configure(
+        extra_config={
+            "SUSHY_EMULATOR_FAKE_DRIVER": True,
+            "SUSHY_EMULATOR_FAKE_SYSTEMS": systems,
+            "SUSHY_EMULATOR_AUTH_FILE": conf["auth_file"],
+            "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
+            "SUSHY_EMULATOR_LISTEN_PORT": port,
+        }
+    )
+    ctx = None
+    if conf.get("cert"):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(conf["cert"], conf["key"])
+    # The emulator's own main() also parses argv and installs a SIGCHLD reaper we do
+    # not need; run its Flask app the same way it would.
+    emu.app.run(host="127.0.0.1", port=port, ssl_context=ctx, threaded=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _serve(Path(sys.argv[1]), int(sys.argv[2]))
