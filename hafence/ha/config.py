@@ -487,3 +487,51 @@ def parse_datacenter(text: str, file: str = "datacenter.cfg") -> dict[str, Any]:
 
 def format_datacenter(options: dict[str, Any]) -> str:
     return json.dumps(options, indent=4, sort_keys=True) + "\n"
+
+
+# -- rules.cfg (Proxmox 9 HA rules) -------------------------------------------------------
+RULE_TYPES = ("node-affinity", "resource-affinity")
+
+
+def _parse_sid_list(value: str) -> list[str]:
+    sids = [v.strip() for v in value.split(",") if v.strip()]
+    for sid in sids:  # types are checked against resources.cfg, not here
+        rtype, sep, rid = sid.partition(":")
+        if not sep or not _NAME.match(rtype) or not _OTHER_ID.match(rid):
+            raise ValueError(f"invalid service ID '{sid}' (expected TYPE:ID)")
+    return sids
+
+
+def _parse_affinity(value: str) -> str:
+    if value not in ("positive", "negative"):
+        raise ValueError(f"invalid affinity '{value}' (expected positive or negative)")
+    return value
+
+
+_RULE_PARSERS = {
+    "nodes": parse_nodes,
+    "resources": _parse_sid_list,
+    "strict": parse_bool,
+    "affinity": _parse_affinity,
+    "disable": parse_bool,
+    "comment": parse_comment,
+}
+
+
+def parse_rules(text: str, file: str = "rules.cfg") -> dict[str, dict[str, Any]]:
+    """Parse ``rules.cfg`` (``node-affinity: NAME`` / ``resource-affinity: NAME`` sections)
+    into ``{name: {"type", "nodes", "resources", "strict", ...}}``."""
+    types: dict[str, str] = {}
+
+    def header(rtype: str, name: str) -> str:
+        if rtype not in RULE_TYPES:
+            raise ValueError(
+                f"unknown rule type '{rtype}' (expected one of {', '.join(RULE_TYPES)})"
+            )
+        types[name] = rtype
+        return name
+
+    rules = _parse_sections(text, file, header, _RULE_PARSERS, dict, ("resources",))
+    for name, rule in rules.items():
+        rule["type"] = types[name]
+    return rules

@@ -114,6 +114,20 @@ class Env(ABC):
     def ha_options(self) -> dict[str, Any]:
         """Datacenter HA options: ``{"shutdown_policy": ..., "max_worker": int}``."""
 
+    def read_rules(self) -> dict[str, dict[str, Any]]:
+        """HA rules (Proxmox 9 ``rules.cfg``): ``{id: {"type": "node-affinity", "nodes":
+        {node: prio}, "resources": [sid], "strict": bool}}``; groups cover the same ground."""
+        return {}
+
+    def cluster_state_update(self) -> bool:
+        """Refresh cached cluster state; False when the store is inconsistent (skip a round)."""
+        return True
+
+    def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
+        """Change properties of one service's config (``ha-manager crm-command stop`` sets
+        ``state=stopped``)."""
+        raise NotImplementedError
+
     @abstractmethod
     def take_crm_commands(self) -> list[str]:
         """Queued CRM command lines, removed from the queue (master CRM only)."""

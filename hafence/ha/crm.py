@@ -1,0 +1,142 @@
+"""The cluster resource manager daemon's state machine (one per node, one of them master).
+
+States: ``wait_for_quorum`` -> ``master`` (holds the manager lock, runs
+:class:`~hafence.ha.manager.Manager`) or ``slave``; a master that cannot renew the lock goes
+``lost_manager_lock`` and back to ``wait_for_quorum``. A CRM only competes for the lock
+while the node is quorate, the cluster has services configured and none of this node's
+services waits to be fenced (a node being fenced must not decide anything).
+
+The master holds a watchdog (through the Env) and feeds it with every lock renewal, so a
+master cut off from the cluster resets before its lock can pass to another node. After 90
+idle rounds (no services at all) it gives the lock and watchdog up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hafence.ha.env import Env
+from hafence.ha.manager import Manager, fenced_service_count
+
+MAX_IDLE_ROUNDS = 90
+
+
+class CRM:
+    def __init__(self, env: Env, fence_delay: float | None = None) -> None:
+        self.env = env
+        self.status = "startup"
+        self.manager: Manager | None = None
+        self.shutdown_requested = False
+        self.cluster_state_update = False
+        self.idle_rounds = 0
+        self.fence_delay = fence_delay
+        self._wd: Any = None
+        self._set_status("wait_for_quorum")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _set_status(self, new: str) -> None:
+        if new == self.status:
+            return
+        self.env.log("info", f"status change {self.status} => {new}")
+        self.status = new
+        self.manager = Manager(self.env, self.fence_delay) if new == "master" else None
+
+    def _get_manager_lock(self) -> bool:
+        if not self.env.get_ha_manager_lock():
+            return False
+        if self._wd is None:
+            self._wd = self.env.watchdog_open()
+        else:
+            self.env.watchdog_update(self._wd)
+        return True
+
+    def _close_watchdog(self) -> None:
+        if self._wd is not None:
+            self.env.watchdog_close(self._wd)
+            self._wd = None
+
+    def _can_get_active(self, allow_no_service: bool = False) -> bool:
+        env = self.env
+        if not env.quorate() or not self.cluster_state_update:
+            return False
+        try:
+            ms = env.read_manager_status() or {}
+        except Exception as exc:
+            env.log("err", f"could not read manager status: {exc}")
+            return False
+        if fenced_service_count(ms.get("service_status") or {}, env.nodename):
+            return False
+        if not allow_no_service and not env.read_service_config():
+            return False
+        return True
+
+    def _cluster_idle(self) -> bool:
+        ms = self.env.read_manager_status() or {}
+        return not ms.get("service_status") and not self.env.read_service_config()
+
+    # -- public API ----------------------------------------------------------------------
+    def shutdown_request(self) -> None:
+        if not self.shutdown_requested:
+            self.env.log("info", "server received shutdown request")
+        self.shutdown_requested = True
+
+    def do_one_iteration(self) -> bool:
+        """One round; False when the daemon should exit."""
+        env = self.env
+        self.cluster_state_update = env.cluster_state_update()
+        state = self.status
+        if state == "wait_for_quorum":
+            if self._can_get_active():
+                self._set_status("master" if self._get_manager_lock() else "slave")
+        elif state == "slave":
+            if self._can_get_active():
+                if self._get_manager_lock():
+                    self._set_status("master")
+            else:
+                self._set_status("wait_for_quorum")
+        elif state == "lost_manager_lock":
+            if self._can_get_active(True) and self._get_manager_lock():
+                self._set_status("master")
+        elif state == "master":
+            if not self._get_manager_lock():
+                self._set_status("lost_manager_lock")
+            elif self._cluster_idle() and not self.shutdown_requested:
+                self.idle_rounds += 1
+                if self.idle_rounds > MAX_IDLE_ROUNDS:
+                    env.log(
+                        "info",
+                        f"cluster had no service configured for {MAX_IDLE_ROUNDS} rounds, going idle.",
+                    )
+                    env.release_ha_manager_lock()
+                    self._close_watchdog()
+                    self.idle_rounds = 0
+                    self._set_status("wait_for_quorum")
+            else:
+                self.idle_rounds = 0
+
+        state = self.status
+        if state == "wait_for_quorum":
+            return not self.shutdown_requested
+        if state == "master":
+            assert self.manager is not None
+            if self.shutdown_requested:
+                env.log("info", "voluntary release CRM lock")
+                env.release_ha_manager_lock()
+                self._close_watchdog()
+                return False
+            if not self.cluster_state_update:
+                env.log("notice", "temporary inconsistent cluster state (cfs restart?), skip round")
+                return True
+            try:
+                self.manager.manage()
+            except Exception as exc:
+                env.log("err", f"got unexpected error - {exc}")
+            return True
+        if state == "lost_manager_lock":
+            self._close_watchdog()
+            if self.shutdown_requested:
+                return False
+            self._set_status("wait_for_quorum")
+            return True
+        # slave
+        return not self.shutdown_requested

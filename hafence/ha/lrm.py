@@ -1,0 +1,412 @@
+"""The local resource manager's state machine (one per node).
+
+States: ``wait_for_agent_lock`` -> ``active`` (holds the node's agent lock and a watchdog,
+runs the commands the master wrote for this node) -> ``lost_agent_lock`` (quorum or lock
+lost: it stops feeding the watchdog, so the node resets before the lock can expire and the
+master recovers its services) and ``maintenance`` (services are moved away first).
+
+Modes: ``active``; ``restart`` (LRM restart or node reboot: services are frozen in place);
+``shutdown`` (node shutdown: services stopped, recovered elsewhere); ``maintenance``
+(manual or shutdown policy ``migrate``: services moved away before the LRM exits).
+
+Commands are executed per service with the service's current ``uid``; results are reported
+by uid, and only results for uids the master still uses are kept, so a stale command's
+result can never be taken for a newer command's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hafence.ha import state as st
+from hafence.ha.env import Env
+from hafence.ha.manager import fenced_service_count
+
+MAX_IDLE_ROUNDS = 60
+
+
+class LRM:
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.status = "startup"
+        self.state_change_time = env.get_time()
+        self.mode = "active"
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.restart_tries: dict[str, int] = {}
+        self.shutdown_requested: float | None = None
+        self.shutdown_errors = 0
+        self.service_status: dict[str, dict[str, Any]] = {}
+        self.cluster_state_update = False
+        self.idle_rounds = 0
+        self._wrote_status = False
+        self._wd: Any = None
+        self._set_status("wait_for_agent_lock")
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _set_status(self, new: str) -> None:
+        if new == self.status:
+            return
+        self.env.log("info", f"status change {self.status} => {new}")
+        self.status = new
+        self.state_change_time = self.env.get_time()
+
+    def _get_agent_lock(self) -> bool:
+        if not self.env.get_ha_agent_lock():
+            return False
+        if self._wd is None:
+            self._wd = self.env.watchdog_open()
+        else:
+            self.env.watchdog_update(self._wd)
+        return True
+
+    def _give_up_watchdog(self) -> None:
+        if self._wd is not None:
+            self.env.watchdog_close(self._wd)
+            self._wd = None
+
+    def _update_lrm_status(self) -> bool:
+        env = self.env
+        if not env.quorate():
+            return False
+        try:
+            env.write_lrm_status(
+                {
+                    "state": self.status,
+                    "mode": self.mode,
+                    "results": self.results,
+                    "timestamp": int(env.get_time()),
+                }
+            )
+        except Exception as exc:
+            env.log("err", f"unable to write lrm status file - {exc}")
+            return False
+        return True
+
+    def _update_service_status(self) -> bool:
+        env = self.env
+        try:
+            ms = env.read_manager_status() or {}
+        except Exception as exc:
+            env.log("err", f"updating service status from manager failed: {exc}")
+            return False
+        self.service_status = ms.get("service_status") or {}
+        if not self.shutdown_requested:
+            request = (ms.get("node_request") or {}).get(env.nodename) or {}
+            if request.get("maintenance"):
+                self.mode = "maintenance"
+            elif self.mode == "maintenance":
+                self.mode = "active"
+        return True
+
+    def _local_services(self) -> list[tuple[str, dict[str, Any]]]:
+        node = self.env.nodename
+        return [(s, d) for s, d in sorted(self.service_status.items()) if d.get("node") == node]
+
+    def active_service_count(self) -> int:
+        return sum(
+            1
+            for _, sd in self._local_services()
+            if sd.get("state") not in (None, "stopped", "freeze", "error")
+        )
+
+    def _maintenance_requested(self) -> bool:
+        return self.mode == "maintenance"
+
+    # -- public API ----------------------------------------------------------------------
+    def shutdown_request(self) -> None:
+        """SIGTERM: apply the shutdown policy (node shutdown/reboot) or freeze (restart)."""
+        if self.shutdown_requested is not None:
+            return
+        env = self.env
+        shutdown, reboot = env.is_node_shutdown()
+        policy = (env.ha_options() or {}).get("shutdown_policy") or "conditional"
+        if shutdown:
+            env.log("info", f"got shutdown request with shutdown policy '{policy}'")
+        freeze_all = False
+        maintenance = False
+        if policy == "conditional":
+            freeze_all = reboot
+        elif policy == "freeze":
+            freeze_all = True
+        elif policy == "failover":
+            freeze_all = False
+        elif policy == "migrate":
+            maintenance = True
+        else:
+            env.log("err", f"unknown shutdown policy '{policy}', fall back to conditional")
+            freeze_all = reboot
+        if maintenance:
+            pass  # the master moves everything away; we exit once the node is empty
+        elif shutdown:
+            # always stop local services when the node goes down, whatever the policy
+            for sid, _sd in self._local_services():
+                self._queue(sid, None, "request_stop")
+        self.shutdown_requested = env.get_time()
+        if shutdown:
+            if maintenance:
+                if self.mode == "maintenance":
+                    env.log(
+                        "info",
+                        "shutdown LRM, ignore maintenance policy, already in maintenance mode",
+                    )
+                else:
+                    env.log(
+                        "info",
+                        "shutdown LRM, doing maintenance, removing this node from active list",
+                    )
+                self.mode = "maintenance"
+            elif freeze_all:
+                what = "reboot" if reboot else "shutdown"
+                env.log("info", f"{what} LRM, stop and freeze all services")
+                self.mode = "restart"
+            else:
+                env.log("info", "shutdown LRM, stop all services")
+                self.mode = "shutdown"
+        else:
+            env.log("info", "restart LRM, freeze all services")
+            self.mode = "restart"
+        self.shutdown_errors = 0
+        if not self._update_lrm_status():
+            env.log("err", "unable to update lrm status file - not quorate")
+
+    def do_one_iteration(self) -> bool:
+        """One round; False when the daemon should exit."""
+        env = self.env
+        self.cluster_state_update = env.cluster_state_update()
+        if not self._wrote_status:
+            if self._update_lrm_status():
+                self._wrote_status = True
+            else:
+                return not self.shutdown_requested
+
+        self._update_service_status()
+        fence_request = fenced_service_count(self.service_status, env.nodename)
+
+        state = self.status
+        if state == "wait_for_agent_lock":
+            if not fence_request and self.active_service_count() and env.quorate():
+                if self._get_agent_lock():
+                    self._set_status("active")
+        elif state == "lost_agent_lock":
+            if not fence_request and env.quorate() and self._get_agent_lock():
+                self._set_status("active")
+        elif state == "active":
+            if fence_request:
+                env.log("err", "node need to be fenced - releasing agent_lock")
+                self._set_status("lost_agent_lock")
+            elif not self._get_agent_lock():
+                self._set_status("lost_agent_lock")
+            elif self._maintenance_requested():
+                self._set_status("maintenance")
+            elif not self._local_services() and not self._run_workers():
+                self.idle_rounds += 1
+                if self.idle_rounds > MAX_IDLE_ROUNDS:
+                    env.log(
+                        "info",
+                        f"node had no service configured for {MAX_IDLE_ROUNDS} rounds, going idle.",
+                    )
+                    env.release_ha_agent_lock()
+                    self._give_up_watchdog()
+                    self._set_status("wait_for_agent_lock")
+                    self.idle_rounds = 0
+            elif self.idle_rounds:
+                self.idle_rounds = 0
+        elif state == "maintenance":
+            if fence_request:
+                env.log(
+                    "err", "node need to be fenced during maintenance mode - releasing agent_lock"
+                )
+                self._set_status("lost_agent_lock")
+            elif not self._maintenance_requested():
+                if self._get_agent_lock():
+                    self._set_status("active")
+                else:
+                    self._set_status("lost_agent_lock")
+            elif self.active_service_count() or self._run_workers():
+                # keep lock and watchdog until every service left the node
+                if not self._get_agent_lock():
+                    self._set_status("lost_agent_lock")
+            elif self._wd is not None and not self.shutdown_requested:
+                # empty: nothing left to protect
+                self._give_up_watchdog()
+                env.release_ha_agent_lock()
+
+        state = self.status
+        if state == "wait_for_agent_lock":
+            if self.shutdown_requested:
+                return False
+            self._update_lrm_status()
+            return True
+        if state == "active":
+            return self._work_active()
+        if state == "lost_agent_lock":
+            # the watchdog is no longer fed and fires soon, unless the lock comes back
+            if self.shutdown_requested:
+                count = self.active_service_count()
+                if count > 0:
+                    env.log(
+                        "err",
+                        f"got shutdown request in state 'lost_agent_lock' - "
+                        f"detected {count} running services",
+                    )
+                    if self.mode == "restart" and env.get_time() - self.state_change_time > 90:
+                        env.log(
+                            "err",
+                            "lost agent lock and restart request for over 90 seconds - giving up!",
+                        )
+                        return False
+                else:
+                    self._give_up_watchdog()
+                    return False
+            return True
+        if state == "maintenance":
+            if not self._update_service_status():
+                return True
+            exit_lrm = False
+            if (
+                self.shutdown_requested
+                and not self.active_service_count()
+                and not self._run_workers()
+            ):
+                self._give_up_watchdog()
+                exit_lrm = True
+                env.release_ha_agent_lock()
+            if not exit_lrm:
+                self._manage_resources()
+            self._update_lrm_status()
+            return not exit_lrm
+        raise RuntimeError(f"unexpected LRM state '{state}'")
+
+    def _work_active(self) -> bool:
+        env = self.env
+        shutdown = False
+        try:
+            if self._update_service_status():
+                if self.shutdown_requested:
+                    if self.mode == "restart":
+                        workers = self._run_workers()
+                        if self.active_service_count() == 0 and workers == 0:
+                            self._give_up_watchdog()
+                            shutdown = True
+                            env.release_ha_agent_lock()
+                    elif self._run_workers() == 0:
+                        if self.shutdown_errors == 0:
+                            self._give_up_watchdog()
+                            env.release_ha_agent_lock()
+                        shutdown = True
+                elif not self.cluster_state_update:
+                    env.log(
+                        "notice", "temporary inconsistent cluster state (cfs restart?), skip round"
+                    )
+                else:
+                    self._manage_resources()
+        except Exception as exc:
+            env.log("err", f"got unexpected error - {exc}")
+        self._update_lrm_status()
+        return not shutdown
+
+    # -- commands ------------------------------------------------------------------------
+    def _manage_resources(self) -> int:
+        node = self.env.nodename
+        for sid in list(self.restart_tries):
+            if sid not in self.service_status:
+                del self.restart_tries[sid]
+        for sid, sd in sorted(self.service_status.items()):
+            if sd.get("node") != node or not sd.get("uid"):
+                continue
+            req = sd.get("state")
+            # recovery: the master moves it first; freeze: hands off; request_start: the
+            # master may still pick a better node
+            if req in (None, "recovery", "freeze", "request_start"):
+                continue
+            self._queue(
+                sid, sd["uid"], req, {"target": sd.get("target"), "timeout": sd.get("timeout")}
+            )
+        return self._run_workers()
+
+    def _queue(self, sid: str, uid: str | None, state: str, params: dict | None = None) -> None:
+        # never run the same command twice: a failed first try the master has not seen yet
+        # must not be retried behind its back ('stopped' is re-run: no result is awaited)
+        if uid and uid in self.results and state != "stopped":
+            return
+        w = self.workers.get(sid)
+        if w is not None and w.get("running"):
+            return
+        self.workers[sid] = {
+            "sid": sid,
+            "uid": uid,
+            "state": state,
+            "params": params or {},
+            "tries": 0,
+        }
+
+    def _run_workers(self) -> int:
+        env = self.env
+        max_workers = int((env.ha_options() or {}).get("max_worker", 4) or 4)
+        sc = env.read_service_config()
+        for uid, code in env.collect_workers().items():
+            sid, _, _ = uid.partition("\0")
+            self._finished(sid, code)
+        pending = sorted(
+            (w for w in self.workers.values() if not w.get("running")),
+            key=lambda w: (-w["tries"], w["sid"]),
+        )
+        for w in pending:
+            w["tries"] += 1
+            if env.running_workers() >= max_workers:
+                continue
+            sid = w["sid"]
+            w["running"] = True
+            conf = sc.get(sid)
+            env.submit_worker(
+                f"{sid}\0{w['uid']}",
+                lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
+            )
+        for uid, code in env.collect_workers().items():
+            sid, _, _ = uid.partition("\0")
+            self._finished(sid, code)
+        return len(self.workers)
+
+    def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:
+        try:
+            return self.env.exec_resource_command(sid, conf or {}, cmd, params)
+        except Exception as exc:
+            self.env.log("err", str(exc))
+            return st.ERROR
+
+    def _finished(self, sid: str, code: Any) -> None:
+        w = self.workers.pop(sid, None)
+        if w is None:
+            return
+        exit_code = code if isinstance(code, int) else st.ERROR
+        exit_code = self._handle_exit_code(sid, w["state"], exit_code)
+        if exit_code == st.ETRY_AGAIN:
+            return  # retried silently next round
+        if self.shutdown_requested and exit_code != st.SUCCESS:
+            self.shutdown_errors += 1
+        if w["uid"]:
+            self.results[w["uid"]] = {"sid": sid, "state": w["state"], "exit_code": exit_code}
+        valid = {sd.get("uid") for sd in self.service_status.values() if sd.get("uid")}
+        self.results = {u: r for u, r in self.results.items() if u in valid}
+
+    def _handle_exit_code(self, sid: str, cmd: str, code: int) -> int:
+        if cmd != "started":
+            return code
+        conf = self.env.read_service_config().get(sid) or {}
+        max_restart = int(conf.get("max_restart", 1))
+        if code == st.SUCCESS:
+            self.restart_tries[sid] = 0
+            return code
+        if code == st.ERROR:
+            tries = self.restart_tries.setdefault(sid, 0)
+            if tries >= max_restart:
+                self.env.log(
+                    "err", f"unable to start service {sid} on local node after {tries} retries"
+                )
+                self.restart_tries[sid] = 0
+                return st.ERROR
+            self.restart_tries[sid] = tries + 1
+            self.env.log("warning", f"restart policy: retry number {tries + 1} for service '{sid}'")
+            return st.ETRY_AGAIN
+        return code

@@ -1,0 +1,500 @@
+"""The master CRM's decision step: one :meth:`Manager.manage` call per round.
+
+Pure logic over the :class:`~hafence.ha.env.Env`: it reads the service config, the node
+membership and every LRM's results, moves each service through its state machine, fences
+dead nodes and recovers their services, and writes the manager status that the LRMs act
+on. Service states (``hafence.ha.state.SERVICE_STATES``)::
+
+    request_start -> started <-> migrate/relocate     started -> request_stop -> stopped
+    started/request_stop/stopped/migrate/relocate -> fence -> recovery -> started|request_stop
+    started -> error (relocate policy exhausted) -> stopped (only via requested 'disabled')
+    started/stopped/request_stop -> freeze (LRM restart/reboot) -> started|request_stop
+
+Safety rules this module enforces:
+
+- a service of a node that is offline goes to ``fence`` and is only moved once
+  :meth:`NodeStatus.fence_node` succeeded (hardware fence confirmed, when configured, and
+  the node's agent lock acquired), never earlier, whatever the config says;
+- every command to an LRM carries a fresh ``uid``; results of older uids are ignored, so a
+  stale command can never be mistaken for the current one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from hafence.ha import state as st
+from hafence.ha.env import Env
+from hafence.ha.nodestatus import NodeStatus
+from hafence.ha.select import NodeUsage, select_service_node, service_affinity
+
+_uid_counter = itertools.count()
+
+
+def _new_uid(sid: str, state: str, now: float) -> str:
+    return st.new_uid(sid, state, now, next(_uid_counter))
+
+
+def service_type(sid: str) -> str:
+    return sid.split(":", 1)[0]
+
+
+def fenced_service_count(service_status: dict[str, Any], node: str) -> int:
+    """Services of ``node`` waiting in ``fence``: while any exist, the node must not work."""
+    return sum(
+        1 for sd in service_status.values() if sd.get("node") == node and sd.get("state") == "fence"
+    )
+
+
+class Manager:
+    """State of the elected master: node status, service status, pending commands."""
+
+    def __init__(self, env: Env, fence_delay: float | None = None) -> None:
+        self.env = env
+        old = env.read_manager_status() or {}
+        self.ns = NodeStatus(env, old.get("node_status") or {})
+        if fence_delay is not None:
+            self.ns.fence_delay = fence_delay
+        self.ss: dict[str, dict[str, Any]] = old.get("service_status") or {}
+        self.ms: dict[str, Any] = {"master_node": env.nodename}
+        # a node in (manual) maintenance stays there when the master changes
+        if old.get("node_request"):
+            self.ms["node_request"] = old["node_request"]
+        self.sc: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, Any] = {}
+        self.rules: dict[str, Any] = {}
+        self.usage = NodeUsage([])
+
+    # -- helpers -------------------------------------------------------------------------
+    def _change(self, sid: str, new_state: str, **params: Any) -> None:
+        """Move ``sid`` to ``new_state`` with a fresh uid; log one line (Proxmox format)."""
+        sd = self.ss[sid]
+        old_state = sd["state"]
+        assert old_state != new_state, f"no state change for {sid}"
+        keep = {k: sd[k] for k in ("node", "failed_nodes", "maintenance_node") if k in sd}
+        sd.clear()
+        sd.update(keep)
+        sd["state"] = new_state
+        text = ", ".join(f"{k} = {params[k]}" for k in sorted(params))
+        sd.update(params)
+        self._recompute_usage()
+        sd["uid"] = _new_uid(sid, new_state, self.env.get_time())
+        suffix = f"  ({text})" if text else ""
+        self.env.log(
+            "info", f"service '{sid}': state changed from '{old_state}' to '{new_state}'{suffix}"
+        )
+
+    def _recompute_usage(self) -> None:
+        self.usage = NodeUsage.from_service_status(self.ns.online_nodes(), self.ss)
+
+    def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
+        aff = service_affinity(sid, cd, self.groups, self.rules)
+        return select_service_node(aff, self.usage, sd["node"], **kw)
+
+    def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
+        results: dict[str, Any] = {}
+        modes: dict[str, str] = {}
+        for node in self.ns.nodes():
+            lrm = self.env.read_lrm_status(node) or {}
+            modes[node] = lrm.get("mode") or "active"
+            for uid, res in (lrm.get("results") or {}).items():
+                results.setdefault(uid, res)
+        return results, modes
+
+    # -- CRM commands --------------------------------------------------------------------
+    def _update_crm_commands(self) -> None:
+        env, ns, ss = self.env, self.ns, self.ss
+        for line in self.env.take_crm_commands():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                cmd, args = st.parse_crm_command(line)
+            except st.CrmCommandError:
+                env.log("err", f"unable to parse crm command: {line}")
+                continue
+            if cmd in ("migrate", "relocate"):
+                sid, node = args
+                sd = ss.get(sid)
+                if sd is None:
+                    env.log("err", f"crm command error - no such service: {line}")
+                elif not ns.is_online(node):
+                    env.log("err", f"crm command error - node not online: {line}")
+                elif node == sd.get("node"):
+                    env.log("info", f"ignore crm command - service already on target node: {line}")
+                else:
+                    env.log("info", f"got crm command: {line}")
+                    sd["cmd"] = [cmd, node]
+            elif cmd == "stop":
+                sid, timeout = args
+                sd = ss.get(sid)
+                if sd is None:
+                    env.log("err", f"crm command error - no such service: {line}")
+                else:
+                    env.log("info", f"got crm command: {line}")
+                    sd["cmd"] = ["stop", int(timeout)]
+            elif cmd == "enable-node-maintenance":
+                node = args[0]
+                state = ns.get(node)
+                if state == "online":
+                    self.ms.setdefault("node_request", {}).setdefault(node, {})["maintenance"] = 1
+                elif state == "maintenance":
+                    env.log(
+                        "info",
+                        f"ignoring crm command - node {node} is already in maintenance state",
+                    )
+                else:
+                    env.log("err", f"crm command error - node not online: {line}")
+            elif cmd == "disable-node-maintenance":
+                node = args[0]
+                state = ns.get(node)
+                if state != "maintenance":
+                    env.log(
+                        "warning",
+                        f"clearing maintenance of node {node} requested, but it's in state {state}",
+                    )
+                req = self.ms.get("node_request", {}).get(node)
+                if req:
+                    req.pop("maintenance", None)
+
+    # -- the round -----------------------------------------------------------------------
+    def manage(self) -> None:
+        env, ns, ss = self.env, self.ns, self.ss
+        node_info = env.get_node_info()
+        lrm_results, lrm_modes = self._read_lrm_status()
+        ns.update(node_info, lrm_modes)
+        if not ns.is_operational(env.nodename):
+            env.log("info", "master seems offline")
+            return
+        self.sc = sc = env.read_service_config()
+        self.groups = env.read_groups()
+        self.rules = env.read_rules()
+
+        for sid in sorted(sc):
+            if sid in ss:
+                continue
+            cd = sc[sid]
+            if cd.get("state") == "ignored":
+                continue
+            env.log("info", f"adding new service '{sid}' on node '{cd['node']}'")
+            state = "request_start" if cd.get("state") == "started" else "request_stop"
+            ss[sid] = {
+                "state": state,
+                "node": cd["node"],
+                "uid": _new_uid(sid, "started", env.get_time()),
+            }
+        for sid in sorted(ss):
+            cd = sc.get(sid)
+            if cd is not None and cd.get("state") != "ignored":
+                continue
+            reason = "ignored state requested" if cd is not None else "no config"
+            env.log("info", f"removing stale service '{sid}' ({reason})")
+            del ss[sid]
+
+        self._update_crm_commands()
+
+        while True:
+            repeat = False
+            self._recompute_usage()
+            for sid in sorted(ss):
+                sd = ss[sid]
+                cd = sc.get(sid) or {"state": "disabled", "node": sd.get("node")}
+                lrm_res = lrm_results.get(sd["uid"]) if sd.get("uid") else None
+                last = sd["state"]
+                handler = self._HANDLERS.get(last)
+                if handler is not None:
+                    handler(self, sid, cd, sd, lrm_res)
+                elif last == "freeze":
+                    if lrm_modes.get(sd.get("node") or "") == "active":
+                        self._change(sid, "started" if cd["state"] == "started" else "request_stop")
+                elif last != "fence":
+                    env.log("err", f"service '{sid}': unknown service state '{last}'")
+                mode = lrm_modes.get(sd.get("node") or "")
+                if mode == "restart" and sd["state"] in ("started", "stopped", "request_stop"):
+                    self._change(sid, "freeze")
+                if sd["state"] != last:
+                    repeat = True
+
+            fenced: dict[str, bool] = {}
+            for sid in sorted(ss):
+                sd = ss[sid]
+                if sd["state"] != "fence":
+                    continue
+                node = sd["node"]
+                if node not in fenced:
+                    fenced[node] = ns.fence_node(node)
+                if not fenced[node]:
+                    continue
+                self._change(sid, "recovery")
+                repeat = True
+            # a node marked for fencing whose services all left: nothing to wait for
+            for node in ns.nodes():
+                if ns.get(node) == "fence" and node not in fenced:
+                    env.log(
+                        "err",
+                        f"node '{node}' in fence state but no services to-fence! "
+                        "admin interference?!",
+                    )
+                    if ns.fence_node(node):
+                        repeat = True
+            if not repeat:
+                break
+        self.flush()
+
+    def flush(self) -> None:
+        self.ms["node_status"] = dict(self.ns.status)
+        self.ms["service_status"] = self.ss
+        self.ms["timestamp"] = int(self.env.get_time())
+        self.env.write_manager_status(self.ms)
+
+    # -- per-state steps -----------------------------------------------------------------
+    def _next_request_start(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        self._change(sid, "started", node=sd["node"])
+
+    def _next_stopped(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        env, ns = self.env, self.ns
+        if cd.get("node") and sd["node"] != cd["node"]:
+            # a node was fenced during a migration: the config is the truth
+            env.log("info", f"fixup service '{sid}' location ({sd['node']} => {cd['node']})")
+            sd["node"] = cd["node"]
+        if sd.get("cmd"):
+            cmd = sd["cmd"]
+            if cmd[0] in ("migrate", "relocate"):
+                target = cmd[1]
+                if not ns.is_online(target):
+                    env.log(
+                        "err",
+                        f"ignore service '{sid}' {cmd[0]} request - node '{target}' not online",
+                    )
+                elif sd["node"] == target:
+                    env.log(
+                        "info",
+                        f"ignore service '{sid}' {cmd[0]} request - service already on node '{target}'",
+                    )
+                else:
+                    self._change(sid, cmd[0], node=sd["node"], target=target)
+                    return
+            elif cmd[0] == "stop":
+                env.log(
+                    "info", f"ignore service '{sid}' {cmd[0]} request - service already stopped"
+                )
+            sd.pop("cmd", None)
+        if cd["state"] == "disabled":
+            return  # the LRM keeps it stopped; no result to wait for
+        if ns.offline_delayed(sd["node"]) and ns.get(sd["node"]) != "maintenance":
+            self._change(sid, "fence")
+            return
+        if cd["state"] == "stopped":
+            return
+        if cd["state"] == "started":
+            self._change(sid, "request_start", node=sd["node"])
+            return
+        env.log("err", f"service '{sid}' - unknown state '{cd['state']}' in service configuration")
+
+    def _next_request_stop(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        if lrm_res:
+            code = lrm_res.get("exit_code")
+            if code == st.SUCCESS:
+                self._change(sid, "stopped")
+            else:
+                self.env.log("err", f"service '{sid}' stop failed (exit code {code})")
+                self._change(sid, "error")
+            return
+        if self.ns.offline_delayed(sd["node"]):
+            self._change(sid, "fence")
+
+    def _next_migrate_relocate(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        if lrm_res:
+            code = lrm_res.get("exit_code")
+            req_state = "started" if cd["state"] == "started" else "request_stop"
+            if code == st.SUCCESS:
+                self._change(sid, req_state, node=sd["target"])
+                return
+            if code == st.EWRONG_NODE:
+                self.env.log(
+                    "err", f"service '{sid}' - migration failed: service registered on wrong node!"
+                )
+                self._change(sid, "error")
+            else:
+                self.env.log("err", f"service '{sid}' - migration failed (exit code {code})")
+                self._change(sid, req_state, node=sd["node"])
+                return
+        if self.ns.offline_delayed(sd["node"]):
+            self._change(sid, "fence")
+
+    def _next_started(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        env, ns = self.env, self.ns
+        node = sd["node"]
+        if not ns.is_online(node):
+            if ns.offline_delayed(node):
+                self._change(sid, "fence")
+            if ns.get(node) != "maintenance":
+                return
+            # remember where to move back once maintenance ends
+            sd["maintenance_node"] = node
+        if cd["state"] in ("disabled", "stopped"):
+            self._change(sid, "request_stop")
+            return
+        if cd["state"] != "started":
+            env.log(
+                "err", f"service '{sid}' - unknown state '{cd['state']}' in service configuration"
+            )
+            return
+        if sd.get("cmd"):
+            cmd = sd.pop("cmd")
+            if cmd[0] in ("migrate", "relocate"):
+                target = cmd[1]
+                if not ns.is_online(target):
+                    env.log(
+                        "err",
+                        f"ignore service '{sid}' {cmd[0]} request - node '{target}' not online",
+                    )
+                elif node == target:
+                    env.log(
+                        "info",
+                        f"ignore service '{sid}' {cmd[0]} request - service already on node '{target}'",
+                    )
+                else:
+                    env.log("info", f"{cmd[0]} service '{sid}' to node '{target}'")
+                    self._change(sid, cmd[0], node=node, target=target)
+            elif cmd[0] == "stop":
+                timeout = cmd[1]
+                if timeout == 0:
+                    env.log("info", f"request immediate service hard-stop for service '{sid}'")
+                else:
+                    env.log(
+                        "info",
+                        f"request graceful stop with timeout '{timeout}' for service '{sid}'",
+                    )
+                self._change(sid, "request_stop", timeout=timeout)
+                env.update_service_config(sid, {"state": "stopped"})
+            return
+
+        try_next = False
+        if lrm_res:
+            code = lrm_res.get("exit_code")
+            if code == st.SUCCESS:
+                if sd.get("failed_nodes") is not None:
+                    env.log(
+                        "info",
+                        f"relocation policy successful for '{sid}' on node '{node}', "
+                        f"failed nodes: {', '.join(sd['failed_nodes'])}",
+                    )
+                sd.pop("failed_nodes", None)
+                sd["running"] = 1
+            elif code in (st.ERROR, st.EWRONG_NODE):
+                sd.pop("running", None)
+                sd.setdefault("failed_nodes", []).append(node)
+                if len(sd["failed_nodes"]) <= int(cd.get("max_relocate", 1)):
+                    try_next = True
+                    env.log(
+                        "warning",
+                        f"starting service {sid} on node '{node}' failed, relocating service.",
+                    )
+                else:
+                    env.log(
+                        "err",
+                        f"recovery policy for service {sid} failed, entering error state. "
+                        f"Failed nodes: {', '.join(sd['failed_nodes'])}",
+                    )
+                    self._change(sid, "error")
+                    return
+            else:
+                env.log("err", f"service '{sid}' got unrecoverable error (exit code {code}))")
+                self._change(sid, "error")
+                return
+
+        target = self._select(
+            sid,
+            cd,
+            sd,
+            try_next=try_next,
+            tried_nodes=sd.get("failed_nodes") or [],
+            maintenance_fallback=sd.get("maintenance_node"),
+        )
+        if target and target != node:
+            fallback = sd.get("maintenance_node")
+            if fallback is not None:
+                if target == fallback:
+                    env.log(
+                        "info",
+                        f"moving service '{sid}' back to '{fallback}', node came back from maintenance.",
+                    )
+                    sd.pop("maintenance_node", None)
+                elif node != fallback:
+                    env.log("info", f"dropping maintenance fallback node '{fallback}' for '{sid}'")
+                    sd.pop("maintenance_node", None)
+            if service_type(sid) == "vm":
+                env.log("info", f"migrate service '{sid}' to node '{target}' (running)")
+                self._change(sid, "migrate", node=node, target=target)
+            else:
+                env.log("info", f"relocate service '{sid}' to node '{target}'")
+                self._change(sid, "relocate", node=node, target=target)
+            return
+        if try_next and target is None:
+            env.log(
+                "warning",
+                f"Start Error Recovery: Tried all available nodes for service '{sid}', retry "
+                f"start on current node. Tried nodes: {', '.join(sd.get('failed_nodes') or [])}",
+            )
+        if sd.get("maintenance_node") and sd["maintenance_node"] == node and ns.is_online(node):
+            env.log(
+                "info",
+                f"service '{sid}': clearing stale maintenance node '{node}' setting (is current node)",
+            )
+            sd.pop("maintenance_node", None)
+        if lrm_res is not None:
+            # a new uid makes the LRM check (and restart) the service again
+            sd["uid"] = _new_uid(sid, sd["state"], env.get_time())
+
+    def _next_recovery(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        env = self.env
+        fenced_node = sd["node"]
+        self._recompute_usage()
+        target = self._select(sid, cd, sd, best_scored=True)
+        if target:
+            if target == fenced_node:
+                env.log(
+                    "info",
+                    f"recover service '{sid}' to previous failed and fenced node '{fenced_node}' again",
+                )
+            else:
+                env.log(
+                    "info",
+                    f"recover service '{sid}' from fenced node '{fenced_node}' to node '{target}'",
+                )
+            env.change_service_location(sid, fenced_node, target)
+            self.usage.add(target)
+            sd["node"] = target
+            if sid in self.sc:
+                self.sc[sid]["node"] = target
+            self._change(
+                sid, "started" if cd["state"] == "started" else "request_stop", node=target
+            )
+            return
+        env.log(
+            "err",
+            f"recovering service '{sid}' from fenced node '{fenced_node}' failed, "
+            "no recovery node found",
+        )
+        if cd["state"] == "disabled":
+            sd.pop("failed_nodes", None)
+            self._change(sid, "stopped")
+
+    def _next_error(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
+        if cd["state"] == "disabled":
+            sd.pop("failed_nodes", None)
+            self._change(sid, "stopped")
+
+    _HANDLERS = {
+        "request_start": _next_request_start,
+        "queued": _next_request_start,
+        "started": _next_started,
+        "stopped": _next_stopped,
+        "request_stop": _next_request_stop,
+        "migrate": _next_migrate_relocate,
+        "relocate": _next_migrate_relocate,
+        "recovery": _next_recovery,
+        "error": _next_error,
+    }

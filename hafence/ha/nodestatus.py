@@ -1,0 +1,113 @@
+"""The master CRM's view of each node: online, unknown, fence, maintenance, gone.
+
+A node seen in the quorate membership is ``online`` (or ``maintenance`` while its LRM runs
+in maintenance mode). A node that drops out goes ``unknown`` at once; its services are
+fenced once it has been offline for ``fence_delay`` seconds (``offline_delayed``). A node in
+``fence`` stays there until :meth:`fence_node` succeeds: its hardware fence (when one is
+configured) confirmed the power off *and* the master holds the node's agent lock, which
+proves the node's LRM, and with it the node's watchdog, is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, Env
+
+FENCE_DELAY = 60  # seconds a node must stay offline before its services get fenced
+
+
+class NodeStatus:
+    def __init__(self, env: Env, status: dict[str, str], fence_delay: float = FENCE_DELAY):
+        self.env = env
+        self.status: dict[str, str] = dict(status)
+        self.last_online: dict[str, float] = {}
+        self.fence_delay = fence_delay
+
+    # -- queries -------------------------------------------------------------------------
+    def get(self, node: str) -> str:
+        return self.status.get(node, "unknown")
+
+    def nodes(self) -> list[str]:
+        return sorted(self.status)
+
+    def online_nodes(self) -> list[str]:
+        return [n for n in sorted(self.status) if self.status[n] == "online"]
+
+    def is_online(self, node: str | None) -> bool:
+        return node is not None and self.get(node) == "online"
+
+    def is_operational(self, node: str) -> bool:
+        return self.get(node) in ("online", "maintenance")
+
+    def offline_delayed(self, node: str, delay: float | None = None) -> bool:
+        """Whether ``node`` has been offline for at least the fence delay."""
+        if node not in self.status:
+            return False
+        delay = self.fence_delay if delay is None else delay
+        now = self.env.get_time()
+        last = self.last_online.get(node)
+        if last is None:  # a new master: start counting now
+            self.last_online[node] = now
+            return False
+        return now - last >= delay
+
+    # -- changes -------------------------------------------------------------------------
+    def _set(self, node: str, state: str) -> None:
+        old = self.get(node)
+        self.env.log("info", f"node '{node}': state changed from '{old}' => '{state}'")
+        self.status[node] = state
+
+    def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
+        now = self.env.get_time()
+        for node in sorted(node_info):
+            if not node_info[node].get("online"):
+                continue
+            self.last_online[node] = now
+            state = self.get(node)
+            maint = lrm_modes.get(node) == "maintenance"
+            if state == "online":
+                if maint:
+                    self._set(node, "maintenance")
+            elif state in ("unknown", "gone"):
+                self._set(node, "maintenance" if maint else "online")
+            elif state == "maintenance":
+                if not maint:
+                    self._set(node, "online")
+            # fence: stays until fenced
+        for node in sorted(self.status):
+            if node_info.get(node, {}).get("online"):
+                continue
+            state = self.get(node)
+            if state == "online":
+                self._set(node, "unknown")
+            elif state == "maintenance" and self.offline_delayed(node):
+                # a node in maintenance that vanished for good: treat like a failure
+                self._set(node, "unknown")
+
+    def fence_node(self, node: str) -> bool:
+        """Drive the fencing of ``node`` one step; True once it is safely fenced."""
+        env = self.env
+        if self.get(node) != "fence":
+            self._set(node, "fence")
+            env.log("email", f"FENCE: Try to fence node '{node}'")
+        hw = env.fence_poll(node)
+        if hw == FENCE_IDLE:
+            env.log("info", f"fencing: starting hardware fence of node '{node}'")
+            env.fence_start(node)
+            return False
+        if hw == FENCE_FAILED:
+            env.log("err", f"fencing: hardware fence of node '{node}' failed, retrying")
+            env.log("email", f"FAILED: hardware fence of node '{node}', services stay fenced")
+            env.fence_start(node)
+            return False
+        if hw not in (FENCE_NONE, FENCE_OK):  # pending
+            return False
+        if not env.get_ha_agent_lock(node):
+            return False
+        msg = f"fencing: acknowledged - got agent lock for node '{node}'"
+        env.log("info", msg)
+        self._set(node, "unknown")
+        env.log("email", f"SUCCEED: {msg}")
+        env.fence_reset(node)
+        return True

@@ -1,0 +1,161 @@
+"""The simulator's Env: one per node and daemon, backed by :class:`~hafence.sim.hardware.Hardware`.
+
+Each Env keeps its own clock, as a real node does: an iteration starts at the cluster's
+current time and ends one second later. Shared state (locks, manager and LRM status, the
+service config) lives in the hardware object and is copied on every read and write, as if
+it went through a file.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+from hafence.ha.env import FENCE_NONE, Env
+
+if TYPE_CHECKING:
+    from hafence.sim.hardware import Hardware
+
+LOCK_TIMEOUT = 120  # seconds a lock lives without renewal
+
+
+class SimEnv(Env):
+    def __init__(self, hw: Hardware, nodename: str, role: str) -> None:
+        self.hw = hw
+        self.nodename = nodename
+        self.role = role
+        self.cur_time = 0.0
+
+    # -- clock and log -------------------------------------------------------------------
+    def loop_start(self, now: float) -> None:
+        self.cur_time = max(self.cur_time, now)
+
+    def loop_end(self) -> None:
+        self.cur_time += 1
+
+    def get_time(self) -> float:
+        return self.cur_time
+
+    def log(self, level: str, msg: str) -> None:
+        self.hw.log(level, msg, f"{self.nodename}/{self.role}", self.cur_time)
+
+    # -- membership and locks ------------------------------------------------------------
+    def quorate(self) -> bool:
+        info, quorate = self.hw.node_info()
+        return bool(info[self.nodename]["online"] and quorate)
+
+    def get_node_info(self) -> dict[str, dict[str, Any]]:
+        return self.hw.node_info()[0]
+
+    def _lock(self, name: str, unlock: bool = False) -> bool:
+        if not self.quorate() or not self.hw.cfs_rw(self.nodename):
+            return False
+        locks = self.hw.cluster_locks
+        now = self.cur_time
+        held = locks.get(name)
+        if unlock:
+            if held and (now - held["time"] > LOCK_TIMEOUT or held["node"] == self.nodename):
+                del locks[name]
+                return True
+            return False
+        if held is None:
+            locks[name] = {"node": self.nodename, "time": now}
+        elif now - held["time"] <= LOCK_TIMEOUT:
+            if held["node"] != self.nodename:
+                return False
+            held["time"] = now
+            return True
+        else:
+            locks[name] = {"node": self.nodename, "time": now}
+        self.log("info", f"got lock '{name}'")
+        return True
+
+    def get_ha_manager_lock(self) -> bool:
+        return self._lock("ha_manager_lock")
+
+    def release_ha_manager_lock(self) -> None:
+        self._lock("ha_manager_lock", unlock=True)
+
+    def get_ha_agent_lock(self, node: str | None = None) -> bool:
+        return self._lock(f"ha_agent_{node or self.nodename}_lock")
+
+    def release_ha_agent_lock(self) -> None:
+        self._lock(f"ha_agent_{self.nodename}_lock", unlock=True)
+
+    # -- shared state --------------------------------------------------------------------
+    def _check_cfs(self) -> None:
+        if not self.hw.cfs_update_ok(self.nodename):
+            raise OSError("cfs connection refused - not mounted?")
+
+    def cluster_state_update(self) -> bool:
+        return self.hw.cfs_update_ok(self.nodename)
+
+    def read_manager_status(self) -> dict[str, Any]:
+        self._check_cfs()
+        return copy.deepcopy(self.hw.manager_status)
+
+    def write_manager_status(self, status: dict[str, Any]) -> None:
+        self.hw.manager_status = copy.deepcopy(status)
+
+    def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
+        return copy.deepcopy(self.hw.lrm_status.get(node or self.nodename, {}))
+
+    def write_lrm_status(self, status: dict[str, Any]) -> None:
+        if not self.hw.cfs_rw(self.nodename):
+            raise OSError("cfs connection refused - not mounted?")
+        self.hw.lrm_status[self.nodename] = copy.deepcopy(status)
+
+    def read_service_config(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.hw.service_config)
+
+    def read_groups(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.hw.groups)
+
+    def read_rules(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.hw.rules)
+
+    def ha_options(self) -> dict[str, Any]:
+        return dict(self.hw.datacenter.get("ha") or {})
+
+    def take_crm_commands(self) -> list[str]:
+        cmds, self.hw.crm_commands = self.hw.crm_commands, []
+        return cmds
+
+    def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
+        self.hw.change_service_location(sid, current_node, new_node)
+
+    def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
+        if sid in self.hw.service_config:
+            self.hw.service_config[sid].update(changes)
+
+    # -- fencing -------------------------------------------------------------------------
+    def fence_start(self, node: str) -> str:
+        return self.hw.fence_start(node, self)
+
+    def fence_poll(self, node: str) -> str:
+        dev = self.hw.fence_devices.get(node)
+        return FENCE_NONE if dev is None else dev.poll()
+
+    def fence_reset(self, node: str) -> None:
+        dev = self.hw.fence_devices.get(node)
+        if dev is not None:
+            dev.reset()
+
+    # -- watchdog ------------------------------------------------------------------------
+    def watchdog_open(self) -> Any:
+        return self.hw.watchdog_open(self.nodename)
+
+    def watchdog_update(self, handle: Any) -> None:
+        self.hw.watchdog_update(handle)
+
+    def watchdog_close(self, handle: Any) -> None:
+        self.hw.watchdog_close(handle)
+
+    # -- LRM side ------------------------------------------------------------------------
+    def is_node_shutdown(self) -> tuple[bool, bool]:
+        what = self.hw.status[self.nodename].get("shutdown")
+        return what in ("shutdown", "reboot"), what == "reboot"
+
+    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
+        p = params[0] if params and isinstance(params[0], dict) else {}
+        return self.hw.resources.exec_command(self, sid, conf, cmd, p)

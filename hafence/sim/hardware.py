@@ -1,0 +1,431 @@
+"""A whole cluster in one process: power, network, watchdogs, fence devices, services.
+
+:class:`Hardware` runs the real CRM and LRM code (``hafence.ha.crm`` / ``hafence.ha.lrm``)
+of every powered node on a virtual clock, following the rhythm of Proxmox's regression
+harness so its logs compare line by line:
+
+- a loop visits the nodes in name order; each powered node runs one CRM iteration, then one
+  LRM iteration; an iteration starts at the cluster time and ends one second later;
+- after each node, every node's watchdogs are checked; one not fed for 60 s powers its
+  node off;
+- a loop lasts at least 20 s; every 5th loop applies the next entry of the command list
+  (``power node1 off``, ``network node2 off``, ``service vm:100 migrate node3`` ...);
+- the run ends 500 s after the last command once the list is empty.
+
+Everything the cluster shares (locks, manager/LRM status, service config, CRM commands)
+lives here in memory; :class:`~hafence.sim.env.SimEnv` copies it on every access.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hafence.ha.crm import CRM
+from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_OK, FENCE_PENDING
+from hafence.ha.lrm import LRM
+from hafence.sim.env import SimEnv
+from hafence.sim.resources import SimResources
+
+WATCHDOG_TIMEOUT = 60
+MAX_SIM_TIME = 100_000
+
+
+class SimError(Exception):
+    """A scenario asked for something the simulator cannot do."""
+
+
+@dataclass
+class SimFenceDevice:
+    """A node's simulated fence device: powers its node off, unless told to fail."""
+
+    hw: Hardware
+    node: str
+    fails: int = 0  # how many attempts fail before one works (-1: always fails)
+    result: str = FENCE_IDLE
+    attempts: int = 0
+
+    def start(self) -> str:
+        self.attempts += 1
+        if self.fails < 0 or self.attempts <= self.fails:
+            self.result = FENCE_FAILED
+        else:
+            self.hw.power_off(self.node, "fence")
+            self.result = FENCE_OK
+        return self.result
+
+    def poll(self) -> str:
+        return self.result
+
+    def reset(self) -> None:
+        self.result = FENCE_IDLE
+
+
+@dataclass
+class SimNode:
+    name: str
+    crm_env: SimEnv
+    lrm_env: SimEnv
+    crm: CRM | None = None
+    lrm: LRM | None = None
+    crm_stop: bool = False
+    lrm_restart: bool = False
+    skip_crm_rounds: int = 0
+
+
+@dataclass
+class LogLine:
+    level: str
+    time: int
+    tag: str
+    msg: str
+
+    def __str__(self) -> str:
+        return f"{self.level[:4]:<5} {self.time:5d} {self.tag:>12}: {self.msg}"
+
+
+@dataclass
+class Hardware:
+    status: dict[str, dict[str, Any]]  # node -> {"power", "network", "shutdown"}
+    service_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    datacenter: dict[str, Any] = field(default_factory=dict)
+    manager_status: dict[str, Any] = field(default_factory=dict)
+    cmdlist: list[list[str]] = field(default_factory=list)
+    echo: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.cur_time = 0.0
+        self.lines: list[LogLine] = []
+        self.lrm_status: dict[str, dict[str, Any]] = {}
+        self.crm_commands: list[str] = []
+        self.cluster_locks: dict[str, dict[str, Any]] = {}
+        self.watchdogs: dict[int, dict[str, Any]] = {}
+        self._wd_ids = 0
+        self.running: dict[str, set[str]] = {n: set() for n in self.status}
+        self.service_locks: dict[str, str] = {}
+        self.fence_devices: dict[str, SimFenceDevice] = {}
+        self.cfs: dict[str, dict[str, bool]] = {
+            n: {"rw": True, "update": True} for n in self.status
+        }
+        self.resources = SimResources(self)
+        self.nodes = {
+            n: SimNode(n, SimEnv(self, n, "crm"), SimEnv(self, n, "lrm"))
+            for n in sorted(self.status)
+        }
+        self.loop_count = 0
+        self.next_cmd_at = 0.0
+        self.last_command_time = 0.0
+        # observers (the safety checker): called after every change of running services
+        self.on_service_change: list[Callable[[str, str, bool], None]] = []
+        for cd in self.service_config.values():
+            normalize_service(cd)
+
+    # -- log -----------------------------------------------------------------------------
+    def log(self, level: str, msg: str, tag: str = "hardware", time: float | None = None) -> None:
+        line = LogLine(level, int(self.cur_time if time is None else time), tag, msg)
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo(str(line))
+
+    def log_text(self) -> str:
+        return "".join(f"{line}\n" for line in self.lines)
+
+    # -- membership ----------------------------------------------------------------------
+    def node_info(self) -> tuple[dict[str, dict[str, Any]], bool]:
+        info = {
+            n: {"online": s["power"] == "on" and s["network"] == "on"}
+            for n, s in self.status.items()
+        }
+        online = sum(1 for d in info.values() if d["online"])
+        return info, online * 2 > len(info)
+
+    def cfs_rw(self, node: str) -> bool:
+        return self.cfs[node]["rw"]
+
+    def cfs_update_ok(self, node: str) -> bool:
+        return self.cfs[node]["update"]
+
+    # -- services ------------------------------------------------------------------------
+    def start_service(self, node: str, sid: str) -> None:
+        self.running[node].add(sid)
+        for cb in self.on_service_change:
+            cb(node, sid, True)
+
+    def stop_service(self, node: str, sid: str) -> None:
+        if sid in self.running[node]:
+            self.running[node].discard(sid)
+            for cb in self.on_service_change:
+                cb(node, sid, False)
+
+    def change_service_location(self, sid: str, current: str, new: str) -> None:
+        cd = self.service_config.get(sid)
+        if cd is None:
+            return
+        if cd["node"] != current:
+            raise SimError(f"service '{sid}' is on '{cd['node']}', not '{current}'")
+        cd["node"] = new
+
+    # -- watchdogs -----------------------------------------------------------------------
+    def watchdog_open(self, node: str) -> int:
+        self._wd_ids += 1
+        self.watchdogs[self._wd_ids] = {"node": node, "update_time": self.cur_time}
+        return self._wd_ids
+
+    def watchdog_update(self, handle: int) -> None:
+        wd = self.watchdogs.get(handle)
+        if wd is None:
+            raise SimError(f"no such watchdog handle '{handle}'")
+        wd["update_time"] = self.cur_time
+
+    def watchdog_close(self, handle: int) -> None:
+        self.watchdogs.pop(handle, None)
+
+    def _watchdog_ok(self, node: str) -> bool:
+        ok = True
+        for handle, wd in list(self.watchdogs.items()):
+            if wd["node"] == node and self.cur_time - wd["update_time"] > WATCHDOG_TIMEOUT:
+                del self.watchdogs[handle]
+                ok = False
+        return ok
+
+    # -- fencing -------------------------------------------------------------------------
+    def add_fence_device(self, node: str, fails: int = 0) -> SimFenceDevice:
+        dev = self.fence_devices[node] = SimFenceDevice(self, node, fails)
+        return dev
+
+    def fence_start(self, node: str, env: SimEnv) -> str:
+        dev = self.fence_devices.get(node)
+        if dev is None:
+            return FENCE_IDLE
+        if dev.result == FENCE_PENDING:
+            return dev.result
+        return dev.start()
+
+    # -- power ---------------------------------------------------------------------------
+    def power_off(self, node: str, why: str) -> None:
+        self.cmd(f"power {node} off", why)
+
+    def _power(self, node: str, action: str) -> None:
+        st = self.status[node]
+        d = self.nodes[node]
+        if st["power"] != action:
+            if action == "on":
+                if d.crm is None:
+                    d.crm = CRM(d.crm_env)
+                if d.lrm is None:
+                    d.lrm = LRM(d.lrm_env)
+                d.lrm_restart = False
+            else:
+                if d.crm is not None:
+                    d.crm_env.log("info", "killed by poweroff")
+                    d.crm = None
+                if d.lrm is not None:
+                    d.lrm_env.log("info", "killed by poweroff")
+                    d.lrm = None
+                for handle in [h for h, wd in self.watchdogs.items() if wd["node"] == node]:
+                    del self.watchdogs[handle]
+                for sid in sorted(self.running[node]):
+                    self.stop_service(node, sid)
+        st["power"] = action
+        st["network"] = action
+        st["shutdown"] = None
+
+    # -- commands ------------------------------------------------------------------------
+    def cmd(self, cmdstr: str, source: str = "cmdlist") -> None:
+        """Apply one hardware/admin command, logged as ``<source>: execute <cmd>``."""
+        words = shlex.split(cmdstr)
+        if len(words) < 2:
+            raise SimError(f"bad command '{cmdstr}'")
+        what, obj, *rest = words
+        if what not in ("service", "delay", "skip-round") and obj not in self.nodes:
+            raise SimError(f"no such node '{obj}' in command '{cmdstr}'")
+        self.log("info", f"execute {cmdstr}", source)
+        action = rest[0] if rest else None
+        if what == "power":
+            if action not in ("on", "off"):
+                raise SimError(f"unknown power action in '{cmdstr}'")
+            self._power(obj, action)
+        elif what == "network":
+            if action not in ("on", "off"):
+                raise SimError(f"unknown network action in '{cmdstr}'")
+            self.status[obj]["network"] = action
+        elif what == "delay":
+            self.next_cmd_at = self.cur_time + int(obj)
+        elif what == "skip-round":
+            if obj != "crm":
+                raise SimError(f"cannot skip rounds of '{obj}'")
+            for d in self.nodes.values():
+                d.skip_crm_rounds = int(action or 1)
+        elif what == "cfs":
+            if action not in ("rw", "update") or len(rest) < 2 or rest[1] not in ("work", "fail"):
+                raise SimError(f"bad cfs command '{cmdstr}'")
+            self.cfs[obj][action] = rest[1] == "work"
+        elif what in ("reboot", "shutdown"):
+            self.status[obj]["shutdown"] = what
+            d = self.nodes[obj]
+            if d.lrm is not None:
+                d.lrm.shutdown_request()
+        elif what == "restart-lrm":
+            d = self.nodes[obj]
+            if d.lrm is not None:
+                d.lrm_restart = True
+                d.lrm.shutdown_request()
+        elif what == "crm":
+            self._crm_cmd(obj, action, rest[1:], cmdstr)
+        elif what == "service":
+            self._service_cmd(obj, action, rest[1:], cmdstr)
+        elif what == "pve-manager-version":
+            pass  # node software versions only matter to group->rule migration
+        else:
+            raise SimError(f"unknown command '{cmdstr}'")
+
+    def _crm_cmd(self, node: str, action: str | None, args: list[str], cmdstr: str) -> None:
+        d = self.nodes[node]
+        if action == "stop":
+            if d.crm is not None:
+                d.crm_stop = True
+                d.crm.shutdown_request()
+        elif action == "start":
+            if d.crm is None:
+                d.crm = CRM(d.crm_env)
+        elif action in ("enable-node-maintenance", "disable-node-maintenance"):
+            self.crm_commands.append(f"{action} {node}")
+        else:
+            raise SimError(f"unsupported crm command '{cmdstr}'")
+
+    def _service_cmd(self, sid: str, action: str | None, args: list[str], cmdstr: str) -> None:
+        if action in ("started", "disabled", "stopped", "ignored", "enabled"):
+            if sid not in self.service_config:
+                raise SimError(f"no such service '{sid}'")
+            self.service_config[sid]["state"] = "started" if action == "enabled" else action
+        elif action in ("migrate", "relocate"):
+            if not args:
+                raise SimError(f"missing target node in '{cmdstr}'")
+            self.crm_commands.append(f"{action} {sid} {args[0]}")
+        elif action == "stop":
+            if not args:
+                raise SimError(f"missing timeout in '{cmdstr}'")
+            self.crm_commands.append(f"stop {sid} {args[0]}")
+        elif action == "add":
+            if not args:
+                raise SimError(f"missing node in '{cmdstr}'")
+            cd = {"node": args[0], "state": args[1] if len(args) > 1 else "started"}
+            if len(args) > 2:
+                cd["failback"] = bool(int(args[2]))
+            self.service_config[sid] = normalize_service(cd)
+        elif action == "delete":
+            self.service_config.pop(sid, None)
+        elif action == "lock":
+            self.service_locks[sid] = args[0] if args else "backup"
+        elif action == "unlock":
+            self.service_locks.pop(sid, None)
+        elif action in ("set-static-stats", "set-dynamic-stats"):
+            pass  # load figures only matter to the CRS schedulers (not simulated)
+        else:
+            raise SimError(f"unsupported service command '{cmdstr}'")
+
+    # -- the run loop --------------------------------------------------------------------
+    def _run_node(self, d: SimNode) -> None:
+        if d.crm is not None:
+            if d.skip_crm_rounds > 0:
+                d.skip_crm_rounds -= 1
+                self.log("info", "skipping CRM round", "run-loop")
+            else:
+                d.crm_env.loop_start(self.cur_time)
+                alive = d.crm.do_one_iteration()
+                d.crm_env.loop_end()
+                self.cur_time = max(self.cur_time, d.crm_env.cur_time)
+                if not alive:
+                    d.crm_env.log("info", "exit (loop end)")
+                    d.crm = None
+                    shutdown = self.status[d.name].get("shutdown")
+                    if shutdown == "reboot":
+                        self.cmd(f"power {d.name} off", "reboot")
+                        self.cmd(f"power {d.name} on", "reboot")
+                    elif shutdown == "shutdown":
+                        self.cmd(f"power {d.name} off", "shutdown")
+                    elif not d.crm_stop:
+                        raise SimError(f"unexpected CRM exit on {d.name}")
+                    d.crm_stop = False
+        if d.lrm is not None:
+            d.lrm_env.loop_start(self.cur_time)
+            alive = d.lrm.do_one_iteration()
+            d.lrm_env.loop_end()
+            self.cur_time = max(self.cur_time, d.lrm_env.cur_time)
+            if not alive:
+                d.lrm_env.log("info", "exit (loop end)")
+                d.lrm = None
+                shutdown = self.status[d.name].get("shutdown")
+                if d.lrm_restart:
+                    d.lrm_restart = False
+                    d.lrm = LRM(d.lrm_env)
+                elif shutdown in ("reboot", "shutdown"):
+                    if d.crm is not None:
+                        d.crm_stop = True
+                        self.cmd(f"crm {d.name} stop", shutdown)
+                    else:
+                        self.cmd(f"power {d.name} off", shutdown)
+                        if shutdown == "reboot":
+                            self.cmd(f"power {d.name} on", shutdown)
+                else:
+                    raise SimError(f"unexpected LRM exit on {d.name}")
+
+    def step(self) -> bool:
+        """One loop over all nodes plus the command list; False when the run is over."""
+        start = self.cur_time
+        names = sorted(self.nodes)
+        looptime = max(20, 2 * len(names))
+        for name in names:
+            self._run_node(self.nodes[name])
+            for n in names:
+                if not self._watchdog_ok(n):
+                    self.cmd(f"power {n} off", "watchdog")
+                    self.log("info", f"server '{n}' stopped by poweroff (watchdog)")
+        if self.cur_time - start < looptime:
+            self.cur_time = start + looptime
+        if self.cur_time > MAX_SIM_TIME:
+            raise SimError("simulation took too long")
+        for d in self.nodes.values():  # idle nodes' clocks follow the cluster
+            d.crm_env.loop_start(self.cur_time)
+            d.lrm_env.loop_start(self.cur_time)
+        if self.cur_time < self.next_cmd_at:
+            return True
+        if self.loop_count % 5 == 0:
+            if not self.cmdlist:
+                if self.cur_time - self.last_command_time > 500:
+                    return False
+            else:
+                for c in self.cmdlist.pop(0):
+                    self.last_command_time = self.cur_time
+                    self.cmd(c)
+        self.loop_count += 1
+        return True
+
+    def run(self) -> str:
+        self.log("info", "starting simulation")
+        while self.step():
+            pass
+        self.log("info", "exit simulation - done")
+        return self.log_text()
+
+
+def normalize_service(cd: dict[str, Any]) -> dict[str, Any]:
+    """Fill the simulator's defaults (as Proxmox's harness: no state = disabled)."""
+    state = cd.get("state") or "disabled"
+    cd["state"] = "started" if state == "enabled" else state
+    cd["max_restart"] = int(cd.get("max_restart", 1))
+    cd["max_relocate"] = int(cd.get("max_relocate", 1))
+    return cd
+
+
+def clone(hw: Hardware) -> Hardware:
+    return copy.deepcopy(hw)
+
+
+__all__ = ["Hardware", "LogLine", "SimError", "SimFenceDevice", "normalize_service", "random"]
