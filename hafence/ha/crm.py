@@ -67,7 +67,8 @@ class CRM:
         if fenced_service_count(ms.get("service_status") or {}, env.nodename):
             return False
         if not allow_no_service and not env.read_service_config():
-            return False
+            # an idle cluster needs no master, unless an admin queued a command
+            return env.crm_commands_pending()
         return True
 
     def _cluster_idle(self) -> bool:

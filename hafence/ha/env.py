@@ -128,6 +128,10 @@ class Env(ABC):
         ``state=stopped``)."""
         raise NotImplementedError
 
+    def crm_commands_pending(self) -> bool:
+        """Whether CRM commands wait in the queue (they wake an idle CRM up)."""
+        return False
+
     @abstractmethod
     def take_crm_commands(self) -> list[str]:
         """Queued CRM command lines, removed from the queue (master CRM only)."""

@@ -104,11 +104,16 @@ class LRM:
         return [(s, d) for s, d in sorted(self.service_status.items()) if d.get("node") == node]
 
     def active_service_count(self) -> int:
-        return sum(
-            1
-            for _, sd in self._local_services()
-            if sd.get("state") not in (None, "stopped", "freeze", "error")
-        )
+        """Services this node runs or is about to receive (incoming migrations count)."""
+        node = self.env.nodename
+        count = 0
+        for sd in self.service_status.values():
+            state = sd.get("state")
+            mine = sd.get("node") == node
+            incoming = state in ("migrate", "relocate") and sd.get("target") == node
+            if (mine or incoming) and state not in (None, "stopped", "freeze", "error"):
+                count += 1
+        return count
 
     def _maintenance_requested(self) -> bool:
         return self.mode == "maintenance"

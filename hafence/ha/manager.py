@@ -232,7 +232,7 @@ class Manager:
             for node in ns.nodes():
                 if ns.get(node) == "fence" and node not in fenced:
                     env.log(
-                        "err",
+                        "notice",
                         f"node '{node}' in fence state but no services to-fence! "
                         "admin interference?!",
                     )

@@ -81,9 +81,8 @@ class NodeStatus:
             state = self.get(node)
             if state == "online":
                 self._set(node, "unknown")
-            elif state == "maintenance" and self.offline_delayed(node):
-                # a node in maintenance that vanished for good: treat like a failure
-                self._set(node, "unknown")
+            # maintenance: its services were moved away; any left get fenced by the
+            # service step once the node has been offline for the fence delay
 
     def fence_node(self, node: str) -> bool:
         """Drive the fencing of ``node`` one step; True once it is safely fenced."""

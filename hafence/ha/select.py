@@ -169,13 +169,7 @@ def select_service_node(
     if not groups:
         return None
     sticky = not try_next and not best_scored
-    if (
-        sticky
-        and not affinity.failback
-        and (
-            current_node in affinity.nodes or (not affinity.nodes and usage.contains(current_node))
-        )
-    ):
+    if sticky and not affinity.failback and any(current_node in g for g in groups.values()):
         return current_node
     top = groups[max(groups)]
     if try_next:

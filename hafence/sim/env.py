@@ -117,6 +117,9 @@ class SimEnv(Env):
     def ha_options(self) -> dict[str, Any]:
         return dict(self.hw.datacenter.get("ha") or {})
 
+    def crm_commands_pending(self) -> bool:
+        return bool(self.hw.crm_commands)
+
     def take_crm_commands(self) -> list[str]:
         cmds, self.hw.crm_commands = self.hw.crm_commands, []
         return cmds

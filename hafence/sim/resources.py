@@ -64,13 +64,13 @@ class SimResources:
             if fails >= self.migrate_tries[sid]:
                 return False
             self.migrate_tries[sid] = 0
-        lock = self.hw.service_locks.get(sid)
         what = "migrate" if online else "relocate"
+        node = env.nodename
+        env.log("info", f"service {sid} - start {what} to node '{target}'")
+        lock = self.hw.service_locks.get(sid)
         if lock:
             env.log("err", f"service '{sid}' locked ({lock}), unable to {what}!")
             return False
-        node = env.nodename
-        env.log("info", f"service {sid} - start {what} to node '{target}'")
         if not online and self.running(node, sid):
             env.log("info", f"stopping service {sid} (relocate)")
             self.hw.stop_service(node, sid)
@@ -88,10 +88,11 @@ class SimResources:
             env.log("err", f"missing resource configuration for '{sid}'")
             return st.ERROR
         if cmd == "error":
-            if self.running(node, sid):
-                env.log("err", f"service {sid} is in an error state while running")
-            else:
-                env.log("warning", f"service {sid} is not running and in an error state")
+            env.log(
+                "err",
+                f"service {sid} is in an error state and needs manual intervention. "
+                "Look up 'ERROR RECOVERY' in the documentation.",
+            )
             return st.SUCCESS
         if not _decode(sid)[3]:
             env.log("err", f"resource '{sid}' does not exist")  # fa:...0

@@ -75,6 +75,7 @@ from hafence.errors import (
 from hafence.fence import FenceConfigErrors, FenceHistory, Fencer, check_drivers
 from hafence.fence.config import parse_fence_config
 from hafence.fence.driver import ACTIONS, FenceDriver, Param, Port, PowerState
+from hafence.fence.fencer import ActionResult
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
@@ -117,10 +118,16 @@ def wrong_credentials(cls: type[FenceDriver], options: Mapping[str, Any]) -> dic
     for key, value in options.items():
         canon = schema.get(key)
         if canon is not None and _param(cls, canon).secret and value is not None:
-            clear = value.reveal() if isinstance(value, Secret) else str(value)
-            out[key] = WRONG_PREFIX + clear[::-1]
+            out[key] = _wrong(_clear(value))
             changed = True
     return out if changed else None
+
+
+def _wrong(clear: str) -> str:
+    """A wrong secret of the same length (devices cap lengths: IPMI at 20 bytes)."""
+    size = max(len(clear), 1)
+    wrong = (WRONG_PREFIX * (size // len(WRONG_PREFIX) + 1))[:size]
+    return wrong if wrong != clear else wrong.swapcase()
 
 
 class _KitPlugin:
@@ -382,11 +389,17 @@ class DriverConformance:
         self._skip("status")
         caplog.set_level(logging.DEBUG)
         driver = self._build(device_options)
-        state = self._run(lambda: _status(driver))
-        assert isinstance(state, PowerState) and state in (PowerState.ON, PowerState.OFF)
-        self._power_ok(device_power, state.value, "status")
-        res = self._run(lambda: self._fencer(tmp_path).run_device(driver, "status"))
-        assert res.ok and res.state == state.value, res
+        fencer = self._fencer(tmp_path)
+
+        async def body() -> None:
+            state = await _status(driver)
+            assert isinstance(state, PowerState) and state in (PowerState.ON, PowerState.OFF)
+            self._power_ok(device_power, state.value, "status")
+            res = await fencer.run_device(driver, "status")
+            assert res.ok and res.state == state.value, res
+            await driver.close()
+
+        self._run(body)
         _assert_clean([caplog.text], _secrets(driver), "logs")
 
     def test_off_confirmed_and_idempotent(
@@ -463,9 +476,15 @@ class DriverConformance:
         """monitor() succeeds on a working device (reachable, credentials good)."""
         self._skip("monitor")
         driver = self._build(device_options)
-        assert self._run(driver.monitor) is None
-        res = self._run(lambda: self._fencer(tmp_path).run_device(driver, "monitor"))
-        assert res.ok, f"monitor: {res}"
+        fencer = self._fencer(tmp_path)
+
+        async def body() -> None:
+            assert await driver.monitor() is None
+            res = await fencer.run_device(driver, "monitor")
+            assert res.ok, f"monitor: {res}"
+            await driver.close()
+
+        self._run(body)
 
     def test_list(self, device_options: dict[str, Any], tmp_path: Path) -> None:
         """list() returns Ports (unique ids) when declared, NotSupportedError otherwise."""
@@ -476,16 +495,22 @@ class DriverConformance:
             with pytest.raises(NotSupportedError):
                 self._run(driver.list)
             return
-        ports = self._run(driver.list)
-        assert isinstance(ports, list) and ports, f"list returned {ports!r}"
-        for port in ports:
-            assert isinstance(port, Port), f"list item {port!r} is not a Port"
-            assert isinstance(port.id, str) and port.id, f"port id {port.id!r}"
-            assert isinstance(port.state, PowerState)
-        ids = [p.id for p in ports]
-        assert len(ids) == len(set(ids)), f"duplicate port ids: {ids}"
-        res = self._run(lambda: self._fencer(tmp_path).run_device(driver, "list"))
-        assert res.ok and res.ports is not None and len(res.ports) == len(ports)
+        fencer = self._fencer(tmp_path)
+
+        async def body() -> None:
+            ports = await driver.list()
+            assert isinstance(ports, list) and ports, f"list returned {ports!r}"
+            for port in ports:
+                assert isinstance(port, Port), f"list item {port!r} is not a Port"
+                assert isinstance(port.id, str) and port.id, f"port id {port.id!r}"
+                assert isinstance(port.state, PowerState)
+            ids = [p.id for p in ports]
+            assert len(ids) == len(set(ids)), f"duplicate port ids: {ids}"
+            res = await fencer.run_device(driver, "list")
+            assert res.ok and res.ports is not None and len(res.ports) == len(ports), res
+            await driver.close()
+
+        self._run(body)
 
     # -- failure paths -----------------------------------------------------------------
     def test_unreachable_times_out(
@@ -507,15 +532,22 @@ class DriverConformance:
         bound = self.unreachable_timeout
         limit = bound + self.timeout_margin
         driver = self._build({**unreachable_options, "timeout": bound})
-        t0 = time.monotonic()
-        exc = self._run(lambda: _failure(driver.status(), 2 * limit))
-        elapsed = time.monotonic() - t0
+        fencer = self._fencer(tmp_path)
+
+        async def body() -> tuple[BaseException | None, float, ActionResult]:
+            t0 = time.monotonic()
+            exc = await _failure(driver.status(), 2 * limit)
+            elapsed = time.monotonic() - t0
+            res = await fencer.run_device(driver, "status")
+            await driver.close()
+            return exc, elapsed, res
+
+        exc, elapsed, res = self._run(body)
         assert exc is not None, f"status returned after {elapsed:.1f}s with nobody answering"
         assert isinstance(exc, UnreachableError | FenceTimeoutError), (
             f"expected UnreachableError or FenceTimeoutError, got {_describe(exc)}"
         )
         assert elapsed <= limit, f"took {elapsed:.1f}s with timeout={bound:g}s"
-        res = self._run(lambda: self._fencer(tmp_path).run_device(driver, "status"))
         assert not res.ok and res.error_kind in ("unreachable", "timeout"), res
         assert res.duration <= limit, f"fencer status took {res.duration:.1f}s"
         shown = [str(exc), *_format(exc), caplog.text, res.message]
@@ -540,10 +572,16 @@ class DriverConformance:
         secrets = _secrets(good) + _secrets(driver)
         before = device_power() if device_power is not None else None
         limit = float(driver.options.get("timeout") or 10.0) + self.timeout_margin
-        exc = self._run(lambda: _failure(driver.status(), 2 * limit))
-        assert isinstance(exc, AuthError), f"expected AuthError, got {_describe(exc)}"
         fencer = self._fencer(tmp_path)
-        res = self._run(lambda: fencer.run_device(driver, "off"))
+
+        async def body() -> tuple[BaseException | None, ActionResult]:
+            exc = await _failure(driver.status(), 2 * limit)
+            res = await fencer.run_device(driver, "off")
+            await driver.close()
+            return exc, res
+
+        exc, res = self._run(body)
+        assert isinstance(exc, AuthError), f"expected AuthError, got {_describe(exc)}"
         assert not res.ok and res.error_kind == "auth_failed", res
         if before is not None:
             self._power_ok(device_power, before, "after an off with wrong credentials")
