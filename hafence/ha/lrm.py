@@ -37,6 +37,7 @@ class LRM:
         self.shutdown_requested: float | None = None
         self.shutdown_errors = 0
         self.service_status: dict[str, dict[str, Any]] = {}
+        self.node_state = "unknown"
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._wrote_status = False
@@ -91,6 +92,7 @@ class LRM:
             env.log("err", f"updating service status from manager failed: {exc}")
             return False
         self.service_status = ms.get("service_status") or {}
+        self.node_state = (ms.get("node_status") or {}).get(env.nodename, "unknown")
         if not self.shutdown_requested:
             request = (ms.get("node_request") or {}).get(env.nodename) or {}
             if request.get("maintenance"):
@@ -186,7 +188,10 @@ class LRM:
                 return not self.shutdown_requested
 
         self._update_service_status()
-        fence_request = fenced_service_count(self.service_status, env.nodename)
+        # the master is fencing this node: never (re)take the lock it is waiting for
+        fence_request = (
+            fenced_service_count(self.service_status, env.nodename) or self.node_state == "fence"
+        )
 
         state = self.status
         if state == "wait_for_agent_lock":

@@ -74,7 +74,6 @@ class SimNode:
     lrm: LRM | None = None
     crm_stop: bool = False
     lrm_restart: bool = False
-    skip_crm_rounds: int = 0
 
 
 @dataclass
@@ -119,6 +118,7 @@ class Hardware:
             for n in sorted(self.status)
         }
         self.loop_count = 0
+        self.skip_crm_rounds = 0
         self.next_cmd_at = 0.0
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
@@ -260,8 +260,7 @@ class Hardware:
         elif what == "skip-round":
             if obj != "crm":
                 raise SimError(f"cannot skip rounds of '{obj}'")
-            for d in self.nodes.values():
-                d.skip_crm_rounds = int(action or 1)
+            self.skip_crm_rounds = int(action or 1)
         elif what == "cfs":
             if action not in ("rw", "update") or len(rest) < 2 or rest[1] not in ("work", "fail"):
                 raise SimError(f"bad cfs command '{cmdstr}'")
@@ -331,11 +330,10 @@ class Hardware:
             raise SimError(f"unsupported service command '{cmdstr}'")
 
     # -- the run loop --------------------------------------------------------------------
-    def _run_node(self, d: SimNode) -> None:
+    def _run_node(self, d: SimNode, skip_crm: bool = False) -> None:
         if d.crm is not None:
-            if d.skip_crm_rounds > 0:
-                d.skip_crm_rounds -= 1
-                self.log("info", "skipping CRM round", "run-loop")
+            if skip_crm:
+                pass
             else:
                 d.crm_env.loop_start(self.cur_time)
                 alive = d.crm.do_one_iteration()
@@ -381,8 +379,12 @@ class Hardware:
         start = self.cur_time
         names = sorted(self.nodes)
         looptime = max(20, 2 * len(names))
+        skip_crm = self.skip_crm_rounds > 0
+        if skip_crm:
+            self.skip_crm_rounds -= 1
+            self.log("info", "skipping CRM round", "run-loop")
         for name in names:
-            self._run_node(self.nodes[name])
+            self._run_node(self.nodes[name], skip_crm)
             for n in names:
                 if not self._watchdog_ok(n):
                     self.cmd(f"power {n} off", "watchdog")

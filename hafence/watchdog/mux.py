@@ -128,6 +128,8 @@ class Mux:
 
     def feed_hardware(self) -> None:
         self.check_clients()
+        if self.tripped:
+            return
         try:
             self.device.keepalive()
         except WatchdogError as exc:
@@ -223,7 +225,7 @@ class Mux:
         finally:
             if client is not None and not closed_magic and client.id in self.clients:
                 del self.clients[client.id]
-                pass
+                self.trip(f"client {client.label()} disconnected without magic close")
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -321,7 +323,7 @@ def bind_socket(path: str) -> socket.socket:
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o022)  # the socket is born 0600: no window where others may connect
+    old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
     try:
         sock.bind(path)
     finally:
