@@ -83,15 +83,11 @@ class SimEnv(Env):
         self._lock(f"ha_agent_{self.nodename}_lock", unlock=True)
 
     # -- shared state --------------------------------------------------------------------
-    def _check_cfs(self) -> None:
-        if not self.hw.cfs_update_ok(self.nodename):
-            raise OSError("cfs connection refused - not mounted?")
-
     def cluster_state_update(self) -> bool:
         return self.hw.cfs_update_ok(self.nodename)
 
     def read_manager_status(self) -> dict[str, Any]:
-        self._check_cfs()
+        # a failed cfs update leaves the last state readable (stale, the step skips)
         return copy.deepcopy(self.hw.manager_status)
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
