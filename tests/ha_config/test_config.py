@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hafence.errors import ConfigErrors
 from hafence.ha import config as hacfg
 
-SCENARIOS = Path("/work/shared/pve-ha-tests")
+SCENARIOS = Path(__file__).parents[1] / "ha" / "scenarios"
 if not SCENARIOS.is_dir():  # the shared copy; a checkout elsewhere may lack it
     pytest.skip("pve-ha-tests scenarios not available", allow_module_level=True)
 

@@ -1,0 +1,33 @@
+"""Every Proxmox HA reference scenario, run on the simulator and compared line by line.
+
+In-scope scenarios must reproduce ``log.expect`` exactly (column padding aside). Scenarios
+that need features outside hafence's scope (CRS static/dynamic schedulers,
+resource-affinity rules, group->rule migration, disarming the stack) are skipped by name
+with the reason and counted separately in the summary.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from hafence.sim.scenario import compare, unsupported_reason
+from tests.ha.conftest import RESULTS, SCENARIOS
+
+ALL = sorted(p for p in SCENARIOS.glob("test-*") if (p / "log.expect").exists())
+
+
+def test_reference_scenarios_present() -> None:
+    assert len(ALL) >= 90, f"expected the reference scenarios under {SCENARIOS}"
+
+
+@pytest.mark.parametrize("scenario", ALL, ids=[p.name for p in ALL])
+def test_scenario(scenario) -> None:
+    reason = unsupported_reason(scenario)
+    if reason:
+        RESULTS["unsupported"].append(f"{scenario.name} ({reason})")
+        pytest.skip(f"not yet supported: {reason}")
+    result = compare(scenario)
+    if not result.matched:
+        RESULTS["mismatched"].append(scenario.name)
+        pytest.fail(f"{scenario.name}: HA log differs from log.expect\n{result.diff}")
+    RESULTS["matched"].append(scenario.name)
