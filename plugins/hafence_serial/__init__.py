@@ -1,8 +1,10 @@
-"""hafence plugin 'serial' (placeholder until its driver lands)."""
+"""hafence plugin 'serial': power switches and relay boards on a serial line (pyserial)."""
 
 from hafence.hookspecs import hookimpl
 
 
 @hookimpl
 def hafence_fence_drivers() -> list[type]:
-    return []
+    from hafence_serial.driver import SerialDriver
+
+    return [SerialDriver]

@@ -1,0 +1,385 @@
+"""The ``serial`` fence driver: a power switch or relay board on a serial line (pyserial).
+
+Each action opens the port, optionally pulses DTR or RTS, logs in if the switch wants
+a password, sends one command line and reads the reply line, then closes the port
+(so a switch shared with a console or another node's fencer is held only briefly).
+Commands, expected replies and status words are options, so one driver covers most
+line-based switches; ``device`` may also be a pyserial URL (``rfc2217://host:port``
+for a terminal server, ``socket://host:port`` for a raw TCP bridge).
+
+pyserial blocks: the whole exchange runs in a worker thread, every read bounded by
+what is left of the action's time budget (slightly under ``timeout``, the fencer's
+own bound), so the event loop never blocks and a silent switch is reported as
+unreachable, not as a bare time-out. A per-device lock keeps two driver instances
+(two outlets of one switch) from interleaving on the line; ``exclusive`` flock-s the
+port against other processes.
+
+Errors: cannot open the port or no byte of reply -> :class:`UnreachableError`; a
+reply matching ``reply_denied`` -> :class:`AuthError`; anything else unexpected
+(line noise, wrong baud rate, an error word) -> :class:`DeviceError` quoting what was
+received, with any password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import serial
+
+from hafence.errors import AuthError, DeviceError, ParamError, UnreachableError
+from hafence.fence.driver import FenceDriver, Param, PowerState
+
+from .protocol import EOLS, Command, Pattern, command, show
+
+log = logging.getLogger("hafence.serial")
+
+PARITIES = ("N", "E", "O", "M", "S")
+_STOPBITS = {"1": serial.STOPBITS_ONE, "1.5": serial.STOPBITS_ONE_POINT_FIVE, "2": 2}
+_LINE_END = (b"\r", b"\n")
+
+# One lock per device path in this process: two outlets of one switch share a line.
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _device_lock(device: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(device, threading.Lock())
+
+
+class _Budget:
+    """What is left of one action's time bound."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+
+class SerialDriver(FenceDriver):
+    name: ClassVar[str] = "serial"
+    description: ClassVar[str] = (
+        "Serial-attached power switch or relay (pyserial): configurable command lines, "
+        "expected replies and status words, line settings, optional DTR/RTS pulse, "
+        "optional password; device paths or rfc2217:// / socket:// URLs"
+    )
+    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
+    params: ClassVar[tuple[Param, ...]] = (
+        Param(
+            "device",
+            str,
+            required=True,
+            aliases=("serial_port", "tty"),
+            help="Serial port (/dev/ttyUSB0) or pyserial URL (rfc2217://host:port, socket://)",
+        ),
+        Param("baudrate", int, default=9600, aliases=("baud", "speed"), help="Line speed"),
+        Param("parity", str, default="N", choices=PARITIES, help="N, E, O, M (mark), S (space)"),
+        Param("bytesize", int, default=8, choices=("5", "6", "7", "8"), help="Data bits"),
+        Param("stopbits", str, default="1", choices=tuple(_STOPBITS), help="Stop bits"),
+        Param("xonxoff", bool, default=False, help="Software flow control"),
+        Param("rtscts", bool, default=False, help="Hardware (RTS/CTS) flow control"),
+        Param(
+            "exclusive",
+            bool,
+            default=True,
+            help="Lock the port (flock) so no other process uses it during an action",
+        ),
+        Param(
+            "eol",
+            str,
+            default="cr",
+            choices=tuple(EOLS),
+            help="Line ending appended to every command (replies may end in CR and/or LF)",
+        ),
+        Param(
+            "plug",
+            str,
+            aliases=("port", "outlet"),
+            help="Outlet or relay number, put into commands in place of {plug}",
+        ),
+        Param(
+            "cmd_off",
+            str,
+            default="OFF",
+            help=r"Power-off command ({plug}; escapes \r \n \t \\ \xHH)",
+        ),
+        Param("cmd_on", str, default="ON", help="Power-on command"),
+        Param("cmd_status", str, default="STATUS", help="Status query command"),
+        Param(
+            "reply_off",
+            str,
+            default="OK",
+            help="Expected reply to cmd_off: text (case-insensitive) or re:REGEX; "
+            "empty = the switch does not answer power commands",
+        ),
+        Param("reply_on", str, default="OK", help="Expected reply to cmd_on"),
+        Param("status_on", str, default="ON", help="Status reply meaning on (text or re:REGEX)"),
+        Param("status_off", str, default="OFF", help="Status reply meaning off"),
+        Param(
+            "password",
+            str,
+            secret=True,
+            aliases=("passwd",),
+            help="Switch password (or password_file=PATH / password_env=VARIABLE)",
+        ),
+        Param(
+            "cmd_login",
+            str,
+            default="",
+            help="Login command sent before every command, with {password}; empty = no login",
+        ),
+        Param("reply_login", str, default="OK", help="Expected reply to cmd_login"),
+        Param(
+            "reply_denied",
+            str,
+            default=r"re:(?i).*\b(denied|invalid|incorrect|unauthori[sz]ed|login)\b.*",
+            help="A reply meaning the password was refused (-> auth_failed)",
+        ),
+        Param(
+            "pulse",
+            str,
+            default="none",
+            choices=("none", "dtr", "rts"),
+            help="Modem line to pulse before off/on (held inactive otherwise)",
+        ),
+        Param("pulse_ms", int, default=100, help="Pulse length in milliseconds"),
+    )
+
+    def __init__(self, options: Mapping[str, Any], *, label: str | None = None) -> None:
+        super().__init__(options, label=label)
+        o = self.options
+        self.device: str = o["device"].strip()
+        if not self.device:
+            raise ParamError("device", "must name a serial port or URL")
+        if o["timeout"] is None or o["timeout"] <= 0:
+            raise ParamError("timeout", "must be a positive number of seconds")
+        if o["baudrate"] <= 0:
+            raise ParamError("baudrate", f"must be positive, got {o['baudrate']}")
+        if o["pulse_ms"] < 0 or (o["pulse"] != "none" and o["pulse_ms"] / 1000 >= self.budget):
+            raise ParamError(
+                "pulse_ms", f"must be between 0 and the time budget ({self.budget * 1000:.0f} ms)"
+            )
+        self.password = o["password"]
+        eol, plug = EOLS[o["eol"]], o["plug"]
+        self.commands: dict[str, Command] = {
+            action: command(f"cmd_{action}", o[f"cmd_{action}"], eol, plug=plug, password=None)
+            for action in ("off", "on", "status")
+        }
+        self.login: Command | None = None
+        if o["cmd_login"]:
+            self.login = command(
+                "cmd_login", o["cmd_login"], eol, plug=plug, password=self.password
+            )
+        elif self.password is not None:
+            raise ParamError("cmd_login", "required with a password (e.g. 'LOGIN {password}')")
+        self.expect: dict[str, Pattern | None] = {
+            k: Pattern.parse(f"reply_{k}", o[f"reply_{k}"]) if o[f"reply_{k}"] else None
+            for k in ("off", "on", "login")
+        }
+        self.status_words = {
+            PowerState.ON: Pattern.parse("status_on", o["status_on"]),
+            PowerState.OFF: Pattern.parse("status_off", o["status_off"]),
+        }
+        self.denied = (
+            Pattern.parse("reply_denied", o["reply_denied"]) if o["reply_denied"] else None
+        )
+        self._lock = _device_lock(self.device)
+
+    @property
+    def budget(self) -> float:
+        # Under the fencer's bound on the call, so our precise error wins over its
+        # generic time-out.
+        return float(self.options["timeout"]) * 0.9
+
+    # -- actions ------------------------------------------------------------------------
+    async def status(self) -> PowerState:
+        reply = await self._exchange("status")
+        for state, word in self.status_words.items():
+            if word.matches(reply):
+                return state
+        raise DeviceError(
+            f"{self.device}: unexpected status reply '{reply}' to "
+            f"'{self.commands['status'].shown}' (expected '{self.status_words[PowerState.ON]}' or "
+            f"'{self.status_words[PowerState.OFF]}')",
+            device=self.label,
+        )
+
+    async def off(self) -> None:
+        await self._exchange("off")
+        log.debug("serial %s: power off requested", self.label)
+
+    async def on(self) -> None:
+        await self._exchange("on")
+
+    async def monitor(self) -> None:
+        """The port opens, the switch answers (and takes the password), status parses."""
+        await self.status()
+
+    # -- the exchange (worker thread) ----------------------------------------------------
+    async def _exchange(self, action: str) -> str:
+        budget = _Budget(self.budget)
+        work = asyncio.to_thread(self._session, action, budget)
+        # The worker bounds every read and write itself; this catches what it cannot
+        # bound (a terminal server's telnet negotiation, a kernel stuck in open()).
+        # A worker left behind finishes on its own and releases the device lock.
+        try:
+            return await asyncio.wait_for(work, budget.seconds + 0.05 * self.options["timeout"])
+        except TimeoutError:
+            raise UnreachableError(
+                f"{self.device}: {action} got no answer within {budget.seconds:.2g}s",
+                device=self.label,
+            ) from None
+
+    def _session(self, action: str, budget: _Budget) -> str:
+        if not self._lock.acquire(timeout=budget.left()):
+            raise DeviceError(
+                f"{self.device}: busy with another action for {budget.seconds:.2g}s",
+                device=self.label,
+            )
+        try:
+            port = self._open(budget)
+            try:
+                if action in ("off", "on") and self.options["pulse"] != "none":
+                    self._pulse(port)
+                if self.login is not None:
+                    self._ask(port, self.login, self.expect["login"], budget)
+                expect = None if action == "status" else self.expect[action]
+                reply = self._ask(port, self.commands[action], expect, budget, wait=
+                                  action == "status" or expect is not None)  # fmt: skip
+            finally:
+                port.close()
+        finally:
+            self._lock.release()
+        return reply
+
+    def _open(self, budget: _Budget) -> serial.SerialBase:
+        o = self.options
+        url = self.device
+        kwargs: dict[str, Any] = {}
+        if "://" not in url:
+            kwargs["exclusive"] = o["exclusive"]
+            kwargs["write_timeout"] = max(budget.left(), 0.01)  # URL handlers refuse it
+        elif url.startswith("rfc2217://") and "timeout=" not in url:
+            # bound the telnet option negotiation too
+            url += f"{'&' if '?' in url else '?'}timeout={max(budget.left() / 2, 0.05):.3f}"
+        try:
+            port = serial.serial_for_url(
+                url,
+                baudrate=o["baudrate"],
+                bytesize=o["bytesize"],
+                parity=o["parity"],
+                stopbits=_STOPBITS[o["stopbits"]],
+                xonxoff=o["xonxoff"],
+                rtscts=o["rtscts"],
+                timeout=0,
+                do_not_open=True,
+                **kwargs,
+            )
+            if o["pulse"] == "dtr":
+                port.dtr = False  # applied at open: idle level until the pulse
+            elif o["pulse"] == "rts":
+                port.rts = False
+            port.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise UnreachableError(
+                f"cannot open {self.device}: {_reason(exc)}", device=self.label
+            ) from None
+        return port
+
+    def _pulse(self, port: serial.SerialBase) -> None:
+        line, ms = self.options["pulse"], self.options["pulse_ms"]
+        try:
+            setattr(port, line, True)
+            time.sleep(ms / 1000)  # real milliseconds; we are in a worker thread
+            setattr(port, line, False)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(
+                f"{self.device}: cannot pulse {line.upper()} ({_reason(exc)}; "
+                "a pty or a bare TCP bridge has no modem lines)",
+                device=self.label,
+            ) from None
+        log.debug("serial %s: pulsed %s for %d ms", self.label, line.upper(), ms)
+
+    def _ask(
+        self,
+        port: serial.SerialBase,
+        cmd: Command,
+        expect: Pattern | None,
+        budget: _Budget,
+        *,
+        wait: bool = True,
+    ) -> str:
+        """Send one command; return its reply line (checked against ``expect``)."""
+        try:
+            port.reset_input_buffer()  # a late answer to an earlier command is not ours
+            port.write(cmd.data)
+            port.flush()
+        except serial.SerialTimeoutException:
+            raise UnreachableError(
+                f"{self.device}: '{cmd.shown}' not sent within {budget.seconds:.2g}s "
+                "(flow control holding the line?)",
+                device=self.label,
+            ) from None
+        except (serial.SerialException, OSError) as exc:
+            raise UnreachableError(
+                f"{self.device}: writing '{cmd.shown}' failed: {_reason(exc)}", device=self.label
+            ) from None
+        if not wait:
+            return ""
+        reply = self._read_reply(port, cmd, budget)
+        if self.denied is not None and self.denied.matches(reply):
+            raise AuthError(f"{self.device}: '{cmd.shown}' refused: '{reply}'", device=self.label)
+        if expect is not None and not expect.matches(reply):
+            raise DeviceError(
+                f"{self.device}: unexpected reply '{reply}' to '{cmd.shown}' (expected '{expect}')",
+                device=self.label,
+            )
+        return reply
+
+    def _read_reply(self, port: serial.SerialBase, cmd: Command, budget: _Budget) -> str:
+        """The first non-empty line that is not the echo of ``cmd``, as shown text."""
+        sent = cmd.data.strip(b"\r\n")
+        received = b""
+        buf = b""
+        while True:
+            while any(end in buf for end in _LINE_END):
+                cut = min(i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0)
+                line, buf = buf[:cut].strip(), buf[cut + 1 :]
+                if line and line != sent:
+                    return show(line, self.password)
+            left = budget.left()
+            if left <= 0:
+                break
+            port.timeout = left
+            try:
+                chunk = port.read(max(port.in_waiting, 1))
+            except (serial.SerialException, OSError) as exc:
+                raise UnreachableError(
+                    f"{self.device}: reading the reply to '{cmd.shown}' failed: {_reason(exc)}",
+                    device=self.label,
+                ) from None
+            received += chunk
+            buf += chunk
+        if not received:
+            raise UnreachableError(
+                f"{self.device}: no answer to '{cmd.shown}' within {budget.seconds:.2g}s",
+                device=self.label,
+            )
+        raise DeviceError(
+            f"{self.device}: incomplete reply to '{cmd.shown}' within {budget.seconds:.2g}s: "
+            f"received '{show(received, self.password)}'",
+            device=self.label,
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc).strip() or type(exc).__name__
