@@ -33,7 +33,7 @@ def start_mux(tmp_path: Path) -> Iterator[Callable[..., MuxProcess]]:
 
     yield start
     for mux in procs:
-        mux.stop(grace=5)
+        mux.stop(grace=2)  # a tripped mux refuses SIGTERM: then killed
         mux.kill()
 
 
