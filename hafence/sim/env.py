@@ -121,6 +121,9 @@ class SimEnv(Env):
         return cmds
 
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
+        # only the master calls this: it is the recovery of a fenced node's service
+        for cb in self.hw.on_recover:
+            cb(sid, current_node, new_node)
         self.hw.change_service_location(sid, current_node, new_node)
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:

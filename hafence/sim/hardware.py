@@ -48,6 +48,7 @@ class SimFenceDevice:
     fails: int = 0  # how many attempts fail before one works (-1: always fails)
     result: str = FENCE_IDLE
     attempts: int = 0
+    last_ok: float | None = None  # cluster time of the last confirmed power off
 
     def start(self) -> str:
         self.attempts += 1
@@ -56,6 +57,7 @@ class SimFenceDevice:
         else:
             self.hw.power_off(self.node, "fence")
             self.result = FENCE_OK
+            self.last_ok = self.hw.cur_time
         return self.result
 
     def poll(self) -> str:
@@ -123,6 +125,9 @@ class Hardware:
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
         self.on_service_change: list[Callable[[str, str, bool], None]] = []
+        self.on_recover: list[Callable[[str, str, str], None]] = []
+        # when each node last dropped out (power or network off): fencing must follow it
+        self.last_down: dict[str, float] = {}
         for cd in self.service_config.values():
             normalize_service(cd)
 
@@ -222,6 +227,7 @@ class Hardware:
                     d.lrm = LRM(d.lrm_env)
                 d.lrm_restart = False
             else:
+                self.last_down[node] = self.cur_time
                 if d.crm is not None:
                     d.crm_env.log("info", "killed by poweroff")
                     d.crm = None
@@ -232,9 +238,9 @@ class Hardware:
                     del self.watchdogs[handle]
                 for sid in sorted(self.running[node]):
                     self.stop_service(node, sid)
+            st["shutdown"] = None  # a pending shutdown/reboot is over once power changes
         st["power"] = action
         st["network"] = action
-        st["shutdown"] = None
 
     # -- commands ------------------------------------------------------------------------
     def cmd(self, cmdstr: str, source: str = "cmdlist") -> None:
@@ -254,6 +260,8 @@ class Hardware:
         elif what == "network":
             if action not in ("on", "off"):
                 raise SimError(f"unknown network action in '{cmdstr}'")
+            if action == "off" and self.status[obj]["network"] == "on":
+                self.last_down[obj] = self.cur_time
             self.status[obj]["network"] = action
         elif what == "delay":
             self.next_cmd_at = self.cur_time + int(obj)
