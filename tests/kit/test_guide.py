@@ -96,3 +96,20 @@ def test_guide_commands_exist() -> None:
             sub = group.get_command(ctx, word)
             assert sub is not None, f"guide: 'hafence ... {word}' is not a command ({line})"
             group = sub
+
+
+def update() -> None:
+    """Rewrite the guide's snippets from the files (after changing the example)."""
+
+    def fill(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        path, _, name = ref.partition("#")
+        code = region(REPO / path, name) if name else (REPO / path).read_text()
+        lang = {"py": "python", "toml": "toml"}.get(path.rsplit(".", 1)[-1], "")
+        return f"<!-- snippet: {ref} -->\n```{lang}\n{code}```\n"
+
+    GUIDE.write_text(SNIPPET.sub(fill, guide()))
+
+
+if __name__ == "__main__":  # python tests/kit/test_guide.py: refresh the snippets
+    update()

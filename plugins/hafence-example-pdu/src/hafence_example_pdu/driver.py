@@ -85,6 +85,8 @@ class ExamplePduDriver(FenceDriver):
             raise UnreachableError(
                 f"{where}: no connection within {timeout:g}s", device=dev
             ) from None
+        except ConnectionRefusedError:
+            raise UnreachableError(f"{where}: connection refused", device=dev) from None
         except OSError as exc:
             raise UnreachableError(f"{where}: {exc.strerror or exc}", device=dev) from None
         # [/guide:session]
