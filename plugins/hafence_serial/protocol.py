@@ -8,7 +8,7 @@ surprise during a fence.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hafence.errors import ParamError
 from hafence.secrets import MASK, Secret
@@ -57,7 +57,7 @@ class Pattern:
 class Command:
     """One command line to send: the bytes, and how it may be shown (secrets masked)."""
 
-    data: bytes
+    data: bytes = field(repr=False)  # may hold a password in clear
     shown: str
 
 
