@@ -371,6 +371,9 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
             "SUSHY_EMULATOR_AUTH_FILE": conf["auth_file"],
             "SUSHY_EMULATOR_LISTEN_IP": "127.0.0.1",
             "SUSHY_EMULATOR_LISTEN_PORT": port,
+            # The emulator's sqlite caches default to one directory shared by every
+            # emulator on the machine (systems of other runs would show up): ours.
+            "SUSHY_EMULATOR_STATE_DIR": str(workdir / "state"),
         }
     )
     ctx = None
