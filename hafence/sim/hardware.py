@@ -126,8 +126,11 @@ class Hardware:
         # observers (the safety checker): called after every change of running services
         self.on_service_change: list[Callable[[str, str, bool], None]] = []
         self.on_recover: list[Callable[[str, str, str], None]] = []
-        # when each node last dropped out (power or network off): fencing must follow it
+        # when each node last dropped out (power or network off) and last lost power:
+        # a recovery from a node is safe only if it lost power after it dropped out
         self.last_down: dict[str, float] = {}
+        self.last_poweroff: dict[str, float] = {}
+        self.last_active: dict[str, float] = {}  # last round each node's LRM was active
         for cd in self.service_config.values():
             normalize_service(cd)
 
@@ -227,7 +230,7 @@ class Hardware:
                     d.lrm = LRM(d.lrm_env)
                 d.lrm_restart = False
             else:
-                self.last_down[node] = self.cur_time
+                self.last_down[node] = self.last_poweroff[node] = self.cur_time
                 if d.crm is not None:
                     d.crm_env.log("info", "killed by poweroff")
                     d.crm = None
@@ -260,7 +263,8 @@ class Hardware:
         elif what == "network":
             if action not in ("on", "off"):
                 raise SimError(f"unknown network action in '{cmdstr}'")
-            if action == "off" and self.status[obj]["network"] == "on":
+            st = self.status[obj]
+            if action == "off" and st["network"] == "on" and st["power"] == "on":
                 self.last_down[obj] = self.cur_time
             self.status[obj]["network"] = action
         elif what == "delay":
@@ -362,6 +366,8 @@ class Hardware:
         if d.lrm is not None:
             d.lrm_env.loop_start(self.cur_time)
             alive = d.lrm.do_one_iteration()
+            if d.lrm.status == "active":
+                self.last_active[d.name] = self.cur_time
             d.lrm_env.loop_end()
             self.cur_time = max(self.cur_time, d.lrm_env.cur_time)
             if not alive:

@@ -9,8 +9,10 @@ CRM's own view, and records every violation of:
 
 1. a service never runs on two nodes at once;
 2. a fenced node's service is recovered only when that node is really gone: it runs no
-   copy, its LRM is not active, and when it has a fence device, that device confirmed
-   the power-off after the node dropped out (a failed hardware fence blocks recovery).
+   copy; its LRM is not active unless the node lost power (watchdog or fence device) after
+   it dropped out of the cluster; and when it has a fence device, that device confirmed
+   the power-off after the node's LRM was last active (a failed hardware fence blocks
+   recovery).
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ class SafetyChecker:
         hw = self.hw
         if sid in hw.running[fenced]:
             self._violation(f"{sid} recovered to {target} while still running on {fenced}")
+        down = hw.last_down.get(fenced, 0.0)
         lrm = hw.nodes[fenced].lrm
-        if lrm is not None and lrm.status == "active":
-            self._violation(f"{sid} recovered to {target} while {fenced}'s LRM is active")
+        if lrm is not None and lrm.status == "active" and hw.last_poweroff.get(fenced, -1.0) < down:
+            self._violation(
+                f"{sid} recovered to {target} while {fenced} never lost power and its LRM is active"
+            )
         dev = hw.fence_devices.get(fenced)
-        if dev is not None:
-            down = hw.last_down.get(fenced, 0.0)
-            if dev.last_ok is None or dev.last_ok < down:
+        if dev is not None and target != fenced:
+            # the device must have confirmed the power-off after the LRM last ran there
+            if dev.last_ok is None or dev.last_ok < hw.last_active.get(fenced, -1.0):
                 self._violation(f"{sid} recovered from {fenced} without a confirmed hardware fence")
 
     def _violation(self, msg: str) -> None:
