@@ -142,9 +142,10 @@ class WatchdogDriver:
         self.verify(wd)
         return wd
 
-    def open(self) -> WatchdogDevice:
-        """Prepare, open (ARM) the device and apply the timeout."""
-        wd = self.prepare()
+    def open(self, prepared: SysfsWatchdog | None = None) -> WatchdogDevice:
+        """Open (ARM) the device and apply the timeout; prepares first unless given
+        what :meth:`prepare` returned."""
+        wd = prepared or self.prepare()
         dev = WatchdogDevice(self.device_path(wd), self.sys, nowayout=wd.nowayout)
         try:
             if dev.get_timeout() != self.settings.timeout:

@@ -343,13 +343,13 @@ def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
         syscalls = default_syscalls()
     try:
         driver = cfg.driver(syscalls)
-        driver.prepare()  # modprobe + find: fails before anything is armed
+        prepared = driver.prepare()  # modprobe + find + checks: nothing armed yet
         sock = bind_socket(cfg.socket)
     except HafenceError as exc:
         log.error("not starting: %s (nothing armed)", exc)
         return 1
     try:
-        device = driver.open()
+        device = driver.open(prepared)
     except HafenceError as exc:
         log.error("not starting: %s (nothing armed)", exc)
         sock.close()
