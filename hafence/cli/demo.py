@@ -57,15 +57,41 @@ def write_demo_config(workdir: Path, bmc: Any) -> Path:
 
 
 def run_failover_demo(workdir: Path) -> bool:
-    """A short simulated HA failover with its HA log.
+    """A simulated HA failover: node1 drops off the network, is fenced, vm:100 moves.
 
-    LEAD: fill in once ``hafence.sim`` offers a runnable scenario API (``hafence sim
-    run DIR``): build a tiny scenario in ``workdir`` (3 nodes, one service on node1,
-    node1 loses power), run it, print its HA log. Returns False if the run failed.
+    Runs the real CRM/LRM code on the simulator (three nodes, a fence device for node1)
+    and prints the HA log; also saves it as ``failover.log`` in ``workdir``. Returns False
+    if the outcome is not the safe one.
     """
+    from hafence.sim.hardware import Hardware
+    from hafence.sim.safety import SafetyChecker
+
+    nodes = ("node1", "node2", "node3")
+    hw = Hardware(
+        status={n: {"power": "off", "network": "off", "shutdown": None} for n in nodes},
+        service_config={
+            "vm:100": {"node": "node1", "state": "started"},
+            "vm:101": {"node": "node2", "state": "started"},
+        },
+        cmdlist=[[f"power {n} on" for n in nodes], ["network node1 off"]],
+    )
+    hw.add_fence_device("node1")
+    checker = SafetyChecker(hw)
     out.echo()
-    out.echo("HA failover on the simulator: not available in this build yet (hafence sim)")
-    return True
+    out.echo("HA failover on the simulator (virtual time; node1 loses its network at t=120):")
+    text = hw.run()
+    for line in text.splitlines():
+        if any(k in line for k in ("node1", "vm:100", "fence", "FENCE", "SUCCEED")):
+            out.echo(f"  {line}")
+    (workdir / "failover.log").write_text(text)
+    moved = hw.service_config["vm:100"]["node"] != "node1"
+    ok = moved and not checker.violations
+    out.echo(
+        "vm:100 recovered on " + hw.service_config["vm:100"]["node"] + " after node1 was fenced"
+        if ok
+        else f"failover demo went wrong: {checker.violations or 'vm:100 not recovered'}"
+    )
+    return ok
 
 
 @click.command("demo")
