@@ -106,7 +106,8 @@ class CRM:
                 if self.idle_rounds > MAX_IDLE_ROUNDS:
                     env.log(
                         "info",
-                        f"cluster had no service configured for {MAX_IDLE_ROUNDS} rounds, going idle.",
+                        f"cluster had no service configured for {MAX_IDLE_ROUNDS} rounds, going "
+                        "idle.",
                     )
                     env.release_ha_manager_lock()
                     self._close_watchdog()

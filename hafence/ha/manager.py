@@ -270,7 +270,8 @@ class Manager:
                 elif sd["node"] == target:
                     env.log(
                         "info",
-                        f"ignore service '{sid}' {cmd[0]} request - service already on node '{target}'",
+                        f"ignore service '{sid}' {cmd[0]} request - service already on node "
+                        f"'{target}'",
                     )
                 else:
                     self._change(sid, cmd[0], node=sd["node"], target=target)
@@ -353,7 +354,8 @@ class Manager:
                 elif node == target:
                     env.log(
                         "info",
-                        f"ignore service '{sid}' {cmd[0]} request - service already on node '{target}'",
+                        f"ignore service '{sid}' {cmd[0]} request - service already on node "
+                        f"'{target}'",
                     )
                 else:
                     env.log("info", f"{cmd[0]} service '{sid}' to node '{target}'")
@@ -419,7 +421,8 @@ class Manager:
                 if target == fallback:
                     env.log(
                         "info",
-                        f"moving service '{sid}' back to '{fallback}', node came back from maintenance.",
+                        f"moving service '{sid}' back to '{fallback}', node came back from "
+                        "maintenance.",
                     )
                     sd.pop("maintenance_node", None)
                 elif node != fallback:
@@ -441,7 +444,8 @@ class Manager:
         if sd.get("maintenance_node") and sd["maintenance_node"] == node and ns.is_online(node):
             env.log(
                 "info",
-                f"service '{sid}': clearing stale maintenance node '{node}' setting (is current node)",
+                f"service '{sid}': clearing stale maintenance node '{node}' setting (is current "
+                "node)",
             )
             sd.pop("maintenance_node", None)
         if lrm_res is not None:
@@ -457,7 +461,8 @@ class Manager:
             if target == fenced_node:
                 env.log(
                     "info",
-                    f"recover service '{sid}' to previous failed and fenced node '{fenced_node}' again",
+                    f"recover service '{sid}' to previous failed and fenced node '{fenced_node}' "
+                    "again",
                 )
             else:
                 env.log(

@@ -535,6 +535,7 @@ class DriverConformance:
         fencer = self._fencer(tmp_path)
 
         async def body() -> tuple[BaseException | None, float, ActionResult]:
+            # One after the other: a device may take one session at a time (serial).
             t0 = time.monotonic()
             exc = await _failure(driver.status(), 2 * limit)
             elapsed = time.monotonic() - t0
