@@ -28,6 +28,7 @@ to basic auth, which the emulator checks against the htpasswd file. ::
         bmc.driver_options("node1")    # options for hafence's ``redfish`` driver
         bmc.wrong_password_options()
         bmc.fence_cfg_args("node1")
+        bmc.agent_options("node1")     # for ClusterLabs fence_redfish (tls=True)
 
 The port is picked free (bind to port 0) and the start retried if another process
 takes it first; :meth:`start` returns once ``/redfish/v1`` answers. :meth:`stop`
@@ -295,6 +296,19 @@ class RedfishEmulator:
 
     def fence_cfg_args(self, system: str | None = None) -> str:
         return " ".join(f"{k}='{v}'" for k, v in self.driver_options(system).items())
+
+    def agent_options(self, system: str | None = None) -> dict[str, str]:
+        """The same for ClusterLabs' ``fence_redfish`` (which speaks HTTPS only)."""
+        if not self.tls:
+            raise RedfishEmulatorError("fence_redfish needs RedfishEmulator(tls=True)")
+        return {
+            "ip": self.host,
+            "ipport": str(self.port),
+            "username": self.username,
+            "password": self.password,
+            "systems_uri": f"/redfish/v1/Systems/{self._resolve(system)}",
+            "ssl_insecure": "1",
+        }
 
 
 # -- state file (shared by the test process and the emulator process) -------------------
