@@ -128,6 +128,7 @@ class RedfishDriver(FenceDriver):
         if o["method"] == "cycle":
             self.actions = frozenset({*type(self).actions, "reboot"})
         self._conn: Any = None
+        self._auth: Any = None
         self._system: Any = None
         self._lock = threading.Lock()  # sushy objects are not thread-safe
 
@@ -146,10 +147,11 @@ class RedfishDriver(FenceDriver):
                 "basic": sushy.auth.BasicAuth,
                 "session": sushy.auth.SessionAuth,
             }[o["auth"]]
+            self._auth = auth_cls(username=o["username"], password=password)
             self._conn = sushy.Sushy(
                 self.base_url + self.root,
                 verify=self.verify,
-                auth=auth_cls(username=o["username"], password=password),
+                auth=self._auth,
                 # one attempt: retries and their back-off belong to the fencer
                 server_side_retries=1,
                 server_side_retries_delay=0.01,
@@ -193,13 +195,25 @@ class RedfishDriver(FenceDriver):
             self._system.refresh(force=True)
         return self._system
 
-    def _drop(self) -> None:
-        conn, self._conn, self._system = self._conn, None, None
-        if conn is not None:
+    def _drop(self, *, logout: bool = True) -> None:
+        """Forget the connection; log out of its Redfish session first if asked.
+
+        BMCs allow few sessions (iDRAC: a handful), so every session we open is
+        closed; not after a connection error, when a logout would only wait again.
+        """
+        conn, auth = self._conn, self._auth
+        self._conn = self._auth = self._system = None
+        if conn is None:
+            return
+        if logout and auth is not None:
             try:
-                conn._conn.close()  # logs out of a session, closes the HTTP pool
-            except Exception as exc:  # a dead BMC cannot take a logout
-                log.debug("redfish %s: close: %r", self.label, exc)
+                auth.close()  # DELETE of our session, if one was opened
+            except Exception as exc:  # a BMC that cannot take a logout
+                log.warning("redfish %s: session logout failed: %s", self.label, exc)
+        try:
+            conn._conn.close()  # the HTTP connection pool (sushy has no public close)
+        except Exception as exc:
+            log.debug("redfish %s: close: %r", self.label, exc)
 
     def _locked(self, what: str, fn: Callable[[], T]) -> T:
         sushy = _sushy()
@@ -210,13 +224,13 @@ class RedfishDriver(FenceDriver):
             except FenceError:
                 raise
             except exc_.AccessError as exc:
-                self._drop()
+                self._drop(logout=False)
                 raise AuthError(
                     f"{what}: {self.base_url} refused the credentials (HTTP {exc.status_code})",
                     device=self.label,
                 ) from None
             except exc_.ConnectionError as exc:
-                self._drop()
+                self._drop(logout=False)
                 raise UnreachableError(
                     f"{what}: cannot reach {self.base_url}: {_connection_reason(exc)}",
                     device=self.label,

@@ -206,3 +206,42 @@ async def test_silent_bmc_is_unreachable_within_the_timeout(silent_port: int) ->
         ticker.cancel()
         await d.close()
     assert ticks > 5  # sushy's blocking HTTP ran in a worker thread
+
+
+# -- Redfish sessions ------------------------------------------------------------------------
+async def test_session_opened_once_reused_and_logged_out(bmc: RedfishEmulator) -> None:
+    d = drv(bmc.driver_options("node1"))  # auth=auto: a session when the BMC offers one
+    assert await d.status() == PowerState.ON
+    await d.off()
+    assert await d.status() == PowerState.OFF
+    assert len(bmc.sessions()) == 1  # one login for the three calls
+    created = bmc.sessions_created()
+    await d.close()
+    assert bmc.sessions() == []  # BMCs allow few sessions: never leak one
+    assert bmc.sessions_created() == created
+
+
+async def test_expired_session_is_renewed(bmc: RedfishEmulator) -> None:
+    async with drv(bmc.driver_options("node1"), auth="session") as d:
+        await d.status()
+        [before] = bmc.sessions()
+        bmc.expire_sessions()  # a BMC reset: the token is no longer valid
+        assert await d.status() == PowerState.ON
+        [after] = bmc.sessions()
+    assert after != before and bmc.sessions() == []
+
+
+async def test_basic_auth_opens_no_session(bmc: RedfishEmulator) -> None:
+    created = bmc.sessions_created()
+    async with drv(bmc.driver_options("node1"), auth="basic") as d:
+        await d.off()
+    assert bmc.sessions_created() == created and bmc.power("node1") == "off"
+
+
+async def test_bmc_without_sessions_falls_back_to_basic() -> None:
+    with RedfishEmulator(sessions=False, password=PASSWORD) as plain:
+        async with drv(plain.driver_options()) as d:
+            await d.off()
+            assert await d.status() == PowerState.OFF
+        with pytest.raises(AuthError):  # explicitly asked for a session: refused
+            await drv(plain.driver_options(), auth="session").status()

@@ -118,3 +118,12 @@ async def test_dry_run_check_changes_nothing(
     rep = await make_fencer(registry, device_line(bmc) + connect(bmc), tmp_path).check("node2")
     assert rep.ok and rep.devices[0].state == "on"
     assert bmc.calls() == []
+
+
+async def test_fencing_leaves_no_session_behind(
+    registry: PluginRegistry, bmc: RedfishEmulator, tmp_path: Path
+) -> None:
+    f = make_fencer(registry, device_line(bmc) + connect(bmc), tmp_path)
+    assert (await f.fence("node1")).ok
+    assert (await f.check("node2")).ok
+    assert bmc.sessions_created() > 0 and bmc.sessions() == []

@@ -12,8 +12,10 @@ its chassis in a file: power changes apply after ``power_delay`` seconds (defaul
 at once), ``stuck`` makes ForceOff accepted and ignored. Everything else, HTTP,
 routing, auth, JSON, is the emulator's own code.
 
-sushy-tools has no SessionService: sushy's default session-or-basic auth falls back
-to basic auth, which the emulator checks against the htpasswd file. ::
+sushy-tools has no SessionService, so the runner puts a small one in front of the
+emulator's basic auth (``sessions=False`` leaves it out): POST
+``/redfish/v1/SessionService/Sessions`` checks the same htpasswd file and returns an
+``X-Auth-Token``; DELETE logs out; tests see the live sessions. ::
 
     from hafence.testing.peers.redfish import RedfishEmulator
 
@@ -24,6 +26,8 @@ to basic auth, which the emulator checks against the htpasswd file. ::
         bmc.set_power(False, "node1")  # flip the simulated power directly
         bmc.set_stuck(True)            # ForceOff accepted, power stays on
         bmc.calls()                    # ["ForceOff node1", "On node1", ...]
+        bmc.sessions()                 # ids of the Redfish sessions logged in now
+        bmc.expire_sessions()          # forget them all (a BMC reset)
         bmc.ca_file                    # the self-signed certificate (tls=True)
         bmc.driver_options("node1")    # options for hafence's ``redfish`` driver
         bmc.wrong_password_options()
@@ -93,6 +97,7 @@ class RedfishEmulator:
         stuck: bool = False,
         power_delay: float = 0.0,
         tls: bool = False,
+        sessions: bool = True,
         workdir: str | os.PathLike[str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -104,6 +109,7 @@ class RedfishEmulator:
         self.username = username
         self.password = password
         self.tls = tls
+        self.with_sessions = sessions
         self.host = "127.0.0.1"
         self.port = 0
         self.startup_timeout = startup_timeout
@@ -182,6 +188,7 @@ class RedfishEmulator:
             "systems": [{"uuid": sid, "name": n} for sid, n in self._ids().items()],
             "auth_file": str(d / "htpasswd"),
             "power_delay": self._power_delay,
+            "sessions": self.with_sessions,
         }
         if self.tls:
             subprocess.run(
@@ -274,6 +281,21 @@ class RedfishEmulator:
 
     def clear_calls(self) -> None:
         (self.workdir / "calls.log").write_text("")
+
+    def sessions(self) -> list[str]:
+        """Ids of the Redfish sessions currently logged in."""
+        if not self.with_sessions:
+            return []
+        return list(_read_json(self.workdir / "sessions.json")["live"])
+
+    def sessions_created(self) -> int:
+        if not self.with_sessions:
+            return 0
+        return int(_read_json(self.workdir / "sessions.json")["created"])
+
+    def expire_sessions(self) -> None:
+        """Forget every session (as a BMC reset or session time-out does)."""
+        (self.workdir / "expire-sessions").touch()
 
     # -- options for the driver ------------------------------------------------------
     def driver_options(self, system: str | None = None) -> dict[str, str]:
@@ -390,6 +412,8 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
             "SUSHY_EMULATOR_STATE_DIR": str(workdir / "state"),
         }
     )
+    if conf.get("sessions", True):
+        emu.app.wsgi_app = _SessionService(emu.app.wsgi_app, conf["auth_file"], workdir)
     ctx = None
     if conf.get("cert"):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -397,6 +421,102 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
     # The emulator's own main() also parses argv and installs a SIGCHLD reaper we do
     # not need; run its Flask app the same way it would.
     emu.app.run(host="127.0.0.1", port=port, ssl_context=ctx, threaded=True)
+
+
+SESSIONS = "/redfish/v1/SessionService/Sessions"
+
+
+class _SessionService:  # pragma: no cover - runs in the child
+    """Redfish sessions in front of the emulator's basic auth (sushy-tools has none).
+
+    POST Sessions with UserName/Password (checked against the same htpasswd file)
+    answers 201 with ``X-Auth-Token`` and ``Location``; a request carrying a live
+    token skips basic auth; DELETE of the session's URI logs out. Live sessions are
+    mirrored to ``sessions.json`` for the test process.
+    """
+
+    def __init__(self, basic: Any, auth_file: str, workdir: Path) -> None:
+        import threading
+
+        self.basic = basic  # the emulator's RedfishAuthMiddleware
+        self.app = basic.app  # the emulator itself
+        self.auth_file = auth_file
+        self.file = workdir / "sessions.json"
+        self.lock = threading.Lock()
+        self.live: dict[str, str] = {}  # token -> session id
+        self.created = 0
+        self._save()
+
+    def _save(self) -> None:
+        data = {"live": sorted(self.live.values()), "created": self.created}
+        _write_json(self.file, data)
+
+    def _reply(self, start_response: Any, status: str, body: Any, headers=()) -> list[bytes]:
+        data = json.dumps(body).encode()
+        start_response(
+            status,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *headers],
+        )
+        return [data]
+
+    def _root(self, env: dict[str, Any], start_response: Any) -> list[bytes]:
+        """The service root, linking the session service as a BMC's does."""
+        got: list[Any] = []
+        body = b"".join(self.app(env, lambda status, headers, *_: got.append(status)))
+        doc = json.loads(body)
+        doc["SessionService"] = {"@odata.id": "/redfish/v1/SessionService"}
+        doc.setdefault("Links", {})["Sessions"] = {"@odata.id": SESSIONS}
+        return self._reply(start_response, got[0], doc)
+
+    def _unauthorized(self, start_response: Any, message: str) -> list[bytes]:
+        body = {"error": {"code": "Base.1.0.GeneralError", "message": message}}
+        return self._reply(start_response, "401 Unauthorized", body)
+
+    def __call__(self, env: dict[str, Any], start_response: Any) -> Any:
+        from sushy_tools import error
+        from sushy_tools.emulator import auth_basic
+
+        path = env.get("PATH_INFO", "").rstrip("/")
+        method = env.get("REQUEST_METHOD", "GET")
+        if self.file.with_name("expire-sessions").exists():  # a BMC reset forgets them
+            self.file.with_name("expire-sessions").unlink(missing_ok=True)
+            with self.lock:
+                self.live.clear()
+                self._save()
+        if path == SESSIONS and method == "POST":
+            size = int(env.get("CONTENT_LENGTH") or 0)
+            try:
+                creds = json.loads(env["wsgi.input"].read(size) or b"{}")
+                auth_basic.authenticate(
+                    self.auth_file, str(creds["UserName"]), str(creds["Password"]).encode()
+                )
+            except (ValueError, KeyError, error.FishyError):
+                return self._unauthorized(start_response, "Incorrect username or password")
+            token, sid = uuid.uuid4().hex, uuid.uuid4().hex[:12]
+            with self.lock:
+                self.live[token] = sid
+                self.created += 1
+                self._save()
+            where = f"{SESSIONS}/{sid}"
+            body = {"@odata.id": where, "Id": sid, "UserName": creds["UserName"]}
+            headers = [("X-Auth-Token", token), ("Location", where)]
+            return self._reply(start_response, "201 Created", body, headers)
+        if path == "/redfish/v1" and method == "GET":
+            return self._root(env, start_response)
+        token = env.get("HTTP_X_AUTH_TOKEN")
+        if token is None:
+            return self.basic(env, start_response)
+        with self.lock:
+            sid = self.live.get(token)
+        if sid is None:
+            return self._unauthorized(start_response, "No such session")
+        if method == "DELETE" and path == f"{SESSIONS}/{sid}":
+            with self.lock:
+                self.live.pop(token, None)
+                self._save()
+            start_response("204 No Content", [])
+            return [b""]
+        return self.app(env, start_response)
 
 
 if __name__ == "__main__":  # pragma: no cover
