@@ -7,6 +7,9 @@ Commands, expected replies and status words are options, so one driver covers mo
 line-based switches; ``device`` may also be a pyserial URL (``rfc2217://host:port``
 for a terminal server, ``socket://host:port`` for a raw TCP bridge).
 
+Over RFC 2217 pyserial's telnet negotiation costs about 0.4 s per open and 0.3 s per
+close (it polls at 50 ms), so an action there takes ~0.8 s: keep ``timeout`` >= 3.
+
 pyserial blocks: the whole exchange runs in a worker thread, every read bounded by
 what is left of the action's time budget (slightly under ``timeout``, the fencer's
 own bound), so the event loop never blocks and a silent switch is reported as
@@ -287,7 +290,17 @@ class SerialDriver(FenceDriver):
             elif o["pulse"] == "rts":
                 port.rts = False
             port.open()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except serial.SerialException as exc:
+            if "exclusively lock" in str(exc):
+                raise DeviceError(
+                    f"{self.device} is in use by another process (exclusive lock); "
+                    "a console or another fencer holds it",
+                    device=self.label,
+                ) from None
+            raise UnreachableError(
+                f"cannot open {self.device}: {_reason(exc)}", device=self.label
+            ) from None
+        except (OSError, ValueError) as exc:
             raise UnreachableError(
                 f"cannot open {self.device}: {_reason(exc)}", device=self.label
             ) from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 
 import pytest
 from hafence_serial.driver import SerialDriver
@@ -260,3 +262,15 @@ async def test_pulse_lasts_the_milliseconds_asked(terminal_server: SerialDevice,
     terminal_server.clear_signals()
     await d.status()
     assert True not in [lvl for name, lvl, _ in terminal_server.signals() if name == line]
+
+
+async def test_port_locked_by_another_process_is_busy(plain: SerialDevice) -> None:
+    fd = os.open(plain.path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a console program would
+        with pytest.raises(DeviceError, match="in use by another process"):
+            await drv({"device": plain.path}).status()
+        # exclusive=0 shares the line (the owner's risk)
+        assert await drv({"device": plain.path}, exclusive="0").status() == PowerState.ON
+    finally:
+        os.close(fd)
