@@ -46,7 +46,7 @@ from hafence.watchdog.device import (
     inspect,
     list_watchdogs,
 )
-from hafence.watchdog.errors import DeviceBusyError, MuxUnavailableError
+from hafence.watchdog.errors import DeviceBusyError, MuxProtocolError, MuxUnavailableError
 from hafence.watchdog.fake import FAKE_ENV
 
 from .conftest import config_path, hw_section
@@ -307,7 +307,7 @@ class RealMux:
             try:
                 mux_status(self.socket, io_timeout=2)
                 return
-            except MuxUnavailableError:
+            except (MuxUnavailableError, MuxProtocolError):
                 pass
             if self.proc.poll() is not None or time.monotonic() > end:
                 self.kill()

@@ -50,6 +50,8 @@ from hafence.watchdog.errors import WatchdogError
 
 log = logging.getLogger("hafence.watchdog.mux")
 
+MARKER_NAME = "watchdog-mux.active"
+
 
 @dataclass
 class Client:
@@ -86,10 +88,12 @@ class Mux:
         driver: str,
         socket_path: str,
         feed_interval: float = 1.0,
+        marker: str | None = None,
     ) -> None:
         self.device = device
         self.driver = driver
         self.socket_path = socket_path
+        self.marker = marker or marker_path(socket_path)
         self.feed_interval = feed_interval
         self.clients: dict[int, Client] = {}
         self.tripped: str | None = None
@@ -99,11 +103,25 @@ class Mux:
         self._stop = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
 
+    # -- the active marker -----------------------------------------------------------------
+    def _update_marker(self) -> None:
+        """The marker exists while clients depend on the watchdog (or after a trip).
+
+        A mux that dies in that state must not be restarted: a new one would re-arm and
+        feed the device and so cancel the reset the dead clients are owed.
+        """
+        if self.clients or self.tripped:
+            if not os.path.exists(self.marker):
+                Path(self.marker).write_text(f"{os.getpid()}\n")
+        else:
+            Path(self.marker).unlink(missing_ok=True)
+
     # -- decisions -----------------------------------------------------------------------
     def trip(self, reason: str) -> None:
         """Stop feeding the hardware for good: the node resets when it expires."""
         if self.tripped is None:
             self.tripped = reason
+            self._update_marker()
             log.critical(
                 "%s - stop feeding watchdog %s: node will reset within %ss",
                 reason,
@@ -213,6 +231,7 @@ class Mux:
                         continue
                     closed_magic = True
                     self.clients.pop(client.id, None)
+                    self._update_marker()
                     log.info("client %s closed (magic close)", client.label())
                     await reply("OK closed")
                     break
@@ -253,6 +272,7 @@ class Mux:
         c = Client(self._next_id, name, timeout, now + timeout, pid, uid, now, now)
         self._next_id += 1
         self.clients[c.id] = c
+        self._update_marker()
         log.info("client %s connected, timeout %gs", c.label(), timeout)
         await reply(f"OK {timeout:g}")
         return c
@@ -306,6 +326,11 @@ class Mux:
 
 
 # -- startup -----------------------------------------------------------------------------------
+def marker_path(socket_path: str) -> str:
+    """``watchdog-mux.active`` next to the socket (on /run: a reboot clears it)."""
+    return str(Path(socket_path).parent / MARKER_NAME)
+
+
 def bind_socket(path: str) -> socket.socket:
     """A listening Unix socket, mode 0600; a stale one is replaced, a live one refused."""
     p = Path(path)
@@ -342,19 +367,30 @@ def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
     else:
         syscalls = default_syscalls()
     try:
-        driver = cfg.driver(syscalls)
-        prepared = driver.prepare()  # modprobe + find + checks: nothing armed yet
-        sock = bind_socket(cfg.socket)
+        sock = bind_socket(cfg.socket)  # refuses a live mux first
     except HafenceError as exc:
         log.error("not starting: %s (nothing armed)", exc)
         return 1
-    try:
-        device = driver.open(prepared)
-    except HafenceError as exc:
-        log.error("not starting: %s (nothing armed)", exc)
+
+    def give_up(why: str) -> int:
+        log.error("not starting: %s (nothing armed)", why)
         sock.close()
         Path(cfg.socket).unlink(missing_ok=True)
         return 1
+
+    marker = marker_path(cfg.socket)
+    if os.path.exists(marker):
+        return give_up(
+            f"watchdog active - a previous watchdog-mux exited with clients connected or "
+            f"tripped and left {marker}: re-arming now would cancel the node reset it owes. "
+            "A reboot clears it; remove it only if no HA service runs on this node"
+        )
+    try:
+        driver = cfg.driver(syscalls)
+        prepared = driver.prepare()  # modprobe + find + checks
+        device = driver.open(prepared)  # ARMED from here on
+    except HafenceError as exc:
+        return give_up(str(exc))
     mux = Mux(device, driver=driver.name, socket_path=cfg.socket, feed_interval=cfg.feed_interval)
     try:
         asyncio.run(mux.serve(sock))

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from hafence.watchdog.client import mux_status
-from hafence.watchdog.errors import MuxUnavailableError, WatchdogError
+from hafence.watchdog.errors import MuxProtocolError, MuxUnavailableError, WatchdogError
 from hafence.watchdog.fake import FakeKernel
 
 
@@ -83,8 +83,8 @@ class MuxProcess:
             try:
                 mux_status(self.socket, io_timeout=2.0)
                 return self
-            except MuxUnavailableError:
-                pass
+            except (MuxUnavailableError, MuxProtocolError):
+                pass  # not up yet, or bound its socket and then gave up (see poll above)
             if time.monotonic() > end:
                 self.kill()
                 raise WatchdogError(f"watchdog-mux did not come up: {self.log()}")

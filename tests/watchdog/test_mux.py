@@ -281,3 +281,20 @@ def test_client_errors_are_clear(tmp_path: Path, mt: MuxThread) -> None:
     with pytest.raises(MuxProtocolError, match="'lrm' is closed"):
         c.feed()
     assert mt.tripped() is None
+
+
+def test_the_active_marker_follows_the_clients(mt: MuxThread) -> None:
+    marker = Path(mt.mux.marker)
+    assert marker.parent == Path(mt.socket).parent and not marker.exists()
+    lrm = WatchdogClient.connect(mt.socket, 60, name="lrm")
+    crm = WatchdogClient.connect(mt.socket, 60, name="crm")
+    assert marker.exists()
+    lrm.close()
+    wait_for(lambda: len(mt.clients()) == 1, "lrm to leave")
+    assert marker.exists()  # crm still depends on the watchdog
+    crm.close()
+    wait_for(lambda: not mt.clients(), "crm to leave")
+    assert not marker.exists()
+    WatchdogClient.connect(mt.socket, 60, name="lrm").close(magic=False)
+    wait_for(mt.tripped, "the trip")
+    assert marker.exists()  # a trip is for good

@@ -120,6 +120,40 @@ def test_a_killed_mux_leaves_the_watchdog_armed(start_mux: StartMux) -> None:
     wait_for(lambda: mux.kernel.events("reset"), "the reset")
 
 
+def test_a_mux_that_died_with_clients_is_not_restarted(start_mux: StartMux) -> None:
+    """A new mux would re-arm and feed the device: the dead clients' reset must happen."""
+    mux = start_mux(timeout=30, noboot=True)
+    client = WatchdogClient.connect(mux.socket, 30, name="lrm")
+    mux.kill()
+    client.close(magic=False)
+    again = MuxProcess(mux.workdir, timeout=30, noboot=True, kernel=mux.kernel)
+    opens = len(mux.kernel.events("open"))
+    try:
+        with pytest.raises(WatchdogError, match="exited with status 1") as exc:
+            again.start()
+    finally:
+        again.kill()
+    assert "watchdog active - a previous watchdog-mux exited with clients connected" in str(
+        exc.value
+    )
+    assert len(mux.kernel.events("open")) == opens  # nothing re-armed
+
+
+def test_a_mux_that_died_without_clients_may_restart(start_mux: StartMux) -> None:
+    mux = start_mux(timeout=30, noboot=True)
+    with WatchdogClient.connect(mux.socket, 30, name="lrm"):
+        pass
+    mux.kill()
+    assert not (mux.workdir / "watchdog-mux.active").exists()
+    again = MuxProcess(mux.workdir, timeout=30, noboot=True, kernel=mux.kernel)
+    try:
+        again.start()  # same socket, same marker place
+        assert mux_status(again.socket)["pid"] == again.proc.pid
+    finally:
+        again.stop(grace=2)
+        again.kill()
+
+
 def test_socket_mode_and_status_from_another_process(start_mux: StartMux) -> None:
     mux = start_mux(timeout=10)
     assert os.stat(mux.socket).st_mode & 0o777 == 0o600
