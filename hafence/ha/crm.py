@@ -30,6 +30,7 @@ class CRM:
         self.cluster_state_update = False
         self.idle_rounds = 0
         self.fence_delay = fence_delay
+        self.disarmed = False  # HA stack disarmed: the master runs without a watchdog
         self._wd: Any = None
         self._set_status("wait_for_quorum")
 
@@ -44,6 +45,8 @@ class CRM:
     def _get_manager_lock(self) -> bool:
         if not self.env.get_ha_manager_lock():
             return False
+        if self.disarmed:
+            return True
         if self._wd is None:
             self._wd = self.env.watchdog_open()
         else:
@@ -74,6 +77,16 @@ class CRM:
     def _cluster_idle(self) -> bool:
         ms = self.env.read_manager_status() or {}
         return not ms.get("service_status") and not self.env.read_service_config()
+
+    def _follow_disarm(self, disarm: dict[str, Any] | None) -> None:
+        if disarm and disarm.get("state") == "disarmed" and not self.disarmed:
+            self.env.log("info", "HA stack fully disarmed, releasing CRM watchdog")
+            self._close_watchdog()
+            self.disarmed = True
+        elif not disarm and self.disarmed:
+            self.env.log("info", "re-arming HA stack")
+            self.disarmed = False
+            self._wd = self.env.watchdog_open()
 
     # -- public API ----------------------------------------------------------------------
     def shutdown_request(self) -> None:
@@ -131,8 +144,9 @@ class CRM:
                 return True
             try:
                 self.manager.manage()
-            except Exception as exc:
+            except Exception as exc:  # logged; the next round retries
                 env.log("err", f"got unexpected error - {exc}")
+            self._follow_disarm(self.manager.ms.get("disarm"))
             return True
         if state == "lost_manager_lock":
             self._close_watchdog()

@@ -38,6 +38,7 @@ class LRM:
         self.shutdown_errors = 0
         self.service_status: dict[str, dict[str, Any]] = {}
         self.node_state = "unknown"
+        self.disarm: dict[str, Any] | None = None
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._wrote_status = False
@@ -66,6 +67,12 @@ class LRM:
             self.env.watchdog_close(self._wd)
             self._wd = None
 
+    def _disarm(self) -> None:
+        # services keep running untouched; nothing may act on them until re-armed
+        self.env.release_ha_agent_lock()
+        self._give_up_watchdog()
+        self._set_status("wait_for_agent_lock")
+
     def _update_lrm_status(self) -> bool:
         env = self.env
         if not env.quorate():
@@ -93,11 +100,14 @@ class LRM:
             return False
         self.service_status = ms.get("service_status") or {}
         self.node_state = (ms.get("node_status") or {}).get(env.nodename, "unknown")
+        self.disarm = ms.get("disarm")
         if not self.shutdown_requested:
             request = (ms.get("node_request") or {}).get(env.nodename) or {}
             if request.get("maintenance"):
                 self.mode = "maintenance"
-            elif self.mode == "maintenance":
+            elif self.disarm:
+                self.mode = "disarm"
+            elif self.mode in ("maintenance", "disarm"):
                 self.mode = "active"
         return True
 
@@ -195,7 +205,12 @@ class LRM:
 
         state = self.status
         if state == "wait_for_agent_lock":
-            if not fence_request and self.active_service_count() and env.quorate():
+            if (
+                not fence_request
+                and not self.disarm
+                and self.active_service_count()
+                and env.quorate()
+            ):
                 if self._get_agent_lock():
                     self._set_status("active")
         elif state == "lost_agent_lock":
@@ -205,6 +220,9 @@ class LRM:
             if fence_request:
                 env.log("err", "node need to be fenced - releasing agent_lock")
                 self._set_status("lost_agent_lock")
+            elif self.disarm:
+                env.log("info", "HA disarm requested, releasing agent lock and watchdog")
+                self._disarm()
             elif not self._get_agent_lock():
                 self._set_status("lost_agent_lock")
             elif self._maintenance_requested():
@@ -228,6 +246,12 @@ class LRM:
                     "err", "node need to be fenced during maintenance mode - releasing agent_lock"
                 )
                 self._set_status("lost_agent_lock")
+            elif not self._maintenance_requested() and self.disarm:
+                env.log(
+                    "info",
+                    "HA disarm requested during maintenance, releasing agent lock and watchdog",
+                )
+                self._disarm()
             elif not self._maintenance_requested():
                 if self._get_agent_lock():
                     self._set_status("active")

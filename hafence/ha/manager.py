@@ -61,6 +61,8 @@ class Manager:
         # a node in (manual) maintenance stays there when the master changes
         if old.get("node_request"):
             self.ms["node_request"] = old["node_request"]
+        if old.get("disarm"):
+            self.ms["disarm"] = old["disarm"]
         self.sc: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, Any] = {}
         self.rules: dict[str, Any] = {}
@@ -95,9 +97,11 @@ class Manager:
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
         results: dict[str, Any] = {}
         modes: dict[str, str] = {}
+        self.lrm_states: dict[str, str] = {}
         for node in self.ns.nodes():
             lrm = self.env.read_lrm_status(node) or {}
             modes[node] = lrm.get("mode") or "active"
+            self.lrm_states[node] = lrm.get("state") or "unknown"
             for uid, res in (lrm.get("results") or {}).items():
                 results.setdefault(uid, res)
         return results, modes
@@ -146,6 +150,34 @@ class Manager:
                     )
                 else:
                     env.log("err", f"crm command error - node not online: {line}")
+            elif cmd == "disarm-ha":
+                disarm = self.ms.get("disarm")
+                if disarm:
+                    env.log(
+                        "notice",
+                        f"ignoring disarm-ha command - already in disarm state ({disarm['state']})",
+                    )
+                else:
+                    env.log("info", f"got crm command: {line}")
+                    self.ms["disarm"] = {"mode": args[0], "state": "disarming"}
+            elif cmd == "arm-ha":
+                disarm = self.ms.get("disarm")
+                if not disarm:
+                    env.log("notice", "ignoring arm-ha command - HA stack is not disarmed")
+                    continue
+                env.log("info", f"got crm command: {line}")
+                if disarm.get("applied") and disarm["mode"] == "ignore":
+                    # services an admin moved by hand while HA looked away
+                    for sid in sorted(ss):
+                        cd = self.sc.get(sid)
+                        if cd and cd.get("node") and cd["node"] != ss[sid].get("node"):
+                            env.log(
+                                "info",
+                                f"service '{sid}': updating node '{ss[sid]['node']}' => "
+                                f"'{cd['node']}' (changed while disarmed)",
+                            )
+                            ss[sid]["node"] = cd["node"]
+                del self.ms["disarm"]
             elif cmd == "disable-node-maintenance":
                 node = args[0]
                 state = ns.get(node)
@@ -193,8 +225,12 @@ class Manager:
             del ss[sid]
 
         self._update_crm_commands()
+        suspended = self._disarm_step()
+        disarming = bool(self.ms.get("disarm"))
 
         while True:
+            if suspended:
+                break
             repeat = False
             self._recompute_usage()
             for sid in sorted(ss):
@@ -202,6 +238,8 @@ class Manager:
                 cd = sc.get(sid) or {"state": "disabled", "node": sd.get("node")}
                 lrm_res = lrm_results.get(sd["uid"]) if sd.get("uid") else None
                 last = sd["state"]
+                if disarming and last != "recovery":
+                    continue  # only settle fenced nodes' services while disarming
                 handler = self._HANDLERS.get(last)
                 if handler is not None:
                     handler(self, sid, cd, sd, lrm_res)
@@ -241,6 +279,44 @@ class Manager:
             if not repeat:
                 break
         self.flush()
+
+    def _disarm_step(self) -> bool:
+        """Advance a requested disarm; True while services are suspended (mode ignore).
+
+        Disarming waits while any service is being fenced (its node's fate must be settled
+        with the watchdogs still armed), then freezes or suspends every service; the stack
+        is fully disarmed once no LRM is active any more.
+        """
+        disarm = self.ms.get("disarm")
+        if not disarm:
+            return False
+        env, ss = self.env, self.ss
+        if disarm["state"] == "disarming" and not disarm.get("applied"):
+            fenced = [sid for sid in sorted(ss) if ss[sid]["state"] == "fence"]
+            for sid in fenced:
+                env.log("warning", f"deferring disarm - service '{sid}' is in 'fence' state")
+            if not fenced:
+                for sid in sorted(ss):
+                    sd = ss[sid]
+                    if disarm["mode"] == "ignore":
+                        env.log("info", f"disarm: suspending HA tracking for service '{sid}'")
+                    elif sd["state"] in ("started", "stopped", "request_stop", "request_start"):
+                        env.log("info", f"disarm: freezing service '{sid}' (was '{sd['state']}')")
+                        keep = ("node", "failed_nodes", "maintenance_node")
+                        kept = {k: sd[k] for k in keep if k in sd}
+                        sd.clear()  # pending commands die with the freeze
+                        sd.update(kept, state="freeze", uid=_new_uid(sid, "freeze", env.get_time()))
+                disarm["applied"] = True
+        if disarm.get("applied") and disarm["state"] == "disarming":
+            active = [
+                n
+                for n in self.ns.nodes()
+                if self.ns.is_operational(n) and self.lrm_states.get(n) == "active"
+            ]
+            if not active:
+                env.log("info", "all LRMs disarmed, HA stack is now fully disarmed")
+                disarm["state"] = "disarmed"
+        return bool(disarm.get("applied")) and disarm["mode"] == "ignore"
 
     def flush(self) -> None:
         self.ms["node_status"] = dict(self.ns.status)

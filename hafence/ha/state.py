@@ -36,6 +36,8 @@ line each, see :func:`parse_crm_command`::
     stop vm:100 0
     enable-node-maintenance node1
     disable-node-maintenance node1
+    disarm-ha freeze|ignore      # HA-stack maintenance: LRMs and CRM drop their watchdogs
+    arm-ha
 """
 
 from __future__ import annotations
@@ -161,7 +163,10 @@ CRM_COMMANDS = {
     "stop": 2,
     "enable-node-maintenance": 1,
     "disable-node-maintenance": 1,
+    "disarm-ha": 1,  # freeze|ignore: release every watchdog for HA-stack maintenance
+    "arm-ha": 0,
 }
+DISARM_MODES = ("freeze", "ignore")
 
 
 def parse_crm_command(line: str) -> tuple[str, list[str]]:
@@ -175,6 +180,8 @@ def parse_crm_command(line: str) -> tuple[str, list[str]]:
         raise CrmCommandError(f"unknown command '{cmd}'")
     if len(args) != want:
         raise CrmCommandError(f"'{cmd}' takes {want} argument(s), got {len(args)}")
+    if cmd == "disarm-ha" and args[0] not in DISARM_MODES:
+        raise CrmCommandError(f"invalid disarm mode '{args[0]}' (freeze or ignore)")
     if cmd == "stop":
         try:
             if int(args[1]) < 0:

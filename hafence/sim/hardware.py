@@ -307,6 +307,10 @@ class Hardware:
                 d.crm = CRM(d.crm_env)
         elif action in ("enable-node-maintenance", "disable-node-maintenance"):
             self.crm_commands.append(f"{action} {node}")
+        elif action == "disarm-ha":
+            self.crm_commands.append(f"disarm-ha {args[0] if args else 'freeze'}")
+        elif action == "arm-ha":
+            self.crm_commands.append("arm-ha")
         else:
             raise SimError(f"unsupported crm command '{cmdstr}'")
 
@@ -330,6 +334,13 @@ class Hardware:
             if len(args) > 2:
                 cd["failback"] = bool(int(args[2]))
             self.service_config[sid] = normalize_service(cd)
+        elif action == "manual-migrate":
+            # an admin moves a guest by hand (HA disarmed): it arrives stopped
+            cd = self.service_config.get(sid)
+            if cd is None or not args:
+                raise SimError(f"bad command '{cmdstr}'")
+            self.stop_service(cd["node"], sid)
+            cd["node"] = args[0]
         elif action == "delete":
             self.service_config.pop(sid, None)
         elif action == "lock":

@@ -3,7 +3,7 @@
 :func:`random_cluster` builds a cluster from a seed: 3-5 nodes, services spread over them,
 some nodes with a hardware fence device (working, flaky or broken), a random shutdown
 policy, and a command list of crashes, network cuts, reboots, shutdowns, LRM restarts,
-maintenance, migrations and service state changes. :class:`SafetyChecker` watches the
+maintenance, disarming the HA stack, migrations and service state changes. :class:`SafetyChecker` watches the
 *hardware truth* (which node really runs what, which node is really down), never the
 CRM's own view, and records every violation of:
 
@@ -116,8 +116,12 @@ def _random_event(rnd: random.Random, nodes: list[str], sids: list[str]) -> str:
         return f"shutdown {node}"
     if roll < 0.65:
         return f"restart-lrm {node}"
-    if roll < 0.70:
+    if roll < 0.68:
         return f"crm {node} {rnd.choice(('enable', 'disable'))}-node-maintenance"
+    if roll < 0.70:
+        return rnd.choice(
+            (f"crm {node} disarm-ha freeze", f"crm {node} disarm-ha ignore", f"crm {node} arm-ha")
+        )
     if roll < 0.75:
         return f"delay {rnd.choice((0, 50, 150))}"
     if not sids:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +50,6 @@ def unsupported_reason(scenario: Path) -> str | None:
         return "resource-affinity rules"
     if (scenario / "groups").exists():
         return "HA group to rules migration (Proxmox 9 upgrade path)"
-    cmds = (scenario / "cmdlist").read_text() if (scenario / "cmdlist").exists() else ""
-    if re.search(r"disarm-ha|arm-ha", cmds):
-        return "disarming the HA stack (crm disarm-ha/arm-ha)"
-    if "manual-migrate" in cmds:
-        return "manual migration outside HA (service manual-migrate)"
     return None
 
 

@@ -107,6 +107,7 @@ CHECKS: tuple[str, ...] = (
 KIT_LABEL = "kit-dev"
 KIT_NODE = "kitnode"
 WRONG_PREFIX = "Wr0ng-"
+_RESOLVED: dict[str, type[FenceDriver]] = {}
 # Secrets shorter than this are not searched for in output (they match by chance).
 MIN_SECRET_LEN = 4
 
@@ -180,7 +181,9 @@ class DriverConformance:
             return cls.driver
         if not cls.driver_name:
             pytest.fail(f"{cls.__name__}: set 'driver' or 'driver_name'", pytrace=False)
-        return _installed_driver(cls.driver_name)
+        if cls.driver_name not in _RESOLVED:  # one entry-point scan per driver and run
+            _RESOLVED[cls.driver_name] = _installed_driver(cls.driver_name)
+        return _RESOLVED[cls.driver_name]
 
     def _skip(self, check: str) -> None:
         if check in self.skip_checks:
