@@ -8,8 +8,9 @@ watchdog core and the softdog / iTCO_wdt drivers do:
 
 * ``modprobe softdog soft_margin=N nowayout=0|1 soft_noboot=0|1`` creates a device
   (identity "Software Watchdog"); ``iTCO_wdt heartbeat=N nowayout=..`` likewise
-  ("iTCO_wdt", with time-left support). Loading a loaded module changes nothing (as
-  modprobe); an unknown module fails as modprobe does.
+  ("iTCO_wdt", with time-left support); ``sp5100_tco`` stands for a module without a
+  hafence plugin. Loading a loaded module changes nothing (as modprobe); an unknown
+  module fails as modprobe does.
 * ``open`` arms the timer; a second opener gets EBUSY; ioctls are decoded by their real
   numbers and struct layouts (WDIOC_GETSUPPORT fills ``struct watchdog_info``).
 * ``write`` pings, and a 'V' in the data allows the next ``close`` to stop the timer
