@@ -4,8 +4,8 @@
 some nodes with a hardware fence device (working, flaky or broken), a random shutdown
 policy, and a command list of crashes, network cuts, reboots, shutdowns, LRM restarts,
 maintenance, disarming the HA stack, migrations and service state changes.
-:class:`SafetyChecker` watches the *hardware truth* (which node really runs what, which node is really down), never the
-CRM's own view, and records every violation of:
+:class:`SafetyChecker` watches the *hardware truth* (which node really runs what, which
+node is really down), never the CRM's own view, and records every violation of:
 
 1. a service never runs on two nodes at once;
 2. a fenced node's service is recovered only when that node is really gone: it runs no

@@ -46,7 +46,6 @@ def _ioc(direction: int, nr: int, size: int) -> int:
 WDIOC_GETSUPPORT = _ioc(_IOC_READ, 0, WATCHDOG_INFO.size)
 WDIOC_GETSTATUS = _ioc(_IOC_READ, 1, 4)
 WDIOC_GETBOOTSTATUS = _ioc(_IOC_READ, 2, 4)
-WDIOC_GETTEMP = _ioc(_IOC_READ, 3, 4)
 WDIOC_SETOPTIONS = _ioc(_IOC_READ, 4, 4)
 WDIOC_KEEPALIVE = _ioc(_IOC_READ, 5, 4)
 WDIOC_SETTIMEOUT = _ioc(_IOC_READ | _IOC_WRITE, 6, 4)
@@ -70,7 +69,6 @@ WDIOF_KEEPALIVEPING = 0x8000
 
 WDIOS_DISABLECARD = 0x0001
 WDIOS_ENABLECARD = 0x0002
-WDIOS_TEMPPANIC = 0x0004
 
 FLAG_NAMES = {
     WDIOF_OVERHEAT: "overheat",
@@ -87,8 +85,6 @@ FLAG_NAMES = {
     WDIOF_KEEPALIVEPING: "keepaliveping",
 }
 
-SYSFS_CLASS = "/sys/class/watchdog"
-SYSFS_MODULE = "/sys/module"
 KMSG = "/dev/kmsg"
 
 

@@ -26,7 +26,6 @@ MAX_CLIENT_TIMEOUT = 3600.0
 E_EXPIRED = "expired"  # the client missed its deadline (or the mux tripped already)
 E_PROTOCOL = "protocol"  # malformed request
 E_STATE = "state"  # request not valid now (FEED before HELLO, HELLO twice)
-E_REFUSED = "refused"  # e.g. the mux is tripped and accepts no new clients
 
 
 def default_socket() -> str:
