@@ -496,5 +496,25 @@ def crm_node_maintenance(c: Ctx, action: str, node: str) -> None:
         store.queue_crm_command(f"{action}-node-maintenance {node}")
 
 
+@crm_command.command("disarm-ha")
+@click.argument("mode", type=click.Choice(["freeze", "ignore"]))
+@pass_ctx
+def crm_disarm(c: Ctx, mode: str) -> None:
+    """Disarm the HA stack for maintenance of HA itself: every LRM and the CRM release
+    their watchdogs; services are frozen (freeze) or left alone untracked (ignore)."""
+    store = c.store
+    with _errors(), store.locked():
+        store.queue_crm_command(f"disarm-ha {mode}")
+
+
+@crm_command.command("arm-ha")
+@pass_ctx
+def crm_arm(c: Ctx) -> None:
+    """Re-arm a disarmed HA stack."""
+    store = c.store
+    with _errors(), store.locked():
+        store.queue_crm_command("arm-ha")
+
+
 def main() -> None:
     cli()

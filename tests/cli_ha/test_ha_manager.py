@@ -153,6 +153,8 @@ def test_crm_commands_are_queued(store_dir: Path) -> None:
         ("crm-command", "stop", "vm:100", "30"),
         ("crm-command", "node-maintenance", "enable", "node1"),
         ("crm-command", "node-maintenance", "disable", "node1"),
+        ("crm-command", "disarm-ha", "ignore"),
+        ("crm-command", "arm-ha"),
     ):
         r = run(store_dir, *args)
         assert r.exit_code == 0, (args, r.output)
@@ -164,6 +166,8 @@ def test_crm_commands_are_queued(store_dir: Path) -> None:
         "stop vm:100 30",
         "enable-node-maintenance node1",
         "disable-node-maintenance node1",
+        "disarm-ha ignore",
+        "arm-ha",
     ]
 
 
@@ -194,6 +198,7 @@ REFUSED = [
     (("crm-command", "stop", "vm:102", "0"), "in error state"),
     (("crm-command", "node-maintenance", "enable", "node9"), "unknown node"),
     (("crm-command", "node-maintenance", "on", "node1"), "Invalid value"),
+    (("crm-command", "disarm-ha", "off"), "Invalid value"),
     (("groupadd", "g1", "--nodes", "node1"), "already defined"),
     (("groupadd", "g3", "--nodes", "node1:x"), "invalid priority"),
     (("groupadd", "g3", "--nodes", "node7"), "unknown node 'node7'"),
