@@ -31,7 +31,7 @@ from hafence.watchdog.device import (
     WatchdogDevice,
     list_watchdogs,
 )
-from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings
+from hafence.watchdog.driver import KernelModuleDriver, WatchdogDriver, WatchdogSettings
 from hafence.watchdog.errors import DeviceMissingError, MuxUnavailableError
 from hafence.watchdog.fake import FAKE_ENV, FakeKernel
 
@@ -105,8 +105,10 @@ def info(
 
             w.module_params = softdog_init_params(sys) or {}
     used = next((w.name for w in found if driver.matches(w)), None)
+    plugin = not isinstance(driver, KernelModuleDriver)
     configured = {
         "driver": cfg.module,
+        "driver_kind": "plugin" if plugin else "kernel module",
         "config": cfg.file,
         "timeout": cfg.settings.timeout,
         "nowayout": cfg.settings.nowayout,
@@ -121,7 +123,8 @@ def info(
         )
     else:
         src = cfg.file or "defaults"
-        click.echo(f"configured driver: {cfg.module} ({src})")
+        kind = "" if plugin else ", a kernel module without a hafence plugin"
+        click.echo(f"configured driver: {cfg.module} ({src}{kind})")
         click.echo(
             f"  timeout {cfg.settings.timeout}s, nowayout {int(cfg.settings.nowayout)}, "
             f"noboot {int(cfg.settings.noboot)}, mux socket {cfg.socket}"

@@ -80,6 +80,20 @@ def test_info_json(wd: Callable[..., Result], kernel: FakeKernel) -> None:
     assert not armed(kernel)
 
 
+def test_info_names_a_module_without_plugin(
+    wd: Callable[..., Result], kernel: FakeKernel, cfg: Path
+) -> None:
+    cfg.write_text("WATCHDOG_MODULE=sp5100_tco\n")
+    kernel.modprobe("sp5100_tco", {})
+    r = wd("info")
+    assert "configured driver: sp5100_tco (" in r.stdout
+    assert ", a kernel module without a hafence plugin)" in r.stdout
+    assert "its device: watchdog0" in r.stdout and "module         sp5100_tco" in r.stdout
+    assert json.loads(wd("info", "-o", "json").stdout)["configured"]["driver_kind"] == (
+        "kernel module"
+    )
+
+
 def test_info_without_any_watchdog(wd: Callable[..., Result]) -> None:
     r = wd("info")
     assert r.exit_code == 1
