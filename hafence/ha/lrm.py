@@ -381,7 +381,7 @@ class LRM:
         sc = env.read_service_config()
         for uid, code in env.collect_workers().items():
             sid, _, _ = uid.partition("\0")
-            self._finished(sid, code)
+            self._finished(sid, code, sc)
         pending = sorted(
             (w for w in self.workers.values() if not w.get("running")),
             key=lambda w: (-w["tries"], w["sid"]),
@@ -399,7 +399,7 @@ class LRM:
             )
         for uid, code in env.collect_workers().items():
             sid, _, _ = uid.partition("\0")
-            self._finished(sid, code)
+            self._finished(sid, code, sc)
         return len(self.workers)
 
     def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:
@@ -409,12 +409,12 @@ class LRM:
             self.env.log("err", str(exc))
             return st.ERROR
 
-    def _finished(self, sid: str, code: Any) -> None:
+    def _finished(self, sid: str, code: Any, sc: dict[str, Any]) -> None:
         w = self.workers.pop(sid, None)
         if w is None:
             return
         exit_code = code if isinstance(code, int) else st.ERROR
-        exit_code = self._handle_exit_code(sid, w["state"], exit_code)
+        exit_code = self._handle_exit_code(sid, w["state"], exit_code, sc.get(sid) or {})
         if exit_code == st.ETRY_AGAIN:
             return  # retried silently next round
         if self.shutdown_requested and exit_code != st.SUCCESS:
@@ -424,10 +424,9 @@ class LRM:
         valid = {sd.get("uid") for sd in self.service_status.values() if sd.get("uid")}
         self.results = {u: r for u, r in self.results.items() if u in valid}
 
-    def _handle_exit_code(self, sid: str, cmd: str, code: int) -> int:
+    def _handle_exit_code(self, sid: str, cmd: str, code: int, conf: dict[str, Any]) -> int:
         if cmd != "started":
             return code
-        conf = self.env.read_service_config().get(sid) or {}
         max_restart = int(conf.get("max_restart", 1))
         if code == st.SUCCESS:
             self.restart_tries[sid] = 0
