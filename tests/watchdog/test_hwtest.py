@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,14 +29,21 @@ def run_hwtest(kernel: FakeKernel, hw_config: str, tmp_path: Path, **env: str) -
     cfg.write_text(hw_config)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("HAFENCE_")}
     full_env.update({FAKE_ENV: str(kernel.path), "HAFENCE_HW_CONFIG": str(cfg), **env})
-    p = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", HWTEST],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    # its own short basetemp: no numbered dirs in the shared one, and socket paths stay
+    # under the AF_UNIX limit
+    base = tempfile.mkdtemp(prefix="hwwd")
+    try:
+        args = ["-q", "-rs", "-p", "no:cacheprovider", f"--basetemp={base}/t", HWTEST]
+        p = subprocess.run(
+            [sys.executable, "-m", "pytest", *args],
+            cwd=ROOT,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed|error)", p.stdout)}
     return counts, p.stdout + p.stderr
 
