@@ -44,6 +44,7 @@ log = logging.getLogger("hafence.serial")
 PARITIES = ("N", "E", "O", "M", "S")
 _STOPBITS = {"1": serial.STOPBITS_ONE, "1.5": serial.STOPBITS_ONE_POINT_FIVE, "2": 2}
 _LINE_END = (b"\r", b"\n")
+URL_POLL = 0.02  # read timeout of URL ports (rfc2217://, socket://), see _open
 
 # One lock per device path in this process: two outlets of one switch share a line.
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
@@ -194,6 +195,7 @@ class SerialDriver(FenceDriver):
             Pattern.parse("reply_denied", o["reply_denied"]) if o["reply_denied"] else None
         )
         self._lock = _device_lock(self.device)
+        self.local = "://" not in self.device  # a device node, not a pyserial URL
 
     @property
     def budget(self) -> float:
@@ -281,7 +283,9 @@ class SerialDriver(FenceDriver):
                 stopbits=_STOPBITS[o["stopbits"]],
                 xonxoff=o["xonxoff"],
                 rtscts=o["rtscts"],
-                timeout=0,
+                # URL handlers re-negotiate every setting when the timeout changes
+                # (~0.1 s over RFC 2217): they keep a short fixed one and are polled.
+                timeout=0 if self.local else URL_POLL,
                 do_not_open=True,
                 **kwargs,
             )
@@ -370,7 +374,8 @@ class SerialDriver(FenceDriver):
             left = budget.left()
             if left <= 0:
                 break
-            port.timeout = left
+            if self.local:  # a tcsetattr away: wait exactly what is left
+                port.timeout = left
             try:
                 chunk = port.read(max(port.in_waiting, 1))
             except (serial.SerialException, OSError) as exc:
