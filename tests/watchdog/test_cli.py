@@ -120,6 +120,9 @@ def test_info_reads_the_fake_from_the_environment(
 
 # -- test (the drill) ------------------------------------------------------------------------------
 DRILL = ("test", "--timeout", "1", "--feeds", "1")
+# a drill that must NOT expire: a timeout well above the feed period (0.75 s), so a
+# loaded machine cannot make it fire before the answer is read
+ABORTED = ("test", "--timeout", "3", "--feeds", "1")
 
 
 def test_drill_confirmed_expires_without_reboot(
@@ -148,7 +151,7 @@ def test_drill_json(wd: Callable[..., Result], kernel: FakeKernel) -> None:
 def test_drill_wrong_word_aborts_and_disarms(
     wd: Callable[..., Result], kernel: FakeKernel, answer: str | None
 ) -> None:
-    r = wd(*DRILL, input=answer)
+    r = wd(*ABORTED, input=answer)
     assert r.exit_code == 1
     assert "drill aborted: not confirmed, watchdog disarmed" in r.stdout
     assert kernel.events("magic_close") and kernel.device()["active"] is False
@@ -156,7 +159,7 @@ def test_drill_wrong_word_aborts_and_disarms(
 
 
 def test_drill_custom_word(wd: Callable[..., Result], kernel: FakeKernel) -> None:
-    r = wd(*DRILL, "--confirm-word", "node1", input="expire\n")
+    r = wd(*ABORTED, "--confirm-word", "node1", input="expire\n")
     assert r.exit_code == 1 and "Type 'node1'" in r.stderr
     assert not kernel.events("expired_noboot")
 
@@ -205,7 +208,7 @@ def test_drill_from_a_script_without_a_terminal(kernel: FakeKernel, cfg: Path) -
         pytest.skip("the hafence console script is not installed (pip install -e .)")
     env = {k: v for k, v in os.environ.items() if k != FAKE_ENV}
     p = subprocess.run(
-        [exe, "watchdog", *DRILL, "--config", str(cfg), "--fake-device", str(kernel.path)],
+        [exe, "watchdog", *ABORTED, "--config", str(cfg), "--fake-device", str(kernel.path)],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
