@@ -325,6 +325,21 @@ class Manager:
         self.env.write_manager_status(self.ms)
 
     # -- per-state steps -----------------------------------------------------------------
+    def _move_allowed(self, sid: str, sd: dict, what: str, target: str) -> bool:
+        """Whether a queued migrate/relocate of ``sid`` to ``target`` can go ahead."""
+        if not self.ns.is_online(target):
+            self.env.log(
+                "err", f"ignore service '{sid}' {what} request - node '{target}' not online"
+            )
+            return False
+        if sd["node"] == target:
+            self.env.log(
+                "info",
+                f"ignore service '{sid}' {what} request - service already on node '{target}'",
+            )
+            return False
+        return True
+
     def _next_request_start(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         self._change(sid, "started", node=sd["node"])
 
@@ -334,29 +349,14 @@ class Manager:
             # a node was fenced during a migration: the config is the truth
             env.log("info", f"fixup service '{sid}' location ({sd['node']} => {cd['node']})")
             sd["node"] = cd["node"]
-        if sd.get("cmd"):
-            cmd = sd["cmd"]
+        cmd = sd.pop("cmd", None)
+        if cmd:
             if cmd[0] in ("migrate", "relocate"):
-                target = cmd[1]
-                if not ns.is_online(target):
-                    env.log(
-                        "err",
-                        f"ignore service '{sid}' {cmd[0]} request - node '{target}' not online",
-                    )
-                elif sd["node"] == target:
-                    env.log(
-                        "info",
-                        f"ignore service '{sid}' {cmd[0]} request - service already on node "
-                        f"'{target}'",
-                    )
-                else:
-                    self._change(sid, cmd[0], node=sd["node"], target=target)
+                if self._move_allowed(sid, sd, cmd[0], cmd[1]):
+                    self._change(sid, cmd[0], node=sd["node"], target=cmd[1])
                     return
             elif cmd[0] == "stop":
-                env.log(
-                    "info", f"ignore service '{sid}' {cmd[0]} request - service already stopped"
-                )
-            sd.pop("cmd", None)
+                env.log("info", f"ignore service '{sid}' stop request - service already stopped")
         if cd["state"] == "disabled":
             return  # the LRM keeps it stopped; no result to wait for
         if ns.offline_delayed(sd["node"]) and ns.get(sd["node"]) != "maintenance":
@@ -421,21 +421,9 @@ class Manager:
         if sd.get("cmd"):
             cmd = sd.pop("cmd")
             if cmd[0] in ("migrate", "relocate"):
-                target = cmd[1]
-                if not ns.is_online(target):
-                    env.log(
-                        "err",
-                        f"ignore service '{sid}' {cmd[0]} request - node '{target}' not online",
-                    )
-                elif node == target:
-                    env.log(
-                        "info",
-                        f"ignore service '{sid}' {cmd[0]} request - service already on node "
-                        f"'{target}'",
-                    )
-                else:
-                    env.log("info", f"{cmd[0]} service '{sid}' to node '{target}'")
-                    self._change(sid, cmd[0], node=node, target=target)
+                if self._move_allowed(sid, sd, cmd[0], cmd[1]):
+                    env.log("info", f"{cmd[0]} service '{sid}' to node '{cmd[1]}'")
+                    self._change(sid, cmd[0], node=node, target=cmd[1])
             elif cmd[0] == "stop":
                 timeout = cmd[1]
                 if timeout == 0:

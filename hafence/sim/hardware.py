@@ -366,11 +366,8 @@ class Hardware:
                     d.crm_env.log("info", "exit (loop end)")
                     d.crm = None
                     shutdown = self.status[d.name].get("shutdown")
-                    if shutdown == "reboot":
-                        self.cmd(f"power {d.name} off", "reboot")
-                        self.cmd(f"power {d.name} on", "reboot")
-                    elif shutdown == "shutdown":
-                        self.cmd(f"power {d.name} off", "shutdown")
+                    if shutdown in ("reboot", "shutdown"):
+                        self._power_cycle(d.name, shutdown)
                     elif not d.crm_stop:
                         raise SimError(f"unexpected CRM exit on {d.name}")
                     d.crm_stop = False
@@ -393,11 +390,15 @@ class Hardware:
                         d.crm_stop = True
                         self.cmd(f"crm {d.name} stop", shutdown)
                     else:
-                        self.cmd(f"power {d.name} off", shutdown)
-                        if shutdown == "reboot":
-                            self.cmd(f"power {d.name} on", shutdown)
+                        self._power_cycle(d.name, shutdown)
                 else:
                     raise SimError(f"unexpected LRM exit on {d.name}")
+
+    def _power_cycle(self, node: str, shutdown: str) -> None:
+        """The end of a node shutdown (power off) or reboot (off, then on again)."""
+        self.cmd(f"power {node} off", shutdown)
+        if shutdown == "reboot":
+            self.cmd(f"power {node} on", shutdown)
 
     def step(self) -> bool:
         """One loop over all nodes plus the command list; False when the run is over."""
