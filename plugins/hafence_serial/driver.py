@@ -44,6 +44,12 @@ log = logging.getLogger("hafence.serial")
 PARITIES = ("N", "E", "O", "M", "S")
 _STOPBITS = {"1": serial.STOPBITS_ONE, "1.5": serial.STOPBITS_ONE_POINT_FIVE, "2": 2}
 _LINE_END = (b"\r", b"\n")
+# Replies meaning "wrong password" on common switches; narrow enough that an error
+# such as "ERR invalid outlet" stays a device error.
+DENIED = (
+    r"re:(?i).*\b(access denied|denied|unauthori[sz]ed|(invalid|incorrect|wrong|bad) "
+    r"(password|login|credentials)|login (failed|incorrect|required)|password required)\b.*"
+)
 URL_POLL = 0.02  # read timeout of URL ports (rfc2217://, socket://), see _open
 
 # One lock per device path in this process: two outlets of one switch share a line.
@@ -143,7 +149,7 @@ class SerialDriver(FenceDriver):
         Param(
             "reply_denied",
             str,
-            default=r"re:(?i).*\b(denied|invalid|incorrect|unauthori[sz]ed|login)\b.*",
+            default=DENIED,
             help="A reply meaning the password was refused (-> auth_failed)",
         ),
         Param(
@@ -209,11 +215,8 @@ class SerialDriver(FenceDriver):
         for state, word in self.status_words.items():
             if word.matches(reply):
                 return state
-        raise DeviceError(
-            f"{self.device}: unexpected status reply '{reply}' to "
-            f"'{self.commands['status'].shown}' (expected '{self.status_words[PowerState.ON]}' or "
-            f"'{self.status_words[PowerState.OFF]}')",
-            device=self.label,
+        raise DeviceError(  # _ask returns only replies matching a status word
+            f"{self.device}: status reply '{reply}' matches no status word", device=self.label
         )
 
     async def off(self) -> None:
@@ -254,10 +257,12 @@ class SerialDriver(FenceDriver):
                 if action in ("off", "on") and self.options["pulse"] != "none":
                     self._pulse(port)
                 if self.login is not None:
-                    self._ask(port, self.login, self.expect["login"], budget)
-                expect = None if action == "status" else self.expect[action]
-                reply = self._ask(port, self.commands[action], expect, budget, wait=
-                                  action == "status" or expect is not None)  # fmt: skip
+                    self._ask(port, self.login, _one(self.expect["login"]), budget)
+                if action == "status":
+                    expect: tuple[Pattern, ...] = tuple(self.status_words.values())
+                else:
+                    expect = _one(self.expect[action])
+                reply = self._ask(port, self.commands[action], expect, budget)
             finally:
                 port.close()
         finally:
@@ -328,12 +333,13 @@ class SerialDriver(FenceDriver):
         self,
         port: serial.SerialBase,
         cmd: Command,
-        expect: Pattern | None,
+        expect: tuple[Pattern, ...],
         budget: _Budget,
-        *,
-        wait: bool = True,
     ) -> str:
-        """Send one command; return its reply line (checked against ``expect``)."""
+        """Send one command; return the reply line matching one of ``expect``.
+
+        No ``expect``: the device answers nothing to this command; do not wait.
+        """
         try:
             port.reset_input_buffer()  # a late answer to an earlier command is not ours
             port.write(cmd.data)
@@ -348,17 +354,18 @@ class SerialDriver(FenceDriver):
             raise UnreachableError(
                 f"{self.device}: writing '{cmd.shown}' failed: {_reason(exc)}", device=self.label
             ) from None
-        if not wait:
+        if not expect:
             return ""
         reply = self._read_reply(port, cmd, budget)
+        if any(p.matches(reply) for p in expect):
+            return reply  # what we asked for wins, even if it reads like a refusal
         if self.denied is not None and self.denied.matches(reply):
             raise AuthError(f"{self.device}: '{cmd.shown}' refused: '{reply}'", device=self.label)
-        if expect is not None and not expect.matches(reply):
-            raise DeviceError(
-                f"{self.device}: unexpected reply '{reply}' to '{cmd.shown}' (expected '{expect}')",
-                device=self.label,
-            )
-        return reply
+        wanted = " or ".join(f"'{p}'" for p in expect)
+        raise DeviceError(
+            f"{self.device}: unexpected reply '{reply}' to '{cmd.shown}' (expected {wanted})",
+            device=self.label,
+        )
 
     def _read_reply(self, port: serial.SerialBase, cmd: Command, budget: _Budget) -> str:
         """The first non-empty line that is not the echo of ``cmd``, as shown text."""
@@ -395,6 +402,10 @@ class SerialDriver(FenceDriver):
             f"received '{show(received, self.password)}'",
             device=self.label,
         )
+
+
+def _one(pattern: Pattern | None) -> tuple[Pattern, ...]:
+    return () if pattern is None else (pattern,)
 
 
 def _reason(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ import logging
 import os
 
 import pytest
-from hafence_serial.driver import SerialDriver
+from hafence_serial.driver import DENIED, SerialDriver
 from hafence_serial.protocol import Pattern, unescape
 
 from hafence.errors import AuthError, DeviceError, ParamError, UnreachableError
@@ -75,6 +75,29 @@ def test_patterns_exact_case_insensitive_or_regex() -> None:
     assert rx.matches("Outlet 2: ON") and not rx.matches("Outlet 2: ON x")
 
 
+@pytest.mark.parametrize(
+    ("reply", "refused"),
+    [
+        ("DENIED", True),
+        ("Access denied", True),
+        ("Invalid password", True),
+        ("login failed", True),
+        ("Unauthorized", True),
+        ("ERR invalid outlet", False),
+        ("Login OK", False),
+        ("OK", False),
+    ],
+)
+def test_default_refusal_pattern(reply: str, refused: bool) -> None:
+    assert Pattern.parse("reply_denied", DENIED).matches(reply) is refused
+
+
+async def test_expected_reply_wins_over_the_refusal_pattern(plain: SerialDevice) -> None:
+    # a switch whose normal answer to status reads like a refusal
+    d = drv({"device": plain.path}, reply_denied="re:O.*")
+    assert await d.status() == PowerState.ON
+
+
 def test_password_masked_in_repr_and_metadata(switch: SerialDevice) -> None:
     d = drv(switch.driver_options(2))
     assert PASSWORD not in repr(d)
@@ -130,7 +153,10 @@ async def test_fire_and_forget_commands(plain: SerialDevice) -> None:
 async def test_status_reply_neither_on_nor_off(switch: SerialDevice) -> None:
     opts = switch.driver_options(2)
     d = drv({**opts, "plug": "7"})  # the switch has 2 outlets
-    with pytest.raises(DeviceError, match=r"unexpected status reply 'ERR NO OUTLET' to 'STATUS 7'"):
+    with pytest.raises(
+        DeviceError,
+        match=r"unexpected reply 'ERR NO OUTLET' to 'STATUS 7' \(expected 'ON' or 'OFF'\)",
+    ):
         await d.status()
 
 
