@@ -1,7 +1,8 @@
 """The master CRM's view of each node: online, unknown, fence, maintenance, gone.
 
 A node seen in the quorate membership is ``online`` (or ``maintenance`` while its LRM runs
-in maintenance mode). A node that drops out goes ``unknown`` at once; its services are
+in maintenance mode). A node that drops out goes ``unknown`` at once (``gone`` when it is
+not even a cluster member any more, forgotten after an hour); its services are
 fenced once it has been offline for ``fence_delay`` seconds (``offline_delayed``). A node in
 ``fence`` stays there until :meth:`fence_node` succeeds: its hardware fence (when one is
 configured) confirmed the power off *and* the master holds the node's agent lock, which
@@ -15,6 +16,7 @@ from typing import Any
 from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, Env
 
 FENCE_DELAY = 60  # seconds a node must stay offline before its services get fenced
+GONE_DELAY = 3600  # seconds a node removed from the cluster is remembered
 
 
 class NodeStatus:
@@ -81,6 +83,12 @@ class NodeStatus:
             state = self.get(node)
             if state == "online":
                 self._set(node, "unknown")
+            elif state == "unknown" and node not in node_info:
+                self._set(node, "gone")  # no longer a cluster member at all
+            elif state == "gone" and self.offline_delayed(node, GONE_DELAY):
+                self.env.log("info", f"deleting gone node '{node}', not a cluster member anymore.")
+                del self.status[node]
+                self.last_online.pop(node, None)
             # maintenance: its services were moved away; any left get fenced by the
             # service step once the node has been offline for the fence delay
 
