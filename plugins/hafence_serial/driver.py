@@ -340,6 +340,11 @@ class SerialDriver(FenceDriver):
 
         No ``expect``: the device answers nothing to this command; do not wait.
         """
+        if budget.left() <= 0:  # the caller gave up: a late command must not go out
+            raise UnreachableError(
+                f"{self.device}: '{cmd.shown}' not sent, no time left of {budget.seconds:.2g}s",
+                device=self.label,
+            )
         try:
             port.reset_input_buffer()  # a late answer to an earlier command is not ours
             port.write(cmd.data)
