@@ -262,6 +262,14 @@ def _drill(
         dev = driver.open()  # ARMED from here on
     except HafenceError as exc:
         _fail(f"{exc} (nothing armed)", 1)
+    if driver.loaded_by_us:
+        result["loaded_module"] = driver.module
+        if noboot:
+            say(
+                f"note: {driver.module} is now loaded with soft_noboot=1 and stays loaded; "
+                f"rmmod {driver.module} before starting hafence-watchdog-mux (it refuses a "
+                "softdog that cannot reset the node)"
+            )
     try:
         result.update(device=dev.path, identity=dev.info.identity, nowayout=dev.nowayout)
         effect = "soft_noboot: expiry will only log" if noboot else "EXPIRY RESETS THE NODE"

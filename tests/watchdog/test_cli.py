@@ -133,6 +133,7 @@ def test_drill_confirmed_expires_without_reboot(
     assert "armed /dev/watchdog0 (Software Watchdog, driver softdog), timeout 1s" in r.stdout
     assert "Type 'expire' to stop feeding (it will only log (soft_noboot))" in r.stderr
     assert "kernel: softdog: Triggered - Reboot ignored" in r.stdout
+    assert "note: softdog is now loaded with soft_noboot=1 and stays loaded; rmmod" in r.stdout
     assert kernel.events("modprobe")[0]["params"]["soft_noboot"] == "1"
     assert kernel.events("expired_noboot") and not kernel.events("reset")
     assert kernel.events("magic_close") and kernel.device()["active"] is False
@@ -145,6 +146,7 @@ def test_drill_json(wd: Callable[..., Result], kernel: FakeKernel) -> None:
     assert res["confirmed"] is True and res["expired"] is True and res["disarmed"] is True
     assert res["device"] == "/dev/watchdog0" and res["noboot"] is True and res["feeds"] >= 1
     assert res["kernel_message"] == "softdog: Triggered - Reboot ignored"
+    assert res["loaded_module"] == "softdog"
 
 
 @pytest.mark.parametrize("answer", ["no\n", "Expire\n", "\n", None])

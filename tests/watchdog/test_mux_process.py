@@ -19,6 +19,7 @@ import pytest
 
 from hafence.watchdog.client import WatchdogClient, mux_status
 from hafence.watchdog.errors import ClientExpiredError, WatchdogError
+from hafence.watchdog.fake import FakeKernel
 from hafence.watchdog.muxproc import MuxProcess
 
 from .conftest import wait_for
@@ -207,3 +208,12 @@ def test_a_second_mux_on_the_same_socket(start_mux: StartMux, tmp_path: Path) ->
         second.kill()
     assert second.kernel.events("open") == []
     assert mux_status(first.socket)["pid"] == first.proc.pid
+
+
+def test_a_drill_softdog_cannot_serve_self_fencing(tmp_path: Path) -> None:
+    """softdog left loaded by a drill (soft_noboot=1) would never reset the node."""
+    kernel = FakeKernel(tmp_path / "k.json")
+    kernel.modprobe("softdog", {"soft_noboot": "1"})
+    err = _start_fails(tmp_path, kernel=kernel)
+    assert "softdog is already loaded with soft_noboot=1 (expiry only logs)" in err
+    assert "self-fencing needs soft_noboot=0" in err
