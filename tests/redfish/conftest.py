@@ -45,6 +45,15 @@ def bmc(_bmc: RedfishEmulator) -> RedfishEmulator:
     return _reset(_bmc)
 
 
+@pytest.fixture
+def fresh_bmc() -> Iterator[RedfishEmulator]:
+    """A BMC of its own, for counting sessions: on the shared one, a driver another
+    test left unclosed logs out whenever the garbage collector gets to it."""
+    _need_emulator()
+    with RedfishEmulator(systems=SYSTEMS, password=PASSWORD) as bmc:
+        yield bmc
+
+
 @pytest.fixture(scope="module")
 def _tls_bmc() -> Iterator[RedfishEmulator]:
     _need_emulator()

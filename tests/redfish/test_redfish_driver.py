@@ -209,33 +209,33 @@ async def test_silent_bmc_is_unreachable_within_the_timeout(silent_port: int) ->
 
 
 # -- Redfish sessions ------------------------------------------------------------------------
-async def test_session_opened_once_reused_and_logged_out(bmc: RedfishEmulator) -> None:
-    d = drv(bmc.driver_options("node1"))  # auth=auto: a session when the BMC offers one
+async def test_session_opened_once_reused_and_logged_out(fresh_bmc: RedfishEmulator) -> None:
+    d = drv(fresh_bmc.driver_options("node1"))  # auth=auto: a session when the BMC offers one
     assert await d.status() == PowerState.ON
     await d.off()
     assert await d.status() == PowerState.OFF
-    assert len(bmc.sessions()) == 1  # one login for the three calls
-    created = bmc.sessions_created()
+    assert len(fresh_bmc.sessions()) == 1  # one login for the three calls
+    created = fresh_bmc.sessions_created()
     await d.close()
-    assert bmc.sessions() == []  # BMCs allow few sessions: never leak one
-    assert bmc.sessions_created() == created
+    assert fresh_bmc.sessions() == []  # BMCs allow few sessions: never leak one
+    assert fresh_bmc.sessions_created() == created
 
 
-async def test_expired_session_is_renewed(bmc: RedfishEmulator) -> None:
-    async with drv(bmc.driver_options("node1"), auth="session") as d:
+async def test_expired_session_is_renewed(fresh_bmc: RedfishEmulator) -> None:
+    async with drv(fresh_bmc.driver_options("node1"), auth="session") as d:
         await d.status()
-        [before] = bmc.sessions()
-        bmc.expire_sessions()  # a BMC reset: the token is no longer valid
+        [before] = fresh_bmc.sessions()
+        fresh_bmc.expire_sessions()  # a BMC reset: the token is no longer valid
         assert await d.status() == PowerState.ON
-        [after] = bmc.sessions()
-    assert after != before and bmc.sessions() == []
+        [after] = fresh_bmc.sessions()
+    assert after != before and fresh_bmc.sessions() == []
 
 
-async def test_basic_auth_opens_no_session(bmc: RedfishEmulator) -> None:
-    created = bmc.sessions_created()
-    async with drv(bmc.driver_options("node1"), auth="basic") as d:
+async def test_basic_auth_opens_no_session(fresh_bmc: RedfishEmulator) -> None:
+    created = fresh_bmc.sessions_created()
+    async with drv(fresh_bmc.driver_options("node1"), auth="basic") as d:
         await d.off()
-    assert bmc.sessions_created() == created and bmc.power("node1") == "off"
+    assert fresh_bmc.sessions_created() == created and fresh_bmc.power("node1") == "off"
 
 
 async def test_bmc_without_sessions_falls_back_to_basic() -> None:

@@ -121,8 +121,9 @@ async def test_dry_run_check_changes_nothing(
 
 
 async def test_fencing_leaves_no_session_behind(
-    registry: PluginRegistry, bmc: RedfishEmulator, tmp_path: Path
+    registry: PluginRegistry, fresh_bmc: RedfishEmulator, tmp_path: Path
 ) -> None:
+    bmc = fresh_bmc
     f = make_fencer(registry, device_line(bmc) + connect(bmc), tmp_path)
     assert (await f.fence("node1")).ok
     assert (await f.check("node2")).ok

@@ -35,7 +35,7 @@ emulator's basic auth (``sessions=False`` leaves it out): POST
         bmc.agent_options("node1")     # for ClusterLabs fence_redfish (tls=True)
 
 The port is picked free (bind to port 0) and the start retried if another process
-takes it first; :meth:`start` returns once ``/redfish/v1`` answers. :meth:`stop`
+takes it first; :meth:`start` returns once this runner's own process answers. :meth:`stop`
 kills the process group and is safe to call twice.
 """
 
@@ -51,6 +51,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -119,6 +120,7 @@ class RedfishEmulator:
         self._own_dir = workdir is None
         self._workdir = Path(workdir) if workdir is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._nonce = uuid.uuid4().hex
 
     # -- paths and addresses ---------------------------------------------------------
     @property
@@ -160,6 +162,7 @@ class RedfishEmulator:
             raise RedfishEmulatorError("sushy-tools (and bcrypt) are not installed")
         if self._workdir is None:
             self._workdir = Path(tempfile.mkdtemp(prefix="hafence-redfish-"))
+        self._workdir.mkdir(parents=True, exist_ok=True)
         self._write_files()
         last = ""
         for _ in range(5):  # another process may grab the free port before we bind it
@@ -189,6 +192,7 @@ class RedfishEmulator:
             "auth_file": str(d / "htpasswd"),
             "power_delay": self._power_delay,
             "sessions": self.with_sessions,
+            "nonce": self._nonce,
         }
         if self.tls:
             subprocess.run(
@@ -220,8 +224,12 @@ class RedfishEmulator:
                 tail = (self.workdir / "emulator.log").read_text(errors="replace")[-400:]
                 return f"exited: {tail.strip()}"
             try:
-                with urllib.request.urlopen(f"{self.url}/redfish/v1/", timeout=1, context=ctx):
-                    return ""
+                url = f"{self.url}/hafence-peer"
+                with urllib.request.urlopen(url, timeout=1, context=ctx) as answer:
+                    if json.loads(answer.read()).get("nonce") == self._nonce:
+                        return ""
+                    self._kill()  # another process owns the port: try another one
+                    return f"port {self.port} taken by another server"
             except (OSError, urllib.error.URLError):
                 time.sleep(0.05)
         self._kill()
@@ -339,8 +347,10 @@ def _read_json(path: Path) -> Any:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    # a temp file of its own: the emulator serves requests on several threads
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
@@ -361,6 +371,7 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
     conf = _read_json(workdir / "emulator.json")
     state_file = workdir / "power.json"
     delay = float(conf["power_delay"])
+    state_lock = threading.Lock()
 
     class FileBackedDriver(fakedriver.FakeDriver):
         """The fake backend, with its power state in power.json (see module doc)."""
@@ -373,6 +384,10 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
             return _settle(self._entry(identity)[1])["power"]
 
         def set_power_state(self, identity: str, state: str) -> None:
+            with state_lock:  # read-modify-write of power.json; requests run in threads
+                self._set_power_state(identity, state)
+
+        def _set_power_state(self, identity: str, state: str) -> None:
             uid, entry = self._entry(identity)
             entry = _settle(entry)
             with open(workdir / "calls.log", "a") as f:
@@ -412,8 +427,9 @@ def _serve(workdir: Path, port: int) -> None:  # pragma: no cover - runs in the 
             "SUSHY_EMULATOR_STATE_DIR": str(workdir / "state"),
         }
     )
-    if conf.get("sessions", True):
-        emu.app.wsgi_app = _SessionService(emu.app.wsgi_app, conf["auth_file"], workdir)
+    emu.app.wsgi_app = _SessionService(
+        emu.app.wsgi_app, conf["auth_file"], workdir, conf["nonce"], sessions=conf["sessions"]
+    )
     ctx = None
     if conf.get("cert"):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -435,9 +451,11 @@ class _SessionService:  # pragma: no cover - runs in the child
     mirrored to ``sessions.json`` for the test process.
     """
 
-    def __init__(self, basic: Any, auth_file: str, workdir: Path) -> None:
-        import threading
-
+    def __init__(
+        self, basic: Any, auth_file: str, workdir: Path, nonce: str, *, sessions: bool
+    ) -> None:
+        self.nonce = nonce
+        self.sessions = sessions
         self.basic = basic  # the emulator's RedfishAuthMiddleware
         self.app = basic.app  # the emulator itself
         self.auth_file = auth_file
@@ -483,6 +501,10 @@ class _SessionService:  # pragma: no cover - runs in the child
             with self.lock:
                 self.live.clear()
                 self._save()
+        if path == "/hafence-peer":  # lets the runner tell its own process from a squatter
+            return self._reply(start_response, "200 OK", {"nonce": self.nonce})
+        if not self.sessions:
+            return self.basic(env, start_response)
         if path == SESSIONS and method == "POST":
             size = int(env.get("CONTENT_LENGTH") or 0)
             try:
