@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
 from hafence_redfish.driver import RedfishDriver
@@ -23,9 +24,21 @@ from hafence.testing.peers.redfish import RedfishEmulator
 
 from .conftest import PASSWORD
 
+_OPENED: list[RedfishDriver] = []
+
 
 def drv(options: dict[str, str], **extra: str) -> RedfishDriver:
-    return RedfishDriver({**options, "timeout": "2", **extra}, label="bmc")
+    d = RedfishDriver({**options, "timeout": "2", **extra}, label="bmc")
+    _OPENED.append(d)
+    return d
+
+
+@pytest.fixture(autouse=True)
+async def _close_drivers() -> AsyncIterator[None]:
+    """Log every driver out at the end of its test, not whenever the GC gets to it."""
+    yield
+    while _OPENED:
+        await _OPENED.pop().close()
 
 
 # -- configuration -------------------------------------------------------------------------
