@@ -525,16 +525,16 @@ class _SessionService:  # pragma: no cover - runs in the child
             return self._reply(start_response, "201 Created", body, headers)
         if path == "/redfish/v1" and method == "GET":
             return self._root(env, start_response)
-        token = env.get("HTTP_X_AUTH_TOKEN")
-        if token is None:
+        auth_token = env.get("HTTP_X_AUTH_TOKEN")
+        if auth_token is None:
             return self.basic(env, start_response)
         with self.lock:
-            sid = self.live.get(token)
-        if sid is None:
+            live = self.live.get(auth_token)
+        if live is None:
             return self._unauthorized(start_response, "No such session")
-        if method == "DELETE" and path == f"{SESSIONS}/{sid}":
+        if method == "DELETE" and path == f"{SESSIONS}/{live}":
             with self.lock:
-                self.live.pop(token, None)
+                self.live.pop(auth_token, None)
                 self._save()
             start_response("204 No Content", [])
             return [b""]

@@ -329,7 +329,8 @@ class SerialDevice:
     def _serve_rfc2217(self) -> None:
         assert self._server is not None
         while True:
-            ready, _, _ = select.select([self._server, self._stop_r], [], [])
+            waits: list[Any] = [self._server, self._stop_r]
+            ready, _, _ = select.select(waits, [], [])
             if self._stop_r in ready:
                 return
             conn, _ = self._server.accept()
@@ -347,7 +348,8 @@ class SerialDevice:
         manager = serial.rfc2217.PortManager(self._line, _Conn())
         self._buf = b""
         while True:
-            ready, _, _ = select.select([conn, self._stop_r], [], [])
+            waits: list[Any] = [conn, self._stop_r]
+            ready, _, _ = select.select(waits, [], [])
             if self._stop_r in ready:
                 return True
             try:
