@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
 from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_OK, FENCE_PENDING
 from hafence.ha.lrm import LRM
@@ -35,7 +36,7 @@ WATCHDOG_TIMEOUT = 60
 MAX_SIM_TIME = 100_000
 
 
-class SimError(Exception):
+class SimError(HafenceError):
     """A scenario asked for something the simulator cannot do."""
 
 
