@@ -1,7 +1,7 @@
 """The ``redfish`` fence driver: a BMC's ComputerSystem over Redfish, through sushy.
 
 off = ``ComputerSystem.Reset`` ForceOff, on = On, status = the system's PowerState
-(re-read on every call), native reboot (``method=cycle``) = ForceRestart. The system
+(re-read on every call), native reboot (``method=cycle``) = ForceRestart, diag = Nmi. The system
 is chosen by Redfish Id, by Name or by path (``system``); without it the BMC must
 have exactly one. Option names follow ClusterLabs' ``fence_redfish`` (ip, ipport,
 ssl, ssl_insecure, username/login, password/passwd, systems_uri).
@@ -59,7 +59,10 @@ class RedfishDriver(FenceDriver):
         "ForceRestart, status from PowerState; system by Id, Name or the only one; TLS "
         "verification with a CA file or off"
     )
-    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor", "list"})
+    # 'diag' is an extra (ResetType Nmi); 'reboot' is added per instance by method.
+    actions: ClassVar[frozenset[str]] = frozenset(
+        {"status", "off", "on", "monitor", "list", "diag"}
+    )
     params: ClassVar[tuple[Param, ...]] = (
         Param("ip", str, required=True, aliases=("ipaddr",), help="BMC address or host name"),
         Param("ipport", int, aliases=("port",), help="BMC HTTP(S) port (default 443 / 80)"),
@@ -278,6 +281,10 @@ class RedfishDriver(FenceDriver):
             self._reset("ForceRestart" if on else "On")
 
         await self._run("reboot", native)
+
+    async def diag(self) -> None:
+        """A diagnostic interrupt (ResetType Nmi): the OS may dump and reboot."""
+        await self._run("diag", lambda: self._reset("Nmi"))
 
     async def monitor(self) -> None:
         """Reachable, credentials accepted, the system found and its power readable."""

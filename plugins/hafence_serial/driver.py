@@ -34,8 +34,14 @@ from typing import Any, ClassVar
 
 import serial
 
-from hafence.errors import AuthError, DeviceError, ParamError, UnreachableError
-from hafence.fence.driver import FenceDriver, Param, PowerState
+from hafence.errors import (
+    AuthError,
+    DeviceError,
+    NotSupportedError,
+    ParamError,
+    UnreachableError,
+)
+from hafence.fence.driver import FenceDriver, Param, Port, PowerState
 
 from .protocol import EOLS, Command, Pattern, command, show
 
@@ -80,7 +86,8 @@ class SerialDriver(FenceDriver):
         "expected replies and status words, line settings, optional DTR/RTS pulse, "
         "optional password; device paths or rfc2217:// / socket:// URLs"
     )
-    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
+    # 'list' needs outlets=N; without it list() raises NotSupportedError saying so.
+    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor", "list"})
     params: ClassVar[tuple[Param, ...]] = (
         Param(
             "device",
@@ -113,6 +120,11 @@ class SerialDriver(FenceDriver):
             str,
             aliases=("port", "outlet"),
             help="Outlet or relay number, put into commands in place of {plug}",
+        ),
+        Param(
+            "outlets",
+            int,
+            help="Number of outlets: enables 'list' (cmd_status with {plug} per outlet)",
         ),
         Param(
             "cmd_off",
@@ -200,6 +212,18 @@ class SerialDriver(FenceDriver):
         self.denied = (
             Pattern.parse("reply_denied", o["reply_denied"]) if o["reply_denied"] else None
         )
+        self.outlet_status: dict[str, Command] = {}
+        if o["outlets"] is not None:
+            if not 1 <= o["outlets"] <= 256:
+                raise ParamError("outlets", f"must be 1..256, got {o['outlets']}")
+            if plug is not None and plug.isdigit() and not 1 <= int(plug) <= o["outlets"]:
+                raise ParamError("plug", f"outlet {plug} is not in 1..{o['outlets']}")
+            if "{plug}" not in o["cmd_status"]:
+                raise ParamError("outlets", "needs a cmd_status with {plug} to list outlets")
+            self.outlet_status = {
+                str(n): command("cmd_status", o["cmd_status"], eol, plug=str(n), password=None)
+                for n in range(1, o["outlets"] + 1)
+            }
         self._lock = _device_lock(self.device)
         self.local = "://" not in self.device  # a device node, not a pyserial URL
 
@@ -211,13 +235,8 @@ class SerialDriver(FenceDriver):
 
     # -- actions ------------------------------------------------------------------------
     async def status(self) -> PowerState:
-        reply = await self._exchange("status")
-        for state, word in self.status_words.items():
-            if word.matches(reply):
-                return state
-        raise DeviceError(  # _ask returns only replies matching a status word
-            f"{self.device}: status reply '{reply}' matches no status word", device=self.label
-        )
+        # _ask returns only replies matching a status word
+        return self._state_of(await self._exchange("status"))
 
     async def off(self) -> None:
         await self._exchange("off")
@@ -230,8 +249,27 @@ class SerialDriver(FenceDriver):
         """The port opens, the switch answers (and takes the password), status parses."""
         await self.status()
 
+    async def list(self) -> list[Port]:
+        """Every outlet (``outlets``) with its state, read in one session on the line."""
+        if not self.outlet_status:
+            raise NotSupportedError(
+                "serial: set outlets=N (and cmd_status with {plug}) to list outlets",
+                device=self.label,
+            )
+        replies = await self._exchange("list")
+        return [
+            Port(id=n, name=f"outlet {n}", state=self._state_of(reply))
+            for n, reply in replies.items()
+        ]
+
+    def _state_of(self, reply: str) -> PowerState:
+        for state, word in self.status_words.items():
+            if word.matches(reply):
+                return state
+        return PowerState.UNKNOWN
+
     # -- the exchange (worker thread) ----------------------------------------------------
-    async def _exchange(self, action: str) -> str:
+    async def _exchange(self, action: str) -> Any:
         budget = _Budget(self.budget)
         work = asyncio.to_thread(self._session, action, budget)
         # The worker bounds every read and write itself; this catches what it cannot
@@ -245,7 +283,7 @@ class SerialDriver(FenceDriver):
                 device=self.label,
             ) from None
 
-    def _session(self, action: str, budget: _Budget) -> str:
+    def _session(self, action: str, budget: _Budget) -> Any:
         if not self._lock.acquire(timeout=budget.left()):
             raise DeviceError(
                 f"{self.device}: busy with another action for {budget.seconds:.2g}s",
@@ -258,10 +296,15 @@ class SerialDriver(FenceDriver):
                     self._pulse(port)
                 if self.login is not None:
                     self._ask(port, self.login, _one(self.expect["login"]), budget)
-                if action == "status":
-                    expect: tuple[Pattern, ...] = tuple(self.status_words.values())
-                else:
-                    expect = _one(self.expect[action])
+                words = tuple(self.status_words.values())
+                if action == "list":  # a login before every command, as for one command
+                    replies = {}
+                    for n, cmd in self.outlet_status.items():
+                        if self.login is not None and replies:
+                            self._ask(port, self.login, _one(self.expect["login"]), budget)
+                        replies[n] = self._ask(port, cmd, words, budget)
+                    return replies
+                expect = words if action == "status" else _one(self.expect[action])
                 reply = self._ask(port, self.commands[action], expect, budget)
             finally:
                 port.close()

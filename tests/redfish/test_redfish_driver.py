@@ -154,6 +154,13 @@ async def test_native_reboot_is_force_restart(bmc: RedfishEmulator) -> None:
         await drv(bmc.driver_options("node1")).reboot()
 
 
+async def test_diag_sends_an_nmi(bmc: RedfishEmulator) -> None:
+    d = drv(bmc.driver_options("node2"))
+    assert "diag" in d.actions
+    await d.diag()
+    assert bmc.calls() == ["Nmi node2"] and bmc.power("node2") == "on"
+
+
 # -- failure paths -------------------------------------------------------------------------
 async def test_wrong_password_is_auth_error_without_leaks(bmc: RedfishEmulator, caplog) -> None:
     caplog.set_level(logging.DEBUG)  # sushy and urllib3 log requests at debug level

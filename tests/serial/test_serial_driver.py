@@ -11,7 +11,13 @@ import pytest
 from hafence_serial.driver import DENIED, SerialDriver
 from hafence_serial.protocol import Pattern, unescape
 
-from hafence.errors import AuthError, DeviceError, ParamError, UnreachableError
+from hafence.errors import (
+    AuthError,
+    DeviceError,
+    NotSupportedError,
+    ParamError,
+    UnreachableError,
+)
 from hafence.fence.driver import PowerState
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.plugins import PluginRegistry
@@ -53,6 +59,9 @@ def test_device_is_required() -> None:
         ({"baudrate": "0"}, "baudrate"),
         ({"pulse": "dtr", "pulse_ms": "1000", "timeout": "1"}, "pulse_ms"),
         ({"timeout": "0"}, "timeout"),
+        ({"outlets": "4"}, "outlets"),  # cmd_status has no {plug}
+        ({"outlets": "0", "cmd_status": "STATUS {plug}", "plug": "1"}, "outlets"),
+        ({"outlets": "2", "cmd_status": "STATUS {plug}", "plug": "3"}, "plug"),
     ],
 )
 def test_bad_options_name_the_field(options: dict[str, str], field: str) -> None:
@@ -152,6 +161,7 @@ async def test_fire_and_forget_commands(plain: SerialDevice) -> None:
 
 async def test_status_reply_neither_on_nor_off(switch: SerialDevice) -> None:
     opts = switch.driver_options(2)
+    del opts["outlets"]  # (with it, plug=7 is refused up front)
     d = drv({**opts, "plug": "7"})  # the switch has 2 outlets
     with pytest.raises(
         DeviceError,
@@ -167,6 +177,19 @@ async def test_error_reply_to_power_command(switch: SerialDevice) -> None:
     ):
         await d.off()
     assert switch.power(2) == "on"
+
+
+async def test_list_outlets(switch: SerialDevice) -> None:
+    switch.set_power(False, outlet=1)
+    d = drv({**switch.driver_options(2), "outlets": "2"})
+    ports = await d.list()
+    assert [(p.id, p.state) for p in ports] == [("1", PowerState.OFF), ("2", PowerState.ON)]
+    assert switch.commands() == ["LOGIN ******", "STATUS 1", "LOGIN ******", "STATUS 2"]
+    opts = switch.driver_options(2)
+    del opts["outlets"]
+    plain = drv(opts)
+    with pytest.raises(NotSupportedError, match="outlets=N"):
+        await plain.list()
 
 
 # -- failure paths -------------------------------------------------------------------------

@@ -250,6 +250,7 @@ class SerialDevice:
         if outlet is not None:
             opts.update(
                 plug=str(outlet),
+                outlets=str(self.outlets),
                 cmd_off="OFF {plug}",
                 cmd_on="ON {plug}",
                 cmd_status="STATUS {plug}",
