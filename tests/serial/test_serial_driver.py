@@ -159,6 +159,11 @@ async def test_fire_and_forget_commands(plain: SerialDevice) -> None:
     assert await d.status() == PowerState.OFF
 
 
+async def test_unsolicited_output_is_not_taken_for_a_reply(plain: SerialDevice) -> None:
+    plain.inject(b"Relay board v1.2 ready\r\nOFF\r\n")  # a banner, a stale answer
+    assert await drv({"device": plain.path}).status() == PowerState.ON
+
+
 async def test_status_reply_neither_on_nor_off(switch: SerialDevice) -> None:
     opts = switch.driver_options(2)
     del opts["outlets"]  # (with it, plug=7 is refused up front)

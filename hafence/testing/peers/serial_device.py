@@ -30,6 +30,7 @@ API::
         dev.set_power(False, outlet=2) # flip the "hardware" directly
         dev.set_mode("garbled")        # "ok" | "garbled" | "silent"
         dev.set_stuck(True)
+        dev.inject(b"ALARM 2\r\n")       # unsolicited bytes on the line (pty only)
         dev.commands()                 # ["LOGIN ******", "OFF 1", ...] (passwords masked)
         dev.clear_commands()
         dev.signals()                  # [("dtr", True, t_monotonic), ...] (rfc2217 only)
@@ -210,6 +211,12 @@ class SerialDevice:
 
     def set_stuck(self, stuck: bool = True) -> None:
         self._stuck = stuck
+
+    def inject(self, data: bytes) -> None:
+        """Send unsolicited bytes down the line (a boot banner, an alarm), pty only."""
+        if self.transport != "pty":
+            raise ValueError("inject() needs transport='pty'")
+        os.write(self._master, data)
 
     def commands(self) -> list[str]:
         """Every command line received, oldest first (LOGIN arguments masked)."""
