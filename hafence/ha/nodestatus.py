@@ -25,6 +25,7 @@ class NodeStatus:
         self.status: dict[str, str] = dict(status)
         self.last_online: dict[str, float] = {}
         self.fence_delay = fence_delay
+        self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
 
     # -- queries -------------------------------------------------------------------------
     def get(self, node: str) -> str:
@@ -105,7 +106,9 @@ class NodeStatus:
             return False
         if hw == FENCE_FAILED:
             env.log("err", f"fencing: hardware fence of node '{node}' failed, retrying")
-            env.log("email", f"FAILED: hardware fence of node '{node}', services stay fenced")
+            if node not in self.fence_failed:  # mail once per episode, log every round
+                self.fence_failed.add(node)
+                env.log("email", f"FAILED: hardware fence of node '{node}', services stay fenced")
             env.fence_start(node)
             return False
         if hw not in (FENCE_NONE, FENCE_OK):  # pending
@@ -117,4 +120,5 @@ class NodeStatus:
         self._set(node, "unknown")
         env.log("email", f"SUCCEED: {msg}")
         env.fence_reset(node)
+        self.fence_failed.discard(node)
         return True

@@ -5,7 +5,8 @@ A scenario holds ``hardware_status`` (JSON: node -> power/network), ``service_co
 (``groups.cfg`` syntax), ``rules_config`` (``rules.cfg`` syntax), ``manager_status``
 (JSON), ``datacenter.cfg`` (JSON: ``{"ha": {"shutdown_policy": ...}}``), a ``cmdlist``
 (JSON: a list of command lists, one per 100 s round) and ``log.expect``, the HA log the
-reference implementation wrote.
+reference implementation wrote. hafence adds an optional ``fence_devices`` (JSON: node ->
+``{"fails": N}``, a simulated fence device that fails N times first, -1 for always).
 
 Features outside hafence's scope (the CRS static/dynamic schedulers, resource-affinity
 rules, HA group -> rule migration, disarming the HA stack) are detected up front:
@@ -68,7 +69,7 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
     rules: dict[str, Any] = {}
     if (d / "rules_config").exists():
         rules = parse_rules((d / "rules_config").read_text(), str(d / "rules_config"))
-    return Hardware(
+    hw = Hardware(
         status=hw_status,
         service_config=services,
         groups=groups,
@@ -78,6 +79,12 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )
+    # hafence extension: simulated fence devices, {"node1": {"fails": 2}} (-1: never works)
+    for node, dev in _read_json(d / "fence_devices", {}).items():
+        if node not in hw_status:
+            raise ConfigError(f"unknown node '{node}'", file=str(d / "fence_devices"))
+        hw.add_fence_device(node, int(dev.get("fails", 0)))
+    return hw
 
 
 def run(scenario: Path | str, echo: Any = None) -> str:

@@ -20,6 +20,16 @@ def test_reference_scenarios_present() -> None:
     assert len(ALL) >= 90, f"expected the reference scenarios under {SCENARIOS}"
 
 
+HAFENCE = sorted((SCENARIOS.parent / "hafence-scenarios").glob("test-*"))
+
+
+@pytest.mark.parametrize("scenario", HAFENCE, ids=[p.name for p in HAFENCE])
+def test_hafence_scenario(scenario) -> None:
+    """hafence's own scenarios (hardware fence devices), in the same format."""
+    result = compare(scenario)
+    assert result.matched, f"{scenario.name}: HA log differs from log.expect\n{result.diff}"
+
+
 @pytest.mark.parametrize("scenario", ALL, ids=[p.name for p in ALL])
 def test_scenario(scenario) -> None:
     reason = unsupported_reason(scenario)
