@@ -150,13 +150,19 @@ async def test_echoing_device_and_regex_status(plain: SerialDevice) -> None:
     assert await d.status() == PowerState.OFF
 
 
-async def test_fire_and_forget_commands(plain: SerialDevice) -> None:
-    # A relay that answers nothing to power commands (reply_off empty): the driver does
-    # not wait for one; status still needs an answer.
-    plain.set_mode("ok")
-    d = drv({"device": plain.path}, reply_off="", eol="crlf")
-    await d.off()
-    assert await d.status() == PowerState.OFF
+async def test_fire_and_forget_commands() -> None:
+    # A relay board that answers nothing to power commands (reply_off/reply_on empty):
+    # the driver does not wait for an answer; status still needs one.
+    with SerialDevice(quiet_power=True) as relay:
+        d = drv({"device": relay.path}, reply_off="", reply_on="", eol="crlf")
+        await d.off()
+        # (the status answer comes after the OFF was acted on: the line is in order)
+        assert await d.status() == PowerState.OFF and relay.power() == "off"
+        await d.on()
+        assert await d.status() == PowerState.ON
+        # with the default reply_off=OK it would wait in vain: no answer, unreachable
+        with pytest.raises(UnreachableError, match="no answer to 'OFF'"):
+            await drv({"device": relay.path}).off()
 
 
 async def test_unsolicited_output_is_not_taken_for_a_reply(plain: SerialDevice) -> None:

@@ -18,7 +18,8 @@ The protocol is line based (a command ends at CR or LF; replies end with ``eol``
 When the switch has a password, a command not preceded by a good LOGIN is answered
 ``DENIED``. Misbehaviour for failure tests: ``mode="garbled"`` answers line noise,
 ``mode="silent"`` never answers, ``stuck=True`` accepts OFF and keeps the power on;
-``echo=True`` echoes every byte back first, as a terminal in cooked mode would.
+``echo=True`` echoes every byte back first, as a terminal in cooked mode would;
+``quiet_power=True`` answers nothing to ON/OFF (relay boards that only act).
 
 API::
 
@@ -119,6 +120,7 @@ class SerialDevice:
         mode: str = "ok",
         stuck: bool = False,
         echo: bool = False,
+        quiet_power: bool = False,
         eol: bytes = b"\r\n",
         transport: str = "pty",
     ) -> None:
@@ -129,6 +131,7 @@ class SerialDevice:
         self.outlets = outlets
         self.password = password
         self.echo = echo
+        self.quiet_power = quiet_power
         self.eol = eol
         self.transport = transport
         self._state = dict.fromkeys(range(1, outlets + 1), power_on)
@@ -289,7 +292,8 @@ class SerialDevice:
             if not line:
                 continue
             reply = self._answer(line)
-            if self._mode == "silent":
+            power = line.split(" ", 1)[0].upper() in ("ON", "OFF")
+            if self._mode == "silent" or (self.quiet_power and power):
                 continue
             out += (GARBAGE if self._mode == "garbled" else reply.encode()) + self.eol
         return out
