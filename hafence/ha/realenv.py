@@ -433,6 +433,27 @@ class RealEnv(Env):
     def take_crm_commands(self) -> list[str]:
         return self.store.take_crm_commands()
 
+    def crm_commands_pending(self) -> bool:
+        return bool(self.store.read_crm_commands())
+
+    def read_rules(self) -> dict[str, dict[str, Any]]:
+        """``rules.cfg`` in the store (Proxmox 9 node-affinity rules); none: ``{}``."""
+        from hafence.ha.config import parse_rules
+
+        text = self.store.read_text("rules.cfg")
+        try:
+            self._last_rules = parse_rules(text, self.store.location("rules.cfg")) if text else {}
+        except HafenceError as exc:
+            self.log("err", f"rules unreadable, keeping the last good ones: {exc}")
+        return getattr(self, "_last_rules", {})
+
+    def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
+        with self.store.locked():
+            resources = self.store.read_resources()
+            if sid in resources:
+                resources[sid].update(changes)
+                self.store.write_resources(resources)
+
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
         with self.store.locked():
             resources = self.store.read_resources()
