@@ -31,7 +31,8 @@ class CRM:
         self.idle_rounds = 0
         self.fence_delay = fence_delay
         self.disarmed = False  # HA stack disarmed: the master runs without a watchdog
-        self._wd: Any = None
+        self._wd: Any = None  # the Env's handle (None is valid: no watchdog configured)
+        self._wd_open = False
         self._set_status("wait_for_quorum")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -47,16 +48,17 @@ class CRM:
             return False
         if self.disarmed:
             return True
-        if self._wd is None:
+        if not self._wd_open:
             self._wd = self.env.watchdog_open()
+            self._wd_open = True
         else:
             self.env.watchdog_update(self._wd)
         return True
 
     def _close_watchdog(self) -> None:
-        if self._wd is not None:
+        if self._wd_open:
             self.env.watchdog_close(self._wd)
-            self._wd = None
+            self._wd, self._wd_open = None, False
 
     def _can_get_active(self, allow_no_service: bool = False) -> bool:
         env = self.env
@@ -87,6 +89,7 @@ class CRM:
             self.env.log("info", "re-arming HA stack")
             self.disarmed = False
             self._wd = self.env.watchdog_open()
+            self._wd_open = True
 
     # -- public API ----------------------------------------------------------------------
     def shutdown_request(self) -> None:

@@ -42,7 +42,8 @@ class LRM:
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._wrote_status = False
-        self._wd: Any = None
+        self._wd: Any = None  # the Env's handle (None is valid: no watchdog configured)
+        self._wd_open = False
         self._set_status("wait_for_agent_lock")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -56,16 +57,17 @@ class LRM:
     def _get_agent_lock(self) -> bool:
         if not self.env.get_ha_agent_lock():
             return False
-        if self._wd is None:
+        if not self._wd_open:
             self._wd = self.env.watchdog_open()
+            self._wd_open = True
         else:
             self.env.watchdog_update(self._wd)
         return True
 
     def _give_up_watchdog(self) -> None:
-        if self._wd is not None:
+        if self._wd_open:
             self.env.watchdog_close(self._wd)
-            self._wd = None
+            self._wd, self._wd_open = None, False
 
     def _disarm(self) -> None:
         # services keep running untouched; nothing may act on them until re-armed
@@ -261,7 +263,7 @@ class LRM:
                 # keep lock and watchdog until every service left the node
                 if not self._get_agent_lock():
                     self._set_status("lost_agent_lock")
-            elif self._wd is not None and not self.shutdown_requested:
+            elif self._wd_open and not self.shutdown_requested:
                 # empty: nothing left to protect
                 self._give_up_watchdog()
                 env.release_ha_agent_lock()

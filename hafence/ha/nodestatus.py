@@ -101,8 +101,7 @@ class NodeStatus:
             env.log("email", f"FENCE: Try to fence node '{node}'")
         hw = env.fence_poll(node)
         if hw == FENCE_IDLE:
-            env.log("info", f"fencing: starting hardware fence of node '{node}'")
-            env.fence_start(node)
+            env.fence_start(node)  # the Env logs the attempt (levels, devices)
             return False
         if hw == FENCE_FAILED:
             env.log("err", f"fencing: hardware fence of node '{node}' failed, retrying")

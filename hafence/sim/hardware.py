@@ -214,6 +214,7 @@ class Hardware:
             return FENCE_IDLE
         if dev.result == FENCE_PENDING:
             return dev.result
+        env.log("notice", f"fencing: start hardware fence of node '{node}'")
         return dev.start()
 
     # -- power ---------------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""End to end with real processes: three nodes' hafence-crm + hafence-lrm on one store.
+
+Node1's fence device is a real BMC (OpenIPMI ipmi_sim). A watcher plays the physics the
+machine cannot: when node1's BMC powers node1 off, node1's service processes die. The
+service is a ``dummy:`` resource: a real process per running copy, so "never twice" is
+checked on the processes themselves, every 50 ms, for the whole test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from hafence.cli.ha_manager import cli as ha_manager
+from hafence.store import EmbeddedStore
+from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+
+NODES = ("node1", "node2", "node3")
+TIMINGS = ["--interval", "0.5", "--lease-ttl", "6", "--watchdog-timeout", "3",
+           "--fence-delay", "2", "--node-timeout", "2"]  # fmt: skip
+SID = "dummy:web"
+
+pytestmark = pytest.mark.skipif(not ipmi_sim_available(), reason="ipmi_sim not installed")
+
+
+def _dummy_pid(state_dir: Path) -> int | None:
+    """The live dummy:web process recorded under a node's state dir, if any."""
+    try:
+        pid = int((state_dir / "dummy" / "web.pid").read_text().split()[0])
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if SID.encode() in cmd and stat not in ("Z", "X") else None
+
+
+class Cluster:
+    def __init__(self, tmp: Path, bmc: IpmiSim) -> None:
+        self.tmp = tmp
+        self.store_dir = tmp / "ha"
+        self.bmc = bmc
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.max_copies = 0
+        self.copies_seen: list[tuple[float, dict[str, int]]] = []
+        self.node1_powered = True
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+
+    def state_dir(self, node: str) -> Path:
+        return self.tmp / "state" / node
+
+    def fence_cfg(self, password: str) -> Path:
+        pw = self.tmp / "bmc.pw"
+        pw.write_text(password + "\n")
+        pw.chmod(0o600)
+        opts = self.bmc.driver_options()
+        opts.pop("password")
+        args = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in opts.items())
+        cfg = self.tmp / "fence.cfg"
+        cfg.write_text(f"device bmc1 ipmi {args} password_file={pw}\nconnect bmc1 node=node1\n")
+        cfg.chmod(0o600)
+        return cfg
+
+    def start(self, fence_cfg: Path) -> None:
+        py = sys.executable
+        for node in NODES:
+            common = ["--node", node, "--store", str(self.store_dir), "--no-watchdog", *TIMINGS]
+            crm = [py, "-c", "from hafence.daemons import crm_main; crm_main()", *common,
+                   "--fence-config", str(fence_cfg)]  # fmt: skip
+            lrm = [py, "-c", "from hafence.daemons import lrm_main; lrm_main()", *common,
+                   "--state-dir", str(self.state_dir(node))]  # fmt: skip
+            self.procs[node] = [
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                 stderr=open(self.tmp / f"{node}-{role}.log", "wb"))
+                for argv, role in ((crm, "crm"), (lrm, "lrm"))
+            ]  # fmt: skip
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self.node1_powered and self.bmc.power == "off":
+                # node1 lost power: everything on it dies
+                self.node1_powered = False
+                pid = _dummy_pid(self.state_dir("node1"))
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+            copies = {n: p for n in NODES if (p := _dummy_pid(self.state_dir(n)))}
+            if len(copies) > self.max_copies:
+                self.max_copies = len(copies)
+                self.copies_seen.append((time.monotonic(), copies))
+            time.sleep(0.05)
+
+    def kill_daemons(self, node: str) -> None:
+        for p in self.procs[node]:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for procs in self.procs.values():
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        for node in NODES:
+            pid = _dummy_pid(self.state_dir(node))
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("node*.log")))
+
+    def ha(self, *args: str) -> Any:
+        return CliRunner().invoke(ha_manager, ["--store", str(self.store_dir), *args])
+
+    def where(self) -> str | None:
+        running = [n for n in NODES if _dummy_pid(self.state_dir(n))]
+        assert len(running) <= 1, f"{SID} runs on {running}"
+        return running[0] if running else None
+
+    def service_status(self) -> dict[str, Any]:
+        ms = EmbeddedStore(self.store_dir).read_manager_status()
+        return (ms.get("service_status") or {}).get(SID, {})
+
+
+def wait_for(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with IpmiSim(workdir=tmp_path / "bmc") as bmc:
+        c = Cluster(tmp_path, bmc)
+        try:
+            yield c
+        finally:
+            c.stop()
+
+
+def _bring_up(c: Cluster, bmc_password: str) -> None:
+    c.start(c.fence_cfg(bmc_password))
+    store = EmbeddedStore(c.store_dir)
+    wait_for(lambda: set(store.lrm_nodes()) >= set(NODES), 30, "all LRMs to report")
+    r = c.ha("add", SID, "--node", "node1")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: c.where() == "node1", 30, f"{SID} to start on node1")
+    assert c.service_status().get("state") == "started"
+
+
+def test_dead_node_is_fenced_through_its_bmc_before_its_service_moves(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, c.bmc.password)
+    status = c.ha("status")
+    assert "service dummy:web (node1, started)" in status.output, status.output
+
+    c.kill_daemons("node1")  # the HA stack of node1 dies; its service process lives on
+    wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
+
+    assert c.bmc.power == "off"
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    confirmed = log.index("fencing: node 'node1' confirmed off")
+    acked = log.index("fencing: acknowledged - got agent lock for node 'node1'")
+    recovered = log.index(f"recover service '{SID}' from fenced node 'node1'")
+    assert confirmed < acked < recovered
+    assert c.bmc.password not in log
+    new_node = c.where()
+    wait_for(lambda: f"service {SID} ({new_node}, started)" in c.ha("status").output, 10,
+             "ha-manager status to show the new node")  # fmt: skip
+
+
+def test_failing_fence_keeps_the_service_fenced_and_retries(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, "not-the-password")
+    c.kill_daemons("node1")
+    wait_for(lambda: c.service_status().get("state") == "fence", 30, f"{SID} in fence")
+    wait_for(lambda: c.log().count("hardware fence of node 'node1' failed") >= 3, 60,
+             "three failed fence attempts")  # fmt: skip
+    time.sleep(7)  # past the agent lock's lease: only the hardware fence holds it back
+    assert c.service_status().get("state") == "fence"
+    assert c.where() == "node1"  # never started elsewhere; node1's copy still runs
+    assert c.bmc.power == "on"
+    assert c.max_copies == 1
+    log = c.log()
+    assert "auth_failed" in log and "recover service" not in log
+    assert "not-the-password" not in log
