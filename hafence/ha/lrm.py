@@ -368,6 +368,9 @@ class LRM:
             return
         w = self.workers.get(sid)
         if w is not None and w.get("running"):
+            if uid is None:
+                # a shutdown stop must not be lost behind a running command: run it next
+                w["then"] = (uid, state, params)
             return
         self.workers[sid] = {
             "sid": sid,
@@ -415,6 +418,8 @@ class LRM:
         w = self.workers.pop(sid, None)
         if w is None:
             return
+        if w.get("then"):
+            self._queue(sid, *w["then"])
         exit_code = code if isinstance(code, int) else st.ERROR
         exit_code = self._handle_exit_code(sid, w["state"], exit_code, sc.get(sid) or {})
         if exit_code == st.ETRY_AGAIN:

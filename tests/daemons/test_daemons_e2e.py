@@ -79,7 +79,8 @@ class Cluster:
             crm = [py, "-c", "from hafence.daemons import crm_main; crm_main()", *common,
                    "--fence-config", str(fence_cfg)]  # fmt: skip
             lrm = [py, "-c", "from hafence.daemons import lrm_main; lrm_main()", *common,
-                   "--state-dir", str(self.state_dir(node))]  # fmt: skip
+                   "--state-dir", str(self.state_dir(node)),
+                   "--shutdown-flag", str(self.tmp / f"{node}.shutdown")]  # fmt: skip
             self.procs[node] = [
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                  stderr=open(self.tmp / f"{node}-{role}.log", "wb"))
@@ -153,9 +154,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             c.stop()
 
 
-def _bring_up(c: Cluster, bmc_password: str) -> None:
-    c.start(c.fence_cfg(bmc_password))
+def _bring_up(c: Cluster, bmc_password: str, policy: str = "conditional") -> None:
     store = EmbeddedStore(c.store_dir)
+    store.write_datacenter({"ha": {"shutdown_policy": policy}})
+    c.start(c.fence_cfg(bmc_password))
     wait_for(lambda: set(store.lrm_nodes()) >= set(NODES), 30, "all LRMs to report")
     r = c.ha("add", SID, "--node", "node1")
     assert r.exit_code == 0, r.output
@@ -200,3 +202,20 @@ def test_failing_fence_keeps_the_service_fenced_and_retries(cluster: Cluster) ->
     log = c.log()
     assert "auth_failed" in log and "recover service" not in log
     assert "not-the-password" not in log
+
+
+def test_node_shutdown_with_migrate_policy_moves_the_service_first(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, c.bmc.password, policy="migrate")
+    (c.tmp / "node1.shutdown").write_text("shutdown\n")  # what systemd would report
+    lrm = c.procs["node1"][1]
+    lrm.send_signal(signal.SIGTERM)
+    assert lrm.wait(timeout=60) == 0  # exits once its node is empty
+    assert c.where() in ("node2", "node3")
+    assert c.max_copies == 1
+    log = c.log()
+    assert "got shutdown request with shutdown policy 'migrate'" in log
+    assert "shutdown LRM, doing maintenance, removing this node from active list" in log
+    assert "node 'node1': state changed from 'online' => 'maintenance'" in log
+    assert c.bmc.power == "on"  # a clean shutdown is no failure: nobody fences node1
+    assert "FENCE" not in log

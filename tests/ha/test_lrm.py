@@ -139,3 +139,23 @@ def test_at_most_max_worker_commands_run_at_once() -> None:
         time.sleep(0.01)
     assert len(hw.running["n1"]) == 7
     assert env.peak == 2
+
+
+def test_shutdown_stop_queued_during_a_running_start_is_not_lost() -> None:
+    hw = cluster({"vm:100": {"node": "n1", "state": "started"}})
+    env = ThreadedEnv(hw, "n1", "lrm")
+    lrm = LRM(env)
+    assign(hw, vm_100=("started", "u1"))
+    step(lrm)  # the start is now running in its worker thread
+    assert lrm.workers["vm:100"].get("running")
+    hw.status["n1"]["shutdown"] = "shutdown"
+    lrm.shutdown_request()  # queues a stop while the start still runs
+    for _ in range(200):
+        lrm.env.loop_start(lrm.env.cur_time + 10)
+        alive = lrm.do_one_iteration()
+        lrm.env.loop_end()
+        if not alive:
+            break
+        time.sleep(0.01)
+    assert not alive
+    assert "vm:100" not in hw.running["n1"], "the LRM exited leaving its service running"
