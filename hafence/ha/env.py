@@ -119,6 +119,18 @@ class Env(ABC):
         {node: prio}, "resources": [sid], "strict": bool}}``; groups cover the same ground."""
         return {}
 
+    def crs_options(self) -> dict[str, Any]:
+        """Datacenter ``crs`` options: ``{"ha": "basic"|"static"}`` (scheduler mode)."""
+        return {}
+
+    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
+        """``{node: {"maxcpu": int, "maxmem": bytes}}`` for the static scheduler."""
+        return {}
+
+    def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
+        """``{sid: {"maxcpu": float, "maxmem": bytes}}`` (configured maxima)."""
+        return {}
+
     def cluster_state_update(self) -> bool:
         """Refresh cached cluster state; False when the store is inconsistent (skip a round)."""
         return True

@@ -27,7 +27,7 @@ from typing import Any
 from hafence.ha import state as st
 from hafence.ha.env import Env
 from hafence.ha.nodestatus import NodeStatus
-from hafence.ha.select import NodeUsage, select_service_node, service_affinity
+from hafence.ha.select import NodeUsage, StaticUsage, select_service_node, service_affinity
 
 _uid_counter = itertools.count()
 
@@ -67,6 +67,8 @@ class Manager:
         self.groups: dict[str, Any] = {}
         self.rules: dict[str, Any] = {}
         self.usage = NodeUsage([])
+        self.crs_mode = "basic"
+        self._update_crs_mode()
 
     # -- helpers -------------------------------------------------------------------------
     def _change(self, sid: str, new_state: str, **params: Any) -> None:
@@ -87,12 +89,31 @@ class Manager:
             "info", f"service '{sid}': state changed from '{old_state}' to '{new_state}'{suffix}"
         )
 
+    def _update_crs_mode(self) -> None:
+        mode = (self.env.crs_options() or {}).get("ha") or "basic"
+        if mode not in ("basic", "static"):
+            mode = "basic"  # 'dynamic' needs live load figures hafence does not collect
+        if mode != self.crs_mode:
+            self.env.log("info", f"using scheduler mode '{mode}'")
+            self.crs_mode = mode
+
     def _recompute_usage(self) -> None:
-        self.usage = NodeUsage.from_service_status(self.ns.online_nodes(), self.ss)
+        online = self.ns.online_nodes()
+        if self.crs_mode == "static":
+            try:
+                usage: NodeUsage = StaticUsage(
+                    online, self.env.get_static_node_stats(), self.env.get_static_service_stats()
+                )
+            except ValueError as exc:
+                self.env.log("err", f"static scheduler unusable, counting services - {exc}")
+                usage = NodeUsage(online)
+        else:
+            usage = NodeUsage(online)
+        self.usage = usage.fill(self.ss)
 
     def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
         aff = service_affinity(sid, cd, self.groups, self.rules)
-        return select_service_node(aff, self.usage, sd["node"], **kw)
+        return select_service_node(aff, self.usage, sd["node"], sid=sid, **kw)
 
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
         results: dict[str, Any] = {}
@@ -199,6 +220,7 @@ class Manager:
         if not ns.is_operational(env.nodename):
             env.log("info", "master seems offline")
             return
+        self._update_crs_mode()
         self.sc = sc = env.read_service_config()
         self.groups = env.read_groups()
         self.rules = env.read_rules()
@@ -534,7 +556,7 @@ class Manager:
                     f"recover service '{sid}' from fenced node '{fenced_node}' to node '{target}'",
                 )
             env.change_service_location(sid, fenced_node, target)
-            self.usage.add(target)
+            self.usage.add(target, sid)
             sd["node"] = target
             if sid in self.sc:
                 self.sc[sid]["node"] = target

@@ -92,6 +92,8 @@ def _as_list(value: Any) -> list[str]:
 class NodeUsage:
     """Online nodes and how many services each carries (the basic scheduler)."""
 
+    mode = "basic"
+
     def __init__(self, online_nodes: Iterable[str]) -> None:
         self._usage: dict[str, int] = {n: 0 for n in online_nodes}
 
@@ -101,30 +103,122 @@ class NodeUsage:
     def nodes(self) -> list[str]:
         return sorted(self._usage)
 
-    def add(self, node: str | None) -> None:
+    def add(self, node: str | None, sid: str = "") -> None:
         if node in self._usage:
             self._usage[node] += 1
 
     def score(self, node: str) -> int:
         return self._usage.get(node, 0)
 
+    def scores(self, sid: str) -> dict[str, float]:
+        """Lower is better: where ``sid`` would best start."""
+        return {n: float(c) for n, c in self._usage.items()}
+
+    def fill(self, service_status: Mapping[str, Mapping[str, Any]]) -> NodeUsage:
+        """Count every service's load, as its state implies."""
+        for sid in sorted(service_status):
+            sd = service_status[sid]
+            state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
+            if self.contains(node):
+                if state in _LOADED_STATES or state == "request_start":
+                    self.add(node, sid)
+                elif state in ("migrate", "relocate"):
+                    self.add(node, sid)  # load on both ends while moving
+                    self.add(target, sid)
+            elif state in ("migrate", "relocate") and self.contains(target):
+                self.add(target, sid)
+        return self
+
     @classmethod
     def from_service_status(
         cls, online_nodes: Iterable[str], service_status: Mapping[str, Mapping[str, Any]]
     ) -> NodeUsage:
-        usage = cls(online_nodes)
-        for sid in sorted(service_status):
-            sd = service_status[sid]
-            state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
-            if usage.contains(node):
-                if state in _LOADED_STATES or state == "request_start":
-                    usage.add(node)
-                elif state in ("migrate", "relocate"):
-                    usage.add(node)  # load on both ends while moving
-                    usage.add(target)
-            elif state in ("migrate", "relocate") and usage.contains(target):
-                usage.add(target)
-        return usage
+        return cls(online_nodes).fill(service_status)
+
+
+# Proxmox's static scheduler criteria (all "lower is better"), weights normalised below.
+_TOPSIS_WEIGHTS = (1.0, 2.0, 5.0, 10.0)  # average CPU, highest CPU, average mem, highest mem
+
+
+class StaticUsage(NodeUsage):
+    """The ``static`` scheduler: nodes' CPUs/memory against services' configured maxima.
+
+    A candidate node is judged by the cluster it would leave behind (average and highest
+    CPU and memory commitment, relative to each node's size) with TOPSIS; memory weighs
+    most. ``maxcpu`` 0 means "all the node's CPUs".
+    """
+
+    mode = "static"
+
+    def __init__(
+        self,
+        online_nodes: Iterable[str],
+        node_stats: Mapping[str, Mapping[str, Any]],
+        service_stats: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        super().__init__(online_nodes)
+        self.node_stats = node_stats
+        self.service_stats = service_stats
+        self.cpu: dict[str, float] = {n: 0.0 for n in self._usage}
+        self.mem: dict[str, float] = {n: 0.0 for n in self._usage}
+        for n in self._usage:
+            stats = node_stats.get(n) or {}
+            if not stats.get("maxcpu") or not stats.get("maxmem"):
+                raise ValueError(f"no static stats (maxcpu, maxmem) for node '{n}'")
+
+    def _service(self, sid: str) -> tuple[float, float]:
+        st = self.service_stats.get(sid) or {}
+        return float(st.get("maxcpu", 0) or 0), float(st.get("maxmem", 0) or 0)
+
+    def _add_cpu(self, node: str, cpu: float) -> float:
+        return self.cpu[node] + (cpu if cpu else float(self.node_stats[node]["maxcpu"]))
+
+    def add(self, node: str | None, sid: str = "") -> None:
+        if node in self._usage:
+            super().add(node, sid)
+            cpu, mem = self._service(sid)
+            self.cpu[node] = self._add_cpu(node, cpu)
+            self.mem[node] += mem
+
+    def scores(self, sid: str) -> dict[str, float]:
+        nodes = self.nodes()
+        cpu, mem = self._service(sid)
+        rows = []
+        for target in nodes:
+            cpus, mems = [], []
+            for n in nodes:
+                c = self._add_cpu(n, cpu) if n == target else self.cpu[n]
+                m = self.mem[n] + mem if n == target else self.mem[n]
+                cpus.append(c / float(self.node_stats[n]["maxcpu"]))
+                mems.append(m / float(self.node_stats[n]["maxmem"]))
+            k = len(nodes)
+            rows.append(
+                [
+                    1.0 + (sum(x * x for x in cpus) / k) ** 0.5,
+                    1.0 + max(cpus),
+                    1.0 + (sum(x * x for x in mems) / k) ** 0.5,
+                    1.0 + max(mems),
+                ]
+            )
+        return {n: -s for n, s in zip(nodes, _topsis(rows, _TOPSIS_WEIGHTS), strict=True)}
+
+
+def _topsis(rows: list[list[float]], weights: tuple[float, ...]) -> list[float]:
+    """TOPSIS closeness to the ideal for criteria that are all "lower is better"."""
+    if not rows:
+        return []
+    total = sum(weights)
+    cols = range(len(weights))
+    norms = [sum(r[j] ** 2 for r in rows) ** 0.5 for j in cols]
+    w = [[(r[j] / norms[j] if norms[j] else 0.0) * weights[j] / total for j in cols] for r in rows]
+    best = [min(r[j] for r in w) for j in cols]
+    worst = [max(r[j] for r in w) for j in cols]
+    out = []
+    for r in w:
+        d_best = sum((r[j] - best[j]) ** 2 for j in cols) ** 0.5
+        d_worst = sum((r[j] - worst[j]) ** 2 for j in cols) ** 0.5
+        out.append(d_worst / (d_best + d_worst) if d_best + d_worst else 0.0)
+    return out
 
 
 def priority_groups(affinity: Affinity, usage: NodeUsage) -> dict[int, set[str]]:
@@ -152,6 +246,7 @@ def select_service_node(
     usage: NodeUsage,
     current_node: str,
     *,
+    sid: str = "",
     try_next: bool = False,
     tried_nodes: Iterable[str] = (),
     maintenance_fallback: str | None = None,
@@ -178,7 +273,8 @@ def select_service_node(
         return maintenance_fallback
     if sticky and current_node in top:
         return current_node
-    ordered = sorted(top, key=lambda n: (usage.score(n), n))
+    scores = usage.scores(sid)
+    ordered = sorted(top, key=lambda n: (scores.get(n, 0.0), n))
     if not ordered:
         return None
     if try_next and not best_scored and current_node in ordered:

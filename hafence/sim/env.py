@@ -110,6 +110,17 @@ class SimEnv(Env):
     def read_rules(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.hw.rules)
 
+    def crs_options(self) -> dict[str, Any]:
+        return dict(self.hw.datacenter.get("crs") or {})
+
+    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            n: {k: s[k] for k in ("maxcpu", "maxmem") if k in s} for n, s in self.hw.status.items()
+        }
+
+    def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.hw.service_stats)
+
     def ha_options(self) -> dict[str, Any]:
         return dict(self.hw.datacenter.get("ha") or {})
 

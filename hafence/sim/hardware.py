@@ -98,6 +98,7 @@ class Hardware:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     datacenter: dict[str, Any] = field(default_factory=dict)
     manager_status: dict[str, Any] = field(default_factory=dict)
+    service_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     cmdlist: list[list[str]] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
 

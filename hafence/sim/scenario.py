@@ -43,9 +43,12 @@ def _read_json(path: Path, default: Any = None) -> Any:
 def unsupported_reason(scenario: Path) -> str | None:
     """Why hafence does not simulate this scenario (yet), or None when it does."""
     dc = _read_json(scenario / "datacenter.cfg", {})
-    crs = (dc.get("crs") or {}).get("ha")
-    if crs and crs != "basic":
-        return f"CRS scheduler '{crs}' (only the basic scheduler is implemented)"
+    crs = dc.get("crs") or {}
+    if crs.get("ha", "basic") not in ("basic", "static"):
+        return f"CRS scheduler '{crs['ha']}' (live load figures are not collected)"
+    for opt in ("ha-rebalance-on-start", "ha-auto-rebalance"):
+        if crs.get(opt):
+            return f"CRS option '{opt}' (rebalancing)"
     rules = scenario / "rules_config"
     if rules.exists() and "resource-affinity:" in rules.read_text():
         return "resource-affinity rules"
@@ -59,9 +62,10 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
     d = Path(scenario)
     status = _read_json(d / "hardware_status")
     hw_status = {
-        n: {"power": s.get("power", "off"), "network": s.get("network", "off"), "shutdown": None}
+        n: {**s, "power": s.get("power", "off"), "network": s.get("network", "off"),
+            "shutdown": None}
         for n, s in status.items()
-    }
+    }  # fmt: skip
     services = _read_json(d / "service_config", {})
     groups: dict[str, Any] = {}
     if (d / "groups").exists():
@@ -76,6 +80,7 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         rules=rules,
         datacenter=_read_json(d / "datacenter.cfg", {}),
         manager_status=_read_json(d / "manager_status", {}),
+        service_stats=_read_json(d / "static_service_stats", {}),
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )
