@@ -124,7 +124,10 @@ class LRM:
         for sd in self.service_status.values():
             state = sd.get("state")
             mine = sd.get("node") == node
-            incoming = state in ("migrate", "relocate") and sd.get("target") == node
+            incoming = (
+                state in ("migrate", "relocate", "request_start_balance")
+                and sd.get("target") == node
+            )
             if (mine or incoming) and state not in (None, "stopped", "freeze", "error"):
                 count += 1
         return count

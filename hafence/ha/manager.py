@@ -96,6 +96,8 @@ class Manager:
         if mode != self.crs_mode:
             self.env.log("info", f"using scheduler mode '{mode}'")
             self.crs_mode = mode
+        crs = self.env.crs_options() or {}
+        self.rebalance_on_start = bool(int(crs.get("ha-rebalance-on-start", 0) or 0))
 
     def _recompute_usage(self) -> None:
         online = self.ns.online_nodes()
@@ -363,7 +365,25 @@ class Manager:
         return True
 
     def _next_request_start(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
-        self._change(sid, "started", node=sd["node"])
+        node = sd["node"]
+        if self.rebalance_on_start:
+            target = self._select(
+                sid,
+                cd,
+                sd,
+                tried_nodes=sd.get("failed_nodes") or [],
+                maintenance_fallback=sd.get("maintenance_node"),
+                best_scored=True,
+            )
+            if target:
+                which = "new" if target != node else "current"
+                self.env.log(
+                    "info", f"service {sid}: re-balance selected {which} node {target} for startup"
+                )
+                if target != node:
+                    self._change(sid, "request_start_balance", node=node, target=target)
+                    return
+        self._change(sid, "started", node=node)
 
     def _next_stopped(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         env, ns = self.env, self.ns
@@ -409,6 +429,14 @@ class Manager:
             req_state = "started" if cd["state"] == "started" else "request_stop"
             if code == st.SUCCESS:
                 self._change(sid, req_state, node=sd["target"])
+                return
+            if code == st.IGNORED:
+                self.env.log(
+                    "info",
+                    f"service '{sid}' - rebalance-on-start request ignored - service already "
+                    "running",
+                )
+                self._change(sid, req_state, node=sd["node"])
                 return
             if code == st.EWRONG_NODE:
                 self.env.log(
@@ -586,6 +614,7 @@ class Manager:
         "request_stop": _next_request_stop,
         "migrate": _next_migrate_relocate,
         "relocate": _next_migrate_relocate,
+        "request_start_balance": _next_migrate_relocate,
         "recovery": _next_recovery,
         "error": _next_error,
     }

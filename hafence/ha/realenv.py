@@ -558,12 +558,15 @@ class RealEnv(Env):
                 plugin.stop(rid, timeout if timeout is not None else self.stop_timeout)
                 self.log("info", f"service status {sid} stopped")
             return st.SUCCESS
-        if cmd in ("migrate", "relocate"):
+        if cmd in ("migrate", "relocate", "request_start_balance"):
             if not target:
                 self.log("err", f"service {sid}: {cmd} without a target node")
                 return st.ERROR
             if target == self.nodename:
                 return st.SUCCESS
+            if cmd == "request_start_balance" and plugin.status(rid) == RUNNING:
+                self.log("info", f"ignoring rebalance-on-start for service {sid} - already running")
+                return st.IGNORED
             online = cmd == "migrate"
             try:
                 plugin.migrate(rid, target, online)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+_MOVING = frozenset({"migrate", "relocate", "request_start_balance"})
 # Service states that put load on the service's node.
 _LOADED_STATES = frozenset(
     {"started", "request_stop", "fence", "freeze", "error", "recovery", "starting", "stopping"}
@@ -120,12 +121,14 @@ class NodeUsage:
             sd = service_status[sid]
             state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
             if self.contains(node):
-                if state in _LOADED_STATES or state == "request_start":
+                if state in _LOADED_STATES:
                     self.add(node, sid)
                 elif state in ("migrate", "relocate"):
                     self.add(node, sid)  # load on both ends while moving
                     self.add(target, sid)
-            elif state in ("migrate", "relocate") and self.contains(target):
+                elif state == "request_start_balance":
+                    self.add(target, sid)  # not running yet: only where it will start
+            elif state in _MOVING and self.contains(target):
                 self.add(target, sid)
         return self
 

@@ -60,6 +60,7 @@ SERVICE_STATES = (
     "freeze",
     "migrate",
     "relocate",
+    "request_start_balance",  # rebalance on start: moved before its first start
     "error",
     "disabled",
     "ignored",

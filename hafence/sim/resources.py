@@ -125,10 +125,13 @@ class SimResources:
                 return st.SUCCESS
             env.log("info", f"unable to stop service {sid} (still running)")
             return st.ERROR
-        if cmd in ("migrate", "relocate"):
+        if cmd in ("migrate", "relocate", "request_start_balance"):
             target = params.get("target")
             if not target or conf.get("node") == target:
                 return st.SUCCESS
+            if cmd == "request_start_balance" and running:
+                env.log("info", f"ignoring rebalance-on-start for service {sid} - already running")
+                return st.IGNORED
             if not self.migrate(env, sid, target, cmd == "migrate"):
                 env.log("err", f"service {sid} not moved (migration error)")
                 return st.ERROR

@@ -46,7 +46,7 @@ def unsupported_reason(scenario: Path) -> str | None:
     crs = dc.get("crs") or {}
     if crs.get("ha", "basic") not in ("basic", "static"):
         return f"CRS scheduler '{crs['ha']}' (live load figures are not collected)"
-    for opt in ("ha-rebalance-on-start", "ha-auto-rebalance"):
+    for opt in ("ha-auto-rebalance",):
         if crs.get(opt):
             return f"CRS option '{opt}' (rebalancing)"
     rules = scenario / "rules_config"
