@@ -27,7 +27,15 @@ from typing import Any
 from hafence.ha import state as st
 from hafence.ha.env import Env
 from hafence.ha.nodestatus import NodeStatus
-from hafence.ha.select import NodeUsage, StaticUsage, select_service_node, service_affinity
+from hafence.ha.select import (
+    NodeUsage,
+    StaticUsage,
+    affinity_peers,
+    resource_affinity,
+    select_service_node,
+    service_affinity,
+    used_nodes,
+)
 
 _uid_counter = itertools.count()
 
@@ -115,6 +123,7 @@ class Manager:
 
     def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
         aff = service_affinity(sid, cd, self.groups, self.rules)
+        aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
         return select_service_node(aff, self.usage, sd["node"], sid=sid, **kw)
 
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -151,8 +160,7 @@ class Manager:
                 elif node == sd.get("node"):
                     env.log("info", f"ignore crm command - service already on target node: {line}")
                 else:
-                    env.log("info", f"got crm command: {line}")
-                    sd["cmd"] = [cmd, node]
+                    self._queue_move(line, cmd, sid, node)
             elif cmd == "stop":
                 sid, timeout = args
                 sd = ss.get(sid)
@@ -212,6 +220,32 @@ class Manager:
                 req = self.ms.get("node_request", {}).get(node)
                 if req:
                     req.pop("maintenance", None)
+
+    def _queue_move(self, line: str, cmd: str, sid: str, node: str) -> None:
+        """A migrate/relocate command, checked against resource-affinity rules: refused
+        onto a node a negative peer uses; positive peers move along."""
+        env, ss = self.env, self.ss
+        positive, negative = affinity_peers(sid, self.rules)
+        for peer in negative:
+            if node in used_nodes(ss.get(peer) or {}):
+                env.log(
+                    "err",
+                    f"crm command '{line}' error - service '{peer}' on node '{node}' in "
+                    f"negative affinity with service '{sid}'",
+                )
+                return
+        env.log("info", f"got crm command: {line}")
+        ss[sid]["cmd"] = [cmd, node]
+        for peer in positive:
+            psd = ss.get(peer)
+            if psd is None or psd.get("node") == node:
+                continue
+            env.log(
+                "info",
+                f"crm command '{line}' - {cmd} service '{peer}' to node '{node}' (service "
+                f"'{peer}' in positive affinity with service '{sid}')",
+            )
+            psd["cmd"] = [cmd, node]
 
     # -- the round -----------------------------------------------------------------------
     def manage(self) -> None:

@@ -29,11 +29,18 @@ _LOADED_STATES = frozenset(
 
 @dataclass
 class Affinity:
-    """Where a service may run: ``nodes`` maps node -> priority; ``strict`` = restricted."""
+    """Where a service may run: ``nodes`` maps node -> priority; ``strict`` = restricted.
+
+    ``together`` / ``separate``: how many positively / negatively affine services use
+    each node (resource-affinity rules); a service goes where most of its positive peers
+    are, never where a negative peer is.
+    """
 
     nodes: dict[str, int] = field(default_factory=dict)
     strict: bool = False
     failback: bool = True
+    together: dict[str, int] = field(default_factory=dict)
+    separate: dict[str, int] = field(default_factory=dict)
 
 
 def parse_node_list(spec: str | Iterable[str] | Mapping[str, int]) -> dict[str, int]:
@@ -264,6 +271,12 @@ def select_service_node(
       priority, or anywhere in its affinity when failback is off.
     """
     groups = priority_groups(affinity, usage)
+    if affinity.together:
+        most = max(affinity.together.values())
+        groups = {p: {n for n in g if affinity.together.get(n) == most} for p, g in groups.items()}
+    if affinity.separate:
+        groups = {p: g - set(affinity.separate) for p, g in groups.items()}
+    groups = {p: g for p, g in groups.items() if g}
     if not groups:
         return None
     sticky = not try_next and not best_scored
@@ -285,3 +298,57 @@ def select_service_node(
         if i < len(ordered) - 1:
             return ordered[i + 1]
     return ordered[0]
+
+
+# -- resource affinity (Proxmox 9 'resource-affinity' rules) ------------------------------
+def affinity_peers(sid: str, rules: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """``(positive, negative)`` peers of ``sid``: positive rules chain (a~b, b~c: a~c)."""
+    positive: set[str] = {sid}
+    grew = True
+    while grew:
+        grew = False
+        for rule in rules.values():
+            if rule.get("type") != "resource-affinity" or rule.get("disable"):
+                continue
+            members = set(_as_list(rule.get("resources")))
+            if rule.get("affinity") == "positive" and members & positive and members - positive:
+                positive |= members
+                grew = True
+    negative: set[str] = set()
+    for rule in rules.values():
+        if rule.get("type") != "resource-affinity" or rule.get("disable"):
+            continue
+        members = set(_as_list(rule.get("resources")))
+        if rule.get("affinity") == "negative" and members & positive:
+            negative |= members - positive
+    return sorted(positive - {sid}), sorted(negative)
+
+
+def used_nodes(sd: Mapping[str, Any]) -> list[str]:
+    """The nodes a service occupies now (a moving service occupies both ends)."""
+    state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
+    if state in ("migrate", "relocate"):
+        return [n for n in (node, target) if n]
+    if state == "request_start_balance":
+        return [target] if target else []
+    if state in ("started", "starting", "request_stop", "stopping", "freeze", "error"):
+        return [node] if node else []
+    return []  # stopped, request_start, fence, recovery: nowhere (yet)
+
+
+def resource_affinity(
+    sid: str,
+    rules: Mapping[str, Mapping[str, Any]],
+    service_status: Mapping[str, Mapping[str, Any]],
+    usage: NodeUsage,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """``(together, separate)`` node counts for ``sid`` among the online nodes."""
+    positive, negative = affinity_peers(sid, rules)
+    together: dict[str, int] = {}
+    separate: dict[str, int] = {}
+    for peers, out in ((positive, together), (negative, separate)):
+        for peer in peers:
+            for n in used_nodes(service_status.get(peer) or {}):
+                if usage.contains(n):
+                    out[n] = out.get(n, 0) + 1
+    return together, separate

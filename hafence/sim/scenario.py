@@ -49,9 +49,6 @@ def unsupported_reason(scenario: Path) -> str | None:
     for opt in ("ha-auto-rebalance",):
         if crs.get(opt):
             return f"CRS option '{opt}' (rebalancing)"
-    rules = scenario / "rules_config"
-    if rules.exists() and "resource-affinity:" in rules.read_text():
-        return "resource-affinity rules"
     if (scenario / "groups").exists():
         return "HA group to rules migration (Proxmox 9 upgrade path)"
     return None
