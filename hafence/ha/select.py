@@ -261,6 +261,7 @@ def select_service_node(
     tried_nodes: Iterable[str] = (),
     maintenance_fallback: str | None = None,
     best_scored: bool = False,
+    running: bool = False,
 ) -> str | None:
     """The node a service should run on, or None when no node qualifies.
 
@@ -274,12 +275,15 @@ def select_service_node(
     if affinity.together:
         most = max(affinity.together.values())
         groups = {p: {n for n in g if affinity.together.get(n) == most} for p, g in groups.items()}
+    groups = {p: g for p, g in groups.items() if g}
+    sticky = not try_next and not best_scored
+    # a service already running keeps its node against negative peers: the newcomer moves
+    keep = running and sticky and bool(groups) and current_node in groups[max(groups)]
     if affinity.separate:
         groups = {p: g - set(affinity.separate) for p, g in groups.items()}
-    groups = {p: g for p, g in groups.items() if g}
+        groups = {p: g for p, g in groups.items() if g}
     if not groups:
         return None
-    sticky = not try_next and not best_scored
     if sticky and not affinity.failback and any(current_node in g for g in groups.values()):
         return current_node
     top = groups[max(groups)]
@@ -287,7 +291,7 @@ def select_service_node(
         top = top - set(tried_nodes)
     if maintenance_fallback is not None and maintenance_fallback in top:
         return maintenance_fallback
-    if sticky and current_node in top:
+    if (sticky and current_node in top) or keep:
         return current_node
     scores = usage.scores(sid)
     ordered = sorted(top, key=lambda n: (scores.get(n, 0.0), n))

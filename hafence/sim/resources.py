@@ -1,9 +1,9 @@
 """Simulated services: what ``vm:``, ``ct:`` and ``fa:`` SIDs do inside the simulator.
 
-``vm`` and ``ct`` always behave. ``fa:ABCDE`` ("failing") encodes misbehaviour in its
+``vm`` and ``ct`` always behave. ``fa:ABCDEF`` ("failing") encodes misbehaviour in its
 digits, as Proxmox's test harness does: A only tells services apart; B = how many start
 attempts fail before one succeeds; C = how many migrations fail before one succeeds;
-D != 0: stopping never works; E = 0: the service does not exist on the node.
+D != 0: stopping never works; E: unused here; F: start failures happen only on node F.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ if TYPE_CHECKING:
     from hafence.sim.hardware import Hardware
 
 
-def _decode(sid: str) -> tuple[int, int, int, int]:
+def _decode(sid: str) -> tuple[int, int, int, str | None]:
+    """``(start failures, migrate failures, stop fails, only on node)``."""
     kind, _, num = sid.partition(":")
     if kind != "fa" or len(num) < 3:
-        return 0, 0, 0, 1
+        return 0, 0, 0, None
     digits = [int(c) for c in num]
     start, migrate = digits[1], digits[2]
     stop = digits[3] if len(digits) > 3 else 0
-    exists = digits[4] if len(digits) > 4 else 1
-    return start, migrate, stop, exists
+    node = f"node{digits[5]}" if len(digits) > 5 else None
+    return start, migrate, stop, node
 
 
 class SimResources:
@@ -40,8 +41,8 @@ class SimResources:
         return sid in self.hw.running[node]
 
     def start(self, env: SimEnv, sid: str) -> None:
-        fails = _decode(sid)[0]
-        if fails:
+        fails, _, _, only_on = _decode(sid)
+        if fails and only_on in (None, env.nodename):
             self.start_tries[sid] = self.start_tries.get(sid, 0) + 1
             if fails >= self.start_tries[sid]:
                 return
@@ -94,9 +95,6 @@ class SimResources:
                 "Look up 'ERROR RECOVERY' in the documentation.",
             )
             return st.SUCCESS
-        if not _decode(sid)[3]:
-            env.log("err", f"resource '{sid}' does not exist")  # fa:...0
-            return st.ERROR
         if conf.get("node") != node:
             env.log("err", f"service '{sid}' not on this node")
             return st.EWRONG_NODE
