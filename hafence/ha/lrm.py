@@ -405,9 +405,9 @@ class LRM:
                 f"{sid}\0{w['uid']}",
                 lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
             )
-        for uid, code in env.collect_workers().items():
-            sid, _, _ = uid.partition("\0")
-            self._finished(sid, code, sc)
+            # a synchronous Env has finished it already: account for it in order
+            for uid, code in env.collect_workers().items():
+                self._finished(uid.partition("\0")[0], code, sc)
         return len(self.workers)
 
     def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:

@@ -77,10 +77,12 @@ def service_affinity(
             strict=bool(g.get("restricted")),
             failback=failback and not g.get("nofailback"),
         )
+    # members of a positive resource-affinity group share a node-affinity rule
+    group = [sid, *affinity_peers(sid, rules or {})[0]]
     for rule in (rules or {}).values():
         if rule.get("type", "node-affinity") != "node-affinity" or rule.get("disable"):
             continue
-        if sid in _as_list(rule.get("resources")):
+        if any(s in _as_list(rule.get("resources")) for s in group):
             return Affinity(
                 nodes=parse_node_list(rule.get("nodes") or {}),
                 strict=bool(int(rule.get("strict", 0) or 0)),
@@ -272,9 +274,6 @@ def select_service_node(
       priority, or anywhere in its affinity when failback is off.
     """
     groups = priority_groups(affinity, usage)
-    if affinity.together:
-        most = max(affinity.together.values())
-        groups = {p: {n for n in g if affinity.together.get(n) == most} for p, g in groups.items()}
     groups = {p: g for p, g in groups.items() if g}
     sticky = not try_next and not best_scored
     # a service already running keeps its node against negative peers: the newcomer moves
@@ -287,6 +286,10 @@ def select_service_node(
     if sticky and not affinity.failback and any(current_node in g for g in groups.values()):
         return current_node
     top = groups[max(groups)]
+    together = {n: c for n, c in affinity.together.items() if n in top}
+    if together:  # peers on the best allowed nodes pull it to where most of them are
+        most = max(together.values())
+        top = {n for n in top if together.get(n) == most}
     if try_next:
         top = top - set(tried_nodes)
     if maintenance_fallback is not None and maintenance_fallback in top:
