@@ -1,7 +1,8 @@
 """Randomized fault injection on the simulator, checked against the simulated hardware.
 
 :func:`random_cluster` builds a cluster from a seed: 3-5 nodes, services spread over them,
-some nodes with a hardware fence device (working, flaky or broken), a random shutdown
+some nodes with a hardware fence device (working, flaky or broken), sometimes an HA group
+and a resource-affinity rule, a random shutdown
 policy, and a command list of crashes, network cuts, reboots, shutdowns, LRM restarts,
 maintenance, disarming the HA stack, migrations and service state changes.
 :class:`SafetyChecker` watches the *hardware truth* (which node really runs what, which
@@ -77,6 +78,26 @@ def random_cluster(seed: int) -> Hardware:
             "max_restart": rnd.randint(0, 2),
             "max_relocate": rnd.randint(0, 2),
         }
+    # placement rules: an HA group, a node-affinity and a resource-affinity rule, sometimes
+    sids = sorted(services)
+    groups: dict[str, dict] = {}
+    rules: dict[str, dict] = {}
+    if rnd.random() < 0.4:
+        members = rnd.sample(nodes, rnd.randint(1, len(nodes) - 1))
+        groups["g"] = {
+            "nodes": {n: rnd.randint(0, 2) for n in members},
+            "restricted": rnd.random() < 0.5,
+            "nofailback": rnd.random() < 0.5,
+        }
+        for sid in rnd.sample(sids, rnd.randint(1, len(sids))):
+            services[sid]["group"] = "g"
+    if len(sids) >= 2 and rnd.random() < 0.4:
+        pair = rnd.sample(sids, 2)
+        rules["ra"] = {
+            "type": "resource-affinity",
+            "resources": pair,
+            "affinity": rnd.choice(("positive", "negative")),
+        }
     policy = rnd.choice(("conditional", "freeze", "failover", "migrate"))
     cmdlist: list[list[str]] = [[f"power {n} on" for n in nodes]]
     for _ in range(rnd.randint(3, 8)):
@@ -86,6 +107,8 @@ def random_cluster(seed: int) -> Hardware:
     hw = Hardware(
         status={n: {"power": "off", "network": "off", "shutdown": None} for n in nodes},
         service_config=services,
+        groups=groups,
+        rules=rules,
         datacenter={"ha": {"shutdown_policy": policy}},
         cmdlist=cmdlist,
     )
