@@ -124,6 +124,7 @@ class Manager:
     def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
         aff = service_affinity(sid, cd, self.groups, self.rules)
         aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
+        kw.setdefault("running", bool(sd.get("running")))
         return select_service_node(aff, self.usage, sd["node"], sid=sid, **kw)
 
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
