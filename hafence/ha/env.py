@@ -131,6 +131,10 @@ class Env(ABC):
         """``{sid: {"maxcpu": float, "maxmem": bytes}}`` (configured maxima)."""
         return {}
 
+    def get_dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
+        """``{sid: {"cpu": cores, "mem": bytes}}``: what services use now (dynamic CRS)."""
+        return {}
+
     def cluster_state_update(self) -> bool:
         """Refresh cached cluster state; False when the store is inconsistent (skip a round)."""
         return True

@@ -28,6 +28,7 @@ from hafence.ha import state as st
 from hafence.ha.env import Env
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.select import (
+    DynamicUsage,
     NodeUsage,
     StaticUsage,
     affinity_peers,
@@ -99,8 +100,8 @@ class Manager:
 
     def _update_crs_mode(self) -> None:
         mode = (self.env.crs_options() or {}).get("ha") or "basic"
-        if mode not in ("basic", "static"):
-            mode = "basic"  # 'dynamic' needs live load figures hafence does not collect
+        if mode not in ("basic", "static", "dynamic"):
+            mode = "basic"
         if mode != self.crs_mode:
             self.env.log("info", f"using scheduler mode '{mode}'")
             self.crs_mode = mode
@@ -109,11 +110,20 @@ class Manager:
 
     def _recompute_usage(self) -> None:
         online = self.ns.online_nodes()
-        if self.crs_mode == "static":
+        if self.crs_mode in ("static", "dynamic"):
+            env = self.env
             try:
-                usage: NodeUsage = StaticUsage(
-                    online, self.env.get_static_node_stats(), self.env.get_static_service_stats()
-                )
+                if self.crs_mode == "dynamic":
+                    usage: NodeUsage = DynamicUsage(
+                        online,
+                        env.get_static_node_stats(),
+                        env.get_static_service_stats(),
+                        env.get_dynamic_service_stats(),
+                    )
+                else:
+                    usage = StaticUsage(
+                        online, env.get_static_node_stats(), env.get_static_service_stats()
+                    )
             except ValueError as exc:
                 self.env.log("err", f"static scheduler unusable, counting services - {exc}")
                 usage = NodeUsage(online)

@@ -215,6 +215,32 @@ class StaticUsage(NodeUsage):
         return {n: -s for n, s in zip(nodes, _topsis(rows, _TOPSIS_WEIGHTS), strict=True)}
 
 
+class DynamicUsage(StaticUsage):
+    """The ``dynamic`` scheduler: like ``static``, but with what services really use
+    (``cpu`` in cores, ``mem`` in bytes) instead of their configured maxima."""
+
+    mode = "dynamic"
+
+    def __init__(
+        self,
+        online_nodes: Iterable[str],
+        node_stats: Mapping[str, Mapping[str, Any]],
+        service_stats: Mapping[str, Mapping[str, Any]],
+        dynamic_stats: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        super().__init__(online_nodes, node_stats, service_stats)
+        self.dynamic_stats = dynamic_stats
+
+    def _service(self, sid: str) -> tuple[float, float]:
+        dyn = self.dynamic_stats.get(sid)
+        if dyn is None:  # no live figures yet: assume the configured maxima
+            return super()._service(sid)
+        return float(dyn.get("cpu", 0) or 0), float(dyn.get("mem", 0) or 0)
+
+    def _add_cpu(self, node: str, cpu: float) -> float:
+        return self.cpu[node] + cpu
+
+
 def _topsis(rows: list[list[float]], weights: tuple[float, ...]) -> list[float]:
     """TOPSIS closeness to the ideal for criteria that are all "lower is better"."""
     if not rows:

@@ -121,6 +121,9 @@ class SimEnv(Env):
     def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.hw.service_stats)
 
+    def get_dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.hw.dynamic_stats)
+
     def ha_options(self) -> dict[str, Any]:
         return dict(self.hw.datacenter.get("ha") or {})
 

@@ -99,6 +99,7 @@ class Hardware:
     datacenter: dict[str, Any] = field(default_factory=dict)
     manager_status: dict[str, Any] = field(default_factory=dict)
     service_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dynamic_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     cmdlist: list[list[str]] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
 
@@ -351,7 +352,13 @@ class Hardware:
         elif action == "unlock":
             self.service_locks.pop(sid, None)
         elif action in ("set-static-stats", "set-dynamic-stats"):
-            pass  # load figures only matter to the CRS schedulers (not simulated)
+            # "maxcpu 2 maxmem 1024" / "cpu 5.9 mem 2744": figures for the CRS schedulers
+            stats = self.service_stats if action == "set-static-stats" else self.dynamic_stats
+            if len(args) % 2:
+                raise SimError(f"bad stats in '{cmdstr}'")
+            entry = stats.setdefault(sid, {})
+            for key, value in zip(args[::2], args[1::2], strict=True):
+                entry[key] = float(value)
         else:
             raise SimError(f"unsupported service command '{cmdstr}'")
 

@@ -44,8 +44,6 @@ def unsupported_reason(scenario: Path) -> str | None:
     """Why hafence does not simulate this scenario (yet), or None when it does."""
     dc = _read_json(scenario / "datacenter.cfg", {})
     crs = dc.get("crs") or {}
-    if crs.get("ha", "basic") not in ("basic", "static"):
-        return f"CRS scheduler '{crs['ha']}' (live load figures are not collected)"
     for opt in ("ha-auto-rebalance",):
         if crs.get(opt):
             return f"CRS option '{opt}' (rebalancing)"
@@ -78,6 +76,7 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         datacenter=_read_json(d / "datacenter.cfg", {}),
         manager_status=_read_json(d / "manager_status", {}),
         service_stats=_read_json(d / "static_service_stats", {}),
+        dynamic_stats=_read_json(d / "dynamic_service_stats", {}),
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )
