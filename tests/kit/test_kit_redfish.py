@@ -30,11 +30,6 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 class TestRedfishConformance(DriverConformance):
     driver_name = "redfish"
-    # The emulator's collection lists a second, default fake system that is not in the
-    # runner's power.json: GET of that member answers 500, so list() fails (peer bug,
-    # reported; the driver's list works on a consistent collection).
-    skip_checks = {"list": "emulator lists a system it cannot serve (runner bug)"}
-
     @pytest.fixture
     def device_options(self, emulator: Any) -> dict[str, Any]:
         emulator.set_stuck(False)
