@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hafence.ha.env import Env
+from hafence.ha.env import Env, WatchdogHold
 from hafence.ha.manager import Manager, fenced_service_count
 
 MAX_IDLE_ROUNDS = 90
@@ -31,8 +31,7 @@ class CRM:
         self.idle_rounds = 0
         self.fence_delay = fence_delay
         self.disarmed = False  # HA stack disarmed: the master runs without a watchdog
-        self._wd: Any = None  # the Env's handle (None is valid: no watchdog configured)
-        self._wd_open = False
+        self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_quorum")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -48,17 +47,8 @@ class CRM:
             return False
         if self.disarmed:
             return True
-        if not self._wd_open:
-            self._wd = self.env.watchdog_open()
-            self._wd_open = True
-        else:
-            self.env.watchdog_update(self._wd)
+        self.watchdog.feed()
         return True
-
-    def _close_watchdog(self) -> None:
-        if self._wd_open:
-            self.env.watchdog_close(self._wd)
-            self._wd, self._wd_open = None, False
 
     def _can_get_active(self, allow_no_service: bool = False) -> bool:
         env = self.env
@@ -83,13 +73,12 @@ class CRM:
     def _follow_disarm(self, disarm: dict[str, Any] | None) -> None:
         if disarm and disarm.get("state") == "disarmed" and not self.disarmed:
             self.env.log("info", "HA stack fully disarmed, releasing CRM watchdog")
-            self._close_watchdog()
+            self.watchdog.close()
             self.disarmed = True
         elif not disarm and self.disarmed:
             self.env.log("info", "re-arming HA stack")
             self.disarmed = False
-            self._wd = self.env.watchdog_open()
-            self._wd_open = True
+            self.watchdog.feed()
 
     # -- public API ----------------------------------------------------------------------
     def shutdown_request(self) -> None:
@@ -126,7 +115,7 @@ class CRM:
                         "idle.",
                     )
                     env.release_ha_manager_lock()
-                    self._close_watchdog()
+                    self.watchdog.close()
                     self.idle_rounds = 0
                     self._set_status("wait_for_quorum")
             else:
@@ -140,7 +129,7 @@ class CRM:
             if self.shutdown_requested:
                 env.log("info", "voluntary release CRM lock")
                 env.release_ha_manager_lock()
-                self._close_watchdog()
+                self.watchdog.close()
                 return False
             if not self.cluster_state_update:
                 env.log("notice", "temporary inconsistent cluster state (cfs restart?), skip round")
@@ -152,7 +141,7 @@ class CRM:
             self._follow_disarm(self.manager.ms.get("disarm"))
             return True
         if state == "lost_manager_lock":
-            self._close_watchdog()
+            self.watchdog.close()
             if self.shutdown_requested:
                 return False
             self._set_status("wait_for_quorum")

@@ -209,3 +209,25 @@ class Env(ABC):
         if res is None:
             res = self.__dict__["_hafence_worker_results"] = {}
         return res
+
+
+class WatchdogHold:
+    """A daemon's hold on its node's watchdog: armed at the first lock, fed at every
+    renewal, closed cleanly when the daemon may stop protecting (idle, shutdown)."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+        self.handle: Any = None  # the Env's handle (None is valid: no watchdog configured)
+        self.armed = False
+
+    def feed(self) -> None:
+        if not self.armed:
+            self.handle = self.env.watchdog_open()
+            self.armed = True
+        else:
+            self.env.watchdog_update(self.handle)
+
+    def close(self) -> None:
+        if self.armed:
+            self.env.watchdog_close(self.handle)
+            self.handle, self.armed = None, False

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from hafence.ha import state as st
-from hafence.ha.env import Env
+from hafence.ha.env import Env, WatchdogHold
 from hafence.ha.manager import fenced_service_count
 
 MAX_IDLE_ROUNDS = 60
@@ -42,8 +42,7 @@ class LRM:
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._wrote_status = False
-        self._wd: Any = None  # the Env's handle (None is valid: no watchdog configured)
-        self._wd_open = False
+        self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
 
     # -- plumbing ------------------------------------------------------------------------
@@ -57,22 +56,13 @@ class LRM:
     def _get_agent_lock(self) -> bool:
         if not self.env.get_ha_agent_lock():
             return False
-        if not self._wd_open:
-            self._wd = self.env.watchdog_open()
-            self._wd_open = True
-        else:
-            self.env.watchdog_update(self._wd)
+        self.watchdog.feed()
         return True
-
-    def _give_up_watchdog(self) -> None:
-        if self._wd_open:
-            self.env.watchdog_close(self._wd)
-            self._wd, self._wd_open = None, False
 
     def _disarm(self) -> None:
         # services keep running untouched; nothing may act on them until re-armed
         self.env.release_ha_agent_lock()
-        self._give_up_watchdog()
+        self.watchdog.close()
         self._set_status("wait_for_agent_lock")
 
     def _update_lrm_status(self) -> bool:
@@ -240,7 +230,7 @@ class LRM:
                         f"node had no service configured for {MAX_IDLE_ROUNDS} rounds, going idle.",
                     )
                     env.release_ha_agent_lock()
-                    self._give_up_watchdog()
+                    self.watchdog.close()
                     self._set_status("wait_for_agent_lock")
                     self.idle_rounds = 0
             elif self.idle_rounds:
@@ -266,9 +256,9 @@ class LRM:
                 # keep lock and watchdog until every service left the node
                 if not self._get_agent_lock():
                     self._set_status("lost_agent_lock")
-            elif self._wd_open and not self.shutdown_requested:
+            elif self.watchdog.armed and not self.shutdown_requested:
                 # empty: nothing left to protect
-                self._give_up_watchdog()
+                self.watchdog.close()
                 env.release_ha_agent_lock()
 
         state = self.status
@@ -296,7 +286,7 @@ class LRM:
                         )
                         return False
                 else:
-                    self._give_up_watchdog()
+                    self.watchdog.close()
                     return False
             return True
         if state == "maintenance":
@@ -308,7 +298,7 @@ class LRM:
                 and not self.active_service_count()
                 and not self._run_workers()
             ):
-                self._give_up_watchdog()
+                self.watchdog.close()
                 exit_lrm = True
                 env.release_ha_agent_lock()
             if not exit_lrm:
@@ -326,12 +316,12 @@ class LRM:
                     if self.mode == "restart":
                         workers = self._run_workers()
                         if self.active_service_count() == 0 and workers == 0:
-                            self._give_up_watchdog()
+                            self.watchdog.close()
                             shutdown = True
                             env.release_ha_agent_lock()
                     elif self._run_workers() == 0:
                         if self.shutdown_errors == 0:
-                            self._give_up_watchdog()
+                            self.watchdog.close()
                             env.release_ha_agent_lock()
                         shutdown = True
                 elif not self.cluster_state_update:
