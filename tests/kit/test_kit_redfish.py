@@ -30,6 +30,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 class TestRedfishConformance(DriverConformance):
     driver_name = "redfish"
+
     @pytest.fixture
     def device_options(self, emulator: Any) -> dict[str, Any]:
         emulator.set_stuck(False)
