@@ -95,6 +95,13 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
         store = open_store(o["store_spec"], cluster=o["cluster"])
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
+    try:
+        store.quorate()  # a malformed URL fails here, before the loop
+    except StoreUnavailable as exc:  # down for now: the daemon waits for quorum
+        log.warning("store %s unavailable at start: %s", o["store_spec"], exc)
+    except Exception as exc:
+        store.close()
+        raise click.UsageError(f"cannot use store {o['store_spec']!r}: {exc}") from None
     socket_path = None if o["no_watchdog"] else o["watchdog_socket"]
     return RealEnv(
         o["node"], store, role=role, timings=timings, watchdog_socket=socket_path, **extra
@@ -117,11 +124,16 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
             started = time.monotonic()
             if stop_requested.is_set():
                 daemon.shutdown_request()
-            env.heartbeat()
             try:
+                env.heartbeat()
                 alive = daemon.do_one_iteration()
             except StoreUnavailable as exc:
                 log.error("%s: store unavailable: %s", what, exc)
+                alive = True
+            except Exception as exc:
+                # one bad round must not end the node's HA (e.g. the watchdog-mux is down:
+                # the lock is not used until the watchdog can be armed)
+                log.error("%s: round failed, retrying next round: %r", what, exc)
                 alive = True
             if not alive:
                 break
@@ -153,8 +165,8 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
 def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> None:
     """Cluster resource manager: elect a master, fence failed nodes, place services."""
     _setup_logging(o["log_file"], o["verbose"])
-    if fence_config is not None and not fence_config.exists():
-        raise click.UsageError(f"fence config {fence_config} does not exist")
+    if fence_config is not None:
+        _check_fence_config(fence_config)
     env = _build_env("crm", o, fence_config=fence_config, fence_history=fence_history)
     _warn_watchdog(env, o)
     if fence_config is None:
@@ -181,6 +193,22 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     _warn_watchdog(env, o)
     lrm = LRM(env)
     raise SystemExit(run_daemon(env, lrm, o["interval"]))
+
+
+def _check_fence_config(path: Path) -> None:
+    """A fence.cfg that does not load stops the CRM before it takes any lock: every
+    error with file, line and field, as ``hafence config check`` prints them."""
+    from hafence.errors import ConfigErrors
+    from hafence.fence import check_drivers, load_fence_config
+
+    try:
+        check_drivers(load_fence_config(path))
+    except ConfigErrors as exc:
+        raise click.UsageError(str(exc)) from None
+    except HafenceError as exc:
+        raise click.UsageError(f"fence config {path}: {exc}") from None
+    except OSError as exc:
+        raise click.UsageError(f"fence config {path}: {exc.strerror or exc}") from None
 
 
 def _flag_probe(path: Path) -> Any:
