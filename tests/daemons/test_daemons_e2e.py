@@ -60,11 +60,11 @@ class Cluster:
     def state_dir(self, node: str) -> Path:
         return self.tmp / "state" / node
 
-    def fence_cfg(self, password: str) -> Path:
+    def fence_cfg(self, password: str, **extra: Any) -> Path:
         pw = self.tmp / "bmc.pw"
         pw.write_text(password + "\n")
         pw.chmod(0o600)
-        opts = self.bmc.driver_options()
+        opts = self.bmc.driver_options(**extra)
         opts.pop("password")
         args = " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in opts.items())
         cfg = self.tmp / "fence.cfg"
@@ -154,10 +154,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             c.stop()
 
 
-def _bring_up(c: Cluster, bmc_password: str, policy: str = "conditional") -> None:
+def _bring_up(
+    c: Cluster, bmc_password: str, policy: str = "conditional", **fence_opts: Any
+) -> None:
     store = EmbeddedStore(c.store_dir)
     store.write_datacenter({"ha": {"shutdown_policy": policy}})
-    c.start(c.fence_cfg(bmc_password))
+    c.start(c.fence_cfg(bmc_password, **fence_opts))
     wait_for(lambda: set(store.lrm_nodes()) >= set(NODES), 30, "all LRMs to report")
     r = c.ha("add", SID, "--node", "node1")
     assert r.exit_code == 0, r.output
@@ -202,6 +204,28 @@ def test_failing_fence_keeps_the_service_fenced_and_retries(cluster: Cluster) ->
     log = c.log()
     assert "auth_failed" in log and "recover service" not in log
     assert "not-the-password" not in log
+
+
+def test_stuck_bmc_keeps_the_service_fenced_until_it_really_powers_off(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, c.bmc.password, power_timeout=1.0)
+    c.bmc.set_stuck()  # the BMC accepts 'power off' and the node stays on
+    c.kill_daemons("node1")
+    wait_for(lambda: c.log().count("hardware fence of node 'node1' failed") >= 2, 60,
+             "two failed fence attempts")  # fmt: skip
+    assert c.service_status().get("state") == "fence"
+    assert c.where() == "node1" and c.bmc.power == "on"
+    assert "still_on" in c.log() and "recover service" not in c.log()
+
+    c.bmc.set_stuck(False)  # the BMC heals: the next retry powers node1 off for real
+    wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
+    assert c.bmc.power == "off"
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    last_failure = log.rindex("hardware fence of node 'node1' failed")
+    confirmed = log.index("fencing: node 'node1' confirmed off")
+    recovered = log.index(f"recover service '{SID}' from fenced node 'node1'")
+    assert last_failure < confirmed < recovered
 
 
 def test_node_shutdown_with_migrate_policy_moves_the_service_first(cluster: Cluster) -> None:
