@@ -40,9 +40,9 @@ def _options(f: Any) -> Any:
     opts = [
         click.option("--node", default=socket.gethostname().split(".")[0], show_default=True,
                      help="This node's name."),
-        click.option("--store", "store_spec", envvar="HAFENCE_HA_DIR",
+        click.option("--store", "store_spec", envvar=["HAFENCE_STORE", "HAFENCE_HA_DIR"],
                      help="Store: a directory (embedded) or etcd://HOST:PORT/CLUSTER "
-                     "(default $HAFENCE_HA_DIR or /etc/hafence/ha)."),
+                     "(default $HAFENCE_STORE, $HAFENCE_HA_DIR or /etc/hafence/ha)."),
         click.option("--cluster", help="etcd key prefix (cluster name)."),
         click.option("--watchdog-socket", default=DEFAULT_WATCHDOG_SOCKET, show_default=True,
                      help="hafence-watchdog-mux socket."),
