@@ -9,6 +9,7 @@ checked on the processes themselves, every 50 ms, for the whole test.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,6 +173,9 @@ def test_dead_node_is_fenced_through_its_bmc_before_its_service_moves(cluster: C
     _bring_up(c, c.bmc.password)
     status = c.ha("status")
     assert "service dummy:web (node1, started)" in status.output, status.output
+    assert status.output.startswith("quorum OK\n"), status.output
+    assert re.search(r"^master node[123] \(active, ", status.output, re.M), status.output
+    assert "lrm node1 (active, " in status.output, status.output
 
     c.kill_daemons("node1")  # the HA stack of node1 dies; its service process lives on
     wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
