@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import hafence_redfish
 import pytest
 
-from hafence.fence import FenceHistory, Fencer, parse_fence_config
 from hafence.plugins import PluginRegistry
 from hafence.testing.peers import redfish as peer
 from hafence.testing.peers.redfish import RedfishEmulator
+from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
 
 PASSWORD = "Redfish-s3cret!pw"
 SYSTEMS = ("node1", "node2")
@@ -86,13 +85,3 @@ def registry() -> PluginRegistry:
     reg = PluginRegistry(load_entry_points=False)
     reg.register(hafence_redfish, "redfish")
     return reg
-
-
-def make_fencer(registry: PluginRegistry, text: str, tmp_path: Path, **kw) -> Fencer:
-    cfg = parse_fence_config(text, str(tmp_path / "fence.cfg"))
-    kw.setdefault("retries", 0)
-    return Fencer(cfg, registry, FenceHistory(tmp_path / "history.jsonl"), actor="nodeA", **kw)
-
-
-def cfg_args(options: dict[str, str]) -> str:
-    return " ".join(f"{k}='{v}'" for k, v in options.items())

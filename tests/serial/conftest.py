@@ -4,14 +4,13 @@ RFC 2217 terminal server on loopback) and a registry holding only the serial plu
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import hafence_serial
 import pytest
 
-from hafence.fence import FenceHistory, Fencer, parse_fence_config
 from hafence.plugins import PluginRegistry
 from hafence.testing.peers.serial_device import SerialDevice
+from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
 
 PASSWORD = "Serial-s3cret!pw"
 
@@ -42,14 +41,3 @@ def registry() -> PluginRegistry:
     reg = PluginRegistry(load_entry_points=False)
     reg.register(hafence_serial, "serial")
     return reg
-
-
-def make_fencer(registry: PluginRegistry, text: str, tmp_path: Path, **kw) -> Fencer:
-    cfg = parse_fence_config(text, str(tmp_path / "fence.cfg"))
-    kw.setdefault("retries", 0)
-    return Fencer(cfg, registry, FenceHistory(tmp_path / "history.jsonl"), actor="nodeA", **kw)
-
-
-def cfg_args(options: dict[str, str]) -> str:
-    """fence.cfg key=value arguments, every value single-quoted."""
-    return " ".join(f"{k}='{v}'" for k, v in options.items())

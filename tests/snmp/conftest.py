@@ -10,9 +10,9 @@ from pathlib import Path
 import hafence_snmp
 import pytest
 
-from hafence.fence import FenceHistory, Fencer, parse_fence_config
 from hafence.plugins import PluginRegistry
 from hafence.testing.peers.snmp_agent import SnmpAgent, free_udp_port, snmp_agent
+from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
 
 
 def _need_snmpsim() -> None:
@@ -47,14 +47,3 @@ def registry() -> PluginRegistry:
 def closed_udp_port() -> int:
     """A loopback UDP port nobody listens on (probed, then released)."""
     return free_udp_port()
-
-
-def make_fencer(registry: PluginRegistry, text: str, tmp_path: Path, **kw) -> Fencer:
-    cfg = parse_fence_config(text, str(tmp_path / "fence.cfg"))
-    kw.setdefault("retries", 0)
-    return Fencer(cfg, registry, FenceHistory(tmp_path / "history.jsonl"), actor="nodeA", **kw)
-
-
-def cfg_args(options: dict[str, str]) -> str:
-    """fence.cfg key=value arguments, every value single-quoted."""
-    return " ".join(f"{k}='{v}'" for k, v in options.items())
