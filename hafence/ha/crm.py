@@ -47,6 +47,14 @@ class CRM:
             return False
         if self.disarmed:
             return True
+        if not self.watchdog.armed:
+            try:
+                self.watchdog.feed()
+            except Exception as exc:  # no watchdog, no mastership
+                self.env.log("err", f"cannot arm the watchdog, giving the manager lock back: {exc}")
+                self.env.release_ha_manager_lock()
+                return False
+            return True
         self.watchdog.feed()
         return True
 

@@ -56,6 +56,14 @@ class LRM:
     def _get_agent_lock(self) -> bool:
         if not self.env.get_ha_agent_lock():
             return False
+        if not self.watchdog.armed:
+            try:
+                self.watchdog.feed()
+            except Exception as exc:  # no watchdog, no lock: never run services unguarded
+                self.env.log("err", f"cannot arm the watchdog, giving the agent lock back: {exc}")
+                self.env.release_ha_agent_lock()
+                return False
+            return True
         self.watchdog.feed()
         return True
 

@@ -159,3 +159,22 @@ def test_shutdown_stop_queued_during_a_running_start_is_not_lost() -> None:
         time.sleep(0.01)
     assert not alive
     assert "vm:100" not in hw.running["n1"], "the LRM exited leaving its service running"
+
+
+class NoWatchdogEnv(SimEnv):
+    """The watchdog-mux is not there: opening a watchdog fails."""
+
+    def watchdog_open(self) -> Any:
+        raise ConnectionRefusedError("watchdog-mux socket: connection refused")
+
+
+def test_no_watchdog_means_no_lock_and_nothing_runs() -> None:
+    hw = cluster({"vm:100": {"node": "n1", "state": "started"}})
+    lrm = LRM(NoWatchdogEnv(hw, "n1", "lrm"))
+    assign(hw, vm_100=("started", "u1"))
+    for _ in range(3):
+        step(lrm)
+    assert lrm.status == "wait_for_agent_lock"
+    assert "ha_agent_n1_lock" not in hw.cluster_locks  # given back each time
+    assert not hw.running["n1"]
+    assert "cannot arm the watchdog, giving the agent lock back" in hw.log_text()
