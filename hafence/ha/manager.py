@@ -76,6 +76,7 @@ class Manager:
         self.groups: dict[str, Any] = {}
         self.rules: dict[str, Any] = {}
         self.usage = NodeUsage([])
+        self.lrm_states: dict[str, str] = {}  # each node's LRM state, read every round
         self.crs_mode = "basic"
         self._update_crs_mode()
 
@@ -140,7 +141,7 @@ class Manager:
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
         results: dict[str, Any] = {}
         modes: dict[str, str] = {}
-        self.lrm_states: dict[str, str] = {}
+        self.lrm_states = {}
         for node in self.ns.nodes():
             lrm = self.env.read_lrm_status(node) or {}
             modes[node] = lrm.get("mode") or "active"

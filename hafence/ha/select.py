@@ -117,9 +117,6 @@ class NodeUsage:
         if node in self._usage:
             self._usage[node] += 1
 
-    def score(self, node: str) -> int:
-        return self._usage.get(node, 0)
-
     def scores(self, sid: str) -> dict[str, float]:
         """Lower is better: where ``sid`` would best start."""
         return {n: float(c) for n, c in self._usage.items()}

@@ -18,8 +18,6 @@ lives here in memory; :class:`~hafence.sim.env.SimEnv` copies it on every access
 
 from __future__ import annotations
 
-import copy
-import random
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
-from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_OK, FENCE_PENDING
+from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK
 from hafence.ha.lrm import LRM
 from hafence.sim.env import SimEnv
 from hafence.sim.resources import SimResources
@@ -213,9 +211,7 @@ class Hardware:
     def fence_start(self, node: str, env: SimEnv) -> str:
         dev = self.fence_devices.get(node)
         if dev is None:
-            return FENCE_IDLE
-        if dev.result == FENCE_PENDING:
-            return dev.result
+            return FENCE_NONE
         env.log("notice", f"fencing: start hardware fence of node '{node}'")
         return dev.start()
 
@@ -461,9 +457,3 @@ def normalize_service(cd: dict[str, Any]) -> dict[str, Any]:
     cd["max_relocate"] = int(cd.get("max_relocate", 1))
     return cd
 
-
-def clone(hw: Hardware) -> Hardware:
-    return copy.deepcopy(hw)
-
-
-__all__ = ["Hardware", "LogLine", "SimError", "SimFenceDevice", "normalize_service", "random"]

@@ -97,4 +97,5 @@ def test_usage_counts_both_ends_of_a_migration() -> None:
         "vm:3": {"state": "stopped", "node": "node3"},
     }
     u = NodeUsage.from_service_status(["node1", "node2", "node3"], ss)
-    assert (u.score("node1"), u.score("node2"), u.score("node3")) == (2, 1, 0)
+    scores = u.scores("vm:4")
+    assert (scores["node1"], scores["node2"], scores["node3"]) == (2, 1, 0)
