@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hafence.cli.main import cli
-from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port
+from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port, started_sims
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 
 PASSWORD = "Cli-s3cret!pw"  # the BMC's real password; no output may ever show it
@@ -37,19 +37,8 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Callable[..., IpmiSim]]:
     """Factory ``ipmi_sims(**kw) -> IpmiSim`` (started); all stopped at teardown."""
     if not ipmi_sim_available():
         pytest.skip("OpenIPMI ipmi_sim not installed (scripts/install.sh installs it)")
-    started: list[IpmiSim] = []
-
-    def start(**kw: object) -> IpmiSim:
-        kw.setdefault("password", PASSWORD)
-        sim = IpmiSim(workdir=tmp_path / f"bmc{len(started)}", **kw)  # type: ignore[arg-type]
-        started.append(sim)
-        return sim.start()
-
-    try:
+    with started_sims(tmp_path, password=PASSWORD) as start:
         yield start
-    finally:
-        for sim in started:
-            sim.stop()
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from hafence.store import EmbeddedStore, Store, open_store
-from hafence.testing.peers.ipmi_sim import IpmiSim
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from hafence.testing.peers.ipmi_sim import started_sims
 from tests.store.etcd_peer import etcd_url
 
 __all__ = ["etcd_url"]
@@ -51,15 +51,5 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Any]:
     """Factory ``ipmi_sims(**kw) -> IpmiSim`` (started); all stopped at teardown."""
     if not ipmi_sim_available():
         pytest.skip("OpenIPMI ipmi_sim not installed (scripts/install.sh installs it)")
-    started: list[IpmiSim] = []
-
-    def start(**kw: Any) -> IpmiSim:
-        bmc = IpmiSim(workdir=tmp_path / f"bmc{len(started)}", **kw)
-        started.append(bmc)
-        return bmc.start()
-
-    try:
+    with started_sims(tmp_path) as start:
         yield start
-    finally:
-        for bmc in started:
-            bmc.stop()

@@ -16,7 +16,7 @@ from hafence.errors import AuthError, UnreachableError
 from hafence.fence.driver import FenceDriver, Param, PowerState
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port
+from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port, started_sims
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 
 
@@ -26,18 +26,8 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Any]:
     """Factory: ``ipmi_sims(power_on=True) -> IpmiSim``; every sim stopped at teardown."""
     if not ipmi_sim_available():
         pytest.skip("OpenIPMI ipmi_sim/ipmitool not installed (scripts/install.sh installs them)")
-    started: list[IpmiSim] = []
-
-    def start(power_on: bool = True) -> IpmiSim:
-        bmc = IpmiSim(power_on=power_on, workdir=tmp_path / f"bmc{len(started)}")
-        started.append(bmc)
-        return bmc.start()
-
-    try:
+    with started_sims(tmp_path) as start:
         yield start
-    finally:
-        for bmc in started:
-            bmc.stop()
 
 
 @pytest.fixture

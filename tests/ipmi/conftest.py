@@ -9,7 +9,7 @@ import pytest
 
 from hafence.fence import FenceHistory, Fencer, parse_fence_config
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.ipmi_sim import IpmiSim, available
+from hafence.testing.peers.ipmi_sim import IpmiSim, available, started_sims
 
 PASSWORD = "Ipmi-s3cret!pw"
 
@@ -19,19 +19,8 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Callable[..., IpmiSim]]:
     """Factory ``ipmi_sims(**kw) -> IpmiSim`` (started); all stopped at teardown."""
     if not available():
         pytest.skip("OpenIPMI ipmi_sim not installed (scripts/install.sh installs it)")
-    started: list[IpmiSim] = []
-
-    def start(**kw: object) -> IpmiSim:
-        kw.setdefault("password", PASSWORD)
-        sim = IpmiSim(workdir=tmp_path / f"bmc{len(started)}", **kw)  # type: ignore[arg-type]
-        started.append(sim)
-        return sim.start()
-
-    try:
+    with started_sims(tmp_path, password=PASSWORD) as start:
         yield start
-    finally:
-        for sim in started:
-            sim.stop()
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -392,6 +393,26 @@ class IpmiSim:
         """``ipmitool`` argv up to the command (password via -P: tests only)."""
         return ["ipmitool", "-I", "lanplus", "-C", "3", "-H", self.host, "-p", str(self.port),
                 "-U", self.user, "-P", self.password]  # fmt: skip
+
+
+@contextlib.contextmanager
+def started_sims(
+    workdir: str | os.PathLike[str], **defaults: Any
+) -> Iterator[Callable[..., IpmiSim]]:
+    """A factory ``start(**kw) -> IpmiSim`` (started, each in its own dir below
+    ``workdir``, ``defaults`` overridden by ``kw``); every BMC is stopped on exit."""
+    started: list[IpmiSim] = []
+
+    def start(**kw: Any) -> IpmiSim:
+        sim = IpmiSim(workdir=Path(workdir) / f"bmc{len(started)}", **{**defaults, **kw})
+        started.append(sim)  # before start(): a half-started sim is stopped too
+        return sim.start()
+
+    try:
+        yield start
+    finally:
+        for sim in started:
+            sim.stop()
 
 
 def _kv(opts: dict[str, Any]) -> str:
