@@ -38,7 +38,6 @@ import contextlib
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -47,6 +46,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from hafence.testing.peers.procs import stop_group
 
 __all__ = ["IpmiSim", "IpmiSimError", "available", "free_udp_port", "rmcp_ping"]
 
@@ -274,18 +275,8 @@ class IpmiSim:
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        if proc is not None:
+            stop_group(proc, grace=3.0, kill_wait=5.0)
 
     def __enter__(self) -> IpmiSim:
         try:

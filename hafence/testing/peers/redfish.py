@@ -41,11 +41,9 @@ kills the process group and is safe to call twice.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -59,6 +57,8 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from hafence.testing.peers.procs import stop_group
 
 __all__ = ["RedfishEmulator", "RedfishEmulatorError", "available"]
 
@@ -237,16 +237,8 @@ class RedfishEmulator:
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_group(proc, grace=5.0, kill_wait=None)
 
     def stop(self) -> None:
         self._kill()
