@@ -75,8 +75,9 @@ class CRM:
         return True
 
     def _cluster_idle(self) -> bool:
-        ms = self.env.read_manager_status() or {}
-        return not ms.get("service_status") and not self.env.read_service_config()
+        # the master's own service status is what it last wrote: no need to read it back
+        assert self.manager is not None
+        return not self.manager.ss and not self.env.read_service_config()
 
     def _follow_disarm(self, disarm: dict[str, Any] | None) -> None:
         if disarm and disarm.get("state") == "disarmed" and not self.disarmed:
