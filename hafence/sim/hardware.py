@@ -359,31 +359,29 @@ class Hardware:
             raise SimError(f"unsupported service command '{cmdstr}'")
 
     # -- the run loop --------------------------------------------------------------------
+    def _iterate(self, env: SimEnv, daemon: CRM | LRM) -> bool:
+        """One iteration on the daemon's own clock; the cluster clock follows it."""
+        env.loop_start(self.cur_time)
+        alive = daemon.do_one_iteration()
+        env.loop_end()
+        self.cur_time = max(self.cur_time, env.cur_time)
+        return alive
+
     def _run_node(self, d: SimNode, skip_crm: bool = False) -> None:
-        if d.crm is not None:
-            if skip_crm:
-                pass
-            else:
-                d.crm_env.loop_start(self.cur_time)
-                alive = d.crm.do_one_iteration()
-                d.crm_env.loop_end()
-                self.cur_time = max(self.cur_time, d.crm_env.cur_time)
-                if not alive:
-                    d.crm_env.log("info", "exit (loop end)")
-                    d.crm = None
-                    shutdown = self.status[d.name].get("shutdown")
-                    if shutdown in ("reboot", "shutdown"):
-                        self._power_cycle(d.name, shutdown)
-                    elif not d.crm_stop:
-                        raise SimError(f"unexpected CRM exit on {d.name}")
-                    d.crm_stop = False
+        if d.crm is not None and not skip_crm and not self._iterate(d.crm_env, d.crm):
+            d.crm_env.log("info", "exit (loop end)")
+            d.crm = None
+            shutdown = self.status[d.name].get("shutdown")
+            if shutdown in ("reboot", "shutdown"):
+                self._power_cycle(d.name, shutdown)
+            elif not d.crm_stop:
+                raise SimError(f"unexpected CRM exit on {d.name}")
+            d.crm_stop = False
         if d.lrm is not None:
-            d.lrm_env.loop_start(self.cur_time)
-            alive = d.lrm.do_one_iteration()
+            started = self.cur_time
+            alive = self._iterate(d.lrm_env, d.lrm)
             if d.lrm.status == "active":
-                self.last_active[d.name] = self.cur_time
-            d.lrm_env.loop_end()
-            self.cur_time = max(self.cur_time, d.lrm_env.cur_time)
+                self.last_active[d.name] = started
             if not alive:
                 d.lrm_env.log("info", "exit (loop end)")
                 d.lrm = None
