@@ -177,3 +177,17 @@ def build_driver(
     if cls is None:
         raise UnknownDriverError("watchdog", module, list(drivers))
     return cls(settings, syscalls, sysfs_root=sysfs_root, dev_root=dev_root)
+
+
+def driver_for_module(
+    module: str,
+    syscalls: Syscalls | None = None,
+    *,
+    registry: PluginRegistry | None = None,
+    sysfs_root: str = "/sys",
+) -> WatchdogDriver | None:
+    """The plugin driver that loads kernel module ``module``; None when no plugin does."""
+    for cls in (registry or get_registry()).watchdog_drivers().values():
+        if cls.module == module:
+            return cls(None, syscalls, sysfs_root=sysfs_root)
+    return None
