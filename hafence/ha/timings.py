@@ -6,10 +6,12 @@ The safety rule (Proxmox's design, every term named)::
 
 A daemon feeds its watchdog client only after it renewed its lock. Say its last successful
 renewal was *sent* at ``t``; the store starts that lease's clock no earlier than ``t``, so
-nobody else may take the lock before ``t + lease_ttl``. The daemon's last feed reaches the
-mux by ``t + store_deadline`` (no store call of a round outlives the round's store deadline,
-and the feed follows the renewal; the mux dates a feed by when the client sent it). The mux
-stops feeding the hardware once ``watchdog_timeout`` has passed since that feed, and the
+nobody else may take the lock before ``t + lease_ttl``. The daemon's last feed is dated no
+later than ``t + store_deadline``: no store call of a round outlives the round's store
+deadline, the feed follows the renewal, and the mux dates a feed by when the client sent
+it, not by when it read it. (A process stalled between renewal and feed is covered when
+the feed is dated by the renewal itself: ``WatchdogClient.feed(since=)``.) The mux stops
+feeding the hardware once ``watchdog_timeout`` has passed since that feed, and the
 hardware resets the node ``hw_timeout`` after the last keepalive. So a node that lost its
 lock has reset by ``t + store_deadline + watchdog_timeout + hw_timeout``, which must come
 before ``t + lease_ttl``. This covers both locks: the LRM's agent lock and the master's
@@ -35,10 +37,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-#: the range the watchdog-mux accepts for a client's timeout (protocol.MIN/MAX_CLIENT_TIMEOUT)
-WATCHDOG_TIMEOUT_RANGE = (1.0, 3600.0)
-#: the mux's own default hardware timeout (WATCHDOG_TIMEOUT in hafence.watchdog.config)
-DEFAULT_HW_TIMEOUT = 10
+from hafence.watchdog.driver import DEFAULT_TIMEOUT as DEFAULT_HW_TIMEOUT
+from hafence.watchdog.protocol import MAX_CLIENT_TIMEOUT, MIN_CLIENT_TIMEOUT
 
 
 class TimingError(ValueError):
@@ -97,7 +97,7 @@ class Timings:
                 bad = True
         if bad:
             return out  # the sums below mean nothing with such terms
-        lo, hi = WATCHDOG_TIMEOUT_RANGE
+        lo, hi = MIN_CLIENT_TIMEOUT, MAX_CLIENT_TIMEOUT
         if not lo <= self.watchdog_timeout <= hi:
             out.append(
                 f"watchdog range: --watchdog-timeout {self.watchdog_timeout:g}s is outside the "

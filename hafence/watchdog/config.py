@@ -23,7 +23,12 @@ from pathlib import Path
 from hafence.errors import ConfigError, ParamError
 from hafence.plugins import PluginRegistry, get_registry
 from hafence.watchdog.device import Syscalls
-from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings, module_driver
+from hafence.watchdog.driver import (
+    DEFAULT_TIMEOUT,
+    WatchdogDriver,
+    WatchdogSettings,
+    module_driver,
+)
 from hafence.watchdog.protocol import default_socket
 
 DEFAULT_CONFIG = "/etc/default/hafence-watchdog"
@@ -84,7 +89,7 @@ def parse_config(text: str, file: str = DEFAULT_CONFIG) -> MuxConfig:
         values[key] = (words[0] if words else "", lineno)
 
     cfg = MuxConfig(file=file, lines={k: n for k, (_, n) in values.items()})
-    timeout, nowayout, noboot, device = 10, False, False, None
+    timeout, nowayout, noboot, device = DEFAULT_TIMEOUT, False, False, None
     for key, (value, lineno) in values.items():
         if key == "WATCHDOG_MODULE":
             if not value:

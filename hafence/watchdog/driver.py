@@ -38,13 +38,14 @@ log = logging.getLogger("hafence.watchdog")
 
 MIN_TIMEOUT = 1
 MAX_TIMEOUT = 3600
+DEFAULT_TIMEOUT = 10  #: WATCHDOG_TIMEOUT's default, as Proxmox's watchdog-mux
 
 
 @dataclass(frozen=True)
 class WatchdogSettings:
     """What the operator asked for (from the mux config or CLI options)."""
 
-    timeout: int = 10  #: hardware timeout in seconds
+    timeout: int = DEFAULT_TIMEOUT  #: hardware timeout in seconds
     nowayout: bool = False  #: once opened, the watchdog can never be stopped
     noboot: bool = False  #: softdog only: expiry logs instead of resetting (drills)
     device: str | None = None  #: explicit /dev/watchdogN (generic driver; else found)

@@ -157,7 +157,7 @@ class Mux:
             self.device.keepalive()
         except WatchdogError as exc:
             # The hardware no longer takes our keepalives: we cannot vouch for the clients
-            # any more. Stop for good and let it expire (Proxmox's mux exits instead).
+            # any more. Stop for good and let it expire (Proxmox's mux logs and retries).
             self.trip(f"hardware keepalive failed: {exc}")
             return
         self.last_hw_feed = time.monotonic()
