@@ -6,8 +6,9 @@ Client -> mux (UTF-8, ``\\n`` terminated):
                             the reply ``OK <timeout> <hardware timeout>`` names the
                             device's timeout too (``?`` when the driver cannot tell).
 ``FEED [<since>]``          keepalive; the client's deadline moves to since + timeout, where
-                            ``since`` is the client's ``CLOCK_MONOTONIC`` time it vouches
-                            for (default and upper bound: when the mux reads the line).
+                            ``since`` is the ``CLOCK_MONOTONIC`` time the client vouches
+                            for (default and upper bound: when the mux reads the line);
+                            client and mux share that clock (one host, one time namespace).
 ``V``                       magic close: the client leaves without tripping the watchdog.
 ``STATUS``                  JSON status (a connection that never says HELLO is no client).
 

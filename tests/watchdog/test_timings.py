@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hafence.ha.timings import PRESETS, TimingError, Timings, preset
+from hafence.store import EmbeddedStore
 from hafence.watchdog.client import mux_status
 from hafence.watchdog.muxproc import MuxProcess
 
@@ -230,12 +231,15 @@ def test_daemons_start_with_a_preset(
         f"{t.watchdog_timeout:g}s + hardware 10s + store {t.store_latency:g}s = self-fence "
         f"within {t.self_fence_time:g}s"
     )
+    store = EmbeddedStore(tmp_path / "ha")
     try:
         end = time.monotonic() + EVENT_WAIT
-        while not (log.exists() and expect in log.read_text()):
+        # running: its first round wrote the LRM status (its signal handlers are set)
+        while not store.read_lrm_status("node1"):
             assert proc.poll() is None, log.read_text() if log.exists() else "no log"
             assert time.monotonic() < end, "the daemon did not start"
             time.sleep(0.05)
+        assert expect in log.read_text()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(EVENT_WAIT) == 0
     finally:
