@@ -7,9 +7,11 @@ each time. SIGTERM/SIGINT asks the state machine to shut down: the LRM applies t
 shutdown policy (freeze on restart/reboot, stop or migrate on shutdown) and the CRM
 releases the manager lock; the daemon exits when the state machine says it is done.
 
-Timings default to Proxmox's (10 s loop, 120 s locks, 60 s watchdog, 60 s fence delay);
-tests shrink them. ``--no-watchdog`` runs without self-fencing, for development only: it
-is logged loudly at start.
+Timings come from a preset (``--timings pve``, Proxmox's: 10 s rounds, 120 s locks, 60 s
+watchdog, 60 s fence delay; or ``fast``) and the timing options; the daemons refuse to start
+when they break a rule of :mod:`hafence.ha.timings` (the self-fencing rule counts the mux's
+hardware timeout, from its config or the running mux). ``--no-watchdog`` runs without
+self-fencing, for development only: it is logged loudly at start.
 """
 
 from __future__ import annotations
@@ -28,15 +30,26 @@ import click
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
 from hafence.ha.lrm import LRM
-from hafence.ha.realenv import RealEnv, Timings, systemd_shutdown_probe
+from hafence.ha.realenv import RealEnv, systemd_shutdown_probe
+from hafence.ha.timings import PRESETS, TimingError, Timings, preset
 from hafence.store import StoreUnavailable, open_store
+from hafence.watchdog.client import mux_status
+from hafence.watchdog.config import DEFAULT_CONFIG as WATCHDOG_CONFIG
+from hafence.watchdog.config import load_config as load_watchdog_config
 
 DEFAULT_WATCHDOG_SOCKET = "/run/hafence/watchdog-mux.sock"
 log = logging.getLogger("hafence.ha")
 
 
 def _options(f: Any) -> Any:
-    t = Timings()
+    pve, fast = PRESETS["pve"], PRESETS["fast"]
+
+    def timing(name: str, what: str) -> Any:
+        a, b = getattr(pve, name.replace("-", "_")), getattr(fast, name.replace("-", "_"))
+        return click.option(
+            f"--{name}", type=float, default=None, help=f"{what} [pve: {a:g}, fast: {b:g}]"
+        )
+
     opts = [
         click.option("--node", default=socket.gethostname().split(".")[0], show_default=True,
                      help="This node's name."),
@@ -48,16 +61,23 @@ def _options(f: Any) -> Any:
                      help="hafence-watchdog-mux socket."),
         click.option("--no-watchdog", is_flag=True,
                      help="Run without a watchdog (development only: no self-fencing!)."),
-        click.option("--interval", type=float, default=t.interval, show_default=True,
-                     help="Seconds between two rounds."),
-        click.option("--lease-ttl", type=float, default=t.lease_ttl, show_default=True,
-                     help="Seconds a manager/agent lock lives without renewal."),
-        click.option("--watchdog-timeout", type=float, default=t.watchdog_timeout,
-                     show_default=True, help="Watchdog timeout (must be < lease-ttl)."),
-        click.option("--fence-delay", type=float, default=t.fence_delay, show_default=True,
-                     help="Seconds a node stays unknown before its services are fenced."),
-        click.option("--node-timeout", type=float, default=t.node_timeout, show_default=True,
-                     help="Seconds without heartbeat before a node counts as offline."),
+        click.option("--timings", "timings_preset", type=click.Choice(sorted(PRESETS)),
+                     default="pve", show_default=True,
+                     help="Timings preset (docs/daemons.md); the options below override it."),
+        timing("interval", "Seconds between two rounds."),
+        timing("lease-ttl", "Seconds a manager/agent lock lives without renewal."),
+        timing("watchdog-timeout", "Seconds the watchdog-mux waits for this daemon's feed."),
+        timing("fence-delay", "Seconds a node stays unknown before its services are fenced."),
+        timing("node-timeout", "Seconds without heartbeat before a node counts as offline."),
+        click.option("--store-deadline", type=float, default=None,
+                     help="Seconds a round's store calls may take [the interval]."),
+        click.option("--watchdog-config", type=click.Path(dir_okay=False),
+                     default=WATCHDOG_CONFIG, show_default=True,
+                     help="The watchdog-mux's config: its WATCHDOG_TIMEOUT enters the timing "
+                     "rule."),
+        click.option("--watchdog-hw-timeout", type=click.IntRange(1, 3600), default=None,
+                     help="The mux's hardware watchdog timeout, seconds [WATCHDOG_TIMEOUT of "
+                     "--watchdog-config, default 10]."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Append the HA log here too (default: stderr only)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
@@ -80,17 +100,7 @@ def _setup_logging(log_file: Path | None, verbose: bool) -> None:
 
 
 def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
-    timings = Timings(
-        interval=o["interval"],
-        lease_ttl=o["lease_ttl"],
-        watchdog_timeout=o["watchdog_timeout"],
-        fence_delay=o["fence_delay"],
-        node_timeout=o["node_timeout"],
-    )
-    try:
-        timings.check()
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    timings = _timings(role, o)
     try:
         store = open_store(o["store_spec"], cluster=o["cluster"])
     except (HafenceError, ValueError, OSError) as exc:
@@ -106,6 +116,67 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     return RealEnv(
         o["node"], store, role=role, timings=timings, watchdog_socket=socket_path, **extra
     )
+
+
+def _timings(role: str, o: dict[str, Any]) -> Timings:
+    """The preset with the given options applied, checked against every timing rule.
+
+    The mux's hardware timeout enters the self-fencing rule: ``--watchdog-hw-timeout``, else
+    WATCHDOG_TIMEOUT of the mux's config; a running mux's device timeout, if longer, wins.
+    Broken rules end the daemon with status 2 before it opens the store.
+    """
+    hw, source = _configured_hw_timeout(o)
+    if not o["no_watchdog"]:
+        running = _running_hw_timeout(o["watchdog_socket"])
+        if running is not None and running > hw:
+            hw, source = running, f"the device of the watchdog-mux on {o['watchdog_socket']}"
+    t = preset(o["timings_preset"]).replace(
+        interval=o["interval"],
+        lease_ttl=o["lease_ttl"],
+        watchdog_timeout=o["watchdog_timeout"],
+        fence_delay=o["fence_delay"],
+        node_timeout=o["node_timeout"],
+        store_deadline=o["store_deadline"],
+        hw_timeout=hw,
+    )
+    try:
+        t.check()
+    except TimingError as exc:
+        raise click.UsageError(
+            "unsafe timings, not starting:\n  "
+            + "\n  ".join(exc.problems)
+            + f"\n(the mux's hardware timeout {hw:g}s is from {source})"
+        ) from None
+    log.info(
+        "%s/%s: timings %s: round %gs, lock %gs, watchdog %gs + hardware %gs + store %gs = "
+        "self-fence within %gs, node timeout %gs, fence delay %gs",
+        o["node"], role, o["timings_preset"], t.interval, t.lease_ttl, t.watchdog_timeout,
+        t.hw_timeout, t.store_latency, t.self_fence_time, t.node_timeout, t.fence_delay,
+    )  # fmt: skip
+    return t
+
+
+def _configured_hw_timeout(o: dict[str, Any]) -> tuple[float, str]:
+    if o["watchdog_hw_timeout"] is not None:
+        return float(o["watchdog_hw_timeout"]), "--watchdog-hw-timeout"
+    try:
+        cfg = load_watchdog_config(o["watchdog_config"])
+    except HafenceError as exc:
+        raise click.UsageError(f"watchdog config: {exc}") from None
+    line = cfg.lines.get("WATCHDOG_TIMEOUT")
+    if line is not None:
+        return float(cfg.settings.timeout), f"WATCHDOG_TIMEOUT in {cfg.file}:{line}"
+    where = f"the mux's default ({o['watchdog_config']} does not set WATCHDOG_TIMEOUT)"
+    return float(cfg.settings.timeout), where
+
+
+def _running_hw_timeout(socket_path: str) -> float | None:
+    """The hardware timeout of the mux's device, if a mux answers on ``socket_path``."""
+    try:
+        timeout = mux_status(socket_path, io_timeout=5.0)["device"].get("timeout")
+    except (HafenceError, OSError, KeyError, TypeError, ValueError):
+        return None  # no mux (yet): the units start it first; the config value stands
+    return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
 def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
@@ -171,8 +242,8 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
     _warn_watchdog(env, o)
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
-    crm = CRM(env, fence_delay=o["fence_delay"])
-    raise SystemExit(run_daemon(env, crm, o["interval"]))
+    crm = CRM(env, fence_delay=env.timings.fence_delay)
+    raise SystemExit(run_daemon(env, crm, env.timings.interval))
 
 
 @click.command("hafence-lrm")
@@ -192,7 +263,7 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     env = _build_env("lrm", o, state_dir=state_dir, shutdown_probe=probe)
     _warn_watchdog(env, o)
     lrm = LRM(env)
-    raise SystemExit(run_daemon(env, lrm, o["interval"]))
+    raise SystemExit(run_daemon(env, lrm, env.timings.interval))
 
 
 def _check_fence_config(path: Path) -> None:
