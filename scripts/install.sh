@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2)
+# resource-agents: OCF agents for the ocf: resource type; pacemaker + pacemaker-cli-utils:
+# Pacemaker's own fencer and stonith_admin run fence_hafence in tests/fence_hafence.
+APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2
+              resource-agents pacemaker pacemaker-cli-utils)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
