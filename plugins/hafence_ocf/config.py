@@ -31,6 +31,7 @@ from pathlib import Path
 from hafence.errors import ConfigError, ConfigErrors
 from hafence.fence.config import is_secret_key
 from hafence.secrets import Secret, secret_from_env, secret_from_file
+from hafence.sectionconfig import Section, read_sections
 from hafence_ocf.agent import Agent, Metadata, parse_duration, split_agent
 
 DEFAULT_PATH = "/etc/hafence/ocf.cfg"
@@ -38,9 +39,6 @@ ENV_PATH = "HAFENCE_OCF_CFG"
 TIMEOUT_KEYS = {"timeout_start": "start", "timeout_stop": "stop", "timeout_monitor": "monitor"}
 RESERVED = {"agent", "comment", *TIMEOUT_KEYS}
 
-_HEADER = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_-]*):\s*(?P<id>\S+)\s*$")
-_PROP = re.compile(r"^[ \t]+(?P<key>\S+)(?:[ \t]+(?P<value>.*?))?[ \t]*$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BOOL = {"1", "0", "true", "false", "yes", "no", "on", "off", "y", "n"}
 
@@ -127,65 +125,34 @@ def parse_ocf_config(text: str, file: str) -> dict[str, Definition]:
     """Parse ocf.cfg text; raise ConfigErrors listing every problem with file/line/field."""
     errors: list[ConfigError] = []
     defs: dict[str, Definition] = {}
-    cur: Definition | None = None
+    for sec in read_sections(text, file, ("ocf",), errors):
+        d = defs[sec.id] = Definition(sec.id, file, sec.line, lines=dict(sec.lines))
 
-    def err(line: int, message: str, fld: str | None = None) -> None:
-        errors.append(ConfigError(message, file=file, line=line, field=fld))
+        def err(message: str, key: str, sec: Section = sec) -> None:
+            errors.append(ConfigError(message, file=file, line=sec.line_of(key), field=key))
 
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            cur = None
-            continue
-        if raw.lstrip().startswith("#"):
-            continue
-        if raw[0] not in " \t":
-            cur = None
-            m = _HEADER.match(raw)
-            if not m or m.group("type") != "ocf":
-                err(lineno, f"invalid section header '{raw.strip()}' (expected 'ocf: NAME')")
-            elif not _NAME.match(m.group("id")):
-                err(lineno, f"invalid name '{m.group('id')}'", "section")
-            elif m.group("id") in defs:
-                err(lineno, f"duplicate section 'ocf: {m.group('id')}'", "section")
-            else:
-                cur = defs[m.group("id")] = Definition(m.group("id"), file, lineno)
-            continue
-        if cur is None:
-            err(lineno, "property outside of a valid 'ocf: NAME' section")
-            continue
-        m = _PROP.match(raw)
-        assert m is not None  # an indented non-blank line always matches
-        key, value = m.group("key"), m.group("value") or ""
-        if key in cur.lines:
-            err(lineno, f"duplicate property in section 'ocf: {cur.name}'", key)
-            continue
-        cur.lines[key] = lineno
-        if not value:
-            err(lineno, "missing value", key)
-        elif key == "agent":
+        for key, value in sec.props.items():
             try:
-                split_agent(value)
-                cur.agent = value
+                if key == "agent":
+                    split_agent(value)
+                    d.agent = value
+                elif key in TIMEOUT_KEYS:
+                    d.timeouts[TIMEOUT_KEYS[key]] = parse_duration(value)
+                elif key == "comment":
+                    d.comment = value
+                elif not _PARAM.match(key):
+                    err(f"invalid parameter name '{key}'", key)
+                else:
+                    d.params[key] = value
             except ValueError as exc:
-                err(lineno, str(exc), key)
-        elif key in TIMEOUT_KEYS:
-            try:
-                cur.timeouts[TIMEOUT_KEYS[key]] = parse_duration(value)
-            except ValueError as exc:
-                err(lineno, str(exc), key)
-        elif key == "comment":
-            cur.comment = value
-        elif not _PARAM.match(key):
-            err(lineno, f"invalid parameter name '{key}'", key)
-        else:
-            cur.params[key] = value
-    for d in defs.values():
-        if "agent" not in d.lines:
-            err(d.line, f"section 'ocf: {d.name}' lacks required property", "agent")
+                err(str(exc), key)
+        if "agent" not in sec.lines:
+            err(f"section 'ocf: {d.name}' lacks required property", "agent")
         names = [d.param_name(k) for k in d.params]
         for dup in sorted({n for n in names if names.count(n) > 1}):
-            err(d.line, "given more than once (as X and X_file/X_env)", dup)
+            err("given more than once (as X and X_file/X_env)", dup)
     if errors:
+        errors.sort(key=lambda e: e.line or 0)
         raise ConfigErrors(file, errors)
     return defs
 

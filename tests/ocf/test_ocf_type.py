@@ -194,7 +194,7 @@ def test_ocf_cfg_syntax_errors_name_file_line_field() -> None:
         parse_ocf_config(text, "ocf.cfg")
     got = {(e.line, e.field) for e in info.value.errors}
     assert got == {(3, "agent"), (5, "agent"), (8, None), (11, "agent"),
-                   (12, "timeout_start"), (10, "fake")}  # fmt: skip
+                   (12, "timeout_start"), (13, "fake")}  # fmt: skip
 
 
 def test_dummy_metadata_parsed() -> None:
