@@ -7,7 +7,6 @@ every round feeds these); the HA loop itself stays untouched.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,8 @@ def extra_options(role: str) -> Any:
 
     def deco(f: Any) -> Any:
         f = click.option(
-            "--metrics", "metrics_addr", envvar="HAFENCE_METRICS", metavar="[HOST:]PORT",
+            "--metrics", "metrics_addr", metavar="[HOST:]PORT",
+            envvar=[f"HAFENCE_{role.upper()}_METRICS", "HAFENCE_METRICS"],
             help="Serve Prometheus metrics on http://HOST:PORT/metrics (HOST defaults to "
             "127.0.0.1; off unless given).",
         )(f)  # fmt: skip
@@ -65,13 +65,21 @@ class Extras:
             self.notifier.round_done()
         self._systemd()
 
+    def _watchdog_ready(self) -> bool:
+        """The watchdog-mux answers and feeds its device (not tripped)."""
+        if self.watchdog_socket is None:
+            return True  # --no-watchdog: warned about at start
+        from hafence.watchdog.client import mux_status
+        from hafence.watchdog.errors import WatchdogError
+
+        try:
+            return bool(mux_status(self.watchdog_socket, io_timeout=1.0).get("feeding"))
+        except (WatchdogError, OSError, ValueError):
+            return False
+
     def _systemd(self) -> None:
-        if (
-            not self.ready
-            and self.env.quorate()
-            and (self.watchdog_socket is None or os.path.exists(self.watchdog_socket))
-        ):
-            # store answered and the watchdog-mux is there: we can protect this node
+        if not self.ready and self.env.quorate() and self._watchdog_ready():
+            # the store answers and the watchdog is there: this daemon can protect its node
             self.ready = True
             systemd.notify("READY=1")
         status = str(getattr(self.daemon, "status", ""))

@@ -117,7 +117,9 @@ class Metrics:
         self.round_duration.labels(self.node, self.role).observe(seconds)
         _one_hot(self.status, {(self.node, self.role, str(daemon.status))})
         hold = getattr(daemon, "watchdog", None)
-        self.watchdog.labels(self.node, self.role).set(1 if getattr(hold, "armed", False) else 0)
+        # armed with a real handle: --no-watchdog "arms" nothing that could reset the node
+        armed = getattr(hold, "armed", False) and getattr(hold, "handle", None) is not None
+        self.watchdog.labels(self.node, self.role).set(1 if armed else 0)
         self.quorate.labels(self.node, self.role).set(1 if env.quorate() else 0)
         manager = getattr(daemon, "manager", None)
         try:
