@@ -104,7 +104,7 @@ def attach(env: Any, daemon: Any, o: dict[str, Any]) -> tuple[Any, Extras]:
     from hafence.metrics import Metrics, RoundObserver
     from hafence.plugins import get_registry
 
-    extras = Extras(env, daemon, None if o.get("no_watchdog") else o.get("watchdog_socket"))
+    extras = Extras(env, daemon, env.watchdog_socket)  # None with --no-watchdog
     registry = env.registry or get_registry()
     if o.get("metrics_addr"):
         extras.metrics = Metrics(env.nodename, env.role)
