@@ -17,7 +17,8 @@ kind                        HA log line (level)
 An **episode** is the fencing of one node: from its first event until the CRM round in
 which the fence succeeded and the node's services were recovered (the CRM recovers them
 in that same round). Per episode one notification is sent when it ends (started,
-attempts, succeeded, recovered services); a failed fence is sent at once, once. Every
+attempts, succeeded, recovered services); a failed fence is sent at once, once, and so
+is an episode still unresolved after a while (``pending_after``). Every
 event kind is sent at most once per episode and service, so a fence retried every
 round, or a service that cannot be recovered round after round, sends no storm.
 """
@@ -95,6 +96,7 @@ class Episode:
     seen: set[tuple[str, str | None]] = field(default_factory=set)
     succeeded: bool = False
     sent_summary: bool = False
+    sent_pending: bool = False
 
     @property
     def started(self) -> float:
@@ -157,6 +159,20 @@ class Episodes:
             if ep.succeeded and not ep.sent_summary:
                 ep.sent_summary = True
                 out.append(self._render(ep, ep.events, f"hafence: node '{ep.node}' fenced"))
+        return out
+
+    def overdue(self, after: float, now: float | None = None) -> list[Notification]:
+        """Episodes still unresolved ``after`` seconds past their start: said once, so
+        a fence that hangs (no hardware answer, no agent lock) is not silent."""
+        now = time.time() if now is None else now
+        out = []
+        for ep in self.episodes.values():
+            if ep.succeeded or ep.sent_summary or ep.sent_pending or not ep.events:
+                continue
+            if now - ep.started >= after:
+                ep.sent_pending = True
+                subject = f"hafence: fencing node '{ep.node}' still in progress"
+                out.append(self._render(ep, ep.events, subject))
         return out
 
     def _render(self, ep: Episode, events: list[Event], subject: str) -> Notification:

@@ -24,6 +24,7 @@ log = logging.getLogger("hafence.notify")
 
 HA_LOGGER = "hafence.ha"
 SETTLE = 30.0  # without round_done() calls: sum an episode up this long after its success
+PENDING_AFTER = 300.0  # a fence unresolved this long is announced (once)
 
 
 class _Hook:
@@ -38,10 +39,13 @@ class _Hook:
 
 
 class Notifier(logging.Handler):
-    def __init__(self, targets: list[Target], *, queue_size: int = 100) -> None:
+    def __init__(
+        self, targets: list[Target], *, queue_size: int = 100, pending_after: float = PENDING_AFTER
+    ) -> None:
         super().__init__(level=logging.INFO)
         self.targets = targets
         self.episodes = Episodes()
+        self.pending_after = pending_after
         self._lock = threading.Lock()
         self._queue: queue.Queue[Notification | None] = queue.Queue(queue_size)
         self._thread: threading.Thread | None = None
@@ -78,6 +82,7 @@ class Notifier(logging.Handler):
     def _flush_settled(self) -> None:
         now = time.monotonic()
         with self._lock:
+            self._enqueue(self.episodes.overdue(self.pending_after))
             if not any(now - t >= SETTLE for t in self._success_at.values()):
                 return
             notes = self.episodes.flush()

@@ -199,3 +199,26 @@ def test_a_hanging_target_never_blocks_the_crm(
         "hafence: FAILED to fence node 'node3'",
     ]
     assert "notify: webhook:dead failed" in caplog.text
+
+
+def test_a_fence_that_hangs_is_announced_once(tmp_path: Path, webhook_server: tuple) -> None:
+    url, hooks = webhook_server
+    notifier = Notifier(parse_notify_config(f"webhook: h\n\turl {url}\n"), pending_after=0.5)
+    notifier.start(PluginRegistry(load_entry_points=False))
+    env = crm_env(tmp_path)
+    try:
+        env.log("email", "FENCE: Try to fence node 'node1'")
+        notifier.round_done()  # nothing resolved: nothing to say yet
+        wait_sent(notifier, 1)
+        for _ in range(3):  # many more rounds and worker wake-ups: still said once
+            notifier.round_done()
+            time.sleep(0.5)
+        env.log("email", "SUCCEED: fencing: acknowledged - got agent lock for node 'node1'")
+        notifier.round_done()
+        wait_sent(notifier, 2)
+    finally:
+        notifier.close()
+    assert [p["subject"] for p in hooks.posts] == [
+        "hafence: fencing node 'node1' still in progress",
+        "hafence: node 'node1' fenced",
+    ]

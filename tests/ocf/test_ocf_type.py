@@ -209,3 +209,16 @@ def test_ha_manager_add_accepts_ocf(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(ha_manager, ["--store", str(tmp_path / "ha"), "config"])
     assert "ocf:web" in r.output, r.output
+
+
+def test_an_inline_secret_looking_parameter_is_masked(
+    ocf_root: Path, ocf_cfg: Path, probe_dir: Path, tmp_path: Path
+) -> None:
+    ocf_cfg.write_text(f"ocf: p\n\tagent hafence-test:Probe\n\tdir {probe_dir}\n"
+                       f"\tsecret {SECRET}\n")  # fmt: skip
+    rt = ocf_type("node1", tmp_path / "s")
+    (probe_dir / "rc-start").write_text("1\n")  # the agent prints the value, then fails
+    with pytest.raises(ResourceError) as info:
+        rt.start("p")
+    assert SECRET not in str(info.value) and "******" in str(info.value)
+    assert (probe_dir / "secret").read_text().strip() == SECRET
