@@ -1,7 +1,8 @@
 """Pacemaker's own fencer runs fence_hafence against a real BMC (ipmi_sim).
 
-Run as root inside private mount and network namespaces (``unshare -m -n python -m
-tests.fence_hafence.pacemaker_drill WORKDIR AGENT``), so nothing leaks to the machine:
+Run as root inside private mount, network and pid namespaces (``unshare --fork --pid
+--kill-child --mount-proc -m -n python -m tests.fence_hafence.pacemaker_drill WORKDIR
+AGENT``), so nothing leaks to the machine, even when the drill is killed:
 
 * loopback of the new network namespace up; ipmi_sim listens there;
 * ``/usr/sbin`` overlaid with a directory holding ``fence_hafence`` (Pacemaker looks for

@@ -34,8 +34,10 @@ def test_pacemaker_fences_through_fence_hafence(tmp_path: Path) -> None:
         "Debian's pacemaker and pacemaker-cli-utils are missing (scripts/install.sh)"
     )
     proc = subprocess.run(
-        ["unshare", "-m", "-n", sys.executable, "-m", "tests.fence_hafence.pacemaker_drill",
-         str(tmp_path), AGENT],
+        # private mount, network and pid namespaces: if the drill dies, every process of
+        # it (fencer, ipmi_sim, agents) dies with its pid namespace
+        ["unshare", "--fork", "--pid", "--kill-child", "--mount-proc", "-m", "-n",
+         sys.executable, "-m", "tests.fence_hafence.pacemaker_drill", str(tmp_path), AGENT],
         capture_output=True, text=True, timeout=240, cwd=ROOT, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
