@@ -21,9 +21,10 @@ metric                                       meaning
 ``hafence_fences_total``                     whole fence attempts of a node {target, result}
 ===========================================  ==========================================
 
-Gauges describe the cluster as the reporting daemon last saw it: scrape the master CRM
-for the cluster view (every CRM exports ``hafence_master``). ``result`` is ``ok`` or the
-failure kind (``unreachable``, ``auth_failed``, ``timeout``, ``still_on``...).
+The cluster gauges (master, node, service states, lock holders) come from the master
+CRM alone, from its in-memory manager status plus one lease read per lock; the other
+daemons export only their own state. ``result`` is ``ok`` or the failure kind
+(``unreachable``, ``auth_failed``, ``timeout``, ``still_on``...).
 """
 
 from __future__ import annotations
@@ -122,9 +123,12 @@ class Metrics:
         self.watchdog.labels(self.node, self.role).set(1 if armed else 0)
         self.quorate.labels(self.node, self.role).set(1 if env.quorate() else 0)
         manager = getattr(daemon, "manager", None)
+        if manager is None:  # only the master speaks for the cluster (and costs no reads)
+            for gauge in (self.master, self.node_state, self.service_state, self.lock_holder):
+                _one_hot(gauge, set())
+            return
         try:
-            ms = manager.ms if manager is not None else env.read_manager_status()
-            self._cluster(ms or {}, env)
+            self._cluster(manager.ms, env)
         except Exception as exc:  # the store may be down: keep the last view
             log.debug("metrics: cluster view not updated: %r", exc)
 
