@@ -85,7 +85,7 @@ class JournalHandler(logging.Handler):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def fields(self, record: logging.LogRecord) -> dict[str, str]:
-        message = self.format(record)
+        message = record.getMessage()  # journald keeps time and priority itself
         out = {
             "MESSAGE": message,
             "PRIORITY": str(_PRIORITY.get(record.levelno, 7 if record.levelno < 20 else 6)),
