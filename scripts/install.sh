@@ -17,6 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Pacemaker is only a test peer here (its fencer runs stand-alone inside the tests):
+  # a corosync/pacemaker cluster the package enabled must not run on this machine.
+  if [[ " ${need[*]} " == *" pacemaker "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now pacemaker corosync >/dev/null 2>&1 || true
+  fi
 fi
 
 PY="${PYTHON:-python3}"
