@@ -1,5 +1,7 @@
 """With the real daemons (tests/daemons' 3-node harness, node1 fenced through ipmi_sim):
-a fence sends one mail and one webhook; a fence that keeps failing sends one alarm."""
+a fence sends one mail and one webhook, and ``curl`` on the master's metrics endpoint
+shows it with its duration (issue 17's "done when", in one cluster run); a fence that
+keeps failing sends one alarm."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons.test_daemons_e2e import SID, Cluster, _bring_up, cluster, wait_for
+from tests.daemons.test_daemons_e2e import NODES, SID, Cluster, _bring_up, cluster, wait_for
+from tests.metrics.test_metrics import port_of, scrape, value
 
 __all__ = ["cluster"]
 
@@ -27,9 +30,17 @@ def notified(
     yield cluster, box, hooks
 
 
-def test_a_fence_sends_one_mail_and_one_webhook(notified: tuple) -> None:
+def test_a_fence_sends_one_mail_one_webhook_and_shows_in_metrics(
+    notified: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
     c, box, hooks = notified
+    monkeypatch.setenv("HAFENCE_METRICS", "127.0.0.1:0")  # each daemon: a free port of its own
     _bring_up(c, c.bmc.password)
+    lrm1 = scrape(port_of(c, "node1", "lrm"))
+    assert value(lrm1, "hafence_daemon_status", node="node1", role="lrm", status="active") == 1
+    assert value(lrm1, "hafence_watchdog_armed", node="node1", role="lrm") == 0  # --no-watchdog
+    assert value(lrm1, "hafence_round_duration_seconds_count", role="lrm") >= 1
+    assert value(lrm1, "hafence_master") is None  # only the master speaks for the cluster
     c.kill_daemons("node1")
     wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
     wait_for(lambda: box.messages and hooks.posts, 30, "the notifications")
@@ -53,6 +64,30 @@ def test_a_fence_sends_one_mail_and_one_webhook(notified: tuple) -> None:
     assert hook["attempts"][-1]["results"][0]["driver"] == "ipmi"
     assert c.bmc.password not in body and c.bmc.password not in str(hook)
     assert "notify: smtp:mail sent 'hafence: node 'node1' fenced'" in c.log()
+    check_metrics(c, new_node)
+
+
+def check_metrics(c: Cluster, new_node: str) -> None:
+    master = next(n for n in NODES[1:] if "FENCE: Try to fence node 'node1'" in
+                  (c.tmp / f"{n}-crm.log").read_text(errors="replace"))  # fmt: skip
+    s = scrape(port_of(c, master, "crm"))
+    fence = {"target": "node1", "device": "bmc1", "driver": "ipmi", "action": "off",
+             "result": "ok"}  # fmt: skip
+    assert value(s, "hafence_fence_attempts_total", **fence) == 1
+    assert value(s, "hafence_fence_duration_seconds_count", **fence) == 1
+    duration = value(s, "hafence_fence_duration_seconds_sum", **fence)
+    assert duration is not None and 0 < duration < 60
+    assert value(s, "hafence_fences_total", target="node1", result="ok") == 1
+    assert value(s, "hafence_master", master=master) == 1
+    assert value(s, "hafence_service_state", sid=SID, state="started", service_node=new_node)
+    assert value(s, "hafence_service_state", sid=SID, service_node="node1") is None  # one state
+    assert value(s, "hafence_lock_holder", lock="ha_manager_lock", owner=master) == 1
+    assert value(s, "hafence_lock_holder", lock="ha_agent_node1_lock", owner=master) == 1
+    assert value(s, "hafence_node_state", node_name=new_node, state="online") == 1
+    assert value(s, "hafence_daemon_status", node=master, role="crm", status="master") == 1
+    assert value(s, "hafence_round_duration_seconds_count", node=master, role="crm") >= 1
+    assert value(s, "hafence_quorate", node=master, role="crm") == 1
+    assert c.bmc.password not in "".join(map(str, s))
 
 
 def test_a_failing_fence_alarms_once(notified: tuple) -> None:
@@ -67,4 +102,5 @@ def test_a_failing_fence_alarms_once(notified: tuple) -> None:
     assert [p["subject"] for p in hooks.posts] == ["hafence: FAILED to fence node 'node1'"]
     body = box.messages[0].get_payload(decode=True).decode()
     assert "auth_failed" in body and "not-the-password" not in body
+    assert "metrics: serving" not in c.log()  # metrics are off unless asked for
     assert Path(c.tmp / "notify.cfg").exists()
