@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from hafence import daemon_extras
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
 from hafence.ha.lrm import LRM
@@ -89,7 +90,8 @@ def _options(f: Any) -> Any:
 
 def _setup_logging(log_file: Path | None, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    # Under systemd: straight to the journal, with HAFENCE_NODE/SERVICE fields.
+    handlers: list[logging.Handler] = [daemon_extras.journal_handler() or logging.StreamHandler()]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
     root = logging.getLogger()
@@ -233,6 +235,7 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
     help="Fence history file (JSON lines).",
 )
 @_options
+@daemon_extras.extra_options("crm")
 def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> None:
     """Cluster resource manager: elect a master, fence failed nodes, place services."""
     _setup_logging(o["log_file"], o["verbose"])
@@ -243,7 +246,10 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
     crm = CRM(env, fence_delay=env.timings.fence_delay)
-    raise SystemExit(run_daemon(env, crm, env.timings.interval))
+    daemon, extras = daemon_extras.attach(env, crm, o)  # metrics, notifications, systemd
+    code = run_daemon(env, daemon, env.timings.interval)
+    extras.close()
+    raise SystemExit(code)
 
 
 @click.command("hafence-lrm")
@@ -256,6 +262,7 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
               help="A file whose content 'shutdown' or 'reboot' means the node is going "
               "down (default: ask systemd).")  # fmt: skip
 @_options
+@daemon_extras.extra_options("lrm")
 def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> None:
     """Local resource manager: run this node's services as the master decides."""
     _setup_logging(o["log_file"], o["verbose"])
@@ -263,7 +270,10 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     env = _build_env("lrm", o, state_dir=state_dir, shutdown_probe=probe)
     _warn_watchdog(env, o)
     lrm = LRM(env)
-    raise SystemExit(run_daemon(env, lrm, env.timings.interval))
+    daemon, extras = daemon_extras.attach(env, lrm, o)  # metrics, systemd
+    code = run_daemon(env, daemon, env.timings.interval)
+    extras.close()
+    raise SystemExit(code)
 
 
 def _check_fence_config(path: Path) -> None:

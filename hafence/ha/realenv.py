@@ -300,7 +300,10 @@ class RealEnv(Env):
         return time.time()
 
     def log(self, level: str, msg: str) -> None:
-        log.log(_LEVELS.get(level, logging.INFO), "%s/%s: %s", self.nodename, self.role, msg)
+        tags = {"hafence_node": self.nodename, "hafence_role": self.role, "hafence_level": level}
+        # The tags let notifications (hafence.notify) and journal fields find node and role.
+        log.log(_LEVELS.get(level, logging.INFO), "%s/%s: %s", self.nodename, self.role, msg,
+                extra=tags)  # fmt: skip
 
     # -- membership, quorum, locks ---------------------------------------------------------
     def quorate(self) -> bool:
