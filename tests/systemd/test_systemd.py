@@ -21,8 +21,9 @@ from hafence.ha.realenv import RealEnv
 from hafence.store import EmbeddedStore
 from hafence.watchdog.muxproc import MuxProcess
 
-TIMINGS = ["--interval", "0.3", "--lease-ttl", "6", "--watchdog-timeout", "4",
-           "--fence-delay", "2", "--node-timeout", "2"]  # fmt: skip
+# lease 10 > watchdog 4 + the mux's hardware timeout 5 + store latency 0.3 (the timing rule)
+TIMINGS = ["--interval", "0.3", "--lease-ttl", "10", "--watchdog-timeout", "4",
+           "--watchdog-hw-timeout", "5", "--fence-delay", "2", "--node-timeout", "2"]  # fmt: skip
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_journal_fields_name_node_role_and_service(dgram: tuple, tmp_path: Path)
 
 def test_ready_only_once_store_and_watchdog_are_there(dgram: tuple, tmp_path: Path) -> None:
     path, s = dgram
-    mux = MuxProcess(tmp_path / "wd", timeout=30)  # not started yet: no watchdog
+    mux = MuxProcess(tmp_path / "wd", timeout=5)  # not started yet: no watchdog
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000",
            "WATCHDOG_PID": ""}  # fmt: skip
     argv = [sys.executable, "-c", "from hafence.daemons import lrm_main; lrm_main()",
