@@ -80,9 +80,16 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         load_fence_config(tmp_path / "missing.cfg")
     assert info.value.file == str(tmp_path / "missing.cfg")
     bad = tmp_path / "latin1.cfg"
-    bad.write_bytes(b"device a model device=\xe9\n")
-    with pytest.raises(ConfigError, match="not UTF-8"):
+    bad.write_bytes(b"# ok\ndevice a model device=\xe9\n")
+    with pytest.raises(FenceConfigErrors) as many:
         load_fence_config(bad)
+    (err,) = many.value.errors
+    assert (err.file, err.line) == (str(bad), 2)
+    assert "not UTF-8 text (byte 0xe9 at column 23)" in str(many.value)
+    with pytest.raises(ConfigError, match="a directory"):
+        load_fence_config(tmp_path)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_fence_config("/dev/zero")  # would never end
 
 
 def test_round_trip_and_writer_is_atomic_0600(tmp_path: Path) -> None:
@@ -122,11 +129,13 @@ def test_edit_api_keeps_parser_rules() -> None:
     assert parse_fence_config(cfg.to_text()) == cfg
 
 
-_value = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+_value = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12)
 _key = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
 
 
-@given(st.lists(st.tuples(_key, st.one_of(st.none(), _value)), max_size=6))
+@given(
+    st.lists(st.tuples(_key, st.one_of(st.none(), _value)), max_size=6, unique_by=lambda a: a[0])
+)
 def test_args_round_trip_any_value(args: list[tuple[str, str | None]]) -> None:
     cfg = FenceConfig()
     cfg.add_device("d", "model", args)

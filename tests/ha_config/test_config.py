@@ -150,7 +150,7 @@ def test_resource_errors_name_file_line_and_property() -> None:
         (9, "section"),
         (11, "section"),
         (12, "section"),
-        (14, None),
+        (14, "section"),
         (17, "node"),
         (18, "group"),
     ]
@@ -164,7 +164,7 @@ def test_resource_errors_name_file_line_and_property() -> None:
 def test_property_before_any_section() -> None:
     with pytest.raises(ConfigErrors) as exc:
         hacfg.parse_resources("\tstate started\n", "r.cfg", types={"vm"})
-    assert "r.cfg:1: property outside of a section" in str(exc.value)
+    assert "r.cfg:1: state: property outside of a section" in str(exc.value)
 
 
 def test_group_errors() -> None:
