@@ -47,20 +47,22 @@ def check_text(text: str, file: str) -> str:
     return text
 
 
-def decode_config(data: bytes | str, file: str) -> str:
-    """The UTF-8 text of a config file; ConfigError names file, line and column of the
-    first byte that is not UTF-8, or of a control character."""
-    if isinstance(data, str):
-        return check_text(data, file)
+def decode_utf8(data: bytes, file: str) -> str:
+    """``data`` as UTF-8; ConfigError names file, line and column of the first bad byte."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise ConfigError(
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at column {col})", file=file, line=line
         ) from None
-    return check_text(text, file)
+
+
+def decode_config(data: bytes | str, file: str) -> str:
+    """The UTF-8 text of a config file; ConfigError names file, line and column of the
+    first byte that is not UTF-8, or of a control character."""
+    return check_text(data if isinstance(data, str) else decode_utf8(data, file), file)
 
 
 def config_lines(text: str) -> list[str]:

@@ -47,7 +47,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hafence.cfgtext import config_lines, decode_config
+from hafence.cfgtext import config_lines, decode_config, decode_utf8
 from hafence.errors import ConfigError, ConfigErrors
 
 BUILTIN_RESOURCE_TYPES = ("vm", "ct")
@@ -72,6 +72,15 @@ _PRIORITY = re.compile(r"^[0-9]{1,4}$")
 MAX_COMMENT = 4096
 _TRUE = {"1", "yes", "on", "true"}
 _FALSE = {"0", "no", "off", "false"}
+
+
+def decode_blob(data: bytes, file: str) -> str:
+    """Stored bytes as UTF-8 text; ConfigErrors names the file and the line of a bad byte
+    (the HA parsers then check the text itself)."""
+    try:
+        return decode_utf8(data, file)
+    except ConfigError as exc:
+        raise ConfigErrors(file, [exc]) from None
 
 
 def known_resource_types() -> set[str]:
