@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shlex
 import signal
 import subprocess
+import time
 from typing import Any
 
 from hafence.cfgtext import read_bytes
@@ -135,18 +137,46 @@ def secret_from_script(command: str, timeout: float = SCRIPT_TIMEOUT) -> Secret:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise SecretError(f"cannot run script {argv[0]}: {reason}") from None
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+        out = _read_bounded(proc, timeout, MAX_SECRET_BYTES + 1)
+    except TimeoutError:
         _kill_group(proc)
         raise SecretError(f"script {argv[0]} gave no answer within {timeout:g}s") from None
     except BaseException:
         _kill_group(proc)
         raise
-    if proc.returncode != 0:
-        raise SecretError(f"script {argv[0]} exited with status {proc.returncode}")
     if len(out) > MAX_SECRET_BYTES:
+        _kill_group(proc)
         raise SecretError(f"script {argv[0]} printed more than {MAX_SECRET_BYTES} bytes")
+    try:
+        returncode = proc.wait(timeout=max(0.0, timeout))
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise SecretError(f"script {argv[0]} gave no answer within {timeout:g}s") from None
+    if returncode != 0:
+        raise SecretError(f"script {argv[0]} exited with status {returncode}")
     return _first_line(out, f"the output of script {argv[0]}")
+
+
+def _read_bounded(proc: subprocess.Popen[bytes], timeout: float, limit: int) -> bytes:
+    """The script's stdout up to EOF or ``limit`` bytes (a script that never stops
+    printing must not fill our memory); TimeoutError after ``timeout`` seconds."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while size < limit:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise TimeoutError
+            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    proc.stdout.close()
+    return b"".join(chunks)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -155,7 +185,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     except OSError:
         pass
     proc.kill()
-    proc.communicate()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def secret_from_source(source: str, value: Any) -> Secret:

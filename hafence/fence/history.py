@@ -82,10 +82,15 @@ def _text(v: Any) -> str | None:
     return None if isinstance(v, str) else "must be a string"
 
 
+MAX_SECONDS = 253402300799  # 9999-12-31: any later time or duration is corrupt
+
+
 def _number(v: Any) -> str | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "must be a number"
+    if isinstance(v, float) and not math.isfinite(v):
         return "must be a finite number"
-    return None if v >= 0 else "must not be negative"
+    return None if 0 <= v <= MAX_SECONDS else f"must be 0..{MAX_SECONDS}"
 
 
 def _count(v: Any, *, optional: bool = False) -> str | None:
