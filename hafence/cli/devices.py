@@ -21,7 +21,7 @@ import click
 
 from hafence.cli import output as out
 from hafence.cli.output import CommandFailed, UsageProblem
-from hafence.errors import FenceError, FenceTimeoutError, UnreachableError
+from hafence.errors import DeviceError, FenceError, FenceTimeoutError, UnreachableError
 from hafence.fence import ChainDevice, FenceDriver, FenceHistory, Fencer, build_driver
 from hafence.fence.chain import driver_class
 from hafence.fence.config import FenceConfig, is_secret_key, load_fence_config
@@ -219,7 +219,7 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Driver option (repeatable); a secret X may be X_file=PATH or X_env=VAR.",
         ),
         click.option(
-            "--password-file", type=click.Path(dir_okay=False), help="Read the password here."
+            "--password-file", type=out.FilePath(dir_okay=False), help="Read the password here."
         ),
         click.option("--password-env", metavar="VAR", help="Read the password from $VAR."),
         click.option(
@@ -306,6 +306,11 @@ async def run_diag(driver: FenceDriver) -> ActionResult:
         res.error_kind, res.message = exc.kind, exc.message
     except OSError as exc:
         res.error_kind, res.message = UnreachableError.kind, f"diag: {exc}"
+    except UsageProblem:
+        raise
+    except Exception as exc:  # as the fencer does: anything unexpected is a device error
+        res.error_kind = DeviceError.kind
+        res.message = f"diag: {type(exc).__name__}: {exc}"
     res.duration = time.monotonic() - t0
     return res
 

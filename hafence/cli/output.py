@@ -88,6 +88,16 @@ class Seconds(click.FloatRange):
         return number
 
 
+class FilePath(click.Path):
+    """click.Path that refuses a NUL in the name with a usage error (click's own checks
+    would stop with a ValueError from ``os.stat`` instead)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail("a file name cannot contain a NUL character", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 # -- state shared by the group and its commands -----------------------------------------
 @dataclass
 class State:

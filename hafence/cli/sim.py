@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
+from hafence.cli.output import FilePath
 from hafence.errors import HafenceError
 
-_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_DIR = FilePath(exists=True, file_okay=False, path_type=Path)
 
 
 def _fail(exc: Exception) -> None:
@@ -40,7 +41,7 @@ def sim() -> None:
 @click.option(
     "--log",
     "log_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FilePath(dir_okay=False, path_type=Path),
     help="Also write the HA log to this file.",
 )
 def run_cmd(scenario: Path, log_file: Path | None) -> None:

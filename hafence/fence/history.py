@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -145,6 +146,8 @@ class FenceHistory:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, max_bytes: int = 1 << 20):
         self.path = Path(path) if path is not None else default_history_path()
+        if "\x00" in str(self.path) or not self.path.name:
+            raise ConfigError("not a usable file name", file=repr(str(self.path)))
         self.max_bytes = max_bytes
 
     @property
@@ -175,10 +178,11 @@ class FenceHistory:
         finally:
             os.close(fd)
 
-    def _lines(self) -> Iterator[tuple[str, int, bytes]]:
+    def _lines(self) -> Iterator[tuple[str, int, bytes | None]]:
         """``(file, line number, raw line)`` of both generations, oldest first.
 
-        Raises ConfigError when a file exists but cannot be read at all.
+        Raises ConfigError when a file exists but cannot be read at all (or is not a
+        regular file: a device like /dev/zero would never end).
         """
         for p in (self.rotated_path, self.path):
             try:
@@ -188,11 +192,9 @@ class FenceHistory:
             except OSError as exc:
                 raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
             with fh:
-                try:
-                    for n, raw in enumerate(fh, 1):
-                        yield str(p), n, raw
-                except OSError as exc:  # e.g. a directory
-                    raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(p)) from None
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise ConfigError("cannot read: not a regular file", file=str(p))
+                yield from _numbered_lines(fh, str(p))
 
     def scan(self, node: str | None = None, limit: int | None = None) -> HistoryScan:
         """Records oldest first, optionally only those for ``node``, the last ``limit``;
@@ -224,8 +226,10 @@ class FenceHistory:
         return recs[0] if recs else None
 
 
-def _parse_line(raw: bytes) -> FenceRecord | None:
+def _parse_line(raw: bytes | None) -> FenceRecord | None:
     """One stored line as a record (None for a blank line); ValueError says why not."""
+    if raw is None:
+        raise ValueError(f"longer than {MAX_LINE} bytes")
     if not raw.endswith(b"\n"):
         raise ValueError("incomplete last line (a write was cut short)")
     try:
@@ -247,3 +251,26 @@ def _parse_line(raw: bytes) -> FenceRecord | None:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"not a JSON record ({name} is not a number)")
+
+
+MAX_LINE = 1 << 20  # a record is a few hundred bytes; a longer "line" is corrupt
+
+
+def _numbered_lines(fh: Any, file: str) -> Iterator[tuple[str, int, bytes | None]]:
+    """Numbered lines; None for a line longer than MAX_LINE (skipped without reading it
+    into memory whole, then reported like any other bad line)."""
+    n = 0
+    while True:
+        try:
+            raw = fh.readline(MAX_LINE)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from None
+        if not raw:
+            return
+        n += 1
+        if len(raw) == MAX_LINE and not raw.endswith(b"\n"):
+            while (rest := fh.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                pass  # skip to the end of the overlong line
+            yield file, n, None
+            continue
+        yield file, n, raw
