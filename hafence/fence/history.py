@@ -13,6 +13,7 @@ UTF-8, or a record whose fields have the wrong types is skipped and *reported*
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -135,6 +136,16 @@ class HistoryScan:
     skipped: list[ConfigError]
 
 
+def _open_for_append(path: Path) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _last_byte(path: Path, size: int) -> bytes:
     with open(path, "rb") as fh:
         fh.seek(size - 1)
@@ -155,10 +166,14 @@ class FenceHistory:
         return self.path.with_name(self.path.name + ".1")
 
     def append(self, record: FenceRecord) -> None:
-        """Write one record durably. Several processes may append at once (flock)."""
+        """Write one record durably. Several processes may append at once (flock).
+
+        Only ever into a regular file (OSError otherwise): a history path naming a device
+        such as /dev/null must neither block nor get its mode changed to 0600.
+        """
         line = json.dumps(record.to_dict(), sort_keys=True, default=str) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = _open_for_append(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.fchmod(fd, 0o600)
@@ -167,7 +182,7 @@ class FenceHistory:
                 os.replace(self.path, self.rotated_path)
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = _open_for_append(self.path)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 os.fchmod(fd, 0o600)
             size = os.fstat(fd).st_size

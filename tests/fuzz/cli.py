@@ -6,11 +6,13 @@ exit code other than 0 (done), 1 (the device or action failed) or 2 (usage or co
 error), or exits 2 without saying why. The devices are Redfish BMCs on a closed loopback
 TCP port (connection refused at once), so every action finishes quickly whatever the
 arguments; ``demo`` (starts a BMC) and ``watchdog`` (helper core's) are not fuzzed here.
+Commands run inside the lab directory, and no absolute path in the vocabulary is one a
+command could create or change (a history path like /dev/null is refused, not chmod'ed).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
 import socket
 from dataclasses import dataclass, field
@@ -146,7 +148,8 @@ def mutate_argv(argv: list[str], rnd: random.Random, vocabulary: list[str]) -> l
 def run_argv(lab: CliLab, argv: list[str]) -> list[str]:
     """Run ``hafence ARGV`` in-process; what is wrong with how it ended (empty: fine)."""
     env = {"HAFENCE_STATE_DIR": str(lab.state), "HAFENCE_FENCE_CFG": str(lab.cfg)}
-    result = CliRunner().invoke(cli, argv, env=env)
+    with contextlib.chdir(lab.dir):  # a relative file name lands in the lab, nowhere else
+        result = CliRunner().invoke(cli, argv, env=env)
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     problems = []
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -166,9 +169,3 @@ def run_argv(lab: CliLab, argv: list[str]) -> list[str]:
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return lines[-1][:200] if lines else ""
-
-
-def clean_env() -> None:
-    """Variables that would point a fuzzed command at the real system."""
-    for name in ("HAFENCE_FENCE_CFG", "HAFENCE_HW_CONFIG"):
-        os.environ.pop(name, None)

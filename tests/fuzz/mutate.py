@@ -92,7 +92,7 @@ INTERESTING: tuple[str, ...] = (
     "é",
     "/dev/zero",
     "/etc",
-    "/nonexistent/file",
+    "missing/file",  # relative: fuzzed commands run inside their work directory
 )
 
 BAD_BYTES: tuple[bytes, ...] = (
