@@ -23,12 +23,22 @@ MAX_CONFIG_BYTES = 4 << 20
 # C1 controls, and the Unicode line/paragraph separators: none belongs in a config file,
 # and each one makes a value look different from what the file seems to say.
 _BAD_CHAR = re.compile("[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\r(?!\n)")
+_BAD_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _where(text: str, index: int) -> tuple[int, int]:
     line = text.count("\n", 0, index) + 1
     column = index - (text.rfind("\n", 0, index) + 1) + 1
     return line, column
+
+
+def bad_character(value: str) -> str | None:
+    """What is wrong with ``value`` as a one-line config value (a NUL, a line break or
+    another control character, a line separator), or None."""
+    m = _BAD_IN_VALUE.search(value)
+    if m is None:
+        return None
+    return "a NUL byte" if m.group() == "\x00" else f"control character U+{ord(m.group()):04X}"
 
 
 def check_text(text: str, file: str) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import time
 from typing import Any
 
-from hafence.cfgtext import read_bytes
+from hafence.cfgtext import bad_character, read_bytes
 from hafence.errors import ConfigError, SecretError
 
 MASK = "******"
@@ -30,7 +30,6 @@ SECRET_SOURCES = ("file", "env", "script")
 MAX_SECRET_BYTES = 64 << 10
 SCRIPT_TIMEOUT = 10.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Secret:
@@ -75,10 +74,9 @@ def _first_line(data: bytes, where: str) -> Secret:
     except UnicodeDecodeError:
         raise SecretError(f"{where} is not UTF-8 text") from None
     line = text.split("\n", 1)[0].removesuffix("\r")
-    if "\x00" in line:
-        raise SecretError(f"{where} holds a NUL byte")
-    if _CONTROL.search(line):
-        raise SecretError(f"{where} holds a control character")
+    bad = bad_character(line)
+    if bad is not None:
+        raise SecretError(f"{where} holds {bad}")
     if not line:
         raise SecretError(f"{where} is empty")
     return Secret(line)
@@ -89,8 +87,9 @@ def _text_arg(value: Any, what: str) -> str:
         raise SecretError(f"expected {what}, got a {type(value).__name__}")
     if not value.strip():
         raise SecretError(f"no {what} given")
-    if "\x00" in value or _CONTROL.search(value):
-        raise SecretError(f"{what} contains a control character")
+    bad = bad_character(value)
+    if bad is not None:
+        raise SecretError(f"{what} contains {bad}")
     return value
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from hafence.cfgtext import bad_character
 from hafence.errors import NotSupportedError, ParamError, SecretError
 from hafence.secrets import MASK, SECRET_SOURCES, Secret, secret_from_source
 
@@ -56,9 +57,6 @@ SECONDS_RANGE = (0.0, 86400.0)
 _PORT_NAMES = frozenset({"port", "ipport", "udpport", "tcpport"})
 _INT_TEXT = re.compile(r"^[+-]?[0-9]{1,20}$|^0[xX][0-9a-fA-F]{1,16}$")
 _FLOAT_TEXT = re.compile(r"^[+-]?([0-9]{1,20}(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$")
-# Control characters have no place in an option value: the fence-agent bridge passes one
-# option per stdin line, and a device would see something other than what the file says.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -119,8 +117,11 @@ class Param:
         bounds = self.bounds
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
             raise ParamError(self.name, f"{value!r} out of range ({bounds[0]:g}..{bounds[1]:g})")
-        if isinstance(value, str) and _CONTROL.search(value):
-            raise ParamError(self.name, "must not contain control characters or line breaks")
+        # The fence-agent bridge passes one option per stdin line, and a device must see
+        # what the file says: no line breaks or other control characters.
+        bad = bad_character(value) if isinstance(value, str) else None
+        if bad is not None:
+            raise ParamError(self.name, f"must not contain {bad}")
         if self.choices and str(value) not in self.choices:
             raise ParamError(self.name, f"must be one of {', '.join(self.choices)}, got {value!r}")
         return value
@@ -171,8 +172,9 @@ class Param:
             raise ParamError(self.name, "expected a string (the secret itself)")
         if not value:
             raise ParamError(self.name, "is empty")
-        if _CONTROL.search(value):
-            raise ParamError(self.name, "must not contain control characters or line breaks")
+        bad = bad_character(value)
+        if bad is not None:
+            raise ParamError(self.name, f"must not contain {bad}")
         return raw if isinstance(raw, Secret) else Secret(value)
 
 

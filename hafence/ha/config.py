@@ -47,7 +47,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from hafence.cfgtext import config_lines, decode_config, decode_utf8
+from hafence.cfgtext import bad_character, config_lines, decode_config, decode_utf8
 from hafence.errors import ConfigError, ConfigErrors
 
 BUILTIN_RESOURCE_TYPES = ("vm", "ct")
@@ -163,6 +163,9 @@ def parse_group_name(value: str) -> str:
 def parse_comment(value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError("comment must be a single line")
+    bad = bad_character(value)
+    if bad is not None:
+        raise ValueError(f"comment must not contain {bad}")
     if len(value) > MAX_COMMENT:
         raise ValueError(f"comment longer than {MAX_COMMENT} characters")
     return value

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from hafence.cli.ha_manager import cli as ha_cli
 from hafence.cli.main import cli
 from hafence.fence import FenceHistory, FenceRecord
 from tests.fuzz.mutate import INTERESTING
@@ -145,11 +146,69 @@ def mutate_argv(argv: list[str], rnd: random.Random, vocabulary: list[str]) -> l
     return out
 
 
-def run_argv(lab: CliLab, argv: list[str]) -> list[str]:
-    """Run ``hafence ARGV`` in-process; what is wrong with how it ended (empty: fine)."""
-    env = {"HAFENCE_STATE_DIR": str(lab.state), "HAFENCE_FENCE_CFG": str(lab.cfg)}
+@dataclass
+class HaLab:
+    """An embedded store in ``dir`` with two services and a group, for ``ha-manager``."""
+
+    dir: Path
+
+    def __post_init__(self) -> None:
+        self.store = self.dir / "ha"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for argv in self.setup():
+            run_argv(self, argv)
+
+    def setup(self) -> list[list[str]]:
+        return [
+            ["groupadd", "prod", "--nodes", "node1:2,node2"],
+            ["add", "vm:100", "--group", "prod", "--node", "node1"],
+            ["add", "ct:101", "--state", "stopped", "--node", "node2"],
+        ]
+
+    def seeds(self) -> list[list[str]]:
+        return [
+            *self.setup(),
+            ["add", "vm:102", "--max_restart", "2", "--max_relocate", "0", "--comment", "x"],
+            ["set", "vm:100", "--state", "disabled", "--failback", "0"],
+            ["set", "ct:101", "--group", "prod", "--node", "node2"],
+            ["remove", "vm:102"],
+            ["config"],
+            ["groupconfig"],
+            ["groupset", "prod", "--nodes", "node1,node2:5", "--restricted", "1"],
+            ["groupremove", "prod"],
+            ["status", "--verbose"],
+            ["migrate", "vm:100", "node2"],
+            ["relocate", "ct:101", "node1"],
+            ["crm-command", "stop", "vm:100", "0"],
+            ["crm-command", "node-maintenance", "enable", "node1"],
+            ["crm-command", "disarm-ha", "freeze"],
+            ["crm-command", "arm-ha"],
+        ]
+
+    def vocabulary(self) -> list[str]:
+        words = [
+            "add", "set", "remove", "config", "groupadd", "groupset", "groupremove",
+            "groupconfig", "status", "migrate", "relocate", "crm-command", "stop",
+            "node-maintenance", "enable", "disable", "disarm-ha", "arm-ha", "freeze",
+            "ignore", "--state", "--group", "--max_restart", "--max_relocate", "--failback",
+            "--comment", "--node", "--nodes", "--restricted", "--nofailback", "--verbose",
+            "--type", "--store", "--cluster", "vm:100", "ct:101", "vm:999", "fa:1", "100",
+            "prod", "node1", "node2", "node9", "started", "stopped", "disabled", "ignored",
+            "enabled", "node1:2,node2", "node1:-1", "node1,node1", "etcd://127.0.0.1:1/x",
+        ]  # fmt: skip
+        return words + list(INTERESTING)
+
+
+def run_argv(lab: CliLab | HaLab, argv: list[str]) -> list[str]:
+    """Run ``hafence ARGV`` (``ha-manager ARGV`` for an HaLab) in-process; what is wrong
+    with how it ended (empty: fine)."""
+    if isinstance(lab, HaLab):
+        command, env = ha_cli, {"HAFENCE_STORE": str(lab.store)}
+    else:
+        env = {"HAFENCE_STATE_DIR": str(lab.state), "HAFENCE_FENCE_CFG": str(lab.cfg)}
+        command = cli
     with contextlib.chdir(lab.dir):  # a relative file name lands in the lab, nowhere else
-        result = CliRunner().invoke(cli, argv, env=env)
+        result = CliRunner().invoke(command, argv, env=env)
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     problems = []
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -50,7 +50,7 @@ from tests.fuzz import mutate as mu
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "tests" / "ha" / "scenarios"
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _NODE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 _GUEST = re.compile(r"^[1-9][0-9]{2,8}$")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hafence.cli.main import cli
-from tests.fuzz.cli import CliLab, mutate_argv, run_argv
+from tests.fuzz.cli import CliLab, HaLab, mutate_argv, run_argv
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,24 @@ def test_mutated_arguments(cli_lab: CliLab) -> None:
     def check(index: int, rnd: random.Random) -> None:
         argv = mutate_argv(seeds[index], rnd, vocabulary)
         assert run_argv(cli_lab, argv) == [], argv
+
+    check()
+
+
+def test_mutated_ha_manager_arguments(tmp_path: Path) -> None:
+    lab = HaLab(tmp_path / "ha")
+    seeds, vocabulary = lab.seeds(), lab.vocabulary()
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(st.integers(0, len(seeds) - 1), st.randoms(use_true_random=False))
+    def check(index: int, rnd: random.Random) -> None:
+        argv = mutate_argv(seeds[index], rnd, vocabulary)
+        assert run_argv(lab, argv) == [], argv
 
     check()
 
