@@ -25,6 +25,7 @@ from hafence.errors import DeviceError, FenceError, FenceTimeoutError, Unreachab
 from hafence.fence import ChainDevice, FenceDriver, FenceHistory, Fencer, build_driver
 from hafence.fence.chain import driver_class
 from hafence.fence.config import FenceConfig, is_secret_key, load_fence_config
+from hafence.fence.driver import FLAG
 from hafence.fence.fencer import ActionResult
 from hafence.fence.history import default_history_path
 
@@ -142,7 +143,7 @@ class DeviceSource:
             raise UsageProblem("give either --driver (device on the command line) or --device")
         if self.driver:
             cls = driver_class(self.driver)
-            opts: dict[str, Any] = {k: (True if v is None else v) for k, v in extra}
+            opts: dict[str, Any] = {k: (FLAG if v is None else v) for k, v in extra}
             if timeout is not None:
                 opts["timeout"] = timeout
             driver = cls(opts, label=self.label or self.driver)

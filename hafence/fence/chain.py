@@ -21,6 +21,7 @@ from hafence.fence.config import (
     masked_args,
     shell_quote,
 )
+from hafence.fence.driver import FLAG
 from hafence.secrets import MASK
 
 if TYPE_CHECKING:
@@ -61,15 +62,16 @@ class ChainDevice:
         )
 
     def options(self) -> dict[str, Any]:
-        """Driver options: bare flags become True (an error for any but a boolean);
-        fencer-owned keys are checked and dropped. Raises :class:`ParamError`."""
+        """Driver options: a bare flag is :data:`FLAG` (True for a boolean, an error for
+        any other parameter); fencer-owned keys are checked and dropped. Raises
+        :class:`ParamError`."""
         out: dict[str, Any] = {}
         for key, value in self.args:
             if key in FENCER_OWNED:
                 if value not in FENCER_ACTIONS:
                     raise ParamError(key, f"must be one of {', '.join(FENCER_ACTIONS)}")
                 continue
-            out[key] = True if value is None else value
+            out[key] = FLAG if value is None else value
         return out
 
     def command(self, *, reveal_secrets: bool = False) -> str:

@@ -59,6 +59,17 @@ _INT_TEXT = re.compile(r"^[+-]?[0-9]{1,20}$|^0[xX][0-9a-fA-F]{1,16}$")
 _FLOAT_TEXT = re.compile(r"^[+-]?([0-9]{1,20}(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$")
 
 
+class _Flag:
+    """A bare ``key`` without ``=value`` (fence.cfg, ``-o key``): a boolean's True, for
+    any other parameter a missing value."""
+
+    def __repr__(self) -> str:
+        return "FLAG"
+
+
+FLAG: Any = _Flag()
+
+
 @dataclass(frozen=True)
 class Param:
     """One driver parameter: its type, whether it is required, its default, if secret.
@@ -107,8 +118,10 @@ class Param:
         non-boolean, a number that is not finite or outside :attr:`bounds`, a value not in
         ``choices``, a control character in a string, an empty secret.
         """
-        if raw is True and self.type is not bool:
-            raise ParamError(self.name, f"needs a value ({self.name}=VALUE), not a bare flag")
+        if raw is FLAG:
+            if self.type is not bool:
+                raise ParamError(self.name, f"needs a value ({self.name}=VALUE), not a bare flag")
+            raw = True
         if self.secret:
             return self._secret(raw)
         if isinstance(raw, Secret):
@@ -285,7 +298,7 @@ class FenceDriver(abc.ABC):
                 canon = schema.names.get(base) if src in SECRET_SOURCES else None
                 if canon is None or not schema.params[canon].secret:
                     raise ParamError(key, f"unknown parameter for driver '{cls.name}'")
-                if raw is True:
+                if raw is FLAG:
                     raise ParamError(key, f"needs a value ({key}=...), not a bare flag")
                 try:
                     raw = secret_from_source(src, raw)

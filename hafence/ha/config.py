@@ -298,7 +298,8 @@ def _parse_sections(
             continue
         m = _PROP.match(raw)
         if m is None:  # indented, but not 'key value' (e.g. a no-break space first)
-            err(lineno, f"invalid property line '{_short(raw.strip())}' (expected 'KEY VALUE')")
+            line = _short(raw.strip())
+            err(lineno, f"invalid property line '{line}' (expected 'KEY VALUE')", "property")
             continue
         pkey, value = m.group("key"), m.group("value") or ""
         if cur is None:

@@ -102,8 +102,8 @@ class FenceAgentDriver(FenceDriver):
         # Generic 'fence_agent': pick the agent's schema, then validate against it.
         opts = dict(options)
         agent = opts.pop("agent", None)
-        if not agent:
-            raise ParamError("agent", f"required by driver '{cls.name}'")
+        if not agent or not isinstance(agent, str):
+            raise ParamError("agent", f"required by driver '{cls.name}' (agent=fence_x)")
         try:
             sub = cls.for_agent(str(agent))
         except UnknownDriverError as exc:
