@@ -75,8 +75,8 @@ class Param:
     """One driver parameter: its type, whether it is required, its default, if secret.
 
     ``min``/``max`` bound an int or float value (inclusive). Without them an int is
-    0..2**31-1 (a port, ``port``/``ipport``: 1..65535) and a float (seconds) 0..86400.
-    A float is always finite.
+    0..2**31-1 (a parameter named ``port``/``ipport``: 1..65535) and a float (seconds)
+    0..86400. A float is always finite.
     """
 
     name: str
@@ -102,9 +102,8 @@ class Param:
     @property
     def bounds(self) -> tuple[float, float] | None:
         """The inclusive (low, high) range of a number, None for strings and booleans."""
-        if self.type is int:
-            names = {self.name, *self.aliases}
-            lo, hi = PORT_RANGE if names & _PORT_NAMES else INT_RANGE
+        if self.type is int:  # by its own name: "port" is an outlet's alias elsewhere
+            lo, hi = PORT_RANGE if self.name in _PORT_NAMES else INT_RANGE
         elif self.type is float:
             lo, hi = SECONDS_RANGE
         else:
