@@ -30,6 +30,7 @@ returns an :class:`Outcome`. Any exception other than a hafence error escapes: t
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -175,6 +176,16 @@ def _repeated(keys: list[str]) -> str | None:
     return None
 
 
+def _parse(
+    parse: Callable[[bytes, str], Any], file: str, data: bytes, *, need_field: bool = False
+) -> tuple[Any, Outcome | None]:
+    """``(result, None)``, or ``(None, the rejection)`` when the parser refused ``data``."""
+    try:
+        return parse(data, file), None
+    except HafenceError as exc:
+        return None, Outcome(False, error_problems(exc, file, need_field=need_field, data=data))
+
+
 # -- the targets ---------------------------------------------------------------------------
 @dataclass
 class Target:
@@ -313,10 +324,9 @@ def _json_duplicates(text: str) -> list[str]:
 
 def _run_datacenter(lab: Lab, data: bytes) -> Outcome:
     file = lab.path("datacenter.cfg")
-    try:
-        dc = hacfg.parse_datacenter(data, file)
-    except HafenceError as exc:
-        return Outcome(False, error_problems(exc, file, data=data))
+    dc, rejected = _parse(hacfg.parse_datacenter, file, data)
+    if rejected:
+        return rejected
     problems = []
     text = data.decode("utf-8")
     if text.strip() and _json_duplicates(text):
@@ -386,10 +396,10 @@ def _comment_ok(comment: Any) -> bool:
 
 def _run_resources(lab: Lab, data: bytes) -> Outcome:
     file = lab.path("resources.cfg")
-    try:
-        res = hacfg.parse_resources(data, file, lab.resource_types)
-    except HafenceError as exc:
-        return Outcome(False, error_problems(exc, file, need_field=True, data=data))
+    parse = functools.partial(hacfg.parse_resources, types=lab.resource_types)
+    res, rejected = _parse(parse, file, data, need_field=True)
+    if rejected:
+        return rejected
     problems = _resource_problems(lab, res)
     if not problems:
         again = hacfg.parse_resources(hacfg.format_resources(res), file, lab.resource_types)
@@ -409,10 +419,9 @@ def _groups_seeds(lab: Lab) -> list[bytes]:
 
 def _run_groups(lab: Lab, data: bytes) -> Outcome:
     file = lab.path("groups.cfg")
-    try:
-        groups = hacfg.parse_groups(data, file)
-    except HafenceError as exc:
-        return Outcome(False, error_problems(exc, file, need_field=True, data=data))
+    groups, rejected = _parse(hacfg.parse_groups, file, data, need_field=True)
+    if rejected:
+        return rejected
     problems = []
     for name, conf in groups.items():
         if not _NAME.match(name):
@@ -457,10 +466,9 @@ _RULE_PROPS = {
 
 def _run_rules(lab: Lab, data: bytes) -> Outcome:
     file = lab.path("rules.cfg")
-    try:
-        rules = hacfg.parse_rules(data, file)
-    except HafenceError as exc:
-        return Outcome(False, error_problems(exc, file, need_field=True, data=data))
+    rules, rejected = _parse(hacfg.parse_rules, file, data, need_field=True)
+    if rejected:
+        return rejected
     problems = []
     for rid, rule in rules.items():
         kind = rule.get("type")

@@ -32,29 +32,11 @@ def test_seed_invocations_end_cleanly(cli_lab: CliLab) -> None:
         assert run_argv(cli_lab, argv) == [], argv
 
 
-def test_mutated_arguments(cli_lab: CliLab) -> None:
-    seeds, vocabulary = cli_lab.seeds(), cli_lab.vocabulary()
-
-    @settings(
-        max_examples=300,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(st.integers(0, len(seeds) - 1), st.randoms(use_true_random=False))
-    def check(index: int, rnd: random.Random) -> None:
-        argv = mutate_argv(seeds[index], rnd, vocabulary)
-        assert run_argv(cli_lab, argv) == [], argv
-
-    check()
-
-
-def test_mutated_ha_manager_arguments(tmp_path: Path) -> None:
-    lab = HaLab(tmp_path / "ha")
+def _fuzz(lab: CliLab | HaLab, examples: int) -> None:
     seeds, vocabulary = lab.seeds(), lab.vocabulary()
 
     @settings(
-        max_examples=150,
+        max_examples=examples,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -65,6 +47,14 @@ def test_mutated_ha_manager_arguments(tmp_path: Path) -> None:
         assert run_argv(lab, argv) == [], argv
 
     check()
+
+
+def test_mutated_arguments(cli_lab: CliLab) -> None:
+    _fuzz(cli_lab, 300)
+
+
+def test_mutated_ha_manager_arguments(tmp_path: Path) -> None:
+    _fuzz(HaLab(tmp_path / "ha"), 150)
 
 
 def test_the_checker_sees_a_traceback(cli_lab: CliLab, monkeypatch: pytest.MonkeyPatch) -> None:
