@@ -146,9 +146,15 @@ class FenceAgentDriver(FenceDriver):
 
     @property
     def _env_password(self) -> Secret | None:
-        """The password that goes to ipmitool through IPMI_PASSWORD (not via the agent)."""
+        """The password that goes to ipmitool through IPMI_PASSWORD (not via the agent).
+
+        Not with ``use_sudo``: sudo clears the environment, so the agent then needs the
+        password itself (and :meth:`config_warnings` says where it ends up).
+        """
         password = self.options.get("password")
-        return password if self.agent.runs_ipmitool and isinstance(password, Secret) else None
+        if not self.agent.runs_ipmitool or self.options.get("use_sudo"):
+            return None
+        return password if isinstance(password, Secret) else None
 
     def _stdin(self, action: str) -> bytes:
         lines = [f"action={action}"]
@@ -157,7 +163,7 @@ class FenceAgentDriver(FenceDriver):
         # Verbose output carries the cause that tells a wrong password from a dead device
         # (for ipmitool only with its own -v, verbose_level 2); passwords are scrubbed.
         names = {p.name for p in self.params}
-        chosen = self.options.get("verbose") is not None or self.options.get("verbose_level")
+        chosen = any(self.options.get(k) is not None for k in ("verbose", "verbose_level"))
         if not chosen and "verbose" in names:
             lines.append("verbose=1")
             if self.agent.runs_ipmitool and "verbose_level" in names:
@@ -191,8 +197,9 @@ class FenceAgentDriver(FenceDriver):
         where ``ps`` and /proc/*/cmdline show it to every local user."""
         given = [p.name for p in self.params if p.secret and self.options.get(p.name) is not None]
         if self.agent.runs_ipmitool:
-            exposed = [name for name in given if name != "password"]
-            why = "runs ipmitool with it on the command line (only the password is kept off)"
+            exposed = [n for n in given if n != "password" or self._env_password is None]
+            why = "runs ipmitool with it on the command line (only the password is kept off"
+            why += ", and not with use_sudo)" if self.options.get("use_sudo") else ")"
         elif self.agent.runs_programs:
             exposed = given
             why = "runs other programs and may put it on their command lines"

@@ -271,6 +271,10 @@ def test_config_warnings_name_secrets_that_reach_argv(lab) -> None:
     kg = ipmilan({"ip": "h", "password": "pw", "hexadecimal_kg": "0123abcd"}, label="bmc")
     [(field, message)] = kg.config_warnings()
     assert field == "hexadecimal_kg" and message.startswith("fence_ipmilan runs ipmitool")
+    sudo = ipmilan({"ip": "h", "password": "pw", "use_sudo": "1"}, label="bmc")
+    assert [f for f, _ in sudo.config_warnings()] == ["password"]
+    assert b"password=pw" in sudo._stdin("status")  # sudo clears the environment
+    assert b"password=" not in plain._stdin("status") and plain._env()["IPMI_PASSWORD"] == "pw"
     ifmib = driver_class("fence_ifmib", lab.registry)
     sw = ifmib({"ip": "h", "community": "private", "plug": "1"}, label="sw")
     [(field, message)] = sw.config_warnings()
