@@ -114,6 +114,7 @@ def fuzz_target(lab: tg.Lab, target: tg.Target, n: int, rnd: random.Random, show
 
 def fuzz_cli(lab: CliLab | HaLab, n: int, rnd: random.Random, show: int) -> Tally:
     seeds, vocabulary = lab.seeds(), lab.vocabulary()
+    lab.exit_codes.clear()  # "accepted" below: the runs that exited 0
     tally = Tally()
     start = time.monotonic()
     for _ in range(n):
@@ -124,6 +125,7 @@ def fuzz_cli(lab: CliLab | HaLab, n: int, rnd: random.Random, show: int) -> Tall
             tally.tracebacks += 1
             if len(tally.examples) < show:
                 tally.examples.append(f"{problems[0]}\n    argv {_show(argv)}")
+    tally.accepted = lab.exit_codes[0]
     tally.seconds = time.monotonic() - start
     return tally
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class CliLab:
 
     dir: Path
     port: int = field(default_factory=_closed_tcp_port)
+    exit_codes: Counter[int] = field(default_factory=Counter)  # of every run_argv
 
     def __post_init__(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +153,7 @@ class HaLab:
     """An embedded store in ``dir`` with two services and a group, for ``ha-manager``."""
 
     dir: Path
+    exit_codes: Counter[int] = field(default_factory=Counter)  # of every run_argv
 
     def __post_init__(self) -> None:
         self.store = self.dir / "ha"
@@ -209,6 +212,7 @@ def run_argv(lab: CliLab | HaLab, argv: list[str]) -> list[str]:
         command = cli
     with contextlib.chdir(lab.dir):  # a relative file name lands in the lab, nowhere else
         result = CliRunner().invoke(command, argv, env=env)
+    lab.exit_codes[result.exit_code] += 1
     output = result.output + (result.stderr if result.stderr_bytes is not None else "")
     problems = []
     if result.exception is not None and not isinstance(result.exception, SystemExit):
