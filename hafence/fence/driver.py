@@ -115,7 +115,7 @@ class Param:
 
         Raises :class:`ParamError` naming the parameter: a flag without a value for a
         non-boolean, a number that is not finite or outside :attr:`bounds`, a value not in
-        ``choices``, a control character in a string, an empty secret.
+        ``choices``, a control character in a string, an empty secret or required string.
         """
         if raw is FLAG:
             if self.type is not bool:
@@ -134,6 +134,8 @@ class Param:
         bad = bad_character(value) if isinstance(value, str) else None
         if bad is not None:
             raise ParamError(self.name, f"must not contain {bad}")
+        if value == "" and self.required:
+            raise ParamError(self.name, "must not be empty (it is required)")
         if self.choices and str(value) not in self.choices:
             raise ParamError(self.name, f"must be one of {', '.join(self.choices)}, got {value!r}")
         return value

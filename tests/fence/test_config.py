@@ -242,6 +242,7 @@ def test_reprs_mask_credentials() -> None:
         ("password=", "password", "is empty"),
         ("action=bogus", "action", "must be one of off, reboot"),
         ("action", "action", "must be one of off, reboot"),
+        ("device=", "device", "must not be empty (it is required)"),
     ],
 )
 def test_bad_values_name_line_and_field(lab, arg: str, field: str, says: str) -> None:

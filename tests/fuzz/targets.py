@@ -159,7 +159,7 @@ def option_problems(cls: type[FenceDriver], options: dict[str, Any]) -> list[str
             lo, hi = p.bounds or (-math.inf, math.inf)
             ok = isinstance(v, float) and math.isfinite(v) and lo <= v <= hi
         else:
-            ok = isinstance(v, str) and not _CONTROL.search(v)
+            ok = isinstance(v, str) and not _CONTROL.search(v) and (v != "" or not p.required)
         if ok and p.choices:
             ok = str(v) in p.choices
         if not ok:
