@@ -168,6 +168,26 @@ def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> N
         _apply_resource(conf, groups, **opts)
         resources[sid] = conf
         store.write_resources(resources)
+    _warn_outside_ha(sid)
+
+
+def _warn_outside_ha(sid: str) -> None:
+    """A service that also starts without HA (enabled at boot) can run twice: say so."""
+    from hafence.ha.resources import ResourceError, load_resource_types, split_sid
+
+    here = platform.node().split(".")[0]
+    rtype, rid = split_sid(sid)
+    try:
+        plugin = load_resource_types(here).get(rtype)
+        enabled = plugin.enabled_outside_ha(rid) if plugin is not None else None
+    except ResourceError:
+        enabled = None
+    if plugin is not None and enabled:
+        click.echo(
+            f"warning: {sid} also starts outside HA on {here}: a node that boots may run "
+            f"it while HA runs it elsewhere; {plugin.outside_ha_advice(rid)} on every node",
+            err=True,
+        )
 
 
 @cli.command("set")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from hafence.ha import state as st
+from hafence.ha.agent import exec_resource_agent
 from hafence.ha.env import Env, WatchdogHold
 from hafence.ha.manager import fenced_service_count
 
@@ -410,9 +411,9 @@ class LRM:
 
     def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:
         try:
-            return self.env.exec_resource_command(sid, conf or {}, cmd, params)
-        except Exception as exc:
-            self.env.log("err", str(exc))
+            return exec_resource_agent(self.env, sid, conf, cmd, params)
+        except Exception as exc:  # a bug in a type or the store: an error result, never a crash
+            self.env.log("err", f"service {sid}: {cmd} failed: {exc!r}")
             return st.ERROR
 
     def _finished(self, sid: str, code: Any, sc: dict[str, Any]) -> None:

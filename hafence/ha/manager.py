@@ -629,7 +629,7 @@ class Manager:
                     "info",
                     f"recover service '{sid}' from fenced node '{fenced_node}' to node '{target}'",
                 )
-            env.change_service_location(sid, fenced_node, target)
+            env.steal_service(sid, fenced_node, target)
             self.usage.add(target, sid)
             sd["node"] = target
             if sid in self.sc:

@@ -20,8 +20,9 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
 - **fencing**: :class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio
   thread so the CRM step never blocks; the step polls. fence.cfg is re-read for every
   attempt; every attempt lands in the fence history.
-- **resources**: the resource type plugins (``hafence.ha.resources``) run in a thread pool
-  bounded by the datacenter option ``max_worker``.
+- **resources**: this node's resource type plugins (``hafence.ha.resources``) for the
+  LRM's procedure (``hafence.ha.agent``), run in a thread pool bounded by the datacenter
+  option ``max_worker``; service config moves under the store's lock.
 - **watchdog**: ``hafence.watchdog.client.WatchdogClient`` to ``hafence-watchdog-mux``, or
   nothing with ``watchdog_socket=None`` (tests and development; the daemons warn loudly).
 - **log**: one line per decision through ``logging`` (logger ``hafence.ha``), prefixed
@@ -52,14 +53,9 @@ from hafence.ha.env import (
     FENCE_OK,
     FENCE_PENDING,
     Env,
+    ServiceLocationConflict,
 )
-from hafence.ha.resources import (
-    RUNNING,
-    ResourceError,
-    ResourceType,
-    load_resource_types,
-    split_sid,
-)
+from hafence.ha.resources import ResourceType, load_resource_types
 from hafence.store import Store, StoreUnavailable
 
 log = logging.getLogger("hafence.ha")
@@ -460,10 +456,10 @@ class RealEnv(Env):
             conf = resources.get(sid)
             if conf is None:
                 raise HafenceError(f"service '{sid}' is not configured")
+            if conf.get("node") == new_node:
+                return  # already moved (by an earlier round that did not get to report it)
             if conf.get("node") not in (current_node, None):
-                raise HafenceError(
-                    f"service '{sid}' is on '{conf.get('node')}', not on '{current_node}'"
-                )
+                raise ServiceLocationConflict(sid, conf["node"], current_node)
             conf["node"] = new_node
             self.store.write_resources(resources)
 
@@ -512,84 +508,6 @@ class RealEnv(Env):
             )
         return self._resource_types
 
-    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
-        """Run one LRM command (Proxmox's exec_resource_agent); blocking, run in a worker."""
-        target, timeout = _params(params)
-        try:
-            rtype, rid = split_sid(sid)
-        except ValueError as exc:
-            self.log("err", str(exc))
-            return st.ERROR
-        if conf.get("node") not in (None, self.nodename):
-            self.log("err", f"service '{sid}' not on this node")
-            return st.EWRONG_NODE
-        plugin = self.resource_types().get(rtype)
-        if plugin is None:
-            self.log("err", f"service '{sid}': no resource type '{rtype}' on this node")
-            return st.ERROR
-        try:
-            return self._exec(plugin, sid, rid, cmd, target, timeout)
-        except ResourceError as exc:
-            self.log("err", f"service {sid}: {cmd} failed ({exc.reason}): {exc.message}")
-            return st.ERROR
-
-    def _exec(
-        self,
-        plugin: ResourceType,
-        sid: str,
-        rid: str,
-        cmd: str,
-        target: str | None,
-        timeout: float | None,
-    ) -> int:
-        if cmd == "started":
-            if plugin.status(rid) == RUNNING:
-                return st.SUCCESS
-            self.log("info", f"starting service {sid}")
-            plugin.start(rid)
-            if plugin.status(rid) != RUNNING:
-                self.log("err", f"service {sid}: start reported success but it is not running")
-                return st.ERROR
-            self.log("info", f"service status {sid} started")
-            return st.SUCCESS
-        if cmd in ("request_stop", "stopped", "stop"):
-            if plugin.status(rid) == RUNNING:
-                self.log("info", f"stopping service {sid}")
-                plugin.stop(rid, timeout if timeout is not None else self.stop_timeout)
-                self.log("info", f"service status {sid} stopped")
-            return st.SUCCESS
-        if cmd in ("migrate", "relocate", "request_start_balance"):
-            if not target:
-                self.log("err", f"service {sid}: {cmd} without a target node")
-                return st.ERROR
-            if target == self.nodename:
-                return st.SUCCESS
-            if cmd == "request_start_balance" and plugin.status(rid) == RUNNING:
-                self.log("info", f"ignoring rebalance-on-start for service {sid} - already running")
-                return st.IGNORED
-            online = cmd == "migrate"
-            try:
-                plugin.migrate(rid, target, online)
-            except ResourceError as exc:
-                if exc.reason != "not_supported":
-                    raise
-                # No native migration: move it by stop here, start there (the CRM/LRM
-                # of the target starts it once the config names the target).
-                if plugin.status(rid) == RUNNING:
-                    self.log("info", f"stopping service {sid} to move it to {target}")
-                    plugin.stop(rid, self.stop_timeout)
-            self.change_service_location(sid, self.nodename, target)
-            self.log("info", f"service {sid} moved to node '{target}'")
-            return st.SUCCESS
-        if cmd == "error":
-            if plugin.status(rid) == RUNNING:
-                self.log("err", f"service {sid} is in an error state while running")
-            else:
-                self.log("warning", f"service {sid} is not running and in an error state")
-            return st.SUCCESS
-        self.log("err", f"service {sid}: unknown command '{cmd}'")
-        return st.ERROR
-
     # -- workers -------------------------------------------------------------------------
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         size = max(1, int(self._last_options.get("max_worker") or 4))
@@ -625,19 +543,3 @@ class RealEnv(Env):
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
             self._pool = None
-
-
-def _params(params: tuple[Any, ...]) -> tuple[str | None, float | None]:
-    """Accept ``(target)``, ``(timeout)``, or a dict ``{"target":..., "timeout":...}``."""
-    target: str | None = None
-    timeout: float | None = None
-    for p in params:
-        if isinstance(p, dict):
-            target = p.get("target", target)
-            if p.get("timeout") is not None:
-                timeout = float(p["timeout"])
-        elif isinstance(p, str):
-            target = p
-        elif isinstance(p, int | float):
-            timeout = float(p)
-    return target, timeout

@@ -12,6 +12,8 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from hafence.ha.env import FENCE_NONE, Env
+from hafence.ha.resources import ResourceType
+from hafence.sim.resources import SIM_TYPES
 
 if TYPE_CHECKING:
     from hafence.sim.hardware import Hardware
@@ -25,6 +27,7 @@ class SimEnv(Env):
         self.nodename = nodename
         self.role = role
         self.cur_time = 0.0
+        self._types: dict[str, ResourceType] | None = None
 
     # -- clock and log -------------------------------------------------------------------
     def loop_start(self, now: float) -> None:
@@ -135,10 +138,12 @@ class SimEnv(Env):
         return cmds
 
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
-        # only the master calls this: it is the recovery of a fenced node's service
-        for cb in self.hw.on_recover:
-            cb(sid, current_node, new_node)
         self.hw.change_service_location(sid, current_node, new_node)
+
+    def steal_service(self, sid: str, fenced_node: str, new_node: str) -> None:
+        for cb in self.hw.on_recover:  # the safety checker judges every recovery
+            cb(sid, fenced_node, new_node)
+        super().steal_service(sid, fenced_node, new_node)
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
         if sid in self.hw.service_config:
@@ -172,6 +177,7 @@ class SimEnv(Env):
         what = self.hw.status[self.nodename].get("shutdown")
         return what in ("shutdown", "reboot"), what == "reboot"
 
-    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
-        p = params[0] if params and isinstance(params[0], dict) else {}
-        return self.hw.resources.exec_command(self, sid, conf, cmd, p)
+    def resource_types(self) -> dict[str, ResourceType]:
+        if self._types is None:
+            self._types = {t.name: t(self.nodename, self) for t in SIM_TYPES}
+        return self._types

@@ -25,10 +25,15 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
-from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK
+from hafence.ha.env import (
+    FENCE_FAILED,
+    FENCE_IDLE,
+    FENCE_NONE,
+    FENCE_OK,
+    ServiceLocationConflict,
+)
 from hafence.ha.lrm import LRM
 from hafence.sim.env import SimEnv
-from hafence.sim.resources import SimResources
 
 WATCHDOG_TIMEOUT = 60
 MAX_SIM_TIME = 100_000
@@ -115,7 +120,8 @@ class Hardware:
         self.cfs: dict[str, dict[str, bool]] = {
             n: {"rw": True, "update": True} for n in self.status
         }
-        self.resources = SimResources(self)
+        # fa: guests' failed attempts so far, cluster-wide: {"start"|"migrate": {rid: n}}
+        self.fail_tries: dict[str, dict[str, int]] = {"start": {}, "migrate": {}}
         self.nodes = {
             n: SimNode(n, SimEnv(self, n, "crm"), SimEnv(self, n, "lrm"))
             for n in sorted(self.status)
@@ -126,7 +132,7 @@ class Hardware:
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
         self.on_service_change: list[Callable[[str, str, bool], None]] = []
-        self.on_recover: list[Callable[[str, str, str], None]] = []
+        self.on_recover: list[Callable[[str, str, str], None]] = []  # (sid, fenced, target)
         # when each node last dropped out (power or network off) and last lost power:
         # a recovery from a node is safe only if it lost power after it dropped out
         self.last_down: dict[str, float] = {}
@@ -175,9 +181,11 @@ class Hardware:
     def change_service_location(self, sid: str, current: str, new: str) -> None:
         cd = self.service_config.get(sid)
         if cd is None:
+            raise SimError(f"service '{sid}' is not configured")
+        if cd["node"] == new:
             return
         if cd["node"] != current:
-            raise SimError(f"service '{sid}' is on '{cd['node']}', not '{current}'")
+            raise ServiceLocationConflict(sid, cd["node"], current)
         cd["node"] = new
 
     # -- watchdogs -----------------------------------------------------------------------
@@ -454,4 +462,3 @@ def normalize_service(cd: dict[str, Any]) -> dict[str, Any]:
     cd["max_restart"] = int(cd.get("max_restart", 1))
     cd["max_relocate"] = int(cd.get("max_relocate", 1))
     return cd
-

@@ -81,6 +81,9 @@ class DummyType(ResourceType):
         self.pidfile(rid)  # validates the name
         return True  # a dummy can run anywhere
 
+    def enabled_outside_ha(self, rid: str) -> bool | None:
+        return False  # only the LRM ever starts one
+
     def status(self, rid: str) -> str:
         return RUNNING if self.pid(rid) is not None else STOPPED
 

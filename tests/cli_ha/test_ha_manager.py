@@ -322,3 +322,23 @@ def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     r = run(blocker / "ha", "add", "vm:100", "--node", "node1")
     assert r.exit_code == 1
     assert "Not a directory" in r.output and "Traceback" not in r.output
+
+
+def test_add_warns_about_a_service_enabled_outside_ha(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.daemons.fakecli import install, put
+
+    state = install(tmp_path, monkeypatch)
+    put(state, "enabled", "web.service")
+    r = run(store_dir, "add", "systemd:web", "--node", "node1")
+    assert r.exit_code == 0, r.output
+    assert "warning: systemd:web also starts outside HA" in r.output
+    assert "systemctl disable web.service" in r.output
+    assert "systemd:web" in EmbeddedStore(store_dir).read_resources()  # added all the same
+    r = run(store_dir, "add", "systemd:db", "--node", "node1")  # not enabled: no warning
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    put(state, "enabled", "200")
+    r = run(store_dir, "add", "ct:200", "--node", "node1")
+    assert "warning: ct:200 also starts outside HA" in r.output
+    assert "'pct set 200 --onboot 0'" in r.output
