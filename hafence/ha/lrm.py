@@ -42,6 +42,7 @@ class LRM:
         self.disarm: dict[str, Any] | None = None
         self.cluster_state_update = False
         self.idle_rounds = 0
+        self._round_deadline = 0.0  # until when this round may wait for workers
         self._wrote_status = False
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
@@ -194,6 +195,7 @@ class LRM:
     def do_one_iteration(self) -> bool:
         """One round; False when the daemon should exit."""
         env = self.env
+        self._round_deadline = env.get_time() + env.worker_time_budget()
         self.cluster_state_update = env.cluster_state_update()
         if not self._wrote_status:
             if self._update_lrm_status():
@@ -374,40 +376,49 @@ class LRM:
                 # a shutdown stop must not be lost behind a running command: run it next
                 w["then"] = (uid, state, params)
             return
+        # Every round queues every command again: one that is still waiting keeps its
+        # place (its tries), or status checks queued later would overtake services that
+        # never started, round after round.
         self.workers[sid] = {
             "sid": sid,
             "uid": uid,
             "state": state,
             "params": params or {},
-            "tries": 0,
+            "tries": w["tries"] if w is not None else 0,
         }
 
     def _run_workers(self) -> int:
+        """Work through the queue, ``max_worker`` at a time, longest waiting first, until it
+        is empty or this round's time for workers is used up; the count still queued."""
         env = self.env
         max_workers = int((env.ha_options() or {}).get("max_worker", 4) or 4)
         sc = env.read_service_config()
-        for uid, code in env.collect_workers().items():
-            sid, _, _ = uid.partition("\0")
-            self._finished(sid, code, sc)
-        pending = sorted(
-            (w for w in self.workers.values() if not w.get("running")),
-            key=lambda w: (-w["tries"], w["sid"]),
-        )
-        for w in pending:
-            w["tries"] += 1
-            if env.running_workers() >= max_workers:
-                continue
-            sid = w["sid"]
-            w["running"] = True
-            conf = sc.get(sid)
-            env.submit_worker(
-                f"{sid}\0{w['uid']}",
-                lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
+        while True:
+            self._collect(sc)
+            waiting = sorted(
+                (w for w in self.workers.values() if not w.get("running")),
+                key=lambda w: (-w["tries"], w["sid"]),
             )
-            # a synchronous Env has finished it already: account for it in order
-            for uid, code in env.collect_workers().items():
-                self._finished(uid.partition("\0")[0], code, sc)
-        return len(self.workers)
+            for w in waiting:
+                w["tries"] += 1  # every round it waits moves it up the queue
+                if env.running_workers() >= max_workers:
+                    continue
+                sid = w["sid"]
+                w["running"] = True
+                conf = sc.get(sid)
+                env.submit_worker(
+                    f"{sid}\0{w['uid']}",
+                    lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
+                )
+                self._collect(sc)  # a synchronous Env has finished it already
+            left = self._round_deadline - env.get_time()
+            if not env.running_workers() or left <= 0:
+                return len(self.workers)
+            env.wait_for_worker(left)
+
+    def _collect(self, sc: dict[str, Any]) -> None:
+        for uid, code in self.env.collect_workers().items():
+            self._finished(uid.partition("\0")[0], code, sc)
 
     def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:
         try:

@@ -537,6 +537,15 @@ class RealEnv(Env):
     def running_workers(self) -> int:
         return sum(1 for f in self._workers.values() if not f.done())
 
+    def wait_for_worker(self, timeout: float) -> None:
+        running = [f for f in self._workers.values() if not f.done()]
+        if running:
+            concurrent.futures.wait(running, timeout, concurrent.futures.FIRST_COMPLETED)
+
+    def worker_time_budget(self) -> float:
+        # as Proxmox's LRM (8 of its 10 s): the rest of the round renews locks and status
+        return 0.8 * self.timings.interval
+
     def close(self, wait: bool = True) -> None:
         """Stop the fence thread and (optionally) wait for running workers."""
         self.fencer.close()

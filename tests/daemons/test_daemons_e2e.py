@@ -43,7 +43,7 @@ def _dummy_pid(state_dir: Path) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, ValueError, IndexError):
         return None
-    return pid if SID.encode() in cmd and stat not in ("Z", "X") else None
+    return pid if SID.encode() in cmd[0].split() and stat not in ("Z", "X") else None
 
 
 class Cluster:

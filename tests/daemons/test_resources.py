@@ -96,7 +96,7 @@ def test_dummy_start_status_stop_real_process(dummies) -> None:
     pid = d.pid("web")
     assert pid is not None and d.status("web") == RUNNING
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"hafence-dummy" in argv and b"dummy:web" in argv and b"node1" in argv
+    assert argv[0].split() == [b"hafence-dummy", b"dummy:web", b"node1"]
     d.start("web")  # idempotent: no second process
     assert d.pid("web") == pid
     d.stop("web", 5)
