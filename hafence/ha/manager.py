@@ -21,11 +21,13 @@ Safety rules this module enforces:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from hafence.ha import state as st
-from hafence.ha.env import Env
+from hafence.ha.env import Env, ServiceLocationConflict
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.select import (
     DynamicUsage,
@@ -77,6 +79,7 @@ class Manager:
         self.rules: dict[str, Any] = {}
         self.usage = NodeUsage([])
         self.lrm_states: dict[str, str] = {}  # each node's LRM state, read every round
+        self.errors: dict[str, str] = {}  # what failed last round -> its error (logged once)
         self.crs_mode = "basic"
         self._update_crs_mode()
 
@@ -152,86 +155,89 @@ class Manager:
 
     # -- CRM commands --------------------------------------------------------------------
     def _update_crm_commands(self) -> None:
-        env, ns, ss = self.env, self.ns, self.ss
         for line in self.env.take_crm_commands():
             line = line.strip()
-            if not line:
-                continue
-            try:
-                cmd, args = st.parse_crm_command(line)
-            except st.CrmCommandError:
-                env.log("err", f"unable to parse crm command: {line}")
-                continue
-            if cmd in ("migrate", "relocate"):
-                sid, node = args
-                sd = ss.get(sid)
-                if sd is None:
-                    env.log("err", f"crm command error - no such service: {line}")
-                elif not ns.is_online(node):
-                    env.log("err", f"crm command error - node not online: {line}")
-                elif node == sd.get("node"):
-                    env.log("info", f"ignore crm command - service already on target node: {line}")
-                else:
-                    self._queue_move(line, cmd, sid, node)
-            elif cmd == "stop":
-                sid, timeout = args
-                sd = ss.get(sid)
-                if sd is None:
-                    env.log("err", f"crm command error - no such service: {line}")
-                else:
-                    env.log("info", f"got crm command: {line}")
-                    sd["cmd"] = ["stop", int(timeout)]
-            elif cmd == "enable-node-maintenance":
-                node = args[0]
-                state = ns.get(node)
-                if state == "online":
-                    self.ms.setdefault("node_request", {}).setdefault(node, {})["maintenance"] = 1
-                elif state == "maintenance":
-                    env.log(
-                        "info",
-                        f"ignoring crm command - node {node} is already in maintenance state",
-                    )
-                else:
-                    env.log("err", f"crm command error - node not online: {line}")
-            elif cmd == "disarm-ha":
-                disarm = self.ms.get("disarm")
-                if disarm:
-                    env.log(
-                        "notice",
-                        f"ignoring disarm-ha command - already in disarm state ({disarm['state']})",
-                    )
-                else:
-                    env.log("info", f"got crm command: {line}")
-                    self.ms["disarm"] = {"mode": args[0], "state": "disarming"}
-            elif cmd == "arm-ha":
-                disarm = self.ms.get("disarm")
-                if not disarm:
-                    env.log("notice", "ignoring arm-ha command - HA stack is not disarmed")
-                    continue
+            if line:
+                with self._isolated(f"crm command '{line}'", "while applying it"):
+                    self._crm_command(line)
+
+    def _crm_command(self, line: str) -> None:
+        env, ns, ss = self.env, self.ns, self.ss
+        try:
+            cmd, args = st.parse_crm_command(line)
+        except st.CrmCommandError:
+            env.log("err", f"unable to parse crm command: {line}")
+            return
+        if cmd in ("migrate", "relocate"):
+            sid, node = args
+            sd = ss.get(sid)
+            if sd is None:
+                env.log("err", f"crm command error - no such service: {line}")
+            elif not ns.is_online(node):
+                env.log("err", f"crm command error - node not online: {line}")
+            elif node == sd.get("node"):
+                env.log("info", f"ignore crm command - service already on target node: {line}")
+            else:
+                self._queue_move(line, cmd, sid, node)
+        elif cmd == "stop":
+            sid, timeout = args
+            sd = ss.get(sid)
+            if sd is None:
+                env.log("err", f"crm command error - no such service: {line}")
+            else:
                 env.log("info", f"got crm command: {line}")
-                if disarm.get("applied") and disarm["mode"] == "ignore":
-                    # services an admin moved by hand while HA looked away
-                    for sid in sorted(ss):
-                        cd = self.sc.get(sid)
-                        if cd and cd.get("node") and cd["node"] != ss[sid].get("node"):
-                            env.log(
-                                "info",
-                                f"service '{sid}': updating node '{ss[sid]['node']}' => "
-                                f"'{cd['node']}' (changed while disarmed)",
-                            )
-                            ss[sid]["node"] = cd["node"]
-                del self.ms["disarm"]
-            elif cmd == "disable-node-maintenance":
-                node = args[0]
-                state = ns.get(node)
-                if state != "maintenance":
-                    env.log(
-                        "warning",
-                        f"clearing maintenance of node {node} requested, but it's in state {state}",
-                    )
-                req = self.ms.get("node_request", {}).get(node)
-                if req:
-                    req.pop("maintenance", None)
+                sd["cmd"] = ["stop", int(timeout)]
+        elif cmd == "enable-node-maintenance":
+            node = args[0]
+            state = ns.get(node)
+            if state == "online":
+                self.ms.setdefault("node_request", {}).setdefault(node, {})["maintenance"] = 1
+            elif state == "maintenance":
+                env.log(
+                    "info",
+                    f"ignoring crm command - node {node} is already in maintenance state",
+                )
+            else:
+                env.log("err", f"crm command error - node not online: {line}")
+        elif cmd == "disarm-ha":
+            disarm = self.ms.get("disarm")
+            if disarm:
+                env.log(
+                    "notice",
+                    f"ignoring disarm-ha command - already in disarm state ({disarm['state']})",
+                )
+            else:
+                env.log("info", f"got crm command: {line}")
+                self.ms["disarm"] = {"mode": args[0], "state": "disarming"}
+        elif cmd == "arm-ha":
+            disarm = self.ms.get("disarm")
+            if not disarm:
+                env.log("notice", "ignoring arm-ha command - HA stack is not disarmed")
+                return
+            env.log("info", f"got crm command: {line}")
+            if disarm.get("applied") and disarm["mode"] == "ignore":
+                # services an admin moved by hand while HA looked away
+                for sid in sorted(ss):
+                    cd = self.sc.get(sid)
+                    if cd and cd.get("node") and cd["node"] != ss[sid].get("node"):
+                        env.log(
+                            "info",
+                            f"service '{sid}': updating node '{ss[sid]['node']}' => "
+                            f"'{cd['node']}' (changed while disarmed)",
+                        )
+                        ss[sid]["node"] = cd["node"]
+            del self.ms["disarm"]
+        elif cmd == "disable-node-maintenance":
+            node = args[0]
+            state = ns.get(node)
+            if state != "maintenance":
+                env.log(
+                    "warning",
+                    f"clearing maintenance of node {node} requested, but it's in state {state}",
+                )
+            req = self.ms.get("node_request", {}).get(node)
+            if req:
+                req.pop("maintenance", None)
 
     def _queue_move(self, line: str, cmd: str, sid: str, node: str) -> None:
         """A migrate/relocate command, checked against resource-affinity rules: refused
@@ -305,22 +311,11 @@ class Manager:
             self._recompute_usage()
             for sid in sorted(ss):
                 sd = ss[sid]
-                cd = sc.get(sid) or {"state": "disabled", "node": sd.get("node")}
-                lrm_res = lrm_results.get(sd["uid"]) if sd.get("uid") else None
                 last = sd["state"]
                 if disarming and last != "recovery":
                     continue  # only settle fenced nodes' services while disarming
-                handler = self._HANDLERS.get(last)
-                if handler is not None:
-                    handler(self, sid, cd, sd, lrm_res)
-                elif last == "freeze":
-                    if lrm_modes.get(sd.get("node") or "") == "active":
-                        self._change(sid, "started" if cd["state"] == "started" else "request_stop")
-                elif last != "fence":
-                    env.log("err", f"service '{sid}': unknown service state '{last}'")
-                mode = lrm_modes.get(sd.get("node") or "")
-                if mode == "restart" and sd["state"] in ("started", "stopped", "request_stop"):
-                    self._change(sid, "freeze")
+                with self._isolated(f"service '{sid}'", f"in state '{last}'"):
+                    self._step_service(sid, sd, sc, lrm_results, lrm_modes)
                 if sd["state"] != last:
                     repeat = True
 
@@ -331,7 +326,9 @@ class Manager:
                     continue
                 node = sd["node"]
                 if node not in fenced:
-                    fenced[node] = ns.fence_node(node)
+                    fenced[node] = False
+                    with self._isolated(f"node '{node}'", "while fencing"):
+                        fenced[node] = ns.fence_node(node)
                 if not fenced[node]:
                     continue
                 self._change(sid, "recovery")
@@ -344,11 +341,51 @@ class Manager:
                         f"node '{node}' in fence state but no services to-fence! "
                         "admin interference?!",
                     )
-                    if ns.fence_node(node):
-                        repeat = True
+                    with self._isolated(f"node '{node}'", "while fencing"):
+                        if ns.fence_node(node):
+                            repeat = True
             if not repeat:
                 break
         self.flush()
+
+    def _step_service(
+        self,
+        sid: str,
+        sd: dict[str, Any],
+        sc: dict[str, Any],
+        lrm_results: dict[str, Any],
+        lrm_modes: dict[str, str],
+    ) -> None:
+        """One service's state machine step (Proxmox's loop body in ``manage``)."""
+        cd = sc.get(sid) or {"state": "disabled", "node": sd.get("node")}
+        lrm_res = lrm_results.get(sd["uid"]) if sd.get("uid") else None
+        last = sd["state"]
+        handler = self._HANDLERS.get(last)
+        if handler is not None:
+            handler(self, sid, cd, sd, lrm_res)
+        elif last == "freeze":
+            if lrm_modes.get(sd.get("node") or "") == "active":
+                self._change(sid, "started" if cd["state"] == "started" else "request_stop")
+        elif last != "fence":
+            self.env.log("err", f"service '{sid}': unknown service state '{last}'")
+        mode = lrm_modes.get(sd.get("node") or "")
+        if mode == "restart" and sd["state"] in ("started", "stopped", "request_stop"):
+            self._change(sid, "freeze")
+
+    @contextlib.contextmanager
+    def _isolated(self, what: str, where: str) -> Iterator[None]:
+        """Run one service's (or node's) step; an error skips it for this round, logged
+        once per episode, and never stops the others or the status write."""
+        try:
+            yield
+        except Exception as exc:
+            text = f"{type(exc).__name__}: {exc}"
+            if self.errors.get(what) != text:
+                self.errors[what] = text
+                self.env.log("err", f"{what}: error {where}, skipped this round: {text}")
+            return
+        if self.errors.pop(what, None) is not None:
+            self.env.log("info", f"{what}: handled again after an error")
 
     def _disarm_step(self) -> bool:
         """Advance a requested disarm; True while services are suspended (mode ignore).
@@ -629,7 +666,11 @@ class Manager:
                     "info",
                     f"recover service '{sid}' from fenced node '{fenced_node}' to node '{target}'",
                 )
-            env.steal_service(sid, fenced_node, target)
+            try:
+                env.steal_service(sid, fenced_node, target)
+            except ServiceLocationConflict as exc:
+                self._recover_where_configured(sid, cd, sd, exc.actual)
+                return
             self.usage.add(target, sid)
             sd["node"] = target
             if sid in self.sc:
@@ -646,6 +687,32 @@ class Manager:
         if cd["state"] == "disabled":
             sd.pop("failed_nodes", None)
             self._change(sid, "stopped")
+
+    def _recover_where_configured(self, sid: str, cd: dict, sd: dict, actual: str) -> None:
+        """The config moved on before the fenced node failed (a finished migration or an
+        earlier master's recovery): the service belongs where its config is. Start it
+        there, or fence that node first when it is down too."""
+        env, fenced_node = self.env, sd["node"]
+        sd["node"] = actual
+        if sid in self.sc:
+            self.sc[sid]["node"] = actual
+        if self.ns.is_operational(actual):
+            env.log(
+                "info",
+                f"service '{sid}': config already on node '{actual}', not on fenced node "
+                f"'{fenced_node}': recovering it there",
+            )
+            self.usage.add(actual, sid)
+            self._change(
+                sid, "started" if cd["state"] == "started" else "request_stop", node=actual
+            )
+        else:
+            env.log(
+                "warning",
+                f"service '{sid}': config already on node '{actual}', not on fenced node "
+                f"'{fenced_node}', and '{actual}' is down too: fencing it first",
+            )
+            self._change(sid, "fence")
 
     def _next_error(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         if cd["state"] == "disabled":
