@@ -512,7 +512,10 @@ def crm_node_maintenance(c: Ctx, action: str, node: str) -> None:
     """Put NODE into maintenance mode (enable) or take it out (disable)."""
     store = c.store
     with _errors(), store.locked():
-        _check_node(node, _cluster_nodes(store, store.read_manager_status()), strict=True)
+        ms = store.read_manager_status()
+        _check_node(node, _cluster_nodes(store, ms), strict=True)
+        if action == "enable" and ms.get("disarm"):
+            _fail("the HA stack is disarmed: re-arm it first ('ha-manager crm-command arm-ha')")
         store.queue_crm_command(f"{action}-node-maintenance {node}")
 
 

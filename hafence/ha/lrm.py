@@ -165,26 +165,35 @@ class LRM:
             for sid, _sd in self._local_services():
                 self._queue(sid, None, "request_stop")
         self.shutdown_requested = env.get_time()
+        what = "reboot" if reboot else "shutdown"
         if shutdown:
-            if maintenance:
-                if self.mode == "maintenance":
+            if self._maintenance_requested():  # manual maintenance stays on
+                if maintenance:
                     env.log(
                         "info",
-                        "shutdown LRM, ignore maintenance policy, already in maintenance mode",
+                        f"{what} LRM, ignore maintenance policy, already in maintenance mode",
                     )
                 else:
                     env.log(
                         "info",
-                        "shutdown LRM, doing maintenance, removing this node from active list",
+                        f"{what} LRM, ignore {policy} policy as manual maintenance mode is enabled",
                     )
+            elif maintenance:
+                env.log(
+                    "info", f"{what} LRM, doing maintenance, removing this node from active list"
+                )
                 self.mode = "maintenance"
             elif freeze_all:
-                what = "reboot" if reboot else "shutdown"
                 env.log("info", f"{what} LRM, stop and freeze all services")
                 self.mode = "restart"
             else:
                 env.log("info", "shutdown LRM, stop all services")
                 self.mode = "shutdown"
+        elif self._maintenance_requested():
+            env.log(
+                "info",
+                "Restarting LRM in maintenance mode may be delayed until all services are moved",
+            )
         else:
             env.log("info", "restart LRM, freeze all services")
             self.mode = "restart"
@@ -226,13 +235,14 @@ class LRM:
             if fence_request:
                 env.log("err", "node need to be fenced - releasing agent_lock")
                 self._set_status("lost_agent_lock")
-            elif self.disarm:
-                env.log("info", "HA disarm requested, releasing agent lock and watchdog")
-                self._disarm()
             elif not self._get_agent_lock():
                 self._set_status("lost_agent_lock")
             elif self._maintenance_requested():
                 self._set_status("maintenance")
+            elif self.mode == "disarm" and not self._run_workers():
+                # no command runs any more: safe to stop protecting the node
+                env.log("info", "HA disarm requested, releasing agent lock and watchdog")
+                self._disarm()
             elif not self._local_services() and not self._run_workers():
                 self.idle_rounds += 1
                 if self.idle_rounds > MAX_IDLE_ROUNDS:
@@ -252,7 +262,11 @@ class LRM:
                     "err", "node need to be fenced during maintenance mode - releasing agent_lock"
                 )
                 self._set_status("lost_agent_lock")
-            elif not self._maintenance_requested() and self.disarm:
+            elif (
+                self.mode == "disarm"
+                and not self.active_service_count()
+                and not self._run_workers()
+            ):
                 env.log(
                     "info",
                     "HA disarm requested during maintenance, releasing agent lock and watchdog",
@@ -296,7 +310,7 @@ class LRM:
                             "lost agent lock and restart request for over 90 seconds - giving up!",
                         )
                         return False
-                else:
+                elif not self._run_workers():  # a command still running keeps the watchdog
                     self.watchdog.close()
                     return False
             return True

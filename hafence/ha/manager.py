@@ -47,6 +47,12 @@ def _new_uid(sid: str, state: str, now: float) -> str:
     return st.new_uid(sid, state, now, next(_uid_counter))
 
 
+# what a disarm in mode 'freeze' freezes (anything else is left as it is)
+_FREEZE_ON_DISARM = frozenset(
+    {"started", "stopped", "request_stop", "request_start", "request_start_balance"}
+)
+
+
 def service_type(sid: str) -> str:
     return sid.split(":", 1)[0]
 
@@ -79,6 +85,8 @@ class Manager:
         self.rules: dict[str, Any] = {}
         self.usage = NodeUsage([])
         self.lrm_states: dict[str, str] = {}  # each node's LRM state, read every round
+        self.lrm_modes: dict[str, str] = {}  # and its mode (active, shutdown, restart ...)
+        self.lrm_times: dict[str, float] = {}  # and when its LRM wrote that status
         self.errors: dict[str, str] = {}  # what failed last round -> its error (logged once)
         self.crs_mode = "basic"
         self._update_crs_mode()
@@ -139,15 +147,30 @@ class Manager:
         aff = service_affinity(sid, cd, self.groups, self.rules)
         aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
         kw.setdefault("running", bool(sd.get("running")))
-        return select_service_node(aff, self.usage, sd["node"], sid=sid, **kw)
+        return select_service_node(
+            aff, self.usage, sd["node"], sid=sid, avoid=self._closing_nodes(), **kw
+        )
+
+    def _closing_nodes(self) -> set[str]:
+        """Nodes whose LRM shuts down or restarts: they keep what they have (their LRM
+        stops or freezes it) but never receive a service, which would arrive at an LRM
+        that no longer starts anything. A node that came back since its LRM said so (a
+        reboot) is not closing: that status is from before."""
+        return {
+            n
+            for n, mode in self.lrm_modes.items()
+            if mode in ("shutdown", "restart")
+            and self.lrm_times.get(n, 0) >= self.ns.online_since.get(n, 0)
+        }
 
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
         results: dict[str, Any] = {}
         modes: dict[str, str] = {}
-        self.lrm_states = {}
+        self.lrm_states, self.lrm_modes = {}, modes
         for node in self.ns.nodes():
             lrm = self.env.read_lrm_status(node) or {}
             modes[node] = lrm.get("mode") or "active"
+            self.lrm_times[node] = float(lrm.get("timestamp") or 0)
             self.lrm_states[node] = lrm.get("state") or "unknown"
             for uid, res in (lrm.get("results") or {}).items():
                 results.setdefault(uid, res)
@@ -190,7 +213,12 @@ class Manager:
         elif cmd == "enable-node-maintenance":
             node = args[0]
             state = ns.get(node)
-            if state == "online":
+            if self.ms.get("disarm"):
+                env.log(
+                    "warning",
+                    f"ignoring maintenance command for node {node} - HA stack is disarmed",
+                )
+            elif state == "online":
                 self.ms.setdefault("node_request", {}).setdefault(node, {})["maintenance"] = 1
             elif state == "maintenance":
                 env.log(
@@ -208,6 +236,9 @@ class Manager:
                 )
             else:
                 env.log("info", f"got crm command: {line}")
+                if args[0] == "ignore":
+                    for sid in sorted(ss):
+                        env.log("info", f"disarm: suspending HA tracking for service '{sid}'")
                 self.ms["disarm"] = {"mode": args[0], "state": "disarming"}
         elif cmd == "arm-ha":
             disarm = self.ms.get("disarm")
@@ -301,19 +332,21 @@ class Manager:
             del ss[sid]
 
         self._update_crm_commands()
-        suspended = self._disarm_step()
-        disarming = bool(self.ms.get("disarm"))
+        deferred: set[str] | None = None
+        if self.ms.get("disarm"):
+            deferred = self._handle_disarm()
+            if deferred is None:  # disarm in effect: no service changes at all
+                self.flush()
+                return
 
         while True:
-            if suspended:
-                break
             repeat = False
             self._recompute_usage()
             for sid in sorted(ss):
                 sd = ss[sid]
                 last = sd["state"]
-                if disarming and last != "recovery":
-                    continue  # only settle fenced nodes' services while disarming
+                if deferred is not None and sid not in deferred:
+                    continue  # a deferred disarm lets only the transitions in flight finish
                 with self._isolated(f"service '{sid}'", f"in state '{last}'"):
                     self._step_service(sid, sd, sc, lrm_results, lrm_modes)
                 if sd["state"] != last:
@@ -387,34 +420,42 @@ class Manager:
         if self.errors.pop(what, None) is not None:
             self.env.log("info", f"{what}: handled again after an error")
 
-    def _disarm_step(self) -> bool:
-        """Advance a requested disarm; True while services are suspended (mode ignore).
+    def _handle_disarm(self) -> set[str] | None:
+        """Advance a requested disarm (Proxmox's ``handle_disarm``).
 
-        Disarming waits while any service is being fenced (its node's fate must be settled
-        with the watchdogs still armed), then freezes or suspends every service; the stack
-        is fully disarmed once no LRM is active any more.
+        While services are in fence, recovery, migrate or relocate it waits and returns
+        them: their transitions must finish with the watchdogs still armed. Then it
+        freezes (mode freeze) or stops tracking (mode ignore) every service, and the stack
+        is fully disarmed once no LRM is active any more; None: skip the service steps.
         """
-        disarm = self.ms.get("disarm")
-        if not disarm:
-            return False
+        disarm = self.ms["disarm"]
         env, ss = self.env, self.ss
-        if disarm["state"] == "disarming" and not disarm.get("applied"):
-            fenced = [sid for sid in sorted(ss) if ss[sid]["state"] == "fence"]
-            for sid in fenced:
-                env.log("warning", f"deferring disarm - service '{sid}' is in 'fence' state")
-            if not fenced:
-                for sid in sorted(ss):
-                    sd = ss[sid]
-                    if disarm["mode"] == "ignore":
-                        env.log("info", f"disarm: suspending HA tracking for service '{sid}'")
-                    elif sd["state"] in ("started", "stopped", "request_stop", "request_start"):
-                        env.log("info", f"disarm: freezing service '{sid}' (was '{sd['state']}')")
-                        keep = ("node", "failed_nodes", "maintenance_node")
-                        kept = {k: sd[k] for k in keep if k in sd}
-                        sd.clear()  # pending commands die with the freeze
-                        sd.update(kept, state="freeze", uid=_new_uid(sid, "freeze", env.get_time()))
-                disarm["applied"] = True
-        if disarm.get("applied") and disarm["state"] == "disarming":
+        mode = disarm.get("mode")
+        if mode not in st.DISARM_MODES:
+            env.log("err", f"unknown disarm-mode '{mode}', ignoring")
+            return None
+        deferred: set[str] = set()
+        for sid in sorted(ss):
+            state = ss[sid]["state"]
+            if state in ("fence", "recovery", "migrate", "relocate"):
+                level = "warning" if state in ("fence", "recovery") else "info"
+                env.log(level, f"deferring disarm - service '{sid}' is in '{state}' state")
+                deferred.add(sid)
+        if deferred:
+            return deferred
+        # runtime data (failed_nodes, cmd, target ...) dies with the disarm; a service
+        # keeps where to go back to after maintenance
+        keep = ("state", "node", "uid", "maintenance_node")
+        for sid in sorted(ss):
+            sd = ss[sid]
+            if mode == "freeze" and sd["state"] in _FREEZE_ON_DISARM:
+                env.log("info", f"disarm: freezing service '{sid}' (was '{sd['state']}')")
+                sd["state"] = "freeze"
+                sd["uid"] = _new_uid(sid, "freeze", env.get_time())
+            for key in [k for k in sd if k not in keep]:
+                del sd[key]
+        disarm["applied"] = True
+        if disarm["state"] == "disarming":
             active = [
                 n
                 for n in self.ns.nodes()
@@ -423,7 +464,7 @@ class Manager:
             if not active:
                 env.log("info", "all LRMs disarmed, HA stack is now fully disarmed")
                 disarm["state"] = "disarmed"
-        return bool(disarm.get("applied")) and disarm["mode"] == "ignore"
+        return None
 
     def flush(self) -> None:
         self.ms["node_status"] = dict(self.ns.status)
@@ -443,6 +484,11 @@ class Manager:
             self.env.log(
                 "info",
                 f"ignore service '{sid}' {what} request - service already on node '{target}'",
+            )
+            return False
+        if target in self._closing_nodes():
+            self.env.log(
+                "err", f"ignore service '{sid}' {what} request - node '{target}' is shutting down"
             )
             return False
         return True

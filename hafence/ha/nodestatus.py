@@ -26,6 +26,7 @@ class NodeStatus:
         self.last_online: dict[str, float] = {}
         self.fence_delay = fence_delay
         self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
+        self.online_since: dict[str, float] = {}  # when a node last came (back) online
 
     # -- queries -------------------------------------------------------------------------
     def get(self, node: str) -> str:
@@ -60,6 +61,8 @@ class NodeStatus:
         old = self.get(node)
         self.env.log("info", f"node '{node}': state changed from '{old}' => '{state}'")
         self.status[node] = state
+        if state == "online" and old != "maintenance":
+            self.online_since[node] = self.env.get_time()
 
     def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
         now = self.env.get_time()

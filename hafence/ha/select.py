@@ -287,8 +287,12 @@ def select_service_node(
     maintenance_fallback: str | None = None,
     best_scored: bool = False,
     running: bool = False,
+    avoid: Iterable[str] = (),
 ) -> str | None:
     """The node a service should run on, or None when no node qualifies.
+
+    - ``avoid``: nodes that may keep the service when it is on one of them, but never
+      receive it (their LRM shuts down).
 
     - ``try_next``: the start failed on ``current_node``; skip ``tried_nodes`` and prefer
       another node (relocate policy).
@@ -297,7 +301,8 @@ def select_service_node(
       priority, or anywhere in its affinity when failback is off.
     """
     groups = priority_groups(affinity, usage)
-    groups = {p: g for p, g in groups.items() if g}
+    shun = set(avoid) - {current_node}
+    groups = {p: g - shun for p, g in groups.items() if g - shun}
     sticky = not try_next and not best_scored
     # a service already running keeps its node against negative peers: the newcomer moves
     keep = running and sticky and bool(groups) and current_node in groups[max(groups)]

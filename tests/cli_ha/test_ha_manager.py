@@ -342,3 +342,16 @@ def test_add_warns_about_a_service_enabled_outside_ha(
     r = run(store_dir, "add", "ct:200", "--node", "node1")
     assert "warning: ct:200 also starts outside HA" in r.output
     assert "'pct set 200 --onboot 0'" in r.output
+
+
+def test_no_maintenance_while_disarmed(store_dir: Path) -> None:
+    s = EmbeddedStore(store_dir)
+    ms = s.read_manager_status()
+    ms["disarm"] = {"mode": "freeze", "state": "disarmed"}
+    s.write_manager_status(ms)
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "node-maintenance", "enable", "node1")
+    assert r.exit_code == 1 and "HA stack is disarmed" in r.output, r.output
+    assert files(store_dir) == before
+    r = run(store_dir, "crm-command", "node-maintenance", "disable", "node1")
+    assert r.exit_code == 0, r.output  # leaving maintenance is always allowed
