@@ -83,6 +83,24 @@ def _value(parse: Callable[[str], Any], text: str, name: str) -> Any:
         raise click.ClickException(f"{name}: {exc}") from None
 
 
+def _manager_status(store: Store) -> dict[str, Any]:
+    """The manager status, checked; a damaged one is a warning (the master rebuilds it)
+    and reads as empty, so no command is blocked by it."""
+    from hafence.ha.statefile import StateFileError, check_manager_status
+    from hafence.store.base import MANAGER_STATUS
+
+    where = store.location(MANAGER_STATUS)
+    try:
+        try:
+            data = store.read_manager_status()
+        except ValueError as exc:  # not JSON, not UTF-8
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        return check_manager_status(data, where)
+    except StateFileError as exc:
+        click.echo(f"warning: manager status damaged, ignoring it: {exc}", err=True)
+        return {"node_status": {}, "service_status": {}}
+
+
 def _cluster_nodes(store: Store, ms: dict[str, Any]) -> set[str]:
     return set(ms.get("node_status", {})) | set(store.lrm_nodes())
 
@@ -158,7 +176,7 @@ def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> N
     store = c.store
     with _errors(), store.locked():
         resources, groups = store.read_resources(), store.read_groups()
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         if sid in resources:
             _fail(f"resource ID '{sid}' already defined")
         node = node or platform.node().split(".")[0]
@@ -201,7 +219,7 @@ def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any)
     store = c.store
     with _errors(), store.locked():
         resources, groups = store.read_resources(), store.read_groups()
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         if sid not in resources:
             _fail(f"no such resource '{sid}'")
         conf = dict(resources[sid])
@@ -307,7 +325,7 @@ def groupadd(c: Ctx, group: str, gtype: str, **opts: Any) -> None:
         if group in groups:
             _fail(f"group '{group}' already defined")
         conf = hacfg.default_group()
-        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        _apply_group(conf, _cluster_nodes(store, _manager_status(store)), **opts)
         groups[group] = conf
         store.write_groups(groups)
 
@@ -334,7 +352,7 @@ def groupset(c: Ctx, group: str, delete: str | None, **opts: Any) -> None:
             if key not in GROUP_DELETABLE:
                 _fail(f"--delete: cannot delete property '{key}'")
             conf[key] = dflt[key]
-        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        _apply_group(conf, _cluster_nodes(store, _manager_status(store)), **opts)
         groups[group] = conf
         store.write_groups(groups)
 
@@ -409,7 +427,7 @@ def status(c: Ctx, verbose: bool) -> None:
     quorate = store.quorate()
     click.echo("quorum OK" if quorate else f"quorum No quorum on node '{node}'!")
     with _errors():
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         resources = store.read_resources()
         lrm_nodes = sorted(_cluster_nodes(store, ms))
         lrms = {n: store.read_lrm_status(n) for n in lrm_nodes}
@@ -439,7 +457,7 @@ def _queue_move(c: Ctx, kind: str, sid: str, node: str) -> None:
     sid = _sid(sid)
     store = c.store
     with _errors(), store.locked():
-        resources, ms = store.read_resources(), store.read_manager_status()
+        resources, ms = store.read_resources(), _manager_status(store)
         if sid not in resources:
             _fail(f"service '{sid}' is not HA managed")
         _check_node(node, _cluster_nodes(store, ms), strict=True)
@@ -497,7 +515,7 @@ def crm_stop(c: Ctx, sid: str, timeout: int) -> None:
     sid = _sid(sid)
     store = c.store
     with _errors(), store.locked():
-        resources, ms = store.read_resources(), store.read_manager_status()
+        resources, ms = store.read_resources(), _manager_status(store)
         if sid not in resources:
             _fail(f"service '{sid}' is not HA managed")
         _check_not_error(sid, ms, None)
@@ -512,7 +530,7 @@ def crm_node_maintenance(c: Ctx, action: str, node: str) -> None:
     """Put NODE into maintenance mode (enable) or take it out (disable)."""
     store = c.store
     with _errors(), store.locked():
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         _check_node(node, _cluster_nodes(store, ms), strict=True)
         if action == "enable" and ms.get("disarm"):
             _fail("the HA stack is disarmed: re-arm it first ('ha-manager crm-command arm-ha')")

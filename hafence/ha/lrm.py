@@ -43,6 +43,7 @@ class LRM:
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._round_deadline = 0.0  # until when this round may wait for workers
+        self._status_problem: str | None = None  # why the manager status did not read
         self._wrote_status = False
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
@@ -97,9 +98,12 @@ class LRM:
         env = self.env
         try:
             ms = env.read_manager_status() or {}
-        except Exception as exc:
-            env.log("err", f"updating service status from manager failed: {exc}")
+        except Exception as exc:  # keep acting on the last good one (logged once)
+            if self._status_problem != str(exc):
+                self._status_problem = str(exc)
+                env.log("err", f"updating service status from manager failed: {exc}")
             return False
+        self._status_problem = None
         self.service_status = ms.get("service_status") or {}
         self.node_state = (ms.get("node_status") or {}).get(env.nodename, "unknown")
         self.disarm = ms.get("disarm")

@@ -39,6 +39,7 @@ from hafence.ha.select import (
     service_affinity,
     used_nodes,
 )
+from hafence.ha.statefile import StateFileError
 
 _uid_counter = itertools.count()
 
@@ -69,7 +70,11 @@ class Manager:
 
     def __init__(self, env: Env, fence_delay: float | None = None) -> None:
         self.env = env
-        old = env.read_manager_status() or {}
+        try:
+            old = env.read_manager_status() or {}
+        except StateFileError as exc:
+            env.log("err", f"manager status damaged: {exc}")
+            old = self._rebuilt_status()
         self.ns = NodeStatus(env, old.get("node_status") or {})
         if fence_delay is not None:
             self.ns.fence_delay = fence_delay
@@ -88,6 +93,7 @@ class Manager:
         self.lrm_modes: dict[str, str] = {}  # and its mode (active, shutdown, restart ...)
         self.lrm_times: dict[str, float] = {}  # and when its LRM wrote that status
         self.errors: dict[str, str] = {}  # what failed last round -> its error (logged once)
+        self._last_lrm: dict[str, dict[str, Any]] = {}  # each node's last good LRM status
         self.crs_mode = "basic"
         self._update_crs_mode()
 
@@ -168,7 +174,13 @@ class Manager:
         modes: dict[str, str] = {}
         self.lrm_states, self.lrm_modes = {}, modes
         for node in self.ns.nodes():
-            lrm = self.env.read_lrm_status(node) or {}
+            what = f"lrm status of node '{node}'"
+            try:
+                lrm = self._last_lrm[node] = self.env.read_lrm_status(node) or {}
+                self._error_gone(what)
+            except StateFileError as exc:  # its LRM rewrites it every round
+                self._error_once(what, f"{what}: {exc}; using its last good version")
+                lrm = self._last_lrm.get(node, {})
             modes[node] = lrm.get("mode") or "active"
             self.lrm_times[node] = float(lrm.get("timestamp") or 0)
             self.lrm_states[node] = lrm.get("state") or "unknown"
@@ -413,12 +425,60 @@ class Manager:
             yield
         except Exception as exc:
             text = f"{type(exc).__name__}: {exc}"
-            if self.errors.get(what) != text:
-                self.errors[what] = text
-                self.env.log("err", f"{what}: error {where}, skipped this round: {text}")
+            self._error_once(what, f"{what}: error {where}, skipped this round: {text}")
             return
+        self._error_gone(what)
+
+    def _error_once(self, what: str, msg: str) -> None:
+        if self.errors.get(what) != msg:
+            self.errors[what] = msg
+            self.env.log("err", msg)
+
+    def _error_gone(self, what: str) -> None:
         if self.errors.pop(what, None) is not None:
-            self.env.log("info", f"{what}: handled again after an error")
+            self.env.log("info", f"{what}: fine again")
+
+    def _rebuilt_status(self) -> dict[str, Any]:
+        """A manager status from what can be trusted: the service config (where each
+        service is) and each LRM's status (maintenance, disarm). Every service restarts
+        its state machine where its config puts it: 'started' makes its LRM check it (and
+        start it when it is not running), a node that is down gets fenced after the fence
+        delay, as with any new master."""
+        env = self.env
+        now = env.get_time()
+        nodes = env.get_node_info()
+        lrms: dict[str, dict[str, Any]] = {}
+        for node in sorted(nodes):
+            try:
+                lrms[node] = env.read_lrm_status(node) or {}
+            except StateFileError:
+                lrms[node] = {}
+        ss: dict[str, dict[str, Any]] = {}
+        for sid, cd in sorted(env.read_service_config().items()):
+            if cd.get("state") != "ignored" and cd.get("node"):
+                state = "started" if cd.get("state") == "started" else "request_stop"
+                ss[sid] = {"state": state, "node": cd["node"], "uid": _new_uid(sid, state, now)}
+        ms: dict[str, Any] = {
+            "node_status": {
+                n: "online" if i.get("online") else "unknown" for n, i in nodes.items()
+            },
+            "service_status": ss,
+        }
+        maint = {
+            n: {"maintenance": 1} for n, lrm in lrms.items() if lrm.get("mode") == "maintenance"
+        }
+        if maint:
+            ms["node_request"] = maint
+            env.log("warning", f"rebuilt: kept {', '.join(maint)} in maintenance (as its LRM is)")
+        if any(lrm.get("mode") == "disarm" for lrm in lrms.values()):
+            ms["disarm"] = {"mode": "freeze", "state": "disarming"}
+            env.log("warning", "rebuilt: the HA stack was being disarmed: disarming (freeze)")
+        env.log(
+            "notice",
+            f"rebuilt the manager status from the service config ({len(ss)} services) and "
+            f"the LRM status of {len(lrms)} nodes",
+        )
+        return ms
 
     def _handle_disarm(self) -> set[str] | None:
         """Advance a requested disarm (Proxmox's ``handle_disarm``).

@@ -46,6 +46,7 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha import state as st
+from hafence.ha.cfgfiles import ConfigFiles
 from hafence.ha.env import (
     FENCE_FAILED,
     FENCE_IDLE,
@@ -56,7 +57,9 @@ from hafence.ha.env import (
     ServiceLocationConflict,
 )
 from hafence.ha.resources import ResourceType, load_resource_types
+from hafence.ha.statefile import StateFileError, check_lrm_status, check_manager_status
 from hafence.store import Store, StoreUnavailable
+from hafence.store.base import MANAGER_STATUS
 
 log = logging.getLogger("hafence.ha")
 
@@ -300,9 +303,9 @@ class RealEnv(Env):
         self.shutdown_probe = shutdown_probe
         self.stop_timeout = stop_timeout
         self._resource_types = resource_types
-        self._last_config: dict[str, dict[str, Any]] = {}
-        self._last_groups: dict[str, dict[str, Any]] = {}
+        self.config = ConfigFiles(store, self.log)
         self._last_options: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
+        self._status_nodes: set[str] = set()  # the nodes the last good manager status named
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._workers: dict[str, concurrent.futures.Future[Any]] = {}
@@ -352,9 +355,11 @@ class RealEnv(Env):
 
     def known_nodes(self) -> list[str]:
         nodes = set(self.store.lrm_nodes())
-        ms = self.store.read_manager_status()
-        nodes.update((ms or {}).get("node_status", {}))
-        return sorted(nodes)
+        try:
+            self.read_manager_status()
+        except StateFileError:
+            pass  # whoever relies on the status reports it; the nodes it last named stay
+        return sorted(nodes | self._status_nodes)
 
     def get_node_info(self) -> dict[str, dict[str, Any]]:
         try:
@@ -392,38 +397,45 @@ class RealEnv(Env):
 
     # -- cluster state -----------------------------------------------------------------------
     def read_manager_status(self) -> dict[str, Any]:
-        return self.store.read_manager_status()
+        """The manager status, checked (StateFileError naming file and field)."""
+        where = self.store.location(MANAGER_STATUS)
+        try:
+            data = self.store.read_manager_status()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # not JSON, not UTF-8, a torn write
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        ms = check_manager_status(data, where)
+        self._status_nodes = set(ms["node_status"])
+        return ms
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
         self.store.write_manager_status(status)
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
-        return self.store.read_lrm_status(node or self.nodename)
+        """``node``'s LRM status, checked (StateFileError naming file and field)."""
+        node = node or self.nodename
+        where = self.store.location(f"lrm_status/{node}")
+        try:
+            data = self.store.read_lrm_status(node)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        return check_lrm_status(data, where)
 
     def write_lrm_status(self, status: dict[str, Any]) -> None:
         self.store.write_lrm_status(self.nodename, status)
 
     def read_service_config(self) -> dict[str, dict[str, Any]]:
-        # A config that does not parse keeps the last good one: an empty result would
-        # read as "every service was removed" and stop them all.
-        try:
-            self._last_config = self.store.read_resources()
-        except HafenceError as exc:
-            self.log("err", f"service config unreadable, keeping the last good one: {exc}")
-        return self._last_config
+        # never "every service was removed" because of a damaged file (hafence.ha.cfgfiles)
+        return self.config.resources()
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
-        try:
-            self._last_groups = self.store.read_groups()
-        except HafenceError as exc:
-            self.log("err", f"groups config unreadable, keeping the last good one: {exc}")
-        return self._last_groups
+        return self.config.groups()
 
     def ha_options(self) -> dict[str, Any]:
-        try:
-            self._last_options = self.store.ha_options()
-        except HafenceError as exc:
-            self.log("err", f"datacenter options unreadable, keeping the last good ones: {exc}")
+        self._last_options = self.config.ha_options()
         return self._last_options
 
     def take_crm_commands(self) -> list[str]:
@@ -434,34 +446,30 @@ class RealEnv(Env):
 
     def read_rules(self) -> dict[str, dict[str, Any]]:
         """``rules.cfg`` in the store (Proxmox 9 node-affinity rules); none: ``{}``."""
-        from hafence.ha.config import parse_rules
-
-        text = self.store.read_text("rules.cfg")
-        try:
-            self._last_rules = parse_rules(text, self.store.location("rules.cfg")) if text else {}
-        except HafenceError as exc:
-            self.log("err", f"rules unreadable, keeping the last good ones: {exc}")
-        return getattr(self, "_last_rules", {})
+        return self.config.rules()
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
-        with self.store.locked():
-            resources = self.store.read_resources()
-            if sid in resources:
-                resources[sid].update(changes)
-                self.store.write_resources(resources)
+        def change(resources: dict[str, dict[str, Any]]) -> bool:
+            if sid not in resources:
+                return False
+            resources[sid].update(changes)
+            return True
+
+        self.config.rewrite_resources(change)
 
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
-        with self.store.locked():
-            resources = self.store.read_resources()
+        def change(resources: dict[str, dict[str, Any]]) -> bool:
             conf = resources.get(sid)
             if conf is None:
                 raise HafenceError(f"service '{sid}' is not configured")
             if conf.get("node") == new_node:
-                return  # already moved (by an earlier round that did not get to report it)
+                return False  # already moved (by an earlier round that did not report it)
             if conf.get("node") not in (current_node, None):
                 raise ServiceLocationConflict(sid, conf["node"], current_node)
             conf["node"] = new_node
-            self.store.write_resources(resources)
+            return True
+
+        self.config.rewrite_resources(change)
 
     # -- fencing -------------------------------------------------------------------------
     def fence_start(self, node: str) -> str:

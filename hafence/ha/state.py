@@ -67,8 +67,8 @@ SERVICE_STATES = (
 )
 NODE_STATES = ("online", "unknown", "fence", "maintenance", "gone")
 CRM_STATES = ("startup", "wait_for_quorum", "master", "slave", "lost_manager_lock")
-LRM_STATES = ("startup", "wait_for_agent_lock", "active", "lost_agent_lock")
-LRM_MODES = ("active", "restart", "shutdown", "maintenance")
+LRM_STATES = ("startup", "wait_for_agent_lock", "active", "lost_agent_lock", "maintenance")
+LRM_MODES = ("active", "restart", "shutdown", "maintenance", "disarm")
 
 # Exit codes of a resource command as the LRM reports them (Proxmox's values).
 SUCCESS = 0

@@ -355,3 +355,15 @@ def test_no_maintenance_while_disarmed(store_dir: Path) -> None:
     assert files(store_dir) == before
     r = run(store_dir, "crm-command", "node-maintenance", "disable", "node1")
     assert r.exit_code == 0, r.output  # leaving maintenance is always allowed
+
+
+@pytest.mark.parametrize("damage", [b'{"node_status": 5}', b'{"master_node": "no', b"\xff"])
+def test_a_damaged_manager_status_blocks_no_command(store_dir: Path, damage: bytes) -> None:
+    (store_dir / "manager_status").write_bytes(damage)
+    r = run(store_dir, "add", "vm:300", "--node", "node1")
+    assert r.exit_code == 0, r.output
+    assert "warning: manager status damaged, ignoring it:" in r.output
+    assert f"{store_dir / 'manager_status'}: " in r.output
+    r = run(store_dir, "status")
+    assert r.exit_code == 0 and "service vm:300 (node1, queued)" in r.output, r.output
+    assert "Traceback" not in r.output

@@ -142,6 +142,7 @@ def test_bad_config_keeps_last_good(store: Store, caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.ERROR, "hafence.ha"):
         assert e.read_service_config() == good
     assert "node1/crm: service config unreadable" in caplog.text and "state" in caplog.text
+    assert "the last good version of dummy:a" in caplog.text
 
 
 def test_change_service_location(store: Store) -> None:

@@ -82,3 +82,23 @@ def test_one_services_error_is_logged_once_and_the_others_go_on(
     assert "vm:101" in hw.running["node2"] and "vm:100" not in hw.running["node2"]
     ss = hw.manager_status["service_status"]
     assert ss["vm:101"]["state"] == "started" and ss["vm:100"]["state"] == "request_start"
+
+
+def test_a_master_that_cannot_make_progress_steps_aside() -> None:
+    hw = Hardware(
+        status={n: {"power": "off", "network": "off", "shutdown": None} for n in NODES},
+        service_config={"vm:100": {"node": "node3", "state": "started"}},
+        cmdlist=[[f"power {n} on" for n in NODES]],
+    )
+
+    def broken_write(status: dict[str, Any]) -> None:
+        raise OSError("No space left on device")  # only node1's writes fail
+
+    hw.nodes["node1"].crm_env.write_manager_status = broken_write  # type: ignore[method-assign]
+    checker = SafetyChecker(hw)
+    hw.run()
+    log = hw.log_text()
+    assert "node1/crm: no progress for 6 rounds, giving the manager lock up" in log
+    assert hw.manager_status["master_node"] != "node1"
+    assert "vm:100" in hw.running["node3"]
+    assert checker.violations == []
