@@ -15,17 +15,21 @@ are checked against them once any node is known (a fresh cluster has none yet).
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
-from hafence.errors import ConfigErrors
+from hafence.errors import ConfigErrors, HafenceError
 from hafence.ha import config as hacfg
+from hafence.ha.state import format_crm_command
 from hafence.store import LockTimeout, Store, StoreUnavailable, open_store
 
 STATE_CHOICES = [*hacfg.SERVICE_STATES, "enabled"]
@@ -548,6 +552,44 @@ def crm_disarm(c: Ctx, mode: str) -> None:
         store.queue_crm_command(f"disarm-ha {mode}")
 
 
+@crm_command.command("fence-ack")
+@click.argument("node")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def crm_fence_ack(c: Ctx, node: str, yes: bool) -> None:
+    """Confirm by hand that NODE is powered off, when its fence device cannot (its BMC
+    died with it): the master then recovers NODE's services elsewhere. Refused while
+    NODE is reachable. If NODE still runs, its services run twice: check first."""
+    from hafence.ha.realenv import node_alive_lease
+
+    store = c.store
+    with _errors():
+        ms = _manager_status(store)
+        _check_node(node, _cluster_nodes(store, ms), strict=True)
+        if store.lease_owner(node_alive_lease(node)) == node:
+            _fail(f"node '{node}' is reachable (its membership lease is alive): it is not off")
+        state = ms["node_status"].get(node)
+        if state in ("online", "maintenance"):
+            _fail(f"node '{node}' is {state} for the master: it is not off")
+    if not yes:
+        click.confirm(
+            f"Is node '{node}' powered off, and will it stay off? Its HA services will be "
+            "started on other nodes",
+            abort=True,
+        )
+    who = f"{_user()}@{platform.node().split('.')[0]}"
+    with _errors(), store.locked():
+        store.queue_crm_command(format_crm_command("fence-ack", node, who, int(time.time())))
+    click.echo(f"fence-ack of node '{node}' by {who} queued for the master")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid{os.getuid()}"
+
+
 @crm_command.command("arm-ha")
 @pass_ctx
 def crm_arm(c: Ctx) -> None:
@@ -555,6 +597,62 @@ def crm_arm(c: Ctx) -> None:
     store = c.store
     with _errors(), store.locked():
         store.queue_crm_command("arm-ha")
+
+
+# -- the cluster's fence.cfg -------------------------------------------------------------------
+@cli.group("fence-config")
+def fence_config() -> None:
+    """The cluster's fence.cfg, kept in the store: the same for every CRM
+    ('hafence-crm --fence-config store')."""
+
+
+@fence_config.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+def fence_config_import(c: Ctx, file: Path) -> None:
+    """Check FILE and make it the cluster's fence.cfg. Secrets must be references
+    (password_file=, password_env=), the same on every node: the store is shared."""
+    from hafence.fence import check_drivers, load_fence_config
+    from hafence.fence.config import is_secret_key
+    from hafence.ha.fencerun import FENCE_CFG
+
+    with _errors():
+        try:
+            cfg = load_fence_config(file)
+            check_drivers(cfg)
+        except HafenceError as exc:
+            raise click.ClickException(str(exc)) from None
+        inline = [
+            f"{file}:{line}: {key}"
+            for line, key in _fence_args(cfg)
+            if is_secret_key(key) and not key.endswith(("_file", "_env", "_script"))
+        ]
+        if inline:
+            _fail("a secret in the shared store; use password_file= (the same path on every "
+                  "node) or password_env= instead:\n  " + "\n  ".join(inline))  # fmt: skip
+        text = file.read_text()
+        with c.store.locked():
+            c.store.write_text(FENCE_CFG, text)
+    click.echo(f"{file} is now the cluster's fence.cfg ({c.store.location(FENCE_CFG)}); run "
+               "every hafence-crm with --fence-config store")  # fmt: skip
+
+
+def _fence_args(cfg: Any) -> Iterator[tuple[int, str]]:
+    for dev in cfg.devices.values():
+        for sub in dev.subdevices.values():
+            yield from ((sub.line, k) for k, _ in sub.args)
+            for conn in sub.connections.values():
+                yield from ((conn.line, k) for k, _ in conn.args)
+
+
+@fence_config.command("show")
+@pass_ctx
+def fence_config_show(c: Ctx) -> None:
+    """Print the cluster's fence.cfg (nothing when it has none)."""
+    from hafence.ha.fencerun import FENCE_CFG
+
+    with _errors():
+        click.echo(c.store.read_text(FENCE_CFG), nl=False)
 
 
 def main() -> None:

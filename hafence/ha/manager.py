@@ -78,6 +78,7 @@ class Manager:
         self.ns = NodeStatus(env, old.get("node_status") or {})
         if fence_delay is not None:
             self.ns.fence_delay = fence_delay
+        self.ns.acked = dict(old.get("fence_ack") or {})
         self.ss: dict[str, dict[str, Any]] = old.get("service_status") or {}
         self.ms: dict[str, Any] = {"master_node": env.nodename}
         # a node in (manual) maintenance stays there when the master changes
@@ -270,6 +271,9 @@ class Manager:
                         )
                         ss[sid]["node"] = cd["node"]
             del self.ms["disarm"]
+        elif cmd == "fence-ack":
+            node, by, at = args
+            self.ns.acknowledge(node, by, int(at))
         elif cmd == "disable-node-maintenance":
             node = args[0]
             state = ns.get(node)
@@ -528,6 +532,10 @@ class Manager:
 
     def flush(self) -> None:
         self.ms["node_status"] = dict(self.ns.status)
+        if self.ns.acked:  # survives a change of master
+            self.ms["fence_ack"] = dict(self.ns.acked)
+        else:
+            self.ms.pop("fence_ack", None)
         self.ms["service_status"] = self.ss
         self.ms["timestamp"] = int(self.env.get_time())
         self.env.write_manager_status(self.ms)

@@ -17,9 +17,9 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   turns offline once the lease expires, judged by the store (etcd's lease clock, or the
   embedded store's clock). The node list is every node that has an LRM status or appears
   in the manager status.
-- **fencing**: :class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio
-  thread so the CRM step never blocks; the step polls. fence.cfg is re-read for every
-  attempt; every attempt lands in the fence history.
+- **fencing**: ``hafence.ha.fencerun.FenceRunner`` runs ``hafence.fence.Fencer`` in a
+  background thread so the CRM step never blocks; fence.cfg (a file, or the cluster's copy
+  in the store) is read again for every attempt; every attempt lands in the fence history.
 - **resources**: this node's resource type plugins (``hafence.ha.resources``) for the
   LRM's procedure (``hafence.ha.agent``), run in a thread pool bounded by the datacenter
   option ``max_worker``; service config moves under the store's lock.
@@ -31,13 +31,11 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,14 +46,10 @@ from hafence.errors import HafenceError
 from hafence.ha import state as st
 from hafence.ha.cfgfiles import ConfigFiles
 from hafence.ha.env import (
-    FENCE_FAILED,
-    FENCE_IDLE,
-    FENCE_NONE,
-    FENCE_OK,
-    FENCE_PENDING,
     Env,
     ServiceLocationConflict,
 )
+from hafence.ha.fencerun import FenceRunner, FenceSource
 from hafence.ha.resources import ResourceType, load_resource_types
 from hafence.ha.statefile import StateFileError, check_lrm_status, check_manager_status
 from hafence.store import Store, StoreUnavailable
@@ -98,158 +92,6 @@ class Timings:
             )
         if self.interval * 2 > self.lease_ttl or self.interval * 2 > self.node_timeout:
             raise ValueError("lease-ttl and node-timeout must be at least twice the interval")
-
-
-class FenceRunner:
-    """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
-
-    ``config_path`` None means no hardware fencing (every node: FENCE_NONE). A node without
-    a chain in fence.cfg is FENCE_NONE too. A broken or missing fence.cfg makes a fence
-    FAILED (never NONE): services then stay in ``fence`` instead of being recovered on the
-    agent lock alone while the operator believes hardware fencing is on.
-    """
-
-    def __init__(
-        self,
-        config_path: str | os.PathLike[str] | None,
-        *,
-        actor: str,
-        history_path: str | os.PathLike[str] | None = None,
-        log_fn: Callable[[str, str], None],
-        registry: Any = None,
-        retries: int = 1,
-        backoff: float = 1.0,
-    ) -> None:
-        self.config_path = Path(config_path) if config_path is not None else None
-        self.actor = actor
-        self.history_path = history_path
-        self._log = log_fn
-        self.registry = registry
-        self.retries = retries
-        self.backoff = backoff
-        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
-        self._results: dict[str, str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                t = threading.Thread(target=loop.run_forever, name="hafence-fencer", daemon=True)
-                t.start()
-                self._loop, self._thread = loop, t
-            return self._loop
-
-    def _load(self) -> Any:
-        from hafence.fence import check_drivers, load_fence_config
-
-        assert self.config_path is not None
-        cfg = load_fence_config(self.config_path)
-        check_drivers(cfg, self.registry)  # bad options fail here, naming file/line/field
-        return cfg
-
-    def has_chain(self, node: str) -> bool | None:
-        """True/False from fence.cfg; None when fence.cfg cannot be read."""
-        if self.config_path is None:
-            return False
-        try:
-            return bool(self._load().chain(node))
-        except Exception:
-            return None
-
-    def start(self, node: str) -> str:
-        if self.config_path is None:
-            return FENCE_NONE
-        fut = self._futures.get(node)
-        if fut is not None and not fut.done():
-            return FENCE_PENDING
-        if fut is not None:
-            self.poll(node)  # record the finished attempt before starting a new one
-        try:
-            cfg = self._load()
-            chain = cfg.chain(node)
-        except Exception as exc:
-            self._log("err", f"fencing: cannot use fence config {self.config_path}: {exc}")
-            self._results[node] = FENCE_FAILED
-            self._futures.pop(node, None)
-            return FENCE_FAILED
-        if not chain:
-            return FENCE_NONE
-        self._results.pop(node, None)
-        levels = ", ".join(lv.name for lv in chain)
-        self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
-        self._futures[node] = asyncio.run_coroutine_threadsafe(
-            self._fence(cfg, node), self._ensure_loop()
-        )
-        return FENCE_PENDING
-
-    async def _fence(self, cfg: Any, node: str) -> Any:
-        from hafence.fence import FenceHistory, Fencer
-
-        history = FenceHistory(self.history_path) if self.history_path is not None else None
-        fencer = Fencer(
-            cfg,
-            self.registry,
-            history,
-            retries=self.retries,
-            backoff=self.backoff,
-            actor=self.actor,
-        )
-        return await fencer.fence(node, "off")
-
-    def poll(self, node: str) -> str:
-        if self.config_path is None:
-            return FENCE_NONE
-        fut = self._futures.get(node)
-        if fut is None:
-            if node in self._results:
-                return self._results[node]
-            chain = self.has_chain(node)
-            return FENCE_NONE if chain is False else FENCE_IDLE
-        if not fut.done():
-            return FENCE_PENDING
-        del self._futures[node]
-        try:
-            res = fut.result()
-        except Exception as exc:  # a fencer bug must read as a failed fence, never success
-            self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
-            self._results[node] = FENCE_FAILED
-            return FENCE_FAILED
-        if res.ok:
-            devs = ", ".join(res.devices)
-            self._log(
-                "notice",
-                f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
-                f"in {res.duration:.1f}s",
-            )
-            self._results[node] = FENCE_OK
-        else:
-            self._log(
-                "err",
-                f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
-            )
-            self._results[node] = FENCE_FAILED
-        return self._results[node]
-
-    def reset(self, node: str) -> None:
-        self._results.pop(node, None)
-        fut = self._futures.pop(node, None)
-        if fut is not None:
-            fut.cancel()
-
-    def close(self) -> None:
-        with self._lock:
-            loop, t = self._loop, self._thread
-            self._loop = self._thread = None
-        for fut in self._futures.values():
-            fut.cancel()
-        if loop is not None and t is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            t.join(timeout=5)
-            if not t.is_alive():
-                loop.close()
 
 
 def systemd_shutdown_probe() -> tuple[bool, bool]:
@@ -310,7 +152,7 @@ class RealEnv(Env):
         self._pool_size = 0
         self._workers: dict[str, concurrent.futures.Future[Any]] = {}
         self.fencer = FenceRunner(
-            fence_config,
+            FenceSource(fence_config, store, node, self.node_alive),
             actor=node,
             history_path=fence_history,
             log_fn=self.log,
@@ -339,12 +181,23 @@ class RealEnv(Env):
             return False
 
     def heartbeat(self) -> bool:
-        """Renew this node's membership lease (both daemons call it every loop)."""
+        """Renew this node's membership lease (both daemons call it every loop); a CRM
+        also tells the others which fence.cfg it uses (hafence.ha.fencerun)."""
         name = node_alive_lease(self.nodename)
-        return self._lease_call(
+        alive = self._lease_call(
             "membership heartbeat",
             lambda: self.store.acquire_lease(name, self.nodename, self.timings.node_timeout),
         )
+        if self.role == "crm":
+            try:
+                self.fencer.source.publish()
+            except (StoreUnavailable, OSError, HafenceError) as exc:
+                self.log("err", f"cannot publish which fence.cfg this node uses: {exc}")
+        return alive
+
+    def node_alive(self, node: str) -> bool:
+        """Whether ``node``'s membership lease is alive (its daemons run and reach us)."""
+        return self.store.lease_owner(node_alive_lease(node)) == node
 
     def leave(self) -> None:
         """Drop the membership lease (clean LRM stop): the node reads offline at once."""
@@ -363,8 +216,7 @@ class RealEnv(Env):
 
     def get_node_info(self) -> dict[str, dict[str, Any]]:
         try:
-            nodes = self.known_nodes()
-            return {n: {"online": self.store.lease_owner(node_alive_lease(n)) == n} for n in nodes}
+            return {n: {"online": self.node_alive(n)} for n in self.known_nodes()}
         except StoreUnavailable as exc:
             self.log("err", f"node info: store unavailable: {exc}")
             return {}

@@ -83,8 +83,9 @@ def check_manager_status(data: Any, where: str) -> dict[str, Any]:
             c.fail(f"{f}.cmd", f"expected a list, got {_kind(sd['cmd'])}")
     c.optional(ms, "master_node", "", c.text)
     c.optional(ms, "timestamp", "", c.number)
-    for node, req in c.obj(ms.get("node_request") or {}, "node_request").items():
-        c.obj(req, f"node_request.{node}")
+    for key in ("node_request", "fence_ack"):
+        for node, req in c.obj(ms.get(key) or {}, key).items():
+            c.obj(req, f"{key}.{node}")
     if ms.get("disarm") is not None:
         disarm = c.obj(ms["disarm"], "disarm")
         c.text(disarm.get("mode"), "disarm.mode", st.DISARM_MODES)

@@ -138,6 +138,8 @@ class Hardware:
         self.last_down: dict[str, float] = {}
         self.last_poweroff: dict[str, float] = {}
         self.last_active: dict[str, float] = {}  # last round each node's LRM was active
+        # fence-acks given: node -> (when, whether the node really was off then)
+        self.fence_acks: dict[str, tuple[float, bool]] = {}
         for cd in self.service_config.values():
             normalize_service(cd)
 
@@ -319,6 +321,9 @@ class Hardware:
             self.crm_commands.append(f"disarm-ha {args[0] if args else 'freeze'}")
         elif action == "arm-ha":
             self.crm_commands.append("arm-ha")
+        elif action == "fence-ack":  # an admin confirms the node is off (truthfully or not)
+            self.fence_acks[node] = (self.cur_time, self.status[node]["power"] == "off")
+            self.crm_commands.append(f"fence-ack {node} admin {int(self.cur_time)}")
         else:
             raise SimError(f"unsupported crm command '{cmdstr}'")
 

@@ -367,3 +367,46 @@ def test_a_damaged_manager_status_blocks_no_command(store_dir: Path, damage: byt
     r = run(store_dir, "status")
     assert r.exit_code == 0 and "service vm:300 (node1, queued)" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def _queued(store_dir: Path) -> list[str]:
+    return EmbeddedStore(store_dir).read_crm_commands()
+
+
+def test_fence_ack_asks_and_queues_who_and_when(store_dir: Path) -> None:
+    s = EmbeddedStore(store_dir)
+    ms = s.read_manager_status()
+    ms["node_status"]["node2"] = "fence"
+    s.write_manager_status(ms)
+    before = files(store_dir)
+    r = CliRunner().invoke(
+        cli, ["--store", str(store_dir), "crm-command", "fence-ack", "node2"], input="n\n"
+    )
+    assert r.exit_code == 1 and "powered off" in r.output and files(store_dir) == before
+    t0 = int(time.time())
+    r = CliRunner().invoke(
+        cli, ["--store", str(store_dir), "crm-command", "fence-ack", "node2"], input="y\n"
+    )
+    assert r.exit_code == 0, r.output
+    (line,) = _queued(store_dir)
+    cmd, node, who, at = line.split()
+    assert (cmd, node) == ("fence-ack", "node2") and "@" in who and t0 <= int(at) <= t0 + 60
+
+
+def test_fence_ack_is_refused_while_the_node_is_reachable(store_dir: Path) -> None:
+    from hafence.ha.realenv import node_alive_lease
+
+    s = EmbeddedStore(store_dir)
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "fence-ack", "node1", "--yes")  # online for the master
+    assert r.exit_code == 1 and "is online for the master" in r.output
+    ms = s.read_manager_status()
+    ms["node_status"]["node2"] = "fence"
+    s.write_manager_status(ms)
+    assert s.acquire_lease(node_alive_lease("node2"), "node2", 30)  # but its lease lives
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "fence-ack", "node2", "--yes")
+    assert r.exit_code == 1 and "membership lease is alive" in r.output
+    assert files(store_dir) == before
+    r = run(store_dir, "crm-command", "fence-ack", "node9", "--yes")
+    assert r.exit_code == 1 and "unknown node 'node9'" in r.output

@@ -313,3 +313,21 @@ def test_damaged_config_files_never_stop_a_recovery(cluster: Cluster) -> None:
     assert kept and b"dummy: other" in kept[0].read_bytes()
     conf = EmbeddedStore(d).read_resources()
     assert conf[SID]["node"] == c.where()
+
+
+def test_fence_ack_recovers_a_node_whose_bmc_died_with_it(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, "not-the-password")  # its fence can never succeed
+    c.kill_daemons("node1")
+    pid = _dummy_pid(c.state_dir("node1"))
+    assert pid
+    os.kill(pid, signal.SIGKILL)  # node1 lost power, BMC and all
+    wait_for(lambda: c.log().count("hardware fence of node 'node1' failed") >= 2, 60,
+             "two failed fence attempts")  # fmt: skip
+    r = c.ha("crm-command", "fence-ack", "node1", "--yes")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    acked = log.index("fencing: node 'node1' confirmed off by hand by ")
+    assert acked < log.index(f"recover service '{SID}' from fenced node 'node1'")
