@@ -40,6 +40,7 @@ class ConfigFiles:
         self.log = log
         self._last: dict[str, Any] = {}
         self._problems: dict[str, str] = {}  # file -> the problem logged for it
+        self._parsed_text: str | None = None  # resources.cfg as it last parsed cleanly
 
     # -- reading ---------------------------------------------------------------------------
     def resources(self) -> dict[str, dict[str, Any]]:
@@ -50,6 +51,9 @@ class ConfigFiles:
         parse cleanly (a writer keeps it aside)."""
         where = self.store.location(RESOURCES)
         text, bad_bytes = self._text(RESOURCES)
+        if not bad_bytes and text == self._parsed_text and RESOURCES not in self._problems:
+            # unchanged since it last parsed: no need to parse 10,000 sections again
+            return {sid: dict(cd) for sid, cd in self._last[RESOURCES].items()}, None
         try:
             value = hacfg.parse_resources(text, where)
         except (HafenceError, ValueError) as exc:
@@ -61,7 +65,8 @@ class ConfigFiles:
             )
             return value, text
         self._good(RESOURCES, value, bad_bytes)
-        return value, text if bad_bytes else None
+        self._parsed_text = text
+        return {sid: dict(cd) for sid, cd in value.items()}, text if bad_bytes else None
 
     def groups(self) -> dict[str, dict[str, Any]]:
         return self._read(GROUPS, hacfg.parse_groups, {})

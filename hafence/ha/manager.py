@@ -90,9 +90,11 @@ class Manager:
         self.groups: dict[str, Any] = {}
         self.rules: dict[str, Any] = {}
         self.usage = NodeUsage([])
+        self._stays: set[tuple[Any, ...]] = set()
         self.lrm_states: dict[str, str] = {}  # each node's LRM state, read every round
         self.lrm_modes: dict[str, str] = {}  # and its mode (active, shutdown, restart ...)
         self.lrm_times: dict[str, float] = {}  # and when its LRM wrote that status
+        self.closing: set[str] = set()  # nodes that receive no service (this round)
         self.errors: dict[str, str] = {}  # what failed last round -> its error (logged once)
         self._last_lrm: dict[str, dict[str, Any]] = {}  # each node's last good LRM status
         self.crs_mode = "basic"
@@ -110,7 +112,10 @@ class Manager:
         sd["state"] = new_state
         text = ", ".join(f"{k} = {params[k]}" for k in sorted(params))
         sd.update(params)
-        self._recompute_usage()
+        if self.usage.mode == "basic":  # exact counts: only this service's load changes
+            self.usage.set_service(sid, sd)
+        else:  # float sums: recounted, so the scores never drift from a fresh count
+            self._recompute_usage()
         sd["uid"] = _new_uid(sid, new_state, self.env.get_time())
         suffix = f"  ({text})" if text else ""
         self.env.log(
@@ -149,14 +154,30 @@ class Manager:
         else:
             usage = NodeUsage(online)
         self.usage = usage.fill(self.ss)
+        self._stays: set[tuple[Any, ...]] = set()  # (group, failback, node) that keep theirs
 
     def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
+        # Without rules, a service that stays put stays for its group and node alone
+        # (usage only matters for a move): decided once per round, not per service.
+        key = None
+        if not (self.rules or kw.get("try_next") or kw.get("best_scored")):
+            if kw.get("maintenance_fallback") is None:
+                key = (cd.get("group"), cd.get("failback", True), sd["node"])
+                if key in self._stays:
+                    return sd["node"]
+        target = self._select_node(sid, cd, sd, **kw)
+        if key is not None and target == sd["node"]:
+            self._stays.add(key)
+        return target
+
+    def _select_node(
+        self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any
+    ) -> str | None:
         aff = service_affinity(sid, cd, self.groups, self.rules)
-        aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
+        if self.rules:
+            aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
         kw.setdefault("running", bool(sd.get("running")))
-        return select_service_node(
-            aff, self.usage, sd["node"], sid=sid, avoid=self._closing_nodes(), **kw
-        )
+        return select_service_node(aff, self.usage, sd["node"], sid=sid, avoid=self.closing, **kw)
 
     def _closing_nodes(self) -> set[str]:
         """Nodes whose LRM shuts down or restarts: they keep what they have (their LRM
@@ -318,6 +339,7 @@ class Manager:
         node_info = env.get_node_info()
         lrm_results, lrm_modes = self._read_lrm_status()
         ns.update(node_info, lrm_modes)
+        self.closing = self._closing_nodes()
         if not ns.is_operational(env.nodename):
             env.log("info", "master seems offline")
             return
@@ -363,8 +385,13 @@ class Manager:
                 last = sd["state"]
                 if deferred is not None and sid not in deferred:
                     continue  # a deferred disarm lets only the transitions in flight finish
-                with self._isolated(f"service '{sid}'", f"in state '{last}'"):
+                try:  # (inline: this runs for every service, every round)
                     self._step_service(sid, sd, sc, lrm_results, lrm_modes)
+                except Exception as exc:
+                    self._failed(f"service '{sid}'", f"in state '{last}'", exc)
+                else:
+                    if self.errors:
+                        self._error_gone(f"service '{sid}'")
                 if sd["state"] != last:
                     repeat = True
 
@@ -428,10 +455,13 @@ class Manager:
         try:
             yield
         except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            self._error_once(what, f"{what}: error {where}, skipped this round: {text}")
+            self._failed(what, where, exc)
             return
         self._error_gone(what)
+
+    def _failed(self, what: str, where: str, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        self._error_once(what, f"{what}: error {where}, skipped this round: {text}")
 
     def _error_once(self, what: str, msg: str) -> None:
         if self.errors.get(what) != msg:
@@ -554,7 +584,7 @@ class Manager:
                 f"ignore service '{sid}' {what} request - service already on node '{target}'",
             )
             return False
-        if target in self._closing_nodes():
+        if target in self.closing:
             self.env.log(
                 "err", f"ignore service '{sid}' {what} request - node '{target}' is shutting down"
             )
@@ -766,7 +796,6 @@ class Manager:
     def _next_recovery(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         env = self.env
         fenced_node = sd["node"]
-        self._recompute_usage()
         target = self._select(sid, cd, sd, best_scored=True)
         if target:
             if target == fenced_node:
@@ -785,7 +814,6 @@ class Manager:
             except ServiceLocationConflict as exc:
                 self._recover_where_configured(sid, cd, sd, exc.actual)
                 return
-            self.usage.add(target, sid)
             sd["node"] = target
             if sid in self.sc:
                 self.sc[sid]["node"] = target
@@ -816,7 +844,6 @@ class Manager:
                 f"service '{sid}': config already on node '{actual}', not on fenced node "
                 f"'{fenced_node}': recovering it there",
             )
-            self.usage.add(actual, sid)
             self._change(
                 sid, "started" if cd["state"] == "started" else "request_stop", node=actual
             )

@@ -147,7 +147,7 @@ class RealEnv(Env):
         self._resource_types = resource_types
         self.config = ConfigFiles(store, self.log)
         self._last_options: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
-        self._status_nodes: set[str] = set()  # the nodes the last good manager status named
+        self._status_nodes: set[str] | None = None  # nodes the last good manager status named
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._workers: dict[str, concurrent.futures.Future[Any]] = {}
@@ -208,11 +208,12 @@ class RealEnv(Env):
 
     def known_nodes(self) -> list[str]:
         nodes = set(self.store.lrm_nodes())
-        try:
-            self.read_manager_status()
-        except StateFileError:
-            pass  # whoever relies on the status reports it; the nodes it last named stay
-        return sorted(nodes | self._status_nodes)
+        if self._status_nodes is None:  # the master knows what it wrote: read it once
+            try:
+                self.read_manager_status()
+            except StateFileError:
+                pass  # whoever relies on the status reports it
+        return sorted(nodes | (self._status_nodes or set()))
 
     def get_node_info(self) -> dict[str, dict[str, Any]]:
         try:
@@ -263,6 +264,7 @@ class RealEnv(Env):
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
         self.store.write_manager_status(status)
+        self._status_nodes = set(status.get("node_status") or {})
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
         """``node``'s LRM status, checked (StateFileError naming file and field)."""

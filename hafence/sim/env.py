@@ -91,13 +91,15 @@ class SimEnv(Env):
 
     def read_manager_status(self) -> dict[str, Any]:
         # a failed cfs update leaves the last state readable (stale, the step skips)
-        return copy.deepcopy(self.hw.manager_status)
+        return _copy_status(self.hw.manager_status)
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
-        self.hw.manager_status = copy.deepcopy(status)
+        self.hw.manager_status = _copy_status(status)
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
-        return copy.deepcopy(self.hw.lrm_status.get(node or self.nodename, {}))
+        lrm = self.hw.lrm_status.get(node or self.nodename, {})
+        results = {uid: dict(res) for uid, res in (lrm.get("results") or {}).items()}
+        return {**lrm, "results": results} if "results" in lrm else dict(lrm)
 
     def write_lrm_status(self, status: dict[str, Any]) -> None:
         if not self.hw.cfs_rw(self.nodename):
@@ -105,7 +107,7 @@ class SimEnv(Env):
         self.hw.lrm_status[self.nodename] = copy.deepcopy(status)
 
     def read_service_config(self) -> dict[str, dict[str, Any]]:
-        return copy.deepcopy(self.hw.service_config)
+        return {sid: dict(cd) for sid, cd in self.hw.service_config.items()}  # flat values
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.hw.groups)
@@ -181,3 +183,15 @@ class SimEnv(Env):
         if self._types is None:
             self._types = {t.name: t(self.nodename, self) for t in SIM_TYPES}
         return self._types
+
+
+def _copy_status(ms: dict[str, Any]) -> dict[str, Any]:
+    """A copy as if through a file, fast for big clusters: per-service entries are
+    copied one level deep (their only nested values are lists: failed_nodes, cmd)."""
+    out = {k: copy.deepcopy(v) for k, v in ms.items() if k != "service_status"}
+    if "service_status" in ms:
+        out["service_status"] = {
+            sid: {k: list(v) if isinstance(v, list) else v for k, v in sd.items()}
+            for sid, sd in ms["service_status"].items()
+        }
+    return out
