@@ -34,7 +34,7 @@ class SimEnv(Env):
         self.cur_time = max(self.cur_time, now)
 
     def loop_end(self) -> None:
-        self.cur_time += 1
+        self.cur_time += self.hw.iteration_seconds
 
     def get_time(self) -> float:
         return self.cur_time

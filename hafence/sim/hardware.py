@@ -5,7 +5,8 @@ of every powered node on a virtual clock, following the rhythm of Proxmox's regr
 harness so its logs compare line by line:
 
 - a loop visits the nodes in name order; each powered node runs one CRM iteration, then one
-  LRM iteration; an iteration starts at the cluster time and ends one second later;
+  LRM iteration; an iteration starts at the cluster time and ends one second later
+  (``iteration_seconds``: less for clusters so big that a loop would outlast a watchdog);
 - after each node, every node's watchdogs are checked; one not fed for 60 s powers its
   node off;
 - a loop lasts at least 20 s; every 5th loop applies the next entry of the command list
@@ -105,6 +106,9 @@ class Hardware:
     dynamic_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     cmdlist: list[list[str]] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
+    # how far one daemon iteration advances its clock (Proxmox's harness: 1 s). Big
+    # clusters want less: a loop over all nodes must stay well within the watchdog.
+    iteration_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         self.cur_time = 0.0
@@ -421,7 +425,7 @@ class Hardware:
         """One loop over all nodes plus the command list; False when the run is over."""
         start = self.cur_time
         names = sorted(self.nodes)
-        looptime = max(20, 2 * len(names))
+        looptime = max(20, 2 * len(names) * self.iteration_seconds)
         skip_crm = self.skip_crm_rounds > 0
         if skip_crm:
             self.skip_crm_rounds -= 1
