@@ -71,8 +71,6 @@ def node_alive_lease(node: str) -> str:
     return f"ha_node_{node}_alive"
 
 
-
-
 def systemd_shutdown_probe() -> tuple[bool, bool]:
     """``(shutdown, reboot)`` from systemd's queued jobs, as Proxmox's LRM checks them."""
     if shutil.which("systemctl") is None:
