@@ -100,15 +100,20 @@ class ConfigFiles:
 
     # -- helpers -----------------------------------------------------------------------------
     def _text(self, name: str) -> tuple[str, bool]:
+        # The daemons read past a stray byte (a comment must not stop HA); the CLIs and
+        # `store.read_text` refuse it, naming the line.
+        raw = self.store.read_bytes(name) or b""
         try:
-            return self.store.read_text(name), False
+            return raw.decode(), False
         except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
             self._problem(
                 f"{name}#utf8",
-                f"{self.store.location(name)}: byte {exc.start} is not UTF-8, read as U+FFFD",
+                f"{self.store.location(name)}:{line}: byte {exc.start} is not UTF-8, read as "
+                "U+FFFD",
                 "warning",
             )
-            return exc.object.decode("utf-8", "replace"), True
+            return raw.decode("utf-8", "replace"), True
 
     def _read(self, name: str, parse: Callable[[str, str], Any], default: Any) -> Any:
         text, bad_bytes = self._text(name)

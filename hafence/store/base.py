@@ -106,6 +106,10 @@ class Store(abc.ABC):
         """Release connections (etcd); nothing for the embedded store."""
 
     # -- text / JSON helpers -----------------------------------------------------------------
+    def read_bytes(self, name: str) -> bytes | None:
+        """The blob's stored bytes, undecoded (None if absent)."""
+        return self._get(name)
+
     def read_text(self, name: str) -> str:
         """The blob as UTF-8 text ("" if absent); ConfigErrors names it and the line of a
         byte that is not UTF-8."""

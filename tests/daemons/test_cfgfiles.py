@@ -30,11 +30,19 @@ def test_a_byte_that_is_not_utf8_in_a_comment_is_read_anyway(store: Store) -> No
     assert set(cfg.resources()) == {"dummy:a", "dummy:b"}
     assert "byte 5 is not UTF-8, read as U+FFFD" in log.text()
     store._put("rules.cfg", b"# r\xe8gles\n")
-    store._put("datacenter.cfg", b'{"ha": {"max_worker": 2}, "note": "\xff"}')
     assert cfg.rules() == {}
+    # datacenter.cfg is JSON with a closed schema: a stray byte can only sit in an invalid
+    # value, so the last good options stay
+    store._put("datacenter.cfg", b'{"ha": {"max_worker": 2}}')
+    assert cfg.ha_options()["max_worker"] == 2
+    store._put("datacenter.cfg", b'{"ha": {"max_worker": 3, "shutdown_policy": "\xff"}}')
     assert cfg.ha_options()["max_worker"] == 2
     cfg.resources()
-    assert len(log) == 3  # once per file and episode, not every read
+    cfg.ha_options()
+    assert (
+        "datacenter.cfg unreadable" in log.text() and "keeping the last good version" in log.text()
+    )
+    assert len(log) == 4  # once per file and episode, not every read
 
 
 def test_a_damaged_section_keeps_its_last_good_version(store: Store) -> None:

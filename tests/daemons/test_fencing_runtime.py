@@ -113,7 +113,8 @@ def test_a_crm_with_its_own_file_is_refused_when_the_store_holds_one(tmp_path: P
     argv = [sys.executable, "-c", "from hafence.daemons import crm_main; crm_main()",
             "--node", "node1", "--store", str(tmp_path / "ha"), "--no-watchdog",
             "--fence-config", str(tmp_path / "f.cfg"), "--interval", "0.2",
-            "--lease-ttl", "2", "--watchdog-timeout", "1", "--node-timeout", "1"]  # fmt: skip
+            "--lease-ttl", "4", "--watchdog-timeout", "1", "--watchdog-hw-timeout", "1",
+            "--node-timeout", "1"]  # fmt: skip
     EmbeddedStore(tmp_path / "ha").write_text("fence.cfg", BROKEN.replace("bogus=1", "x=1"))
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
