@@ -13,14 +13,32 @@ What it holds (the same names as Proxmox's /etc/pve/ha):
   run it on virtual time; etcd judges it with its own leases.
 
 ``locked()`` serialises read-modify-write sequences between processes (``ha-manager``
-commands and the CRM). Backends implement the raw ``_get``/``_put`` of named blobs; parsing,
-validation and the lock discipline live here, once.
+commands and the CRM). Backends implement the raw versioned ``_read``/``_write`` of named
+blobs; parsing, validation, the lock discipline and "write only what changed" live here,
+once.
+
+**Writes only what changed.** The store remembers the bytes and the backend version
+(etcd: ``mod_revision``; embedded: inode, mtime and size) of every blob it last read or
+wrote. Writing the same bytes again is skipped when the stored version is still the one
+it knows (etcd checks that in a transaction without a write: no new revision), so a
+round that changes nothing writes nothing, and a write over someone else's change is
+never skipped. The manager and LRM status carry a ``timestamp`` that the HA core bumps
+every round; a status whose only change is that timestamp is written at most every
+``status_refresh`` seconds (default 60). Liveness is therefore read from the leases, not
+from those timestamps: the master is alive while it holds ``ha_manager_lock``, a node
+while it holds ``ha_node_<node>_alive`` (:meth:`Store.lease_owner`).
+
+**Round deadline.** :meth:`Store.set_deadline` bounds the store calls of the calling
+thread (the daemon loop sets it at the start of each round, see
+:func:`hafence.store.deadline.round_budget`); a call after it fails at once with
+:class:`StoreUnavailable`.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -34,25 +52,50 @@ MANAGER_STATUS = "manager_status"
 CRM_COMMANDS = "crm_commands"
 
 
+STATUS_REFRESH = 60.0  # seconds: a timestamp-only status change is written this often
+
+
+class StoreUnavailable(Exception):
+    """The backend cannot be reached (etcd down or without quorum), or refuses the call."""
+
+
+class StoreFull(StoreUnavailable):
+    """etcd's space quota is exhausted: every write is refused until an operator acts."""
+
+
 class LockTimeout(Exception):
     """The read-modify-write lock could not be taken within the time bound."""
 
 
-class StoreUnavailable(Exception):
-    """The backend cannot be reached (etcd down or without quorum)."""
+class LockLost(LockTimeout):
+    """The read-modify-write lock expired or passed to another process before the write:
+    nothing was written."""
 
 
 class Store(abc.ABC):
     """Cluster state: config, status, commands and lease locks."""
 
+    status_refresh: float = STATUS_REFRESH
+
+    def __init__(self) -> None:
+        # name -> (bytes, backend version) last read or written by this object
+        self._known: dict[str, tuple[bytes | None, Any]] = {}
+        # status name -> (JSON without the timestamp, the timestamp stored)
+        self._status_seen: dict[str, tuple[str, Any]] = {}
+        self._thread = threading.local()
+
     # -- raw blobs, implemented by a backend ------------------------------------------------
     @abc.abstractmethod
-    def _get(self, name: str) -> bytes | None:
-        """Content of blob ``name`` (e.g. ``lrm_status/node1``) or None if absent."""
+    def _read(self, name: str) -> tuple[bytes | None, Any]:
+        """Content of blob ``name`` (e.g. ``lrm_status/node1``) or None, and its version."""
 
     @abc.abstractmethod
-    def _put(self, name: str, data: bytes) -> None:
-        """Replace blob ``name`` atomically."""
+    def _write(self, name: str, data: bytes, unless: Any = None) -> Any:
+        """Replace blob ``name`` atomically; its new version.
+
+        With ``unless`` (a version from ``_read``/``_write``) the backend skips the write
+        while the stored version is still ``unless`` (the caller knows it holds ``data``).
+        """
 
     @abc.abstractmethod
     def _delete(self, name: str) -> None: ...
@@ -68,6 +111,29 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def quorate(self) -> bool:
         """True when writes are safe (embedded: always; etcd: the cluster answers)."""
+
+    def _get(self, name: str) -> bytes | None:
+        data, version = self._read(name)
+        self._known[name] = (data, version)
+        return data
+
+    def _put(self, name: str, data: bytes) -> None:
+        known = self._known.get(name)
+        unless = known[1] if known is not None and known[0] == data else None
+        self._known[name] = (data, self._write(name, data, unless))
+
+    # -- round deadline ----------------------------------------------------------------------
+    def set_deadline(self, deadline: float | None) -> None:
+        """Bound this thread's store calls: after ``deadline`` (``time.monotonic()``) they
+        fail fast with StoreUnavailable; None lifts the bound."""
+        self._thread.deadline = deadline
+
+    def deadline(self) -> float | None:
+        return getattr(self._thread, "deadline", None)
+
+    def keep_leases_until(self, until: float | None) -> None:
+        """Background lease keep-alive (etcd) may renew this process's leases until
+        ``until`` (``time.monotonic()``); the daemon loop moves it on every round."""
 
     # -- lease locks -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -119,7 +185,35 @@ class Store(abc.ABC):
         return json.loads(raw)
 
     def _write_json(self, name: str, data: Any) -> None:
-        self._put(name, (json.dumps(data, indent=4, sort_keys=True) + "\n").encode())
+        self._put(name, encode_json(data))
+
+    def _read_status(self, name: str) -> dict[str, Any]:
+        status = self._read_json(name)
+        if isinstance(status, dict):
+            rest = {k: v for k, v in status.items() if k != "timestamp"}
+            self._status_seen[name] = (encode_json(rest).decode(), status.get("timestamp"))
+        return status
+
+    def _status_bytes(self, name: str, status: dict[str, Any]) -> bytes:
+        """The bytes to store for ``status``: when only its ``timestamp`` moved (and the
+        stored one is younger than ``status_refresh``), the stored timestamp is kept, so
+        the write is skipped as unchanged."""
+        rest = {k: v for k, v in status.items() if k != "timestamp"}
+        body = encode_json(rest).decode()
+        ts = status.get("timestamp")
+        seen = self._status_seen.get(name)
+        if (
+            seen is not None
+            and seen[0] == body
+            and isinstance(ts, int | float)
+            and isinstance(seen[1], int | float)
+            and 0 <= ts - seen[1] < self.status_refresh
+        ):
+            ts = seen[1]
+        self._status_seen[name] = (body, ts)
+        if ts is None and "timestamp" not in status:
+            return encode_json(rest)
+        return encode_json({**rest, "timestamp": ts})
 
     def location(self, name: str) -> str:
         """How error messages name a blob (a path or a key)."""
@@ -152,18 +246,19 @@ class Store(abc.ABC):
 
     # -- status ------------------------------------------------------------------------------
     def read_manager_status(self) -> dict[str, Any]:
-        return self._read_json(MANAGER_STATUS)
+        return self._read_status(MANAGER_STATUS)
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
-        self._write_json(MANAGER_STATUS, status)
+        self._put(MANAGER_STATUS, self._status_bytes(MANAGER_STATUS, status))
 
     def read_lrm_status(self, node: str) -> dict[str, Any]:
         hacfg.parse_node_name(node)
-        return self._read_json(f"lrm_status/{node}")
+        return self._read_status(f"lrm_status/{node}")
 
     def write_lrm_status(self, node: str, status: dict[str, Any]) -> None:
         hacfg.parse_node_name(node)
-        self._write_json(f"lrm_status/{node}", status)
+        name = f"lrm_status/{node}"
+        self._put(name, self._status_bytes(name, status))
 
     def lrm_nodes(self) -> list[str]:
         return sorted(self._list("lrm_status"))
@@ -182,7 +277,13 @@ class Store(abc.ABC):
             self.write_text(CRM_COMMANDS, "".join(c + "\n" for c in cmds))
 
     def take_crm_commands(self) -> list[str]:
-        """Read and clear the queue in one step (the CRM's side)."""
+        """Read and clear the queue in one step (the CRM's side).
+
+        An empty queue is answered without the lock: the lock costs writes (etcd: two
+        revisions) every round, and a command queued after the look is seen next round.
+        """
+        if not self.read_crm_commands():
+            return []
         with self.locked():
             cmds = self.read_crm_commands()
             if cmds:
@@ -201,3 +302,8 @@ class Store(abc.ABC):
         names = [RESOURCES, GROUPS, DATACENTER, MANAGER_STATUS, CRM_COMMANDS]
         names += [f"lrm_status/{n}" for n in self.lrm_nodes()]
         return {n: self._get(n) for n in names}
+
+
+def encode_json(data: Any) -> bytes:
+    """Compact, key-sorted JSON (equal data, equal bytes: unchanged writes are skipped)."""
+    return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()

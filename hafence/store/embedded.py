@@ -1,9 +1,24 @@
 """The embedded store: a directory like /etc/pve/ha, for one machine, tests and the simulator.
 
 Layout: ``resources.cfg``, ``groups.cfg``, ``datacenter.cfg``, ``manager_status``,
-``crm_commands``, ``lrm_status/<node>``, ``leases/<name>`` (JSON owner + expiry) and
-``.lock`` (the fcntl lock for read-modify-write). Every write is atomic (temp file, fsync,
-``os.replace``) and mode 0600; the directory is 0700.
+``crm_commands``, ``lrm_status/<node>``, ``leases/<name>`` (JSON owner + expiry),
+``nodes/<node>`` (the machine a node's daemons ran on) and ``.lock`` (the fcntl lock for
+read-modify-write). Every write is atomic (temp file, fsync, ``os.replace``) and mode
+0600; the directory is 0700.
+
+**One machine only.** Daemons on several machines that each use their own directory
+would silently form separate one-node clusters. So every daemon records its node with
+this machine's id (:meth:`EmbeddedStore.claim_node`), and :meth:`EmbeddedStore.check_local`
+refuses a store whose configured nodes did not all run on this machine; several nodes
+on one machine (tests, demos) pass. A cluster of machines uses etcd.
+
+**Locks.** ``locked()`` is an ``flock``: the kernel drops it when its holder dies (even
+``kill -9``), and a holder that is merely paused (SIGSTOP) keeps it, so other writers
+wait (:class:`LockTimeout`) instead of overwriting: there is no lifetime after which a
+late writer could overwrite a newer change, as with etcd's lock.
+
+**Temp files** of writers killed mid-write are removed when a store is opened, only those
+whose writer is gone (:func:`hafence.store.atomic.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -12,21 +27,29 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from hafence.store.atomic import write_atomic
-from hafence.store.base import LockTimeout, Store
+from hafence.errors import HafenceError
+from hafence.ha import config as hacfg
+from hafence.store import proc
+from hafence.store.atomic import remove_stale_temps, write_atomic
+from hafence.store.base import MANAGER_STATUS, LockTimeout, Store, StoreUnavailable
 
 DEFAULT_DIR = "/etc/hafence/ha"
 ENV_DIR = "HAFENCE_HA_DIR"
+SUBDIRS = ("lrm_status", "leases", "nodes")
 
 
 def default_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+class NotLocal(Exception):
+    """The embedded store names nodes that did not run on this machine."""
 
 
 class EmbeddedStore(Store):
@@ -37,10 +60,11 @@ class EmbeddedStore(Store):
         path: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.path = Path(path) if path is not None else default_dir()
         self.clock = clock
         self.poll_interval = 0.05
-        self._local = threading.local()
+        self.removed_temps = [p for d in ("", *SUBDIRS) for p in remove_stale_temps(self.path / d)]
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.path)!r})"
@@ -57,18 +81,33 @@ class EmbeddedStore(Store):
     def _ensure_dir(self, d: Path) -> None:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def _get(self, name: str) -> bytes | None:
+    @staticmethod
+    def _version(f: Path) -> tuple[int, int, int] | None:
         try:
-            return self._file(name).read_bytes()
+            st = f.stat()
         except FileNotFoundError:
             return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _put(self, name: str, data: bytes) -> None:
+    def _read(self, name: str) -> tuple[bytes | None, Any]:
         f = self._file(name)
+        try:
+            with open(f, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                return fh.read(), (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return None, None
+
+    def _write(self, name: str, data: bytes, unless: Any = None) -> Any:
+        f = self._file(name)
+        if unless is not None and self._version(f) == unless:
+            return unless  # each atomic write makes a new inode: still the bytes we know
         self._ensure_dir(f.parent)
         write_atomic(f, data, 0o600)
+        return self._version(f)
 
     def _delete(self, name: str) -> None:
+        self._known.pop(name, None)
         try:
             self._file(name).unlink()
         except FileNotFoundError:
@@ -82,31 +121,37 @@ class EmbeddedStore(Store):
 
     @contextmanager
     def locked(self, timeout: float = 10.0) -> Iterator[None]:
-        depth = getattr(self._local, "depth", 0)
+        depth = getattr(self._thread, "depth", 0)
         if depth:  # re-entrant: the outer frame already holds the flock
-            self._local.depth = depth + 1
+            self._thread.depth = depth + 1
             try:
                 yield
             finally:
-                self._local.depth -= 1
+                self._thread.depth -= 1
             return
         self._ensure_dir(self.path)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + timeout
+            round_deadline = self.deadline()
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if round_deadline is not None and now >= round_deadline:
+                        raise StoreUnavailable(
+                            f"{self.path}/.lock: round deadline passed while waiting"
+                        ) from None
+                    if now >= deadline:
                         raise LockTimeout(f"{self.path}/.lock held by another process") from None
                     time.sleep(0.01)
-            self._local.depth = 1
+            self._thread.depth = 1
             try:
                 yield
             finally:
-                self._local.depth = 0
+                self._thread.depth = 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -137,6 +182,65 @@ class EmbeddedStore(Store):
 
     def quorate(self) -> bool:
         return True  # one machine: always its own majority
+
+    # -- one machine -------------------------------------------------------------------------
+    def claim_node(self, node: str) -> None:
+        """Record that ``node``'s daemons run on this machine (see :meth:`check_local`)."""
+        hacfg.parse_node_name(node)
+        name = f"nodes/{node}"
+        raw = self._get(name)
+        try:
+            known = json.loads(raw) if raw else {}
+        except ValueError:
+            known = {}
+        if known.get("machine_id") != proc.machine_id():
+            rec = {"machine_id": proc.machine_id(), "since": int(self.clock())}
+            self._put(name, json.dumps(rec).encode())
+
+    def configured_nodes(self) -> set[str]:
+        """Every node the configuration and the status name."""
+        nodes = set(self._list("lrm_status"))
+        try:
+            nodes.update(self._read_json(MANAGER_STATUS).get("node_status") or {})
+        except (ValueError, AttributeError):
+            pass
+        try:
+            for conf in self.read_resources().values():
+                if conf.get("node"):
+                    nodes.add(conf["node"])
+        except HafenceError:
+            pass
+        try:
+            for group in self.read_groups().values():
+                nodes.update(group.get("nodes") or {})
+        except HafenceError:
+            pass
+        return nodes
+
+    def check_local(self) -> None:
+        """Refuse a store whose configured nodes did not all run on this machine.
+
+        Raises :class:`NotLocal` naming the nodes and pointing at etcd.
+        """
+        here = proc.machine_id()
+        foreign = []
+        for node in sorted(self.configured_nodes()):
+            try:
+                raw = self._get(f"nodes/{node}")
+                rec = json.loads(raw) if raw else {}
+            except (ValueError, OSError):
+                rec = {}
+            if rec.get("machine_id") != here:
+                foreign.append(node)
+        if foreign:
+            raise NotLocal(
+                f"embedded store {self.path} names node(s) {', '.join(foreign)} whose "
+                "daemons never ran on this machine: the embedded store serves one machine "
+                "only (several machines with their own directory would each form a "
+                "cluster of their own). For a cluster of machines use etcd "
+                "(--store etcd://HOST:2379[,HOST:2379...]/CLUSTER); if these nodes do run "
+                "here, start their daemons first or pass --single-machine."
+            )
 
     # -- leases ------------------------------------------------------------------------------
     def _lease(self, name: str) -> dict | None:
