@@ -16,7 +16,9 @@ from pathlib import Path
 
 from hafence.store import proc
 
-_TEMP = re.compile(r"^\..+\.(?P<boot>[0-9a-f]{8})-(?P<ns>\d+)-(?P<pid>\d+)-(?P<start>\d+)\.[^.]+\.tmp$")
+_TEMP = re.compile(
+    r"^\..+\.(?P<boot>[0-9a-f]{8})-(?P<ns>\d+)-(?P<pid>\d+)-(?P<start>\d+)\.[^.]+\.tmp$"
+)
 LEGACY_TEMP_AGE = 3600.0  # seconds: a temp file without a writer id is stale after this
 
 

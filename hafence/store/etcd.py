@@ -213,7 +213,8 @@ class EtcdStore(Store):
             cmp = [{"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": str(unless)}]
             out = self._txn(cmp, [], [put])
             return unless if out.get("succeeded") else int(out["header"]["revision"])
-        return int(self._call("/v3/kv/put", {"key": key, "value": _b64(data)})["header"]["revision"])
+        out = self._call("/v3/kv/put", {"key": key, "value": _b64(data)})
+        return int(out["header"]["revision"])
 
     def _delete(self, name: str) -> None:
         self._known.pop(name, None)
@@ -317,8 +318,8 @@ class EtcdStore(Store):
 
     def _delete_many(self, names: list[str]) -> None:
         for i in range(0, len(names), TXN_OPS):
-            ops = [{"request_delete_range": {"key": _b64(self._key(n))}} for n in names[i : i + TXN_OPS]]
-            self._txn([], ops)
+            keys = [_b64(self._key(n)) for n in names[i : i + TXN_OPS]]
+            self._txn([], [{"request_delete_range": {"key": k}} for k in keys])
 
     def snapshot(self) -> dict[str, bytes | None]:
         snap = super().snapshot()
@@ -354,7 +355,8 @@ class EtcdStore(Store):
                 conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=connect)
             streaming = False
             try:
-                conn.request("POST", "/v3/watch", json.dumps(body).encode(), self.client.headers(ep))
+                payload = json.dumps(body).encode()
+                conn.request("POST", "/v3/watch", payload, self.client.headers(ep))
                 assert conn.sock is not None
                 conn.sock.settimeout(min(self.settings.read_timeout, max(0.01, timeout)))
                 resp = conn.getresponse()
@@ -507,9 +509,13 @@ class EtcdStore(Store):
         if not out.get("succeeded"):
             got = [(r["response_range"].get("kvs") or [None])[0] for r in out["responses"]]
             lock_kv, written = got[0], got[1:]
-            applied = lock_kv is not None and _unb64(lock_kv.get("value", "")) == me and all(
-                (kv is None if data is None else kv is not None and _unb64(kv["value"]) == data)
-                for kv, data in zip(written, sec.writes.values(), strict=True)
+            applied = (
+                lock_kv is not None
+                and _unb64(lock_kv.get("value", "")) == me
+                and all(
+                    (kv is None if data is None else kv is not None and _unb64(kv["value"]) == data)
+                    for kv, data in zip(written, sec.writes.values(), strict=True)
+                )
             )
             if not applied:  # not a retry of our own applied commit: someone came between
                 raise LockLost(

@@ -99,9 +99,7 @@ class _Deadline(threading.local):
 class EtcdClient:
     """One JSON POST per call to the first endpoint that answers (see the module doc)."""
 
-    def __init__(
-        self, endpoints: list[str], settings: EtcdSettings, *, pool_size: int = 2
-    ) -> None:
+    def __init__(self, endpoints: list[str], settings: EtcdSettings, *, pool_size: int = 2) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint given")
         settings.check()
@@ -169,7 +167,8 @@ class EtcdClient:
         body = {"name": self.settings.user, "password": self.settings.password or ""}
         out = self._post(ep, "/v3/auth/authenticate", body, auth=False)
         if "token" not in out:
-            raise StoreUnavailable(f"etcd {ep}: authentication of user '{self.settings.user}' failed")
+            who = self.settings.user
+            raise StoreUnavailable(f"etcd {ep}: authentication of user '{who}' failed")
         self._tokens[ep] = out["token"]
         return out["token"]
 
