@@ -10,6 +10,12 @@ releases the manager lock; the daemon exits when the state machine says it is do
 Timings default to Proxmox's (10 s loop, 120 s locks, 60 s watchdog, 60 s fence delay);
 tests shrink them. ``--no-watchdog`` runs without self-fencing, for development only: it
 is logged loudly at start.
+
+Each round's store calls get a deadline (:func:`hafence.store.deadline.round_budget`,
+which states the rule that keeps every lease and watchdog bound); between rounds the
+daemon sleeps until the interval is over or the store changes (an etcd watch, a short
+poll of the embedded directory), but never starts rounds closer than ``MIN_GAP_FRACTION``
+of the interval.
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
 from hafence.ha.lrm import LRM
 from hafence.ha.realenv import RealEnv, Timings, systemd_shutdown_probe
-from hafence.store import StoreUnavailable, open_store
+from hafence.store import EmbeddedStore, NotLocal, Store, StoreUnavailable, open_store
+from hafence.store.deadline import keep_alive_span, round_budget
+from hafence.store.options import etcd_options, etcd_overrides
 
 DEFAULT_WATCHDOG_SOCKET = "/run/hafence/watchdog-mux.sock"
+MIN_GAP_FRACTION = 0.1  # rounds woken by a store change start at least interval/10 apart
+MAX_MIN_GAP = 1.0  # seconds
+WATCH_SLICE = 10.0  # seconds one store watch waits before it is renewed
 log = logging.getLogger("hafence.ha")
 
 
@@ -44,6 +55,9 @@ def _options(f: Any) -> Any:
                      help="Store: a directory (embedded) or etcd://HOST:PORT/CLUSTER "
                      "(default $HAFENCE_STORE, $HAFENCE_HA_DIR or /etc/hafence/ha)."),
         click.option("--cluster", help="etcd key prefix (cluster name)."),
+        click.option("--single-machine", is_flag=True,
+                     help="Embedded store: serve nodes whose daemons did not run on this "
+                     "machine yet (all nodes run here; a cluster of machines needs etcd)."),
         click.option("--watchdog-socket", default=DEFAULT_WATCHDOG_SOCKET, show_default=True,
                      help="hafence-watchdog-mux socket."),
         click.option("--no-watchdog", is_flag=True,
@@ -64,7 +78,7 @@ def _options(f: Any) -> Any:
     ]  # fmt: skip
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    return etcd_options(f)
 
 
 def _setup_logging(log_file: Path | None, verbose: bool) -> None:
@@ -89,12 +103,15 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     )
     try:
         timings.check()
+        round_budget(timings.interval, timings.node_timeout, timings.watchdog_timeout)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        store = open_store(o["store_spec"], cluster=o["cluster"])
+        store = open_store(o["store_spec"], cluster=o["cluster"], etcd=etcd_overrides(o))
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
+    if isinstance(store, EmbeddedStore):
+        _check_one_machine(store, o["node"], o["single_machine"])
     try:
         store.quorate()  # a malformed URL fails here, before the loop
     except StoreUnavailable as exc:  # down for now: the daemon waits for quorum
@@ -108,8 +125,54 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     )
 
 
+def _check_one_machine(store: EmbeddedStore, node: str, single_machine: bool) -> None:
+    """An embedded store serves one machine: record this node here, refuse a store that
+    names nodes whose daemons ran elsewhere (or never ran here) unless told otherwise."""
+    try:
+        store.claim_node(node)
+        if not single_machine:
+            store.check_local()
+    except NotLocal as exc:
+        raise click.UsageError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"cannot use store {store.path}: {exc}") from None
+
+
+class _ChangeWatcher:
+    """A thread that waits on the store for changes and wakes the daemon loop."""
+
+    def __init__(self, store: Store, wake: threading.Event) -> None:
+        self.store = store
+        self.wake = wake
+        self.changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hafence-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        token: str | None = None
+        while not self._stop.is_set():
+            try:
+                if token is None:
+                    token = self.store.change_token()
+                new = self.store.wait_for_change(token, WATCH_SLICE)
+            except Exception as exc:  # store away: the loop's own timer still runs rounds
+                log.debug("store watch failed: %s", exc)
+                token = None
+                self._stop.wait(1.0)
+                continue
+            if new != token:
+                token = new
+                self.changed.set()
+                self.wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
-    """The daemon loop: heartbeat + one round per interval until the round says stop."""
+    """The daemon loop: heartbeat + one round per interval (or sooner, when the store
+    changed) until the round says stop."""
     stop_requested = threading.Event()
     wake = threading.Event()
 
@@ -117,11 +180,19 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         stop_requested.set()
         wake.set()
 
+    t = env.timings
+    budget = round_budget(interval, t.node_timeout, t.watchdog_timeout)
+    min_gap = min(interval * MIN_GAP_FRACTION, MAX_MIN_GAP)
+    store = env.store
+    watcher = _ChangeWatcher(store, wake)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     what = f"{env.nodename}/{env.role}"
     try:
         while True:
             started = time.monotonic()
+            store.set_deadline(started + budget)
+            store.keep_leases_until(started + keep_alive_span(interval, budget))
+            watcher.changed.clear()  # this round reads the state: older news is seen
             if stop_requested.is_set():
                 daemon.shutdown_request()
             try:
@@ -135,18 +206,38 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
                 # the lock is not used until the watchdog can be armed)
                 log.error("%s: round failed, retrying next round: %r", what, exc)
                 alive = True
+            finally:
+                store.set_deadline(None)
             if not alive:
                 break
-            wake.wait(max(0.0, interval - (time.monotonic() - started)))
-            wake.clear()
+            _sleep(started + interval, started + min_gap, stop_requested, watcher.changed, wake)
     finally:
+        watcher.stop()
+        store.keep_leases_until(None)
         for s, h in old.items():
             signal.signal(s, h)
         if env.role == "lrm":
             env.leave()
         env.close()
+        store.close()
     log.info("%s: exit (loop end)", what)
     return 0
+
+
+def _sleep(
+    due: float,
+    earliest: float,
+    stop: threading.Event,
+    changed: threading.Event,
+    wake: threading.Event,
+) -> None:
+    """Until ``due``, a stop request, or a store change once ``earliest`` has passed."""
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= due or (changed.is_set() and now >= earliest):
+            return
+        wake.wait((earliest if changed.is_set() else due) - now)
+        wake.clear()
 
 
 @click.command("hafence-crm")
