@@ -1,3 +1,3 @@
-from tests.store.etcd_peer import etcd_url
+from tests.store.etcd_peer import etcd3, etcd_url
 
-__all__ = ["etcd_url"]
+__all__ = ["etcd3", "etcd_url"]
