@@ -66,7 +66,9 @@ def make_pki(d: Path) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(cn: str, usage: x509.ObjectIdentifier, san: bool) -> tuple[x509.Certificate, Any]:
+    def leaf(
+        cn: str, usage: list[x509.ObjectIdentifier], san: bool
+    ) -> tuple[x509.Certificate, Any]:
         key = ec.generate_private_key(ec.SECP256R1())
         b = (
             x509.CertificateBuilder()
@@ -76,7 +78,7 @@ def make_pki(d: Path) -> Pki:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if san:
             import ipaddress
@@ -89,10 +91,12 @@ def make_pki(d: Path) -> Pki:
 
     pki = Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key")
     pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    server, server_key = leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, True)
+    # etcd's gateway dials its own gRPC port with the server pair: it is a client too
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    server, server_key = leaf("127.0.0.1", both, True)
     pki.server_cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
     _write_key(server_key, pki.server_key)
-    client, client_key = leaf("hafence", ExtendedKeyUsageOID.CLIENT_AUTH, False)
+    client, client_key = leaf("hafence", [ExtendedKeyUsageOID.CLIENT_AUTH], False)
     pki.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
     _write_key(client_key, pki.client_key)
     return pki

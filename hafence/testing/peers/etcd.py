@@ -34,12 +34,14 @@ def available() -> bool:
 
 @dataclass
 class Tls:
-    """Files for a TLS cluster: the CA, the server pair, and whether clients need certs."""
+    """Files for a TLS cluster: the CA, the server pair, and (when clients must show a
+    certificate signed by the CA) a client pair for the readiness checks."""
 
     ca: Path
     cert: Path
     key: Path
-    client_auth: bool = True
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
 @dataclass
@@ -115,8 +117,8 @@ def _ssl(tls: Tls | None) -> ssl.SSLContext | None:
     if tls is None:
         return None
     ctx = ssl.create_default_context(cafile=str(tls.ca))
-    if tls.client_auth:
-        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    if tls.client_cert is not None:
+        ctx.load_cert_chain(str(tls.client_cert), str(tls.client_key))
     return ctx
 
 
@@ -142,7 +144,7 @@ def _start(m: Member, initial: str, token: str, tls: Tls | None, extra: Sequence
     ]
     if tls is not None:
         argv += [f"--cert-file={tls.cert}", f"--key-file={tls.key}"]
-        if tls.client_auth:
+        if tls.client_cert is not None:
             argv += ["--client-cert-auth", f"--trusted-ca-file={tls.ca}"]
     with open(m.log_path, "ab") as log:
         m.proc = subprocess.Popen(
