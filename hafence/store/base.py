@@ -80,8 +80,8 @@ class Store(abc.ABC):
     def __init__(self) -> None:
         # name -> (bytes, backend version) last read or written by this object
         self._known: dict[str, tuple[bytes | None, Any]] = {}
-        # status name -> (JSON without the timestamp, the timestamp stored)
-        self._status_seen: dict[str, tuple[str, Any]] = {}
+        # status name -> (its timestamp, the bytes stored) as last read or written
+        self._status_seen: dict[str, tuple[Any, bytes]] = {}
         self._thread = threading.local()
 
     # -- raw blobs, implemented by a backend ------------------------------------------------
@@ -188,32 +188,33 @@ class Store(abc.ABC):
         self._put(name, encode_json(data))
 
     def _read_status(self, name: str) -> dict[str, Any]:
-        status = self._read_json(name)
+        raw = self._get(name)
+        if raw is None or not raw.strip():
+            return {}
+        status = json.loads(raw)
         if isinstance(status, dict):
-            rest = {k: v for k, v in status.items() if k != "timestamp"}
-            self._status_seen[name] = (encode_json(rest).decode(), status.get("timestamp"))
+            self._status_seen[name] = (status.get("timestamp"), raw)
         return status
 
     def _status_bytes(self, name: str, status: dict[str, Any]) -> bytes:
         """The bytes to store for ``status``: when only its ``timestamp`` moved (and the
-        stored one is younger than ``status_refresh``), the stored timestamp is kept, so
-        the write is skipped as unchanged."""
-        rest = {k: v for k, v in status.items() if k != "timestamp"}
-        body = encode_json(rest).decode()
+        stored one is younger than ``status_refresh``), the stored bytes, so the write is
+        skipped as unchanged."""
+        body = encode_json({k: v for k, v in status.items() if k != "timestamp"})
         ts = status.get("timestamp")
         seen = self._status_seen.get(name)
         if (
             seen is not None
-            and seen[0] == body
             and isinstance(ts, int | float)
-            and isinstance(seen[1], int | float)
-            and 0 <= ts - seen[1] < self.status_refresh
+            and isinstance(seen[0], int | float)
+            and 0 <= ts - seen[0] < self.status_refresh
         ):
-            ts = seen[1]
-        self._status_seen[name] = (body, ts)
-        if ts is None and "timestamp" not in status:
-            return encode_json(rest)
-        return encode_json({**rest, "timestamp": ts})
+            same = _with_timestamp(body, seen[0])
+            if same == seen[1]:
+                return same
+        data = _with_timestamp(body, ts) if "timestamp" in status else body
+        self._status_seen[name] = (ts, data)
+        return data
 
     def location(self, name: str) -> str:
         """How error messages name a blob (a path or a key)."""
@@ -307,3 +308,10 @@ class Store(abc.ABC):
 def encode_json(data: Any) -> bytes:
     """Compact, key-sorted JSON (equal data, equal bytes: unchanged writes are skipped)."""
     return (json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n").encode()
+
+
+def _with_timestamp(body: bytes, ts: Any) -> bytes:
+    """``body`` (an encoded JSON object without a timestamp) with ``"timestamp": ts`` last:
+    the status is encoded once per write, not twice."""
+    tail = b'"timestamp":' + json.dumps(ts).encode() + b"}\n"
+    return body[:-2] + (b"," if len(body) > 3 else b"") + tail

@@ -260,10 +260,7 @@ class EtcdStore(Store):
         status = json.loads(raw) if raw.strip() else {}
         if not isinstance(status, dict):
             return status
-        self._status_seen[MANAGER_STATUS] = (
-            encode_json({k: v for k, v in status.items() if k != "timestamp"}).decode(),
-            status.get("timestamp"),
-        )
+        self._status_seen[MANAGER_STATUS] = (status.get("timestamp"), raw)
         chunks = status.pop("service_status_chunks", None)
         if chunks is None:
             return status  # a status written whole (before chunks)
