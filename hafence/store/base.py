@@ -53,6 +53,7 @@ CRM_COMMANDS = "crm_commands"
 
 
 STATUS_REFRESH = 60.0  # seconds: a timestamp-only status change is written this often
+MANAGER_LOCK = "ha_manager_lock"  # as hafence.ha.state names it
 
 
 class StoreUnavailable(Exception):
@@ -154,6 +155,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def lease_owner(self, name: str) -> str | None:
         """Current holder of an unexpired lease, or None."""
+
+    @abc.abstractmethod
+    def lease_holder(self, name: str) -> dict[str, str] | None:
+        """``{"owner": node, "incarnation": ...}`` of an unexpired lease, or None.
+
+        The incarnation names the daemon process that took or last renewed it (node, boot
+        id, PID and process start time, :func:`incarnation`): a restarted daemon of the
+        same node is the same owner but another incarnation.
+        """
+
+    @abc.abstractmethod
+    def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:
+        """Write the manager status only while ``owner`` holds ``ha_manager_lock``; False
+        (nothing written) otherwise, so a deposed master's late write is refused."""
+
+    @abc.abstractmethod
+    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+        """Move lease ``name`` from ``from_owner`` to ``owner`` in one step, without waiting
+        for it to expire (for a node whose power-off was confirmed). Also succeeds when
+        the lease is free; False when someone other than ``from_owner`` holds it."""
 
     @abc.abstractmethod
     def change_token(self) -> str:
@@ -315,3 +336,11 @@ def _with_timestamp(body: bytes, ts: Any) -> bytes:
     the status is encoded once per write, not twice."""
     tail = b'"timestamp":' + json.dumps(ts).encode() + b"}\n"
     return body[:-2] + (b"," if len(body) > 3 else b"") + tail
+
+
+def incarnation(owner: str) -> str:
+    """``owner`` as run by this process: ``node@boot:pid:start``."""
+    from hafence.store import proc
+
+    me = proc.identity()
+    return f"{owner}@{str(me['boot'])[:8]}:{me['pid']}:{me['start']}"

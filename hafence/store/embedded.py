@@ -37,7 +37,14 @@ from hafence.errors import HafenceError
 from hafence.ha import config as hacfg
 from hafence.store import proc
 from hafence.store.atomic import remove_stale_temps, write_atomic
-from hafence.store.base import MANAGER_STATUS, LockTimeout, Store, StoreUnavailable
+from hafence.store.base import (
+    MANAGER_LOCK,
+    MANAGER_STATUS,
+    LockTimeout,
+    Store,
+    StoreUnavailable,
+    incarnation,
+)
 
 DEFAULT_DIR = "/etc/hafence/ha"
 ENV_DIR = "HAFENCE_HA_DIR"
@@ -247,8 +254,13 @@ class EmbeddedStore(Store):
         raw = self._get(f"leases/{name}")
         return json.loads(raw) if raw else None
 
-    def _set_lease(self, name: str, owner: str, expires: float) -> None:
-        self._put(f"leases/{name}", json.dumps({"owner": owner, "expires": expires}).encode())
+    def _set_lease(self, name: str, owner: str, expires: float, cur: dict | None) -> None:
+        # a renewal keeps the incarnation that took the lease (a node's CRM and LRM share
+        # its membership lease)
+        held = cur is not None and cur["owner"] == owner and cur["expires"] > self.clock()
+        inc = cur.get("incarnation") if held and cur else None
+        rec = {"owner": owner, "expires": expires, "incarnation": inc or incarnation(owner)}
+        self._put(f"leases/{name}", json.dumps(rec).encode())
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         with self.locked():
@@ -256,7 +268,7 @@ class EmbeddedStore(Store):
             cur = self._lease(name)
             if cur and cur["owner"] != owner and cur["expires"] > now:
                 return False
-            self._set_lease(name, owner, now + ttl)
+            self._set_lease(name, owner, now + ttl, cur)
             return True
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
@@ -267,7 +279,29 @@ class EmbeddedStore(Store):
             # already have fired, so it must acquire again rather than carry on.
             if not cur or cur["owner"] != owner or cur["expires"] <= now:
                 return False
-            self._set_lease(name, owner, now + ttl)
+            self._set_lease(name, owner, now + ttl, cur)
+            return True
+
+    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+        with self.locked():
+            now = self.clock()
+            cur = self._lease(name)
+            if cur and cur["expires"] > now and cur["owner"] not in (owner, from_owner):
+                return False
+            self._set_lease(name, owner, now + ttl, cur)
+            return True
+
+    def lease_holder(self, name: str) -> dict[str, str] | None:
+        cur = self._lease(name)
+        if cur and cur["expires"] > self.clock():
+            return {"owner": cur["owner"], "incarnation": cur.get("incarnation") or ""}
+        return None
+
+    def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:
+        with self.locked():
+            if self.lease_owner(MANAGER_LOCK) != owner:
+                return False
+            self.write_manager_status(status)
             return True
 
     def release_lease(self, name: str, owner: str) -> bool:

@@ -63,12 +63,14 @@ from urllib.parse import urlsplit
 
 from hafence.store import proc
 from hafence.store.base import (
+    MANAGER_LOCK,
     MANAGER_STATUS,
     LockLost,
     LockTimeout,
     Store,
     StoreUnavailable,
     encode_json,
+    incarnation,
 )
 from hafence.store.etcd_client import EtcdClient, EtcdSettings
 
@@ -276,6 +278,21 @@ class EtcdStore(Store):
         return status
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
+        self._write_ms(status, None)
+
+    def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:
+        """One transaction writes the header only while our manager-lock key is unchanged
+        (its value names us and its lease; etcd deletes it when the lease ends). Chunks go
+        first but are invisible until a header names them; stale ones are deleted under
+        the same condition, so a deposed master never removes what the new one uses."""
+        cur = self._lease_kv(MANAGER_LOCK)
+        if cur is None or cur[0].get("owner") != owner:
+            return False
+        key = _b64(self._key(f"leases/{MANAGER_LOCK}"))
+        guard = {"key": key, "target": "VALUE", "result": "EQUAL", "value": _b64(cur[1])}
+        return self._write_ms(status, guard)
+
+    def _write_ms(self, status: dict[str, Any], guard: dict[str, Any] | None) -> bool:
         buckets: dict[int, dict[str, Any]] = {}
         for sid, sd in (status.get("service_status") or {}).items():
             buckets.setdefault(_bucket(sid), {})[sid] = sd
@@ -293,12 +310,48 @@ class EtcdStore(Store):
         head = {k: v for k, v in status.items() if k != "service_status"}
         if "service_status" in status:
             head["service_status_chunks"] = refs
-        self._put(MANAGER_STATUS, self._status_bytes(MANAGER_STATUS, head))
         wanted = {f"{CHUNKS}/{b}.{d}" for b, d in refs.items()}
         stale = sorted(self._chunk_keys - wanted)
-        if stale:
-            self._delete_many(stale)
-            self._chunk_keys -= set(stale)
+        if guard is None:
+            self._put(MANAGER_STATUS, self._status_bytes(MANAGER_STATUS, head))
+            if stale:
+                self._delete_many(stale)
+        else:
+            seen = self._status_seen.get(MANAGER_STATUS)
+            data = self._status_bytes(MANAGER_STATUS, head)
+            if not self._put_guarded(data, stale, guard):
+                self._status_seen.pop(MANAGER_STATUS, None)  # refused: we know nothing
+                if seen is not None:
+                    self._status_seen[MANAGER_STATUS] = seen
+                return False
+        self._chunk_keys -= set(stale)
+        return True
+
+    def _put_guarded(self, data: bytes, stale: list[str], guard: dict[str, Any]) -> bool:
+        """Header ``data`` and the deletion of ``stale`` chunks, each transaction only while
+        ``guard`` holds; a header still at the revision we know is not rewritten."""
+        key = _b64(self._key(MANAGER_STATUS))
+        dels = [{"request_delete_range": {"key": _b64(self._key(n))}} for n in stale]
+        first, rest = dels[: TXN_OPS - 1], dels[TXN_OPS - 1 :]
+        known = self._known.get(MANAGER_STATUS)
+        put = {"request_put": {"key": key, "value": _b64(data)}}
+        if known is not None and known[0] == data and known[1] is not None:
+            same = {"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": str(known[1])}
+            if self._txn([guard, same], first).get("succeeded"):
+                ok, rev = True, known[1]
+            else:
+                out = self._txn([guard], [put, *first])
+                ok, rev = bool(out.get("succeeded")), int(out["header"]["revision"])
+        else:
+            out = self._txn([guard], [put, *first])
+            ok, rev = bool(out.get("succeeded")), int(out["header"]["revision"])
+        if not ok:
+            return False
+        self._known[MANAGER_STATUS] = (data, rev)
+        for i in range(0, len(rest), TXN_OPS):
+            if not self._txn([guard], rest[i : i + TXN_OPS]).get("succeeded"):
+                return True  # written; the leftovers are the next master's to clean
+        return True
 
     def _put_many(self, items: list[tuple[str, bytes]]) -> None:
         """Plain puts, as few transactions as etcd's request limits allow."""
@@ -566,12 +619,45 @@ class EtcdStore(Store):
             self._dropped(held["lease"])
             # our own lease expired between the read and the keepalive: create it anew
         lease = self._grant(ttl)
-        value = json.dumps({"owner": owner, "lease": lease}).encode()
+        value = self._lease_value(owner, lease)
         if self._create_with_lease(self._key(f"leases/{name}"), value, lease)[0]:
             self._held(lease, ttl)
             return True
         self._revoke(lease)
         return False
+
+    @staticmethod
+    def _lease_value(owner: str, lease: str) -> bytes:
+        return json.dumps(
+            {"owner": owner, "lease": lease, "incarnation": incarnation(owner)}
+        ).encode()
+
+    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+        """One transaction moves the key from ``from_owner``'s lease to a new one of ours
+        (compared on its exact value, so nobody came between); the old lease is revoked
+        after, when it no longer holds the key."""
+        cur = self._lease_kv(name)
+        if cur is None or cur[0]["owner"] == owner:
+            return self.acquire_lease(name, owner, ttl)
+        if cur[0]["owner"] != from_owner:
+            return False
+        key = _b64(self._key(f"leases/{name}"))
+        lease = self._grant(ttl)
+        put = {"request_put": {"key": key, "value": _b64(self._lease_value(owner, lease)),
+                               "lease": lease}}  # fmt: skip
+        cmp = [{"key": key, "target": "VALUE", "result": "EQUAL", "value": _b64(cur[1])}]
+        if not self._txn(cmp, [put]).get("succeeded"):
+            self._revoke(lease)
+            return False
+        self._held(lease, ttl)
+        self._revoke(cur[0]["lease"])
+        return True
+
+    def lease_holder(self, name: str) -> dict[str, str] | None:
+        cur = self._lease_kv(name)
+        if cur is None:
+            return None
+        return {"owner": cur[0]["owner"], "incarnation": cur[0].get("incarnation") or ""}
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         # etcd renews to the TTL granted at acquire time; ``ttl`` is accepted for the interface
