@@ -4,29 +4,9 @@ that only the lease holder can make, and an atomic takeover of a dead node's lea
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from hafence.store import Store, open_store
 from hafence.store.proc import boot_id
-
-
-@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "ha")
-    url = request.getfixturevalue("etcd_url")
-    return f"{url.replace('http://', 'etcd://')}/t{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def store(spec: str) -> Iterator[Store]:
-    s = open_store(spec)
-    yield s
-    s.close()
 
 
 def test_lease_holder_names_the_incarnation(store: Store) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,6 @@ from hafence.store import Store, StoreFull, StoreUnavailable, open_store
 from hafence.store.base import encode_json
 from hafence.store.etcd import BUCKETS, CHUNKS, EtcdStore
 from hafence.testing.peers import etcd as peer
-
-
-@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "ha")
-    url = request.getfixturevalue("etcd_url")
-    return f"{url.replace('http://', 'etcd://')}/t{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def store(spec: str) -> Iterator[Store]:
-    s = open_store(spec)
-    yield s
-    s.close()
 
 
 def _status(n: int, ts: int, state: str = "started") -> dict:

@@ -6,9 +6,6 @@ import multiprocessing as mp
 import os
 import signal
 import threading
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,24 +16,6 @@ from hafence.store.etcd import EtcdStore
 
 CTX = mp.get_context("spawn")
 N_CMDS = 40  # a fresh interpreter: no inherited locks or sockets
-
-
-@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """How to open the store: a directory, or an etcd URL with a cluster name of its own."""
-    if request.param == "embedded":
-        return str(tmp_path / "ha")
-    url = request.getfixturevalue("etcd_url")
-    return f"{url.replace('http://', 'etcd://')}/t{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def store(spec: str) -> Iterator[Store]:
-    s = open_store(spec)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_open_store_picks_backend(spec: str) -> None:
