@@ -30,8 +30,9 @@ while it holds ``ha_node_<node>_alive`` (:meth:`Store.lease_owner`).
 
 **Round deadline.** :meth:`Store.set_deadline` bounds the store calls of the calling
 thread (the daemon loop sets it at the start of each round, see
-:func:`hafence.store.deadline.round_budget`); a call after it fails at once with
-:class:`StoreUnavailable`.
+:func:`hafence.store.deadline.round_budget`); an etcd call after it fails at once with
+:class:`StoreUnavailable` (the embedded store's local file calls do not wait on a
+network; only its lock wait is bounded by the deadline).
 """
 
 from __future__ import annotations

@@ -105,3 +105,14 @@ def test_loop_wakes_on_a_store_change_but_not_faster_than_its_spacing(tmp_path: 
     assert r2 < r1 + t.interval  # woken by the change, not by the timer
     assert r3 - r2 > t.interval / 2  # nothing changed: the timer, no busy loop
     assert events["term"] <= r4 < events["term"] + t.interval and daemon.shutdown
+
+
+def test_daemon_etcd_options_are_checked_at_start(tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    r = _lrm("--store", "etcds://127.0.0.1:1/c", "--etcd-cert", str(cert))
+    assert r.returncode == 2 and "certificate and key must be given together" in r.stderr
+    r = _lrm("--store", "etcd://127.0.0.1:1/c", "--etcd-user", "hafence",
+             "--etcd-password-file", str(tmp_path / "missing"))  # fmt: skip
+    assert r.returncode == 2 and "etcd password file" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
