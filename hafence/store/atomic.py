@@ -75,7 +75,7 @@ def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
     removed = []
     try:
         entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, or not ours to read (a user's ha-manager status): not now
         return []
     for e in entries:
         if not (e.name.startswith(".") and e.name.endswith(".tmp")) or not e.is_file():
@@ -84,6 +84,6 @@ def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
             if _writer_gone(e.name, e.stat().st_mtime):
                 os.unlink(e.path)
                 removed.append(Path(e.path))
-        except FileNotFoundError:
+        except OSError:  # gone meanwhile, or not ours to remove
             continue
     return removed
