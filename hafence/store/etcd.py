@@ -487,7 +487,8 @@ class EtcdStore(Store):
         me = encode_json({"token": uuid.uuid4().hex, **proc.identity()})
         lease = self._grant(self.lock_ttl)
         try:
-            self._take_lock(key, me, lease, timeout)
+            if self._take_lock(key, me, lease, timeout):
+                self._keepalive(lease)  # waited for it: the section gets the lock's whole life
             sec = _Section()
             self._section.s = sec
             try:
@@ -500,15 +501,17 @@ class EtcdStore(Store):
         finally:
             self._revoke(lease)
 
-    def _take_lock(self, key: str, me: bytes, lease: str, timeout: float) -> None:
+    def _take_lock(self, key: str, me: bytes, lease: str, timeout: float) -> bool:
+        """Take the lock; True if that needed waiting."""
         deadline = time.monotonic() + timeout
         pause = 0.01
+        waited = False
         while True:
             ok, holder = self._create_with_lease(key, me, lease)
             if ok:
-                return
+                return waited
             if holder is not None and self._take_over_dead(key, holder, me, lease):
-                return
+                return waited
             now = time.monotonic()
             round_deadline = self.deadline()
             if round_deadline is not None and now >= round_deadline:
@@ -517,6 +520,7 @@ class EtcdStore(Store):
                 raise LockTimeout(f"etcd lock {key} held by another process{_who(holder)}")
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
+            waited = True
 
     def _take_over_dead(self, key: str, holder: dict[str, Any], me: bytes, lease: str) -> bool:
         raw = _unb64(holder.get("value", ""))
