@@ -76,9 +76,10 @@ def _options(f: Any) -> Any:
                      help="Append the HA log here too (default: stderr only)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]  # fmt: skip
+    f = etcd_options(f)  # listed after the store options
     for opt in reversed(opts):
         f = opt(f)
-    return etcd_options(f)
+    return f
 
 
 def _setup_logging(log_file: Path | None, verbose: bool) -> None:
