@@ -384,58 +384,69 @@ class EtcdStore(Store):
 
     def wait_for_change(self, token: str, timeout: float) -> str:
         """An etcd watch from revision ``token + 1``: events already past are seen at once."""
-        start = int(token) + 1
         body = {
             "create_request": {
                 "key": _b64(self.prefix),
                 "range_end": _prefix_end(self.prefix),
-                "start_revision": str(start),
+                "start_revision": str(int(token) + 1),
             }
         }
         deadline = time.monotonic() + timeout
         errors = []
         for ep in self.client.order():
-            u = urlsplit(ep)
-            connect = min(self.settings.connect_timeout, max(0.01, timeout))
-            if u.scheme == "https":
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    u.hostname or "", u.port, timeout=connect, context=self.client.ssl_context()
-                )
-            else:
-                conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=connect)
-            streaming = False
-            try:
-                payload = json.dumps(body).encode()
-                conn.request("POST", "/v3/watch", payload, self.client.headers(ep))
-                assert conn.sock is not None
-                conn.sock.settimeout(min(self.settings.read_timeout, max(0.01, timeout)))
-                resp = conn.getresponse()
-                if resp.status != 200:
-                    errors.append(f"{ep}: HTTP {resp.status}")
-                    continue
-                streaming = True
-                while (left := deadline - time.monotonic()) > 0:
-                    conn.sock.settimeout(left)  # the stream is open: wait only what is left
-                    line = resp.readline()
-                    if not line:
-                        break
-                    result = json.loads(line).get("result", {})
-                    if result.get("compact_revision") not in (None, "0"):
-                        return self.change_token()  # history compacted: assume a change
-                    for ev in result.get("events") or []:
-                        name = _unb64(ev["kv"]["key"]).decode()[len(self.prefix) :]
-                        if not name.startswith((".", "leases/")):
-                            return ev["kv"]["mod_revision"]
-                return token
-            except TimeoutError:
-                if streaming:  # connected and nothing happened: a timeout, not a failure
-                    return token
-                errors.append(f"{ep}: timed out")
-            except (OSError, ValueError, http.client.HTTPException, StoreUnavailable) as exc:
-                errors.append(f"{ep}: {exc}")
-            finally:
-                conn.close()
+            for attempt in (0, 1):
+                try:
+                    return self._watch(ep, body, token, deadline)
+                except _Canceled as exc:
+                    if attempt == 0 and exc.auth and self.settings.user:
+                        self.client.renew_token(ep)  # expired token: once more, renewed
+                        continue
+                    if not exc.auth:  # e.g. the history was compacted: assume a change
+                        return self.change_token()
+                    errors.append(f"{ep}: {exc}")
+                except (OSError, ValueError, http.client.HTTPException, StoreUnavailable) as exc:
+                    errors.append(f"{ep}: {exc}")
+                break
         raise StoreUnavailable(f"etcd unreachable ({'; '.join(errors)})")
+
+    def _watch(self, ep: str, body: dict[str, Any], token: str, deadline: float) -> str:
+        """One watch stream on ``ep`` until an event or ``deadline``; the new token."""
+        u = urlsplit(ep)
+        left = max(0.01, deadline - time.monotonic())
+        connect = min(self.settings.connect_timeout, left)
+        if u.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                u.hostname or "", u.port, timeout=connect, context=self.client.ssl_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=connect)
+        try:
+            conn.request("POST", "/v3/watch", json.dumps(body).encode(), self.client.headers(ep))
+            assert conn.sock is not None
+            conn.sock.settimeout(min(self.settings.read_timeout, left))
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise StoreUnavailable(f"HTTP {resp.status}")
+            while (left := deadline - time.monotonic()) > 0:
+                conn.sock.settimeout(left)  # the stream is open: wait only what is left
+                try:
+                    line = resp.readline()
+                except TimeoutError:
+                    return token  # connected and nothing happened: a timeout, not a failure
+                if not line:
+                    break
+                result = json.loads(line).get("result", {})
+                if result.get("canceled"):
+                    raise _Canceled(str(result.get("cancel_reason") or "watch canceled"))
+                if result.get("compact_revision") not in (None, "0"):
+                    raise _Canceled("history compacted")
+                for ev in result.get("events") or []:
+                    name = _unb64(ev["kv"]["key"]).decode()[len(self.prefix) :]
+                    if not name.startswith((".", "leases/")):
+                        return ev["kv"]["mod_revision"]
+            return token
+        finally:
+            conn.close()
 
     # -- etcd leases ---------------------------------------------------------------------------
     def _grant(self, ttl: float) -> str:
@@ -685,6 +696,14 @@ class EtcdStore(Store):
     def lease_owner(self, name: str) -> str | None:
         cur = self._lease_kv(name)
         return cur[0]["owner"] if cur else None
+
+
+class _Canceled(Exception):
+    """etcd ended a watch (an expired auth token, compacted history)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.auth = "auth" in reason.lower()
 
 
 class _Section:

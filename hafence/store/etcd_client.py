@@ -161,6 +161,11 @@ class EtcdClient:
         return h
 
     # -- auth ----------------------------------------------------------------------------------
+    def renew_token(self, ep: str) -> None:
+        """Authenticate on ``ep`` again (its token expired), if a user is set."""
+        if self.settings.user:
+            self._token(ep, renew=True)
+
     def _token(self, ep: str, renew: bool = False) -> str:
         if not renew and ep in self._tokens:
             return self._tokens[ep]

@@ -114,3 +114,16 @@ def test_no_leader_answer_falls_through_and_connections_are_kept(etcd_url: str) 
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_watch_from_a_compacted_revision_reports_a_change(etcd_url: str) -> None:
+    s = EtcdStore(etcd_url, _cluster())
+    try:
+        token = s.change_token()
+        s.write_text("crm_commands", "stop vm:100 0\n")
+        s.write_text("crm_commands", "stop vm:101 0\n")
+        now = s.change_token()
+        s._call("/v3/kv/compaction", {"revision": now, "physical": True})  # as auto-compaction
+        assert s.wait_for_change(token, 30) != token
+    finally:
+        s.close()

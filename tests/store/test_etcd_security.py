@@ -135,7 +135,8 @@ def test_auth_with_password_file(auth_cluster: peer.EtcdCluster, tmp_path: Path)
         assert s.acquire_lease("ha_agent_node1_lock", "node1", 10)
         with s.locked():
             s.queue_crm_command("stop vm:100 0")
-        time.sleep(3)  # the token expired: the client authenticates again
+        time.sleep(3)  # the token expired: the client authenticates again, also to watch
+        assert s.wait_for_change(token, 30) != token
         assert s.read_crm_commands() == ["stop vm:100 0"]
         assert s.lease_owner("ha_agent_node1_lock") == "node1"
     finally:
