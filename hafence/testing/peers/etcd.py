@@ -129,7 +129,11 @@ def _post(url: str, body: dict, tls: Tls | None, timeout: float) -> dict:
 
 
 def _start(m: Member, initial: str, token: str, tls: Tls | None, extra: Sequence[str]) -> None:
+    # setpriv (util-linux, essential on Debian): the member dies with the test process,
+    # even when that is killed and cannot run its clean-up
+    death = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
     argv = [
+        *death,
         "etcd",
         f"--name={m.name}",
         f"--data-dir={m.data_dir}",
