@@ -112,7 +112,7 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
     if isinstance(store, EmbeddedStore):
-        _check_one_machine(store, o["node"], o["single_machine"])
+        _check_one_machine(store, o["node"], o)
     try:
         store.quorate()  # a malformed URL fails here, before the loop
     except StoreUnavailable as exc:  # down for now: the daemon waits for quorum
@@ -126,13 +126,29 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     )
 
 
-def _check_one_machine(store: EmbeddedStore, node: str, single_machine: bool) -> None:
-    """An embedded store serves one machine: record this node here, refuse a store that
-    names nodes whose daemons ran elsewhere (or never ran here) unless told otherwise."""
+def _check_one_machine(store: EmbeddedStore, node: str, o: dict[str, Any]) -> None:
+    """An embedded store serves one machine: record this node here, and refuse a store
+    that names nodes whose daemons ran on another machine. Nodes that never ran anywhere
+    get ``2 * node_timeout`` to start here (the daemons of one machine start together)
+    before they are refused too."""
     try:
         store.claim_node(node)
-        if not single_machine:
-            store.check_local()
+        if o["single_machine"]:
+            return
+        deadline = time.monotonic() + 2 * o["node_timeout"]
+        waiting = False
+        while True:
+            try:
+                store.check_local()
+                return
+            except NotLocal as exc:
+                if exc.foreign or time.monotonic() >= deadline:
+                    raise
+                if not waiting:
+                    log.info("%s: waiting for node(s) %s to start on this machine",
+                             node, ", ".join(exc.unseen))  # fmt: skip
+                    waiting = True
+                time.sleep(0.2)
     except NotLocal as exc:
         raise click.UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:

@@ -56,7 +56,13 @@ def default_dir() -> Path:
 
 
 class NotLocal(Exception):
-    """The embedded store names nodes that did not run on this machine."""
+    """The embedded store names nodes that did not run on this machine: ``foreign`` ones
+    ran on another machine, ``unseen`` ones never ran anywhere (yet)."""
+
+    def __init__(self, msg: str, foreign: list[str], unseen: list[str]) -> None:
+        super().__init__(msg)
+        self.foreign = foreign
+        self.unseen = unseen
 
 
 class EmbeddedStore(Store):
@@ -230,23 +236,28 @@ class EmbeddedStore(Store):
         Raises :class:`NotLocal` naming the nodes and pointing at etcd.
         """
         here = proc.machine_id()
-        foreign = []
+        foreign, unseen = [], []
         for node in sorted(self.configured_nodes()):
             try:
                 raw = self._get(f"nodes/{node}")
                 rec = json.loads(raw) if raw else {}
             except (ValueError, OSError):
                 rec = {}
-            if rec.get("machine_id") != here:
+            if not rec.get("machine_id"):
+                unseen.append(node)
+            elif rec["machine_id"] != here:
                 foreign.append(node)
-        if foreign:
+        if foreign or unseen:
+            names = ", ".join(sorted(foreign + unseen))
             raise NotLocal(
-                f"embedded store {self.path} names node(s) {', '.join(foreign)} whose "
+                f"embedded store {self.path} names node(s) {names} whose "
                 "daemons never ran on this machine: the embedded store serves one machine "
                 "only (several machines with their own directory would each form a "
                 "cluster of their own). For a cluster of machines use etcd "
                 "(--store etcd://HOST:2379[,HOST:2379...]/CLUSTER); if these nodes do run "
-                "here, start their daemons first or pass --single-machine."
+                "here, start their daemons too or pass --single-machine.",
+                foreign,
+                unseen,
             )
 
     # -- leases ------------------------------------------------------------------------------

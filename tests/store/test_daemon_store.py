@@ -37,13 +37,19 @@ def test_embedded_store_refuses_nodes_that_never_ran_on_this_machine(tmp_path: P
     assert r.returncode == 2, r.stderr
     assert "node(s) node2 whose daemons never ran on this machine" in r.stderr
     assert "etcd://" in r.stderr and "Traceback" not in r.stderr
-    # a node named only by a service, never seen anywhere: refused too
+    # a node named only by a service, never run anywhere: refused once its daemons did
+    # not start here within 2 node timeouts either
+    s._delete("nodes/node2")
     s.write_resources({"vm:100": {**hacfg.default_resource(), "node": "node3"}})
+    r = _lrm("--store", str(d), "--interval", "0.5", "--node-timeout", "2")
+    assert r.returncode == 2, r.stderr
+    assert "waiting for node(s) node2, node3 to start on this machine" in r.stderr
+    assert "node(s) node2, node3 whose daemons never ran on this machine" in r.stderr
     try:
         s.check_local()
-        raise AssertionError("node3 accepted")
+        raise AssertionError("node2, node3 accepted")
     except NotLocal as exc:
-        assert "node2, node3" in str(exc)
+        assert exc.unseen == ["node2", "node3"] and not exc.foreign
 
 
 def test_nodes_of_this_machine_share_an_embedded_store(tmp_path: Path) -> None:
@@ -53,6 +59,30 @@ def test_nodes_of_this_machine_share_an_embedded_store(tmp_path: Path) -> None:
         s.claim_node(n)
     s.write_groups({"g": {**hacfg.default_group(), "nodes": {"node1": 0, "node2": 0, "node3": 0}}})
     s.check_local()  # no exception
+
+
+def test_nodes_of_one_machine_may_start_in_any_order(tmp_path: Path) -> None:
+    """A store whose config names node1..node2 before any daemon ran: node1's daemon waits
+    for node2's to start on this machine (they start together), then runs."""
+    d = tmp_path / "ha"
+    s = EmbeddedStore(d)
+    s.write_groups({"g": {**hacfg.default_group(), "nodes": {"node1": 0, "node2": 0}}})
+    code = "from hafence.daemons import lrm_main; lrm_main()"
+    argv = [sys.executable, "-c", code, "--no-watchdog", "--store", str(d),
+            "--interval", "0.5", "--node-timeout", "30"]  # fmt: skip
+    node1 = subprocess.Popen([*argv, "--node", "node1"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while s._get("nodes/node1") is None:  # node1's daemon is up and waiting
+            assert time.monotonic() < deadline and node1.poll() is None
+            time.sleep(0.05)
+        s.claim_node("node2")  # what node2's daemon does first
+        while s.read_lrm_status("node1") == {}:  # node1 got past the check: its rounds run
+            assert time.monotonic() < deadline and node1.poll() is None, "node1 refused"
+            time.sleep(0.05)
+    finally:
+        node1.terminate()
+        node1.communicate(timeout=60)
 
 
 class Recorder:
