@@ -90,7 +90,8 @@ def steady_daemons(url: str, seconds: float, tmp: Path) -> dict[str, Any]:
     from hafence.ha import config as hacfg
     from hafence.ha.crm import CRM
     from hafence.ha.lrm import LRM
-    from hafence.ha.realenv import RealEnv, Timings
+    from hafence.ha.realenv import RealEnv
+    from hafence.ha.timings import Timings
 
     t = Timings(interval=1, lease_ttl=20, watchdog_timeout=10, fence_delay=5, node_timeout=5)
     nodes = ("node1", "node2", "node3")

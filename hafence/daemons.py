@@ -7,15 +7,17 @@ each time. SIGTERM/SIGINT asks the state machine to shut down: the LRM applies t
 shutdown policy (freeze on restart/reboot, stop or migrate on shutdown) and the CRM
 releases the manager lock; the daemon exits when the state machine says it is done.
 
-Timings default to Proxmox's (10 s loop, 120 s locks, 60 s watchdog, 60 s fence delay);
-tests shrink them. ``--no-watchdog`` runs without self-fencing, for development only: it
-is logged loudly at start.
+Timings come from a preset (``--timings pve``, Proxmox's: 10 s rounds, 120 s locks, 60 s
+watchdog, 60 s fence delay; or ``fast``) and the timing options; the daemons refuse to start
+when they break a rule of :mod:`hafence.ha.timings` (the self-fencing rule counts the mux's
+hardware timeout, from its config or the running mux). ``--no-watchdog`` runs without
+self-fencing, for development only: it is logged loudly at start.
 
-Each round's store calls get a deadline (:func:`hafence.store.deadline.round_budget`,
-which states the rule that keeps every lease and watchdog bound); between rounds the
-daemon sleeps until the interval is over or the store changes (an etcd watch, a short
-poll of the embedded directory), but never starts rounds closer than ``MIN_GAP_FRACTION``
-of the interval.
+Each round's store calls end by the round's start + the store deadline
+(``--store-deadline``, :attr:`Timings.store_latency`, which the timing rules count);
+between rounds the daemon sleeps until the interval is over or the store changes (an
+etcd watch, a short poll of the embedded directory), but never starts rounds closer than
+``MIN_GAP_FRACTION`` of the interval.
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ from typing import Any
 
 import click
 
+from hafence import daemon_extras
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
 from hafence.ha.lrm import LRM
-from hafence.ha.realenv import RealEnv, Timings, systemd_shutdown_probe
+from hafence.ha.realenv import RealEnv, systemd_shutdown_probe
+from hafence.ha.timings import PRESETS, TimingError, Timings, preset
 from hafence.store import EmbeddedStore, NotLocal, Store, StoreUnavailable, open_store
-from hafence.store.deadline import keep_alive_span, round_budget
 from hafence.store.options import etcd_options, etcd_overrides
+from hafence.watchdog.client import mux_status
+from hafence.watchdog.config import DEFAULT_CONFIG as WATCHDOG_CONFIG
+from hafence.watchdog.config import load_config as load_watchdog_config
 
 DEFAULT_WATCHDOG_SOCKET = "/run/hafence/watchdog-mux.sock"
 MIN_GAP_FRACTION = 0.1  # rounds woken by a store change start at least interval/10 apart
@@ -47,7 +53,14 @@ log = logging.getLogger("hafence.ha")
 
 
 def _options(f: Any) -> Any:
-    t = Timings()
+    pve, fast = PRESETS["pve"], PRESETS["fast"]
+
+    def timing(name: str, what: str) -> Any:
+        a, b = getattr(pve, name.replace("-", "_")), getattr(fast, name.replace("-", "_"))
+        return click.option(
+            f"--{name}", type=float, default=None, help=f"{what} [pve: {a:g}, fast: {b:g}]"
+        )
+
     opts = [
         click.option("--node", default=socket.gethostname().split(".")[0], show_default=True,
                      help="This node's name."),
@@ -62,16 +75,23 @@ def _options(f: Any) -> Any:
                      help="hafence-watchdog-mux socket."),
         click.option("--no-watchdog", is_flag=True,
                      help="Run without a watchdog (development only: no self-fencing!)."),
-        click.option("--interval", type=float, default=t.interval, show_default=True,
-                     help="Seconds between two rounds."),
-        click.option("--lease-ttl", type=float, default=t.lease_ttl, show_default=True,
-                     help="Seconds a manager/agent lock lives without renewal."),
-        click.option("--watchdog-timeout", type=float, default=t.watchdog_timeout,
-                     show_default=True, help="Watchdog timeout (must be < lease-ttl)."),
-        click.option("--fence-delay", type=float, default=t.fence_delay, show_default=True,
-                     help="Seconds a node stays unknown before its services are fenced."),
-        click.option("--node-timeout", type=float, default=t.node_timeout, show_default=True,
-                     help="Seconds without heartbeat before a node counts as offline."),
+        click.option("--timings", "timings_preset", type=click.Choice(sorted(PRESETS)),
+                     default="pve", show_default=True,
+                     help="Timings preset (docs/daemons.md); the options below override it."),
+        timing("interval", "Seconds between two rounds."),
+        timing("lease-ttl", "Seconds a manager/agent lock lives without renewal."),
+        timing("watchdog-timeout", "Seconds the watchdog-mux waits for this daemon's feed."),
+        timing("fence-delay", "Seconds a node stays unknown before its services are fenced."),
+        timing("node-timeout", "Seconds without heartbeat before a node counts as offline."),
+        click.option("--store-deadline", type=float, default=None,
+                     help="Seconds a round's store calls may take [the interval]."),
+        click.option("--watchdog-config", type=click.Path(dir_okay=False),
+                     default=WATCHDOG_CONFIG, show_default=True,
+                     help="The watchdog-mux's config: its WATCHDOG_TIMEOUT enters the timing "
+                     "rule."),
+        click.option("--watchdog-hw-timeout", type=click.IntRange(1, 3600), default=None,
+                     help="The mux's hardware watchdog timeout, seconds [WATCHDOG_TIMEOUT of "
+                     "--watchdog-config, default 10]."),
         click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Append the HA log here too (default: stderr only)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
@@ -84,7 +104,8 @@ def _options(f: Any) -> Any:
 
 def _setup_logging(log_file: Path | None, verbose: bool) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    # Under systemd: straight to the journal, with HAFENCE_NODE/SERVICE fields.
+    handlers: list[logging.Handler] = [daemon_extras.journal_handler() or logging.StreamHandler()]
     if log_file is not None:
         handlers.append(logging.FileHandler(log_file))
     root = logging.getLogger()
@@ -95,24 +116,13 @@ def _setup_logging(log_file: Path | None, verbose: bool) -> None:
 
 
 def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
-    timings = Timings(
-        interval=o["interval"],
-        lease_ttl=o["lease_ttl"],
-        watchdog_timeout=o["watchdog_timeout"],
-        fence_delay=o["fence_delay"],
-        node_timeout=o["node_timeout"],
-    )
-    try:
-        timings.check()
-        round_budget(timings.interval, timings.node_timeout, timings.watchdog_timeout)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
+    timings = _timings(role, o)
     try:
         store = open_store(o["store_spec"], cluster=o["cluster"], etcd=etcd_overrides(o))
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
     if isinstance(store, EmbeddedStore):
-        _check_one_machine(store, o["node"], o)
+        _check_one_machine(store, o["node"], o["single_machine"], timings.node_timeout)
     try:
         store.quorate()  # a malformed URL fails here, before the loop
     except StoreUnavailable as exc:  # down for now: the daemon waits for quorum
@@ -126,16 +136,79 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     )
 
 
-def _check_one_machine(store: EmbeddedStore, node: str, o: dict[str, Any]) -> None:
+def _timings(role: str, o: dict[str, Any]) -> Timings:
+    """The preset with the given options applied, checked against every timing rule.
+
+    The mux's hardware timeout enters the self-fencing rule: ``--watchdog-hw-timeout``, else
+    WATCHDOG_TIMEOUT of the mux's config; a running mux's device timeout, if longer, wins.
+    Broken rules end the daemon with status 2 before it opens the store.
+    """
+    hw, source = _configured_hw_timeout(o)
+    if not o["no_watchdog"]:
+        running = _running_hw_timeout(o["watchdog_socket"])
+        if running is not None and running > hw:
+            hw, source = running, f"the device of the watchdog-mux on {o['watchdog_socket']}"
+    t = preset(o["timings_preset"]).replace(
+        interval=o["interval"],
+        lease_ttl=o["lease_ttl"],
+        watchdog_timeout=o["watchdog_timeout"],
+        fence_delay=o["fence_delay"],
+        node_timeout=o["node_timeout"],
+        store_deadline=o["store_deadline"],
+        hw_timeout=hw,
+    )
+    try:
+        t.check()
+    except TimingError as exc:
+        raise click.UsageError(
+            "unsafe timings, not starting:\n  "
+            + "\n  ".join(exc.problems)
+            + f"\n(the mux's hardware timeout {hw:g}s is from {source})"
+        ) from None
+    log.info(
+        "%s/%s: timings %s: round %gs, lock %gs, watchdog %gs + hardware %gs + store %gs = "
+        "self-fence within %gs, node timeout %gs, fence delay %gs",
+        o["node"], role, o["timings_preset"], t.interval, t.lease_ttl, t.watchdog_timeout,
+        t.hw_timeout, t.store_latency, t.self_fence_time, t.node_timeout, t.fence_delay,
+    )  # fmt: skip
+    return t
+
+
+def _configured_hw_timeout(o: dict[str, Any]) -> tuple[float, str]:
+    if o["watchdog_hw_timeout"] is not None:
+        return float(o["watchdog_hw_timeout"]), "--watchdog-hw-timeout"
+    try:
+        cfg = load_watchdog_config(o["watchdog_config"])
+    except HafenceError as exc:
+        raise click.UsageError(f"watchdog config: {exc}") from None
+    line = cfg.lines.get("WATCHDOG_TIMEOUT")
+    if line is not None:
+        return float(cfg.settings.timeout), f"WATCHDOG_TIMEOUT in {cfg.file}:{line}"
+    where = f"the mux's default ({o['watchdog_config']} does not set WATCHDOG_TIMEOUT)"
+    return float(cfg.settings.timeout), where
+
+
+def _running_hw_timeout(socket_path: str) -> float | None:
+    """The hardware timeout of the mux's device, if a mux answers on ``socket_path``."""
+    try:
+        timeout = mux_status(socket_path, io_timeout=5.0)["device"].get("timeout")
+    except (HafenceError, OSError, KeyError, TypeError, ValueError):
+        return None  # no mux (yet): the units start it first; the config value stands
+    return float(timeout) if isinstance(timeout, (int, float)) else None
+
+
+def _check_one_machine(
+    store: EmbeddedStore, node: str, single_machine: bool, node_timeout: float
+) -> None:
     """An embedded store serves one machine: record this node here, and refuse a store
     that names nodes whose daemons ran on another machine. Nodes that never ran anywhere
     get ``2 * node_timeout`` to start here (the daemons of one machine start together)
     before they are refused too."""
     try:
         store.claim_node(node)
-        if o["single_machine"]:
+        if single_machine:
             return
-        deadline = time.monotonic() + 2 * o["node_timeout"]
+        deadline = time.monotonic() + 2 * node_timeout
         waiting = False
         while True:
             try:
@@ -198,7 +271,7 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         wake.set()
 
     t = env.timings
-    budget = round_budget(interval, t.node_timeout, t.watchdog_timeout)
+    budget = t.store_latency  # the timing rules (hafence.ha.timings) count this bound
     min_gap = min(interval * MIN_GAP_FRACTION, MAX_MIN_GAP)
     store = env.store
     watcher = _ChangeWatcher(store, wake)
@@ -208,7 +281,8 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         while True:
             started = time.monotonic()
             store.set_deadline(started + budget)
-            store.keep_leases_until(started + keep_alive_span(interval, budget))
+            # the next round renews the leases itself by interval + deadline (round_time)
+            store.keep_leases_until(started + interval + budget)
             watcher.changed.clear()  # this round reads the state: older news is seen
             if stop_requested.is_set():
                 daemon.shutdown_request()
@@ -270,6 +344,7 @@ def _sleep(
     help="Fence history file (JSON lines).",
 )
 @_options
+@daemon_extras.extra_options("crm")
 def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> None:
     """Cluster resource manager: elect a master, fence failed nodes, place services."""
     _setup_logging(o["log_file"], o["verbose"])
@@ -279,8 +354,11 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
     _warn_watchdog(env, o)
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
-    crm = CRM(env, fence_delay=o["fence_delay"])
-    raise SystemExit(run_daemon(env, crm, o["interval"]))
+    crm = CRM(env, fence_delay=env.timings.fence_delay)
+    daemon, extras = daemon_extras.attach(env, crm, o)  # metrics, notifications, systemd
+    code = run_daemon(env, daemon, env.timings.interval)
+    extras.close()
+    raise SystemExit(code)
 
 
 @click.command("hafence-lrm")
@@ -293,6 +371,7 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
               help="A file whose content 'shutdown' or 'reboot' means the node is going "
               "down (default: ask systemd).")  # fmt: skip
 @_options
+@daemon_extras.extra_options("lrm")
 def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> None:
     """Local resource manager: run this node's services as the master decides."""
     _setup_logging(o["log_file"], o["verbose"])
@@ -300,7 +379,10 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     env = _build_env("lrm", o, state_dir=state_dir, shutdown_probe=probe)
     _warn_watchdog(env, o)
     lrm = LRM(env)
-    raise SystemExit(run_daemon(env, lrm, o["interval"]))
+    daemon, extras = daemon_extras.attach(env, lrm, o)  # metrics, systemd
+    code = run_daemon(env, daemon, env.timings.interval)
+    extras.close()
+    raise SystemExit(code)
 
 
 def _check_fence_config(path: Path) -> None:

@@ -36,24 +36,28 @@ import pytest
 
 from hafence.errors import ConfigError
 from hafence.watchdog.client import WatchdogClient, mux_status
+from hafence.watchdog.config import driver_for_module
 from hafence.watchdog.device import (
     WDIOF_SETTIMEOUT,
     KernelLog,
     Syscalls,
     SysfsWatchdog,
     WatchdogDevice,
-    default_syscalls,
     inspect,
     list_watchdogs,
 )
 from hafence.watchdog.errors import DeviceBusyError, MuxProtocolError, MuxUnavailableError
-from hafence.watchdog.fake import FAKE_ENV
+from hafence.watchdog.kernel import FAKE_ENV, choose_kernel
 
 from .conftest import config_path, hw_section
 
 ALLOW_ENV = "HAFENCE_HW_WATCHDOG_ALLOW_RESET"
 NOBOOT_FIRED = "Triggered - Reboot ignored"
 WAIT = 30.0  # upper bound for an event to show up; nothing asserts how fast
+# the real kernel, unless the test run names a fake one (tests/watchdog/test_hwtest.py)
+KERNEL: Syscalls = choose_kernel(
+    os.environ.get(FAKE_ENV), warn=lambda msg: print(f"hwtests: {msg}", file=sys.stderr)
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def _targets() -> list[Target] | str:
                 raise ConfigError("must be true or false", file=file, field=f"{where}.allow_reset")
             out.append(Target(device, allow, f"{file} [{where}]"))
         return out
-    found = list_watchdogs(default_syscalls())
+    found = list_watchdogs(KERNEL)
     if not found:
         return (
             "no watchdog device on this machine (/sys/class/watchdog is empty). To run these "
@@ -119,15 +123,14 @@ class HwWatchdog:
     """One device under test and the safety gate in front of arming it."""
 
     def __init__(self, target: Target) -> None:
-        from hafence_watchdogs.drivers import softdog_init_params
-
         self.target = target
         self.path = target.device
-        self.sys: Syscalls = default_syscalls()
+        self.sys: Syscalls = KERNEL
         self.fake = bool(os.environ.get(FAKE_ENV))
         self.sysfs: SysfsWatchdog = inspect(self.path, self.sys)
         self.softdog = self.sysfs.module == "softdog"
-        params = softdog_init_params(self.sys) if self.softdog else None
+        softdog = driver_for_module("softdog", self.sys) if self.softdog else None
+        params = softdog.loaded_params() if softdog else None
         #: True/False from softdog's init line; None: not softdog, or not readable
         self.noboot: bool | None = None if params is None else params["soft_noboot"] != "0"
 

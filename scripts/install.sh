@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2)
+# resource-agents: OCF agents for the ocf: resource type; pacemaker + pacemaker-cli-utils:
+# Pacemaker's own fencer and stonith_admin run fence_hafence in tests/fence_hafence.
+APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2
+              resource-agents pacemaker pacemaker-cli-utils)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
@@ -14,6 +17,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Pacemaker is only a test peer here (its fencer runs stand-alone inside the tests):
+  # a corosync/pacemaker cluster the package enabled must not run on this machine.
+  if [[ " ${need[*]} " == *" pacemaker "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now pacemaker corosync >/dev/null 2>&1 || true
+  fi
 fi
 
 PY="${PYTHON:-python3}"

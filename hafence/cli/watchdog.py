@@ -6,35 +6,44 @@
             the confirmation word; then report the expiry. softdog with soft_noboot=1
             (the default for softdog here) proves it without a reboot; anything that
             would really reset the node needs ``--allow-reset``.
-``status``  the watchdog-mux, its device and its clients, over the mux socket.
+``status``  the watchdog-mux, its device and its clients, over the mux socket; exit 1
+            when the mux is tripped or a client is overdue.
 
+Every subcommand honours the global ``--output json`` (``-o json`` works here too).
 ``--fake-device STATEFILE`` (or ``$HAFENCE_WATCHDOG_FAKE``) runs against
-:class:`hafence.watchdog.fake.FakeKernel`; ``--sysfs-root`` reads another sysfs tree.
+:class:`hafence.watchdog.fake.FakeKernel`, with a warning on stderr; ``--sysfs-root``
+reads another sysfs tree. Drivers come from the plugin registry only.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from hafence.cli import output as out
 from hafence.errors import HafenceError
 from hafence.watchdog import client as wdclient
-from hafence.watchdog.config import DEFAULT_CONFIG, build_driver, load_config
-from hafence.watchdog.device import (
-    KernelLog,
-    RealSyscalls,
-    Syscalls,
-    WatchdogDevice,
-    list_watchdogs,
+from hafence.watchdog.config import (
+    DEFAULT_CONFIG,
+    build_driver,
+    driver_for_module,
+    load_config,
 )
-from hafence.watchdog.driver import KernelModuleDriver, WatchdogDriver, WatchdogSettings
+from hafence.watchdog.device import KernelLog, Syscalls, WatchdogDevice, inspect, list_watchdogs
+from hafence.watchdog.driver import (
+    MAX_TIMEOUT,
+    MIN_TIMEOUT,
+    KernelModuleDriver,
+    WatchdogDriver,
+    WatchdogSettings,
+)
 from hafence.watchdog.errors import DeviceMissingError, MuxUnavailableError
-from hafence.watchdog.fake import FAKE_ENV, FakeKernel
+from hafence.watchdog.kernel import FAKE_ENV, choose_kernel
 
+DRILL_TIMEOUT = 5  # seconds, unless --timeout says otherwise
 EXPIRY_MARKERS = ("Triggered - Reboot ignored", "watchdog expired", "Initiating system reboot")
 
 fake_opt = click.option(
@@ -49,20 +58,37 @@ sysfs_opt = click.option(
 config_opt = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help=f"[{DEFAULT_CONFIG}]"
 )
-output_opt = click.option(
-    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True
+
+
+def _short_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(out.State).output = value
+
+
+# ``-o json``: the short form of the global ``--output`` (command_body adds that one)
+short_output_opt = click.option(
+    "-o",
+    type=click.Choice(["text", "json"]),
+    expose_value=False,
+    callback=_short_output,
+    help="Short for --output.",
 )
 
 
 def _syscalls(fake: str | None, sysfs_root: str) -> Syscalls:
-    if fake:
-        return FakeKernel(fake, sysfs_root=sysfs_root)
-    return RealSyscalls()
+    # the only place the CLI picks a fake kernel: announced on stderr, never silent
+    return choose_kernel(
+        fake, warn=lambda msg: out.echo(f"warning: {msg}", err=True), sysfs_root=sysfs_root
+    )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
+def _failed(message: str, kind: str = "failed", **extra: Any) -> NoReturn:
+    """The action failed: say why (JSON-aware) and exit 1."""
+    if out.state().json:
+        out.emit_json({"ok": False, "error_kind": kind, "message": message, **extra})
+    else:
+        out.echo(f"error: {message}", err=True)
+    raise out.CommandFailed
 
 
 @click.group()
@@ -76,34 +102,26 @@ def watchdog() -> None:
 @config_opt
 @fake_opt
 @sysfs_opt
-@output_opt
+@short_output_opt
+@out.command_body
 def info(
     device: str | None,
     config_path: str | None,
     fake_device: str | None,
     sysfs_root: str,
-    output: str,
 ) -> None:
     """Show the watchdog devices and the configured driver, without arming anything."""
     sys = _syscalls(fake_device, sysfs_root)
+    cfg = load_config(config_path, required=config_path is not None)
     try:
-        cfg = load_config(config_path, required=config_path is not None)
-        if device:
-            from hafence.watchdog.device import inspect
-
-            found = [inspect(device, sys, sysfs_root)]
-        else:
-            found = list_watchdogs(sys, sysfs_root)
-        driver = cfg.driver(sys, sysfs_root=sysfs_root)
+        found = [inspect(device, sys, sysfs_root)] if device else list_watchdogs(sys, sysfs_root)
     except DeviceMissingError as exc:
-        _fail(str(exc))
-    except HafenceError as exc:
-        _fail(str(exc), 2)
+        _failed(str(exc), "not_found")
+    driver = cfg.driver(sys, sysfs_root=sysfs_root)
     for w in found:
-        if w.module == "softdog" and not w.module_params:  # sysfs hides softdog's params
-            from hafence_watchdogs.drivers import softdog_init_params
-
-            w.module_params = softdog_init_params(sys) or {}
+        if w.module and not w.module_params:  # some modules hide them from sysfs (softdog)
+            drv = driver_for_module(w.module, sys, sysfs_root=sysfs_root)
+            w.module_params = (drv.loaded_params() if drv else None) or {}
     used = next((w.name for w in found if driver.matches(w)), None)
     plugin = not isinstance(driver, KernelModuleDriver)
     configured = {
@@ -117,21 +135,19 @@ def info(
         "socket": cfg.socket,
         "driver_device": used,
     }
-    if output == "json":
-        click.echo(
-            json.dumps({"configured": configured, "watchdogs": [w.as_dict() for w in found]})
-        )
+    if out.state().json:
+        out.emit_json({"configured": configured, "watchdogs": [w.as_dict() for w in found]})
     else:
         src = cfg.file or "defaults"
         kind = "" if plugin else ", a kernel module without a hafence plugin"
-        click.echo(f"configured driver: {cfg.module} ({src}{kind})")
-        click.echo(
+        out.echo(f"configured driver: {cfg.module} ({src}{kind})")
+        out.echo(
             f"  timeout {cfg.settings.timeout}s, nowayout {int(cfg.settings.nowayout)}, "
             f"noboot {int(cfg.settings.noboot)}, mux socket {cfg.socket}"
         )
-        click.echo(f"  its device: {used or 'not present (loaded when the mux starts)'}")
+        out.echo(f"  its device: {used or 'not present (loaded when the mux starts)'}")
         for w in found:
-            click.echo(f"{w.device}: {w.identity or '?'}")
+            out.echo(f"{w.device}: {w.identity or '?'}")
             rows: list[tuple[str, Any]] = [
                 ("module", w.module),
                 ("state", w.state),
@@ -145,14 +161,14 @@ def info(
             ]
             for key, value in rows:
                 if value not in (None, ""):
-                    click.echo(f"  {key:<14} {value}")
+                    out.echo(f"  {key:<14} {value}")
     if not found:
-        click.echo(
+        out.echo(
             f"no watchdog device registered (nothing under {sysfs_root}/class/watchdog); "
             f"the mux loads '{cfg.module}' when it starts",
             err=True,
         )
-        raise SystemExit(1)
+        raise out.CommandFailed
 
 
 # -- test (drill) ----------------------------------------------------------------------------
@@ -184,7 +200,6 @@ class _Feeder(threading.Thread):
 @watchdog.command()
 @click.option("--driver", "module", help="watchdog driver [WATCHDOG_MODULE, default softdog]")
 @click.option("--device", help="device to drill (/dev/watchdogN)")
-@click.option("--timeout", type=int, default=5, show_default=True, help="drill timeout, s")
 @click.option(
     "--noboot/--no-noboot",
     default=None,
@@ -196,11 +211,11 @@ class _Feeder(threading.Thread):
 @config_opt
 @fake_opt
 @sysfs_opt
-@output_opt
+@short_output_opt
+@out.command_body
 def test(
     module: str | None,
     device: str | None,
-    timeout: int,
     noboot: bool | None,
     allow_reset: bool,
     feeds: int,
@@ -208,39 +223,56 @@ def test(
     config_path: str | None,
     fake_device: str | None,
     sysfs_root: str,
-    output: str,
 ) -> None:
-    """Drill: arm, feed, then stop feeding after confirmation and report the expiry."""
+    """Drill: arm, feed, then stop feeding after confirmation and report the expiry.
+
+    The drill's watchdog timeout is the global --timeout (whole seconds, default 5).
+    """
+    timeout = _drill_timeout(out.state().timeout)
     sys = _syscalls(fake_device, sysfs_root)
+    cfg = load_config(config_path, required=config_path is not None)
+    module = module or cfg.module
+    if noboot is None:
+        noboot = module == "softdog"
     try:
-        cfg = load_config(config_path, required=config_path is not None)
-        module = module or cfg.module
-        if noboot is None:
-            noboot = module == "softdog"
         settings = WatchdogSettings(timeout=timeout, noboot=noboot, device=device)
         driver = build_driver(module, settings, sys, sysfs_root=sysfs_root)
     except HafenceError as exc:
-        _fail(str(exc), 2)
+        raise out.UsageProblem(str(exc), kind="config_error") from None
     if not noboot and not allow_reset:
-        _fail(
+        raise out.UsageProblem(
             f"this drill would RESET the node ({module} without noboot); use softdog with "
             "--noboot, or pass --allow-reset on a node you may reboot. Nothing was armed.",
-            2,
+            kind="not_confirmed",
         )
     try:
         wdclient.mux_status(cfg.socket, io_timeout=2.0)
-    except (MuxUnavailableError, HafenceError, OSError):
+    except (HafenceError, OSError):
         pass
     else:
-        _fail(f"watchdog-mux is running ({cfg.socket}) and owns the device: stop it first", 2)
+        raise out.UsageProblem(
+            f"watchdog-mux is running ({cfg.socket}) and owns the device: stop it first",
+            kind="busy",
+        )
     try:
         klog = KernelLog(sys)
     except OSError as exc:  # the expiry is only visible there: no drill without it
-        _fail(f"cannot read the kernel log ({exc.strerror}); run as root. Nothing was armed.", 1)
+        _failed(f"cannot read the kernel log ({exc.strerror}); run as root. Nothing was armed.")
     try:
-        _drill(driver, klog, module, timeout, noboot, feeds, confirm_word, output)
+        _drill(driver, klog, module, timeout, noboot, feeds, confirm_word)
     finally:
         klog.close()
+
+
+def _drill_timeout(value: float | None) -> int:
+    if value is None:
+        return DRILL_TIMEOUT
+    if value != int(value) or not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise out.UsageProblem(
+            f"--timeout {value:g}: a watchdog timeout is whole seconds, "
+            f"{MIN_TIMEOUT}..{MAX_TIMEOUT}"
+        )
+    return int(value)
 
 
 def _drill(
@@ -251,17 +283,16 @@ def _drill(
     noboot: bool,
     feeds: int,
     confirm_word: str,
-    output: str,
 ) -> None:
     def say(text: str) -> None:
-        if output == "text":
-            click.echo(text)
+        if not out.state().json:
+            out.echo(text)
 
     result: dict[str, Any] = {"driver": module, "timeout": timeout, "noboot": noboot}
     try:
         dev = driver.open()  # ARMED from here on
     except HafenceError as exc:
-        _fail(f"{exc} (nothing armed)", 1)
+        _failed(f"{exc} (nothing armed)")
     if driver.loaded_by_us:
         result["loaded_module"] = driver.module
         if noboot:
@@ -304,13 +335,12 @@ def _drill(
             if feeder.error is not None:
                 result["error"] = str(feeder.error)
             _report(
-                output,
                 result,
                 "drill aborted: "
                 + (f"keepalive failed: {feeder.error}" if feeder.error else "not confirmed")
                 + (", watchdog disarmed" if disarmed else ", watchdog STILL ARMED (nowayout)"),
             )
-            raise SystemExit(1)
+            raise out.CommandFailed
         result["confirmed"] = True
         stopped = time.monotonic()
         say(f"stopped feeding; waiting up to {timeout + 10}s for the expiry")
@@ -320,12 +350,11 @@ def _drill(
         result["disarmed"] = dev.close(magic=True) if not dev.closed else result.get("disarmed")
     result["expired"] = seen is not None
     if seen is None:
-        _report(output, result, f"expiry NOT observed within {timeout + 10}s")
-        raise SystemExit(1)
+        _report(result, f"expiry NOT observed within {timeout + 10}s")
+        raise out.CommandFailed
     result["expired_after"] = round(time.monotonic() - stopped, 1)
     result["kernel_message"] = seen
     _report(
-        output,
         result,
         f"EXPIRED {result['expired_after']}s after the last keepalive "
         f"(timeout {timeout}s): kernel: {seen}",
@@ -342,45 +371,61 @@ def _wait_expiry(klog: KernelLog, until: float) -> str | None:
     return None
 
 
-def _report(output: str, result: dict[str, Any], text: str) -> None:
-    if output == "json":
-        click.echo(json.dumps(result))
+def _report(result: dict[str, Any], text: str) -> None:
+    if out.state().json:
+        out.emit_json(result)
     else:
-        click.echo(text)
+        out.echo(text)
 
 
 # -- status ----------------------------------------------------------------------------------
 @watchdog.command()
 @click.option("--socket", "socket_path", help="mux socket [MUX_SOCKET or the default]")
 @config_opt
-@output_opt
-def status(socket_path: str | None, config_path: str | None, output: str) -> None:
-    """Show the watchdog-mux: device, feeding or tripped, clients and their deadlines."""
+@short_output_opt
+@out.command_body
+def status(socket_path: str | None, config_path: str | None) -> None:
+    """Show the watchdog-mux: device, feeding or tripped, clients and their deadlines.
+
+    Exit status 0: feeding, every client on time; 1: tripped (the node resets), a client
+    overdue (the mux stops feeding at its next keepalive), or no mux answering.
+    """
+    cfg = load_config(config_path, required=config_path is not None)
     try:
-        cfg = load_config(config_path, required=config_path is not None)
         st = wdclient.mux_status(socket_path or cfg.socket)
     except MuxUnavailableError as exc:
-        _fail(str(exc), 1)
-    except HafenceError as exc:
-        _fail(str(exc), 2)
-    if output == "json":
-        click.echo(json.dumps(st))
-        return
+        _failed(str(exc), "unreachable")
+    overdue = [c for c in st["clients"] if c["name"] in set(st.get("overdue", ()))]
+    if out.state().json:
+        out.emit_json(st)
+    else:
+        _print_status(st, overdue)
+    if st["tripped"] or overdue:
+        raise out.CommandFailed
+
+
+def _print_status(st: dict[str, Any], overdue: list[dict[str, Any]]) -> None:
     dev = st["device"]
-    click.echo(f"watchdog-mux pid {st['pid']} on {st['socket']}")
+    out.echo(f"watchdog-mux pid {st['pid']} on {st['socket']}")
     left = f", {dev['timeleft']}s left" if dev.get("timeleft") is not None else ""
-    click.echo(
+    out.echo(
         f"device {dev['path']} ({dev['identity']}, driver {dev['driver']}), timeout "
         f"{dev.get('timeout')}s{left}, nowayout {dev.get('nowayout')}"
     )
-    if st["tripped"]:
-        click.echo(f"TRIPPED: {st['tripped']} - not feeding, node reset pending")
-    else:
-        click.echo(f"feeding every {st['feed_interval']:g}s")
     if not st["clients"]:
-        click.echo("no clients")
+        out.echo("no clients")
     for c in st["clients"]:
-        click.echo(
+        out.echo(
             f"client {c['name']} pid {c['pid']}: timeout {c['timeout']:g}s, "
             f"{max(0.0, c['remaining']):.1f}s left, last feed {c['last_feed_ago']:.1f}s ago"
         )
+    if st["tripped"]:
+        out.echo(f"TRIPPED: {st['tripped']} - not feeding, node reset pending")
+    for c in overdue:
+        out.echo(
+            f"OVERDUE: client {c['name']} (pid {c['pid']}) has not fed for "
+            f"{c['last_feed_ago']:.1f}s (timeout {c['timeout']:g}s): the mux stops feeding "
+            "at its next keepalive"
+        )
+    if not st["tripped"] and not overdue:
+        out.echo(f"OK: feeding every {st['feed_interval']:g}s, every client on time")

@@ -39,7 +39,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from hafence.ha.resources import (
     load_resource_types,
     split_sid,
 )
+from hafence.ha.timings import Timings
 from hafence.store import Store, StoreUnavailable
 
 log = logging.getLogger("hafence.ha")
@@ -76,29 +76,6 @@ _LEVELS = {
 def node_alive_lease(node: str) -> str:
     """The membership lease an LRM renews while its node is up."""
     return f"ha_node_{node}_alive"
-
-
-@dataclass
-class Timings:
-    """Daemon timings; defaults are Proxmox's. Tests shrink them to seconds."""
-
-    interval: float = 10.0  # one CRM/LRM step per interval
-    lease_ttl: float = 120.0  # manager and agent locks
-    watchdog_timeout: float = 60.0  # must be < lease_ttl: self-fence before the lock frees
-    fence_delay: float = 60.0  # unknown node -> fence after this long
-    node_timeout: float = 30.0  # membership lease: offline after this long without an LRM
-
-    def check(self) -> None:
-        for name in ("interval", "lease_ttl", "watchdog_timeout", "fence_delay", "node_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name.replace('_', '-')} must be > 0")
-        if self.watchdog_timeout >= self.lease_ttl:
-            raise ValueError(
-                "watchdog-timeout must be shorter than lease-ttl (a node must reset itself "
-                "before its lock can be taken over)"
-            )
-        if self.interval * 2 > self.lease_ttl or self.interval * 2 > self.node_timeout:
-            raise ValueError("lease-ttl and node-timeout must be at least twice the interval")
 
 
 class FenceRunner:
@@ -323,7 +300,10 @@ class RealEnv(Env):
         return time.time()
 
     def log(self, level: str, msg: str) -> None:
-        log.log(_LEVELS.get(level, logging.INFO), "%s/%s: %s", self.nodename, self.role, msg)
+        tags = {"hafence_node": self.nodename, "hafence_role": self.role, "hafence_level": level}
+        # The tags let notifications (hafence.notify) and journal fields find node and role.
+        log.log(_LEVELS.get(level, logging.INFO), "%s/%s: %s", self.nodename, self.role, msg,
+                extra=tags)  # fmt: skip
 
     # -- membership, quorum, locks ---------------------------------------------------------
     def quorate(self) -> bool:

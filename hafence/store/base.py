@@ -29,10 +29,10 @@ from those timestamps: the master is alive while it holds ``ha_manager_lock``, a
 while it holds ``ha_node_<node>_alive`` (:meth:`Store.lease_owner`).
 
 **Round deadline.** :meth:`Store.set_deadline` bounds the store calls of the calling
-thread (the daemon loop sets it at the start of each round, see
-:func:`hafence.store.deadline.round_budget`); an etcd call after it fails at once with
-:class:`StoreUnavailable` (the embedded store's local file calls do not wait on a
-network; only its lock wait is bounded by the deadline).
+thread: the daemon loop sets it at the start of each round from its store deadline
+(``Timings.store_latency``, whose rules in :mod:`hafence.ha.timings` count it). An etcd
+call after it fails at once with :class:`StoreUnavailable`; the embedded store's local
+file calls wait on no network, only its lock wait is bounded by the deadline.
 """
 
 from __future__ import annotations

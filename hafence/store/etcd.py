@@ -13,14 +13,15 @@ clock, not the caller's. Renewals go over a connection pool of their own with th
 bound, so a slow request (a big read, a watch) never delays them. A daemon also lets a
 background thread renew its leases (every ttl/3), but only until the time the daemon
 loop last granted (:meth:`EtcdStore.keep_leases_until`: its round start + interval +
-round budget). The argument that this keeps the watchdog rule (a node resets before
-another can take its lock): the loop renews a lock and *then* feeds the watchdog, in
-the same round; the thread only renews later, so the lock expires at least
-``lease_ttl`` after the last feed, while the watchdog fires at most ``watchdog_timeout``
-(< ``lease_ttl``) after it. A renewal can only make a lease end later, never make it
-outlive a node whose watchdog fired: the thread dies with the node. And because the
-thread stops once the loop misses its round, a loop that is stuck without a watchdog
-(disarmed, or an idle LRM) does not keep its leases alive forever.
+store deadline, when the next round should have renewed them itself). Why this keeps
+the self-fencing rule of :mod:`hafence.ha.timings` (a node resets before another can
+take its lock): the loop sends a lock renewal at ``t`` and feeds the watchdog by
+``t + store_deadline``; the node resets by that feed + ``watchdog_timeout`` +
+``hw_timeout``, which the rule puts before ``t + lease_ttl``. The thread only renews
+after ``t``, so it can only move the lock's end later than ``t + lease_ttl``: it never
+makes a lock end before the node that held it reset, and the thread itself dies with
+that node. And because it stops once the loop misses its round, a loop that is stuck
+without a watchdog (disarmed, or an idle LRM) does not keep its leases alive forever.
 
 **Read-modify-write lock** (``locked()``): the key ``.lock`` holds the holder's identity
 (host, boot, PID namespace, PID, start time) and a token, attached to a lease of

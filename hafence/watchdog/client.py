@@ -27,8 +27,10 @@ The client is synchronous and not thread-safe; I/O waits are bounded by ``io_tim
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import time
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +39,7 @@ from hafence.watchdog.errors import (
     ClientExpiredError,
     MuxProtocolError,
     MuxUnavailableError,
+    WatchdogError,
 )
 
 __all__ = ["WatchdogClient", "mux_status"]
@@ -103,10 +106,14 @@ class _LineConn:
 class WatchdogClient:
     """One registered watchdog client (see the module docstring)."""
 
-    def __init__(self, conn: _LineConn, name: str, timeout: float) -> None:
+    def __init__(
+        self, conn: _LineConn, name: str, timeout: float, hw_timeout: float | None = None
+    ) -> None:
         self._conn: _LineConn | None = conn
         self.name = name
         self.timeout = timeout
+        #: the mux's hardware timeout (None: a mux that does not say)
+        self.hw_timeout = hw_timeout
 
     @classmethod
     def connect(
@@ -116,11 +123,15 @@ class WatchdogClient:
         *,
         name: str | None = None,
         io_timeout: float = 5.0,
+        max_hw_timeout: float | None = None,
     ) -> WatchdogClient:
         """Register with the mux; from now on the node resets unless fed or magic-closed.
 
         ``timeout`` (seconds, 1..3600) is this client's own deadline between feeds.
         ``name`` appears in the mux log and status (default: ``client-<pid>``).
+        ``max_hw_timeout``: the longest hardware timeout the caller's timing rule allows
+        (:mod:`hafence.ha.timings`); a mux whose device resets later is left again at once
+        (magic close) with a :class:`WatchdogError`, so no lock is held on it.
         """
         path = os.fspath(socket_path) if socket_path is not None else protocol.default_socket()
         name = name or f"client-{os.getpid()}"
@@ -128,21 +139,36 @@ class WatchdogClient:
             raise ValueError(f"watchdog client name must be one printable word: {name!r}")
         conn = _LineConn(_open(path, io_timeout), path)
         try:
-            conn.request(f"HELLO {name} {float(timeout):g}")
+            detail = conn.request(f"HELLO {name} {float(timeout):g}").split()
         except BaseException:
             conn.sock.close()
             raise
-        return cls(conn, name, float(timeout))
+        hw = _number(detail[1]) if len(detail) > 1 else None
+        client = cls(conn, name, float(timeout), hw)
+        if max_hw_timeout is not None and (hw is None or hw > max_hw_timeout):
+            client.close(magic=True)
+            shown = "an unknown" if hw is None else f"a {hw:g}s"
+            raise WatchdogError(
+                f"watchdog-mux {path} runs {shown} hardware timeout, more than the "
+                f"{max_hw_timeout:g}s the timing rule allows: not arming '{name}'"
+            )
+        return client
 
     @property
     def connected(self) -> bool:
         return self._conn is not None
 
-    def feed(self) -> float:
-        """Keepalive: push this client's deadline to now + timeout. Returns the timeout."""
+    def feed(self, since: float | None = None) -> float:
+        """Keepalive: push this client's deadline to ``since`` + timeout. Returns the timeout.
+
+        ``since`` (``time.monotonic()``, default: now) is when the caller last knew it was
+        healthy, e.g. when it sent the lock renewal this feed follows: a feed delayed on
+        its way (a stalled process, a busy mux) then extends nothing it should not.
+        """
         if self._conn is None:
             raise MuxProtocolError(f"watchdog client '{self.name}' is closed")
-        detail = self._conn.request("FEED")
+        since = time.monotonic() if since is None else since
+        detail = self._conn.request(f"FEED {since:.6f}")
         try:
             return float(detail)
         except ValueError:
@@ -175,6 +201,14 @@ class WatchdogClient:
     def __repr__(self) -> str:
         state = "connected" if self._conn else "closed"
         return f"<WatchdogClient {self.name} timeout={self.timeout:g}s {state}>"
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def mux_status(

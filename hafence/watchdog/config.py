@@ -23,7 +23,12 @@ from pathlib import Path
 from hafence.errors import ConfigError, ParamError
 from hafence.plugins import PluginRegistry, get_registry
 from hafence.watchdog.device import Syscalls
-from hafence.watchdog.driver import WatchdogDriver, WatchdogSettings, module_driver
+from hafence.watchdog.driver import (
+    DEFAULT_TIMEOUT,
+    WatchdogDriver,
+    WatchdogSettings,
+    module_driver,
+)
 from hafence.watchdog.protocol import default_socket
 
 DEFAULT_CONFIG = "/etc/default/hafence-watchdog"
@@ -84,7 +89,7 @@ def parse_config(text: str, file: str = DEFAULT_CONFIG) -> MuxConfig:
         values[key] = (words[0] if words else "", lineno)
 
     cfg = MuxConfig(file=file, lines={k: n for k, (_, n) in values.items()})
-    timeout, nowayout, noboot, device = 10, False, False, None
+    timeout, nowayout, noboot, device = DEFAULT_TIMEOUT, False, False, None
     for key, (value, lineno) in values.items():
         if key == "WATCHDOG_MODULE":
             if not value:
@@ -177,3 +182,17 @@ def build_driver(
     if cls is None:
         raise UnknownDriverError("watchdog", module, list(drivers))
     return cls(settings, syscalls, sysfs_root=sysfs_root, dev_root=dev_root)
+
+
+def driver_for_module(
+    module: str,
+    syscalls: Syscalls | None = None,
+    *,
+    registry: PluginRegistry | None = None,
+    sysfs_root: str = "/sys",
+) -> WatchdogDriver | None:
+    """The plugin driver that loads kernel module ``module``; None when no plugin does."""
+    for cls in (registry or get_registry()).watchdog_drivers().values():
+        if cls.module == module:
+            return cls(None, syscalls, sysfs_root=sysfs_root)
+    return None

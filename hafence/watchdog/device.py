@@ -2,9 +2,10 @@
 
 Everything that touches the kernel goes through a :class:`Syscalls` object:
 ``open/ioctl/write/read/lseek/close`` on device nodes, ``read_file``/``listdir`` on
-sysfs and ``modprobe``. :class:`RealSyscalls` is os/fcntl/subprocess; tests substitute
-:class:`hafence.watchdog.fake.FakeKernel`, which decodes the same ioctl numbers and
-struct layouts. Nothing above this seam is mocked.
+sysfs and ``modprobe``. :class:`RealSyscalls` is os/fcntl/subprocess and the default
+everywhere; only an entry point may pass another one (the mux's and the CLI's
+``--fake-device`` pass :class:`hafence.watchdog.fake.FakeKernel`, which decodes the same
+ioctl numbers and struct layouts, and log it). Nothing above this seam is mocked.
 
 * :class:`WatchdogDevice` — an *opened* (therefore armed) device: identity and support
   flags (WDIOC_GETSUPPORT), boot status, timeout / pretimeout / time left, keepalive,
@@ -154,20 +155,15 @@ class RealSyscalls:
             raise ModuleLoadError(f"modprobe {module} failed: {msg}")
 
 
-_default: Syscalls | None = None
+_real: RealSyscalls | None = None
 
 
 def default_syscalls() -> Syscalls:
-    """Real syscalls, or the fake kernel named by ``$HAFENCE_WATCHDOG_FAKE`` (a state file)."""
-    from hafence.watchdog.fake import FAKE_ENV, FakeKernel
-
-    state = os.environ.get(FAKE_ENV)
-    if state:
-        return FakeKernel(state)
-    global _default
-    if _default is None:
-        _default = RealSyscalls()
-    return _default
+    """The real kernel. A fake one is chosen only at an entry point (``--fake-device``)."""
+    global _real
+    if _real is None:
+        _real = RealSyscalls()
+    return _real
 
 
 # -- an opened device -------------------------------------------------------------------------
@@ -344,6 +340,8 @@ class SysfsWatchdog:
     device: str
     identity: str | None = None
     timeout: int | None = None
+    min_timeout: int | None = None  #: the range of timeouts the driver accepts
+    max_timeout: int | None = None
     pretimeout: int | None = None
     timeleft: int | None = None
     bootstatus: int | None = None
@@ -459,6 +457,8 @@ def inspect(
 
     wd.identity = _try_read(sys, f"{base}/identity")
     wd.timeout = num("timeout")
+    wd.min_timeout = num("min_timeout")
+    wd.max_timeout = num("max_timeout")
     wd.pretimeout = num("pretimeout")
     wd.timeleft = num("timeleft")
     wd.bootstatus = num("bootstatus")

@@ -30,6 +30,7 @@ from hafence.watchdog.device import (
     inspect,
     list_watchdogs,
     loaded_module,
+    module_params,
 )
 from hafence.watchdog.errors import DeviceMissingError, WatchdogError
 
@@ -37,13 +38,14 @@ log = logging.getLogger("hafence.watchdog")
 
 MIN_TIMEOUT = 1
 MAX_TIMEOUT = 3600
+DEFAULT_TIMEOUT = 10  #: WATCHDOG_TIMEOUT's default, as Proxmox's watchdog-mux
 
 
 @dataclass(frozen=True)
 class WatchdogSettings:
     """What the operator asked for (from the mux config or CLI options)."""
 
-    timeout: int = 10  #: hardware timeout in seconds
+    timeout: int = DEFAULT_TIMEOUT  #: hardware timeout in seconds
     nowayout: bool = False  #: once opened, the watchdog can never be stopped
     noboot: bool = False  #: softdog only: expiry logs instead of resetting (drills)
     device: str | None = None  #: explicit /dev/watchdogN (generic driver; else found)
@@ -96,8 +98,21 @@ class WatchdogDriver:
         self.sys.modprobe(self.module, args)
         self.loaded_by_us = True
 
+    def loaded_params(self) -> dict[str, str] | None:
+        """The parameters the loaded module runs with (None: they cannot be read).
+
+        What sysfs shows; a driver whose module hides them (mode 0) overrides this.
+        """
+        return module_params(self.module, self.sys, self.sysfs_root) if self.module else {}
+
     def verify(self, wd: SysfsWatchdog) -> None:
         """Check the located device against the settings; raise when it would be unsafe."""
+        lo, hi, want = wd.min_timeout, wd.max_timeout, self.settings.timeout
+        if (lo is not None and want < lo) or (hi is not None and want > hi):
+            raise WatchdogError(
+                f"timeout {want}s (WATCHDOG_TIMEOUT) is outside the {lo or '?'}..{hi or '?'}s "
+                f"that {wd.device} ({wd.identity}) supports"
+            )
         if wd.nowayout is not None and wd.nowayout != self.settings.nowayout:
             log.warning(
                 "%s runs with nowayout=%d (asked %d): a loaded driver keeps its setting",
@@ -148,14 +163,17 @@ class WatchdogDriver:
         wd = prepared or self.prepare()
         dev = WatchdogDevice(self.device_path(wd), self.sys, nowayout=wd.nowayout)
         try:
-            if dev.get_timeout() != self.settings.timeout:
-                applied = dev.set_timeout(self.settings.timeout)
-                if applied != self.settings.timeout:
+            want = self.settings.timeout
+            if dev.get_timeout() != want:
+                applied = dev.set_timeout(want)
+                if applied > want:  # the timing rules were checked against `want`
+                    raise WatchdogError(
+                        f"{dev.path}: asked a {want}s timeout, the driver applied {applied}s: "
+                        f"set WATCHDOG_TIMEOUT={applied} (and check the daemons' timings)"
+                    )
+                if applied != want:
                     log.warning(
-                        "%s: asked timeout %ds, the driver applied %ds",
-                        dev.path,
-                        self.settings.timeout,
-                        applied,
+                        "%s: asked timeout %ds, the driver applied %ds", dev.path, want, applied
                     )
         except BaseException:
             dev.close(magic=True)

@@ -3,8 +3,8 @@
 :class:`FakeKernel` implements :class:`hafence.watchdog.device.Syscalls`. Its whole
 state lives in one JSON file (guarded by ``flock`` on ``<file>.lock``), so a test and a
 real ``hafence-watchdog-mux`` process started with ``--fake-device STATEFILE`` (or
-``$HAFENCE_WATCHDOG_FAKE=STATEFILE``) see the same devices. It models what the Linux
-watchdog core and the softdog / iTCO_wdt drivers do:
+``$HAFENCE_WATCHDOG_FAKE=STATEFILE``; see :mod:`hafence.watchdog.kernel`) see the same
+devices. It models what the Linux watchdog core and the softdog / iTCO_wdt drivers do:
 
 * ``modprobe softdog soft_margin=N nowayout=0|1 soft_noboot=0|1`` creates a device
   (identity "Software Watchdog"); ``iTCO_wdt heartbeat=N nowayout=..`` likewise
@@ -25,6 +25,10 @@ watchdog core and the softdog / iTCO_wdt drivers do:
   both drivers declare them mode 0) and ``/dev/kmsg`` (with each module's init line)
   are served from the same state.
 
+Faults: :meth:`FakeKernel.fail_keepalive` makes every keepalive of a device fail (hardware
+that stopped answering); ``add_device(granularity=N)`` rounds timeouts up as coarse
+hardware counters do.
+
 Tests read :meth:`FakeKernel.events`, :meth:`FakeKernel.device` and
 :meth:`FakeKernel.kmsg` to see what the kernel saw.
 """
@@ -44,8 +48,6 @@ from typing import Any
 
 from hafence.watchdog import device as d
 from hafence.watchdog.errors import ModuleLoadError
-
-FAKE_ENV = "HAFENCE_WATCHDOG_FAKE"
 
 _COMMON_OPTS = d.WDIOF_SETTIMEOUT | d.WDIOF_MAGICCLOSE | d.WDIOF_KEEPALIVEPING
 
@@ -203,8 +205,13 @@ class FakeKernel:
         bootstatus: int = 0,
         min_timeout: int = 1,
         max_timeout: int = 3600,
+        granularity: int = 1,
     ) -> str:
-        """Add a watchdog that exists without modprobe (a generic /dev/watchdogN)."""
+        """Add a watchdog that exists without modprobe (a generic /dev/watchdogN).
+
+        ``granularity``: WDIOC_SETTIMEOUT rounds up to a multiple of it, as hardware with
+        a coarse counter does (the driver reports what it applied).
+        """
         with self._state() as st:
             return self._new_device(
                 st,
@@ -217,6 +224,7 @@ class FakeKernel:
                 bootstatus=bootstatus,
                 min_timeout=min_timeout,
                 max_timeout=max_timeout,
+                granularity=granularity,
             )
 
     def _new_device(self, st: dict[str, Any], **kw: Any) -> str:
@@ -230,6 +238,8 @@ class FakeKernel:
             "pretimeout": 0,
             "min_timeout": kw.get("min_timeout", 1),
             "max_timeout": kw.get("max_timeout", 65535),
+            "granularity": kw.get("granularity", 1),
+            "keepalive_errno": 0,
             "nowayout": kw["nowayout"],
             "noboot": kw.get("noboot", False),
             "timeleft": kw["timeleft"],
@@ -321,10 +331,20 @@ class FakeKernel:
             if f["kind"] != "watchdog":
                 raise _err(errno.EBADF)
             dev = st["devices"][f["device"]]
-            # the watchdog core: every write pings; 'V' anywhere allows a magic close
-            dev["expect_close"] = b"V" in data and bool(dev["options"] & d.WDIOF_MAGICCLOSE)
-            self._ping(dev)
-            return len(data)
+            failed = self._keepalive_fault(st, f["device"], dev)
+            if not failed:
+                # the watchdog core: every write pings; 'V' anywhere allows a magic close
+                dev["expect_close"] = b"V" in data and bool(dev["options"] & d.WDIOF_MAGICCLOSE)
+                self._ping(dev)
+                return len(data)
+        raise _err(failed, "keepalive")  # after the state (and its event) is saved
+
+    def _keepalive_fault(self, st: dict[str, Any], name: str, dev: dict[str, Any]) -> int:
+        """The errno an injected fault makes this keepalive fail with (0: none)."""
+        code = int(dev.get("keepalive_errno") or 0)
+        if code:
+            self._event(st, "keepalive_failed", name, errno=code)
+        return code
 
     def read(self, fd: int, size: int) -> bytes:
         with self._state() as st:
@@ -346,6 +366,7 @@ class FakeKernel:
             return f["pos"]
 
     def ioctl(self, fd: int, request: int, arg: bytes) -> bytes:
+        failed = 0
         with self._state() as st:
             f = self._fd(st, fd)
             if f["kind"] != "watchdog":
@@ -380,13 +401,17 @@ class FakeKernel:
             if request == d.WDIOC_KEEPALIVE:
                 if not dev["options"] & d.WDIOF_KEEPALIVEPING:
                     raise _err(errno.EOPNOTSUPP)
-                self._ping(dev)
-                return arg
+                failed = self._keepalive_fault(st, name, dev)
+                if not failed:
+                    self._ping(dev)
+                    return arg
             if request == d.WDIOC_SETTIMEOUT:
                 if not dev["options"] & d.WDIOF_SETTIMEOUT:
                     raise _err(errno.EOPNOTSUPP)
                 if not dev["min_timeout"] <= value <= dev["max_timeout"]:
                     raise _err(errno.EINVAL)
+                step = dev.get("granularity", 1)  # hardware counting in coarser steps
+                value = -(-value // step) * step
                 dev["timeout"] = value
                 self._event(st, "settimeout", name, timeout=value)
                 self._ping(dev)  # the core pings after a new timeout
@@ -409,7 +434,9 @@ class FakeKernel:
                 if dev["active"] and dev["deadline"] is not None:
                     left = max(0, int(dev["deadline"] - time.monotonic()))
                 return d.INT.pack(left)
-            raise _err(errno.ENOTTY)
+            if not failed:
+                raise _err(errno.ENOTTY)
+        raise _err(failed, "keepalive")  # after the state (and its event) is saved
 
     def modprobe(self, module: str, params: dict[str, str]) -> None:
         with self._state() as st:
@@ -535,6 +562,13 @@ class FakeKernel:
             for f in st["fds"].values():
                 if f["kind"] == "kmsg":
                     f["pos"] = 0
+
+    def fail_keepalive(self, name: str = "watchdog0", code: int = errno.EIO) -> None:
+        """From now on every keepalive of ``name`` (WDIOC_KEEPALIVE or a write) fails with
+        ``code``, as a watchdog whose hardware stopped answering; ``code`` 0 heals it."""
+        with self._state() as st:
+            st["devices"][name]["keepalive_errno"] = code
+            self._event(st, "keepalive_fault", name, errno=code)
 
     def set_available(self, modules: list[str]) -> None:
         """Which modules modprobe can load (default: every modelled one)."""

@@ -6,20 +6,21 @@ The mux loads the configured driver (``WATCHDOG_MODULE``, default softdog; see
 speak :mod:`hafence.watchdog.protocol` on a Unix socket (mode 0600, default
 ``/run/hafence/watchdog-mux.sock``) through :class:`hafence.watchdog.client.WatchdogClient`;
 each sets its own timeout at connect. When a client misses its deadline or disconnects
-without magic close ('V'), the mux logs it loudly and stops feeding for good: the
-hardware expires and the node resets. SIGTERM/SIGINT are refused (logged, the mux keeps
-running) while clients are connected or after a trip; with no clients the mux
-magic-closes the device (disarms it) and exits 0.
+without magic close ('V'), or the hardware refuses a keepalive, the mux logs it loudly
+and stops feeding for good: the hardware expires and the node resets. SIGTERM/SIGINT are
+refused (logged, the mux keeps running) while clients are connected or after a trip; with
+no clients the mux magic-closes the device (disarms it) and exits 0.
 
 Fake-device mode, for tests on machines without /dev/watchdog::
 
     hafence-watchdog-mux --fake-device /tmp/t/wd.json --socket /tmp/t/mux.sock \\
         --timeout 10 [--noboot]
 
-(or ``$HAFENCE_WATCHDOG_FAKE=/tmp/t/wd.json``). The mux then runs the real code
-against :class:`hafence.watchdog.fake.FakeKernel` stored in that state file; the test
-reads the same file (``FakeKernel(path).events()``) to see keepalives, magic closes and
-resets. :class:`hafence.watchdog.muxproc.MuxProcess` starts and stops such a mux.
+(or ``$HAFENCE_WATCHDOG_FAKE=/tmp/t/wd.json``; logged as a warning at start). The mux
+then runs the real code against :class:`hafence.watchdog.fake.FakeKernel` stored in that
+state file; the test reads the same file (``FakeKernel(path).events()``) to see
+keepalives, magic closes and resets. :class:`hafence.watchdog.muxproc.MuxProcess` starts
+and stops such a mux.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -44,9 +46,10 @@ import click
 from hafence.errors import ConfigError, HafenceError
 from hafence.watchdog import protocol
 from hafence.watchdog.config import DEFAULT_CONFIG, MuxConfig, load_config
-from hafence.watchdog.device import WatchdogDevice, default_syscalls
+from hafence.watchdog.device import Syscalls, WatchdogDevice
 from hafence.watchdog.driver import WatchdogSettings
 from hafence.watchdog.errors import WatchdogError
+from hafence.watchdog.kernel import FAKE_ENV, choose_kernel
 
 log = logging.getLogger("hafence.watchdog.mux")
 
@@ -102,6 +105,8 @@ class Mux:
         self._next_id = 1
         self._stop = asyncio.Event()
         self._server: asyncio.AbstractServer | None = None
+        #: the device's timeout as armed: how long the node lives after the last keepalive
+        self.hw_timeout = self._hw_timeout()
 
     # -- the active marker -----------------------------------------------------------------
     def _update_marker(self) -> None:
@@ -126,14 +131,14 @@ class Mux:
                 "%s - stop feeding watchdog %s: node will reset within %ss",
                 reason,
                 self.device.path,
-                self._hw_timeout(),
+                "?" if self.hw_timeout is None else self.hw_timeout,
             )
 
-    def _hw_timeout(self) -> int | str:
+    def _hw_timeout(self) -> int | None:
         try:
             return self.device.get_timeout()
         except WatchdogError:
-            return "?"
+            return None
 
     def check_clients(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -151,7 +156,9 @@ class Mux:
         try:
             self.device.keepalive()
         except WatchdogError as exc:
-            log.error("keepalive of %s failed: %s", self.device.path, exc)
+            # The hardware no longer takes our keepalives: we cannot vouch for the clients
+            # any more. Stop for good and let it expire (Proxmox's mux logs and retries).
+            self.trip(f"hardware keepalive failed: {exc}")
             return
         self.last_hw_feed = time.monotonic()
         self.hw_feeds += 1
@@ -174,15 +181,18 @@ class Mux:
             "flags": self.device.info.flags,
             "nowayout": self.device.nowayout,
         }
-        with contextlib.suppress(WatchdogError):
-            dev["timeout"] = self.device.get_timeout()
+        dev["timeout"] = self._hw_timeout()
         dev["timeleft"] = self.device.get_timeleft()
+        overdue = [c.name for c in self.clients.values() if now > c.deadline]
         return {
             "pid": os.getpid(),
             "socket": self.socket_path,
             "device": dev,
             "feeding": self.tripped is None,
             "tripped": self.tripped,
+            # past their deadline: the mux stops feeding at its next keepalive
+            "overdue": overdue,
+            "healthy": self.tripped is None and not overdue,
             "feed_interval": self.feed_interval,
             "hw_feeds": self.hw_feeds,
             "last_hw_feed_ago": None if self.last_hw_feed is None else now - self.last_hw_feed,
@@ -194,6 +204,7 @@ class Mux:
                     "uid": c.uid,
                     "timeout": c.timeout,
                     "remaining": c.deadline - now,
+                    "overdue": now > c.deadline,
                     "last_feed_ago": now - c.last_feed,
                     "connected_for": now - c.connected_at,
                 }
@@ -224,7 +235,7 @@ class Mux:
                 if cmd == "HELLO":
                     client = await self._hello(args, client, writer, reply)
                 elif cmd == "FEED":
-                    await self._feed(client, reply)
+                    await self._feed(client, args, reply)
                 elif cmd == "V":
                     if client is None:
                         await reply(f"ERR {protocol.E_STATE} not a client (HELLO first)")
@@ -274,21 +285,34 @@ class Mux:
         self.clients[c.id] = c
         self._update_marker()
         log.info("client %s connected, timeout %gs", c.label(), timeout)
-        await reply(f"OK {timeout:g}")
+        # the hardware timeout too: a client may refuse a mux that resets too late for it
+        await reply(f"OK {timeout:g} {self.hw_timeout if self.hw_timeout is not None else '?'}")
         return c
 
-    async def _feed(self, client: Client | None, reply: Any) -> None:
+    async def _feed(self, client: Client | None, args: list[str], reply: Any) -> None:
         if client is None:
             await reply(f"ERR {protocol.E_STATE} not a client (HELLO first)")
             return
         now = time.monotonic()
+        # A feed counts from when the client says it was alive (FEED <monotonic time>): a
+        # feed that waited in the socket while the mux was busy must not extend the client.
+        since = now
+        if args:
+            try:
+                since = float(args[0])
+            except ValueError:
+                since = math.nan
+            if len(args) != 1 or not math.isfinite(since):
+                await reply(f"ERR {protocol.E_PROTOCOL} usage: FEED [<monotonic seconds>]")
+                return
+            since = min(since, now)  # never from the future
         if client.id in self.clients and now > client.deadline:
             self.check_clients(now)  # late is dead, even if the feed loop has not looked yet
         if self.tripped:
             await reply(f"ERR {protocol.E_EXPIRED} watchdog tripped ({self.tripped})")
             return
-        client.deadline = now + client.timeout
-        client.last_feed = now
+        client.deadline = max(client.deadline, since + client.timeout)
+        client.last_feed = max(client.last_feed, since)
         await reply(f"OK {client.timeout:g}")
 
     # -- main loop -----------------------------------------------------------------------
@@ -358,14 +382,8 @@ def bind_socket(path: str) -> socket.socket:
     return sock
 
 
-def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
+def run(cfg: MuxConfig, syscalls: Syscalls | None = None) -> int:
     """Bring the watchdog up and serve until stopped; returns the exit status."""
-    if fake_device:
-        from hafence.watchdog.fake import FakeKernel
-
-        syscalls = FakeKernel(fake_device)
-    else:
-        syscalls = default_syscalls()
     try:
         sock = bind_socket(cfg.socket)  # refuses a live mux first
     except HafenceError as exc:
@@ -427,8 +445,8 @@ def run(cfg: MuxConfig, *, fake_device: str | None = None) -> int:
 @click.option(
     "--fake-device",
     metavar="STATEFILE",
-    envvar="HAFENCE_WATCHDOG_FAKE",
-    help="use the fake kernel in STATEFILE instead of /dev (tests)",
+    envvar=FAKE_ENV,
+    help="use the fake kernel in STATEFILE instead of /dev (tests, labs)",
 )
 @click.option("-v", "--verbose", is_flag=True)
 def main(
@@ -468,7 +486,7 @@ def main(
     if not 0 < cfg.feed_interval < cfg.settings.timeout:
         log.error("not starting: feed interval must be > 0 and below the hardware timeout")
         sys.exit(2)
-    sys.exit(run(cfg, fake_device=fake_device))
+    sys.exit(run(cfg, choose_kernel(fake_device, warn=log.warning)))
 
 
 if __name__ == "__main__":

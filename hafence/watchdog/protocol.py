@@ -2,8 +2,13 @@
 
 Client -> mux (UTF-8, ``\\n`` terminated):
 
-``HELLO <name> <timeout>``  register as a watchdog client with its own timeout (seconds).
-``FEED``                    keepalive; the client's deadline moves to now + timeout.
+``HELLO <name> <timeout>``  register as a watchdog client with its own timeout (seconds);
+                            the reply ``OK <timeout> <hardware timeout>`` names the
+                            device's timeout too (``?`` when the driver cannot tell).
+``FEED [<since>]``          keepalive; the client's deadline moves to since + timeout, where
+                            ``since`` is the ``CLOCK_MONOTONIC`` time the client vouches
+                            for (default and upper bound: when the mux reads the line);
+                            client and mux share that clock (one host, one time namespace).
 ``V``                       magic close: the client leaves without tripping the watchdog.
 ``STATUS``                  JSON status (a connection that never says HELLO is no client).
 

@@ -29,6 +29,9 @@ class SoftdogDriver(WatchdogDriver):
             "soft_noboot": "1" if self.settings.noboot else "0",
         }
 
+    def loaded_params(self) -> dict[str, str] | None:
+        return softdog_init_params(self.sys)  # sysfs hides them; the init line does not
+
     def verify(self, wd: SysfsWatchdog) -> None:
         super().verify(wd)
         # soft_noboot decides whether expiry resets the node: a mismatch either way is

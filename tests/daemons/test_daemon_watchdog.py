@@ -20,8 +20,9 @@ from hafence.cli.ha_manager import cli as ha_manager
 from hafence.watchdog.client import mux_status
 from hafence.watchdog.muxproc import MuxProcess
 
-TIMINGS = ["--interval", "0.5", "--lease-ttl", "6", "--watchdog-timeout", "4",
-           "--fence-delay", "2", "--node-timeout", "2"]  # fmt: skip
+# self-fencing rule: lease 10 > watchdog 4 + the mux's hardware 5 + store 0.5
+TIMINGS = ["--interval", "0.5", "--lease-ttl", "10", "--watchdog-timeout", "4",
+           "--fence-delay", "2", "--node-timeout", "2", "--watchdog-hw-timeout", "5"]  # fmt: skip
 
 
 def wait_for(cond: Any, timeout: float, what: str) -> None:
@@ -49,7 +50,7 @@ def _dummy_alive(state_dir: Path) -> int | None:
 @pytest.fixture
 def node1(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """node1's real mux, CRM and LRM on an embedded store; everything reaped at the end."""
-    mux = MuxProcess(tmp_path / "wd", timeout=30).start()
+    mux = MuxProcess(tmp_path / "wd", timeout=5).start()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     state = tmp_path / "state"
     try:
@@ -147,9 +148,9 @@ def test_malformed_store_url_is_refused_at_start() -> None:
 @pytest.mark.parametrize(
     ("args", "msg"),
     [
-        (["--lease-ttl", "5", "--watchdog-timeout", "10"], "watchdog-timeout must be shorter"),
+        (["--lease-ttl", "5", "--watchdog-timeout", "10"], "self-fence before takeover"),
         (["--interval", "0"], "interval must be > 0"),
-        (["--interval", "10", "--node-timeout", "15"], "at least twice the interval"),
+        (["--interval", "10", "--node-timeout", "15"], "membership outlasts a round"),
     ],
 )
 def test_unsafe_timings_are_refused(tmp_path: Path, args: list[str], msg: str) -> None:

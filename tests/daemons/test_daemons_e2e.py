@@ -28,8 +28,9 @@ from hafence.testing.peers.ipmi_sim import IpmiSim
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 
 NODES = ("node1", "node2", "node3")
+# self-fencing rule: lease 6 > watchdog 3 + hardware 2 (a mux configured so) + store 0.5
 TIMINGS = ["--interval", "0.5", "--lease-ttl", "6", "--watchdog-timeout", "3",
-           "--fence-delay", "2", "--node-timeout", "2"]  # fmt: skip
+           "--fence-delay", "2", "--node-timeout", "2", "--watchdog-hw-timeout", "2"]  # fmt: skip
 SID = "dummy:web"
 
 pytestmark = pytest.mark.skipif(not ipmi_sim_available(), reason="ipmi_sim not installed")

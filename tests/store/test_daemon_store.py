@@ -14,7 +14,8 @@ from pathlib import Path
 
 from hafence.daemons import MAX_MIN_GAP, MIN_GAP_FRACTION, run_daemon
 from hafence.ha import config as hacfg
-from hafence.ha.realenv import RealEnv, Timings
+from hafence.ha.realenv import RealEnv
+from hafence.ha.timings import Timings
 from hafence.store import EmbeddedStore, NotLocal
 
 

@@ -2,7 +2,8 @@
 
 An LRM-style round of store calls (membership heartbeat, agent lock, manager status,
 config, LRM status) runs under the round deadline the daemon loop sets
-(:func:`hafence.store.deadline.round_budget`). With one member hung or dead, rounds must
+(``Timings.store_latency``, checked by :mod:`hafence.ha.timings`). With one member hung or
+dead, rounds must
 still finish inside that deadline, and the membership lease and agent lock must never
 be lost (checked from a second client on the healthy members).
 """
@@ -15,17 +16,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from hafence.ha.realenv import Timings, node_alive_lease
+from hafence.ha.realenv import node_alive_lease
+from hafence.ha.timings import Timings
 from hafence.store import StoreUnavailable, open_store
-from hafence.store.deadline import keep_alive_span, round_budget
 from hafence.store.etcd import EtcdStore
 from hafence.testing.peers import etcd as peer
 
 pytestmark = pytest.mark.peer("etcd")
 
-# timings of a small real cluster: rounds of 2 s, membership 8 s, watchdog 8 s, locks 20 s
-T = Timings(interval=2, lease_ttl=20, watchdog_timeout=8, fence_delay=4, node_timeout=8)
-BUDGET = round_budget(T.interval, T.node_timeout, T.watchdog_timeout)  # 2 s
+# a small real cluster: 2 s rounds and store deadline, membership and watchdog 8 s
+T = Timings(interval=2, lease_ttl=30, watchdog_timeout=8, fence_delay=4, node_timeout=8,
+            store_deadline=2)  # fmt: skip
+T.check()
+BUDGET = T.store_latency
 AGENT = "ha_agent_node1_lock"
 MEMBER = node_alive_lease("node1")
 
@@ -38,7 +41,7 @@ def lrm_round(s: EtcdStore, n: int) -> float:
     """One LRM round's store calls under the round deadline; its duration."""
     started = time.monotonic()
     s.set_deadline(started + BUDGET)
-    s.keep_leases_until(started + keep_alive_span(T.interval, BUDGET))
+    s.keep_leases_until(started + T.round_time)
     try:
         assert s.acquire_lease(MEMBER, "node1", T.node_timeout), "membership lost"
         assert s.quorate()

@@ -12,6 +12,8 @@ import pytest
 from hafence.watchdog.fake import FakeKernel
 from hafence.watchdog.muxproc import MuxProcess
 
+StartMux = Callable[..., MuxProcess]
+
 # Upper bound for waiting on an event; the tests assert *that* it happens, not when.
 EVENT_WAIT = 60.0
 

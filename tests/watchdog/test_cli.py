@@ -20,7 +20,9 @@ from click.testing import CliRunner, Result
 
 from hafence.cli.main import cli
 from hafence.watchdog.client import WatchdogClient
-from hafence.watchdog.fake import FAKE_ENV, FakeKernel
+from hafence.watchdog.errors import ClientExpiredError
+from hafence.watchdog.fake import FakeKernel
+from hafence.watchdog.kernel import FAKE_ENV
 from hafence.watchdog.muxproc import MuxProcess
 
 from .conftest import wait_for
@@ -229,7 +231,8 @@ def test_status_of_a_running_mux(
     run = CliRunner()
     with WatchdogClient.connect(mux.socket, 30, name="lrm"):
         r = run.invoke(cli, ["watchdog", "status", "--socket", mux.socket, "--config", str(cfg)])
-        assert r.exit_code == 0, r.output
+        assert r.exit_code == 0, r.output  # healthy
+        assert "OK: feeding every 0.2s, every client on time" in r.stdout
         assert f"watchdog-mux pid {mux.proc.pid} on {mux.socket}" in r.stdout
         assert "device /dev/watchdog0 (Software Watchdog, driver softdog), timeout 10s" in r.stdout
         assert "feeding every 0.2s" in r.stdout
@@ -249,8 +252,38 @@ def test_status_of_a_tripped_mux(
     WatchdogClient.connect(mux.socket, 30, name="crm").close(magic=False)
     run = CliRunner()
     args = ["watchdog", "status", "--socket", mux.socket, "--config", str(cfg)]
-    out = wait_for(lambda: "TRIPPED" in (o := run.invoke(cli, args).stdout) and o, "the trip")
-    assert "TRIPPED: client 'crm'" in out and "disconnected without magic close" in out
+    r = wait_for(lambda: "TRIPPED" in (res := run.invoke(cli, args)).stdout and res, "the trip")
+    assert r.exit_code == 1
+    assert "TRIPPED: client 'crm'" in r.stdout and "disconnected without magic close" in r.stdout
+    assert "OK:" not in r.stdout
+    r = run.invoke(cli, ["--output", "json", *args])
+    assert r.exit_code == 1 and json.loads(r.stdout)["healthy"] is False
+    mux.kill()
+
+
+def test_status_of_an_overdue_client(
+    kernel: FakeKernel, cfg: Path, start_mux: Callable[..., MuxProcess]
+) -> None:
+    """Past its deadline, before the mux's next keepalive (an hour away here) trips it."""
+    mux = start_mux(timeout=3600, feed_interval=3000, kernel=kernel)
+    run = CliRunner()
+    args = ["watchdog", "status", "--socket", mux.socket, "--config", str(cfg)]
+    lrm = WatchdogClient.connect(mux.socket, 1, name="lrm")
+    crm = WatchdogClient.connect(mux.socket, 600, name="crm")
+    r = wait_for(lambda: (res := run.invoke(cli, args)).exit_code == 1 and res, "lrm overdue")
+    assert "OVERDUE: client lrm (pid " in r.stdout and "(timeout 1s): the mux stops feeding" in (
+        r.stdout
+    )
+    assert "OVERDUE: client crm" not in r.stdout and "TRIPPED" not in r.stdout
+    r = run.invoke(cli, ["--output", "json", *args])
+    st = json.loads(r.stdout)
+    assert r.exit_code == 1 and st["overdue"] == ["lrm"] and st["tripped"] is None
+    with pytest.raises(ClientExpiredError):
+        lrm.feed()  # too late to come back: its feed trips the mux
+    r = run.invoke(cli, args)
+    assert r.exit_code == 1 and "TRIPPED: client 'lrm'" in r.stdout
+    for c in (lrm, crm):
+        c.close(magic=False)
     mux.kill()
 
 
@@ -260,3 +293,49 @@ def test_status_without_a_mux(wd: Callable[..., Result], tmp_path: Path) -> None
     assert f"error: watchdog-mux is not running: no socket at {tmp_path / 'no-mux.sock'}" in (
         r.stderr
     )
+    r = wd("status", "--output", "json")
+    err = json.loads(r.stdout)
+    assert r.exit_code == 1 and (err["ok"], err["error_kind"]) == (False, "unreachable")
+
+
+# -- the global --output json, for every subcommand ------------------------------------------
+def test_global_output_json_for_every_subcommand(
+    kernel: FakeKernel, cfg: Path, start_mux: Callable[..., MuxProcess]
+) -> None:
+    mux = start_mux(timeout=10, kernel=kernel)
+    common = ["--config", str(cfg), "--fake-device", str(kernel.path)]
+    run = CliRunner()
+    r = run.invoke(cli, ["--output", "json", "watchdog", "info", *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["watchdogs"][0]["identity"] == "Software Watchdog"
+    r = run.invoke(cli, ["--output", "json", "watchdog", "status", "--socket", mux.socket])
+    assert r.exit_code == 0 and json.loads(r.stdout)["healthy"] is True
+    # the drill is refused while the mux runs; the refusal is JSON too (exit 2)
+    cfg.write_text(f"MUX_SOCKET={mux.socket}\n")
+    r = run.invoke(cli, ["--output", "json", "watchdog", "test", *common])
+    err = json.loads(r.stdout)
+    assert (
+        r.exit_code == 2
+        and err["error_kind"] == "busy"
+        and "watchdog-mux is running" in (err["message"])
+    )
+    cfg.write_text("WATCHDOG_TIMEOUT=soon\n")
+    r = run.invoke(cli, ["--output", "json", "watchdog", "info", *common])
+    err = json.loads(r.stdout)
+    assert r.exit_code == 2 and err["error_kind"] == "config_error"
+    assert err["errors"] == [{"file": str(cfg), "line": 1, "field": "WATCHDOG_TIMEOUT",
+                              "message": "must be whole seconds, got 'soon'"}]  # fmt: skip
+
+
+def test_the_fake_kernel_is_announced(wd: Callable[..., Result], kernel: FakeKernel) -> None:
+    kernel.add_device("Board WDT")
+    r = wd("info")
+    assert r.exit_code == 0
+    assert f"warning: FAKE watchdog kernel {kernel.path} (--fake-device" in r.stderr
+    assert "this node cannot reset itself" in r.stderr
+
+
+def test_drill_timeout_is_whole_seconds(wd: Callable[..., Result], kernel: FakeKernel) -> None:
+    r = wd("test", "--timeout", "1.5", input="expire\n")
+    assert r.exit_code == 2 and "--timeout 1.5: a watchdog timeout is whole seconds" in r.stderr
+    assert not armed(kernel)

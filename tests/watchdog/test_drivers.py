@@ -22,7 +22,7 @@ from hafence_watchdogs.drivers import (
 )
 
 from hafence.errors import ParamError, UnknownDriverError
-from hafence.watchdog.config import build_driver
+from hafence.watchdog.config import build_driver, driver_for_module
 from hafence.watchdog.device import RealSyscalls
 from hafence.watchdog.driver import KernelModuleDriver, WatchdogSettings
 from hafence.watchdog.errors import DeviceMissingError, ModuleLoadError, WatchdogError
@@ -162,6 +162,47 @@ def test_generic_uses_an_existing_device_and_loads_nothing(kernel: FakeKernel) -
     with drv.open() as dev:
         assert dev.get_timeout() == 15
     assert kernel.events("modprobe") == []
+
+
+def test_short_timeouts_where_the_hardware_supports_them(kernel: FakeKernel) -> None:
+    """5 s as sbd uses: fine on iTCO_wdt (2..613 s); outside a device's range, refused
+    before anything is armed."""
+    with build_driver("iTCO_wdt", WatchdogSettings(timeout=5), kernel).open() as dev:
+        assert dev.get_timeout() == 5
+    kernel.add_device("Board WDT", timeout=60, min_timeout=10, max_timeout=120)
+    opens = len(opened(kernel))
+    drv = GenericDriver(WatchdogSettings(timeout=5, device="/dev/watchdog1"), kernel)
+    with pytest.raises(WatchdogError) as exc:
+        drv.open()
+    assert str(exc.value) == (
+        "timeout 5s (WATCHDOG_TIMEOUT) is outside the 10..120s that /dev/watchdog1 "
+        "(Board WDT) supports"
+    )
+    assert len(opened(kernel)) == opens  # nothing armed
+
+
+def test_a_timeout_rounded_up_by_the_hardware_is_refused(kernel: FakeKernel) -> None:
+    """The timing rules were checked against WATCHDOG_TIMEOUT: a device that resets later
+    than that must not serve; it is disarmed again at once."""
+    kernel.add_device("Coarse WDT", timeout=60, granularity=4)
+    with pytest.raises(WatchdogError, match="asked a 5s timeout, the driver applied 8s: set "
+                       "WATCHDOG_TIMEOUT=8"):  # fmt: skip
+        GenericDriver(WatchdogSettings(timeout=5), kernel).open()
+    assert kernel.events("magic_close") and kernel.device()["active"] is False
+    with GenericDriver(WatchdogSettings(timeout=8), kernel).open() as dev:
+        assert dev.get_timeout() == 8
+
+
+def test_loaded_parameters_through_the_registry(kernel: FakeKernel) -> None:
+    """How the core reads a module's parameters without importing a plugin."""
+    kernel.modprobe("softdog", {"soft_margin": "20", "soft_noboot": "1"})
+    kernel.modprobe("iTCO_wdt", {})
+    softdog = driver_for_module("softdog", kernel)
+    assert isinstance(softdog, SoftdogDriver)
+    assert softdog.loaded_params() == softdog_init_params(kernel)  # sysfs hides them
+    itco = driver_for_module("iTCO_wdt", kernel)
+    assert isinstance(itco, ITCODriver) and itco.loaded_params() == {}  # mode 0 in sysfs
+    assert driver_for_module("sp5100_tco", kernel) is None  # no plugin knows it
 
 
 def test_generic_without_any_watchdog(kernel: FakeKernel) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from hafence.watchdog.fake import FAKE_ENV, FakeKernel
+from hafence.watchdog.fake import FakeKernel
+from hafence.watchdog.kernel import FAKE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 HWTEST = "hwtests/test_watchdog_hw.py"

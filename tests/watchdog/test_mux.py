@@ -8,11 +8,13 @@ and the hardware is fed by explicit calls (the feed loop interval is an hour).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,83 @@ def test_per_client_timeouts_and_feeding_only_while_all_alive(
         cl.close(magic=False)
 
 
+def test_a_feed_counts_from_when_the_client_vouches_for_itself(mt: MuxThread) -> None:
+    """FEED <since>: a feed that was delayed (stalled client, busy mux) extends no further
+    than since + timeout; a since from the future counts as now."""
+    lrm = WatchdogClient.connect(mt.socket, 10, name="lrm")
+    now = time.monotonic()
+    mt.call(setattr, mt.clients()["lrm"], "deadline", now - 5 + 10)  # last fed 5 s ago
+    renewed = now - 4  # e.g. when the lock renewal was sent, 4 s ago
+    lrm.feed(since=renewed)
+    assert mt.clients()["lrm"].deadline == pytest.approx(renewed + 10, abs=1e-5)
+    before = time.monotonic()
+    lrm.feed(since=before + 3600)  # never beyond now + timeout
+    after = time.monotonic()
+    assert before + 10 <= mt.clients()["lrm"].deadline <= after + 10
+    deadline = mt.clients()["lrm"].deadline
+    lrm.feed(since=renewed)  # an older proof never moves the deadline back
+    assert mt.clients()["lrm"].deadline == deadline
+    lrm.feed()  # default: the moment the client sent it
+    assert deadline <= mt.clients()["lrm"].deadline <= time.monotonic() + 10
+    lrm.close()
+
+
+def test_a_late_feed_trips_even_if_it_says_it_is_not(mt: MuxThread) -> None:
+    lrm = WatchdogClient.connect(mt.socket, 1, name="lrm")
+    deadline = mt.clients()["lrm"].deadline
+    wait_for(lambda: time.monotonic() > deadline, "the deadline to pass")
+    with pytest.raises(ClientExpiredError, match=r"'lrm'.*expired"):
+        lrm.feed(since=deadline - 0.5)  # vouching for a time before its deadline is too late
+    lrm.close(magic=False)
+
+
+def test_the_client_learns_the_hardware_timeout(mt: MuxThread) -> None:
+    with WatchdogClient.connect(mt.socket, 10, name="lrm", max_hw_timeout=30) as lrm:
+        assert lrm.hw_timeout == 30
+    with pytest.raises(WatchdogError, match=r"runs a 30s hardware timeout, more than the 29s"):
+        WatchdogClient.connect(mt.socket, 10, name="crm", max_hw_timeout=29)
+    wait_for(lambda: not mt.clients(), "the refused client to leave")
+    assert mt.tripped() is None  # it left with magic close: no reset for a refusal
+
+
+def test_overdue_clients_are_reported_before_the_trip(mt: MuxThread) -> None:
+    lrm = WatchdogClient.connect(mt.socket, 1, name="lrm")
+    crm = WatchdogClient.connect(mt.socket, 60, name="crm")
+    st = mux_status(mt.socket)
+    assert st["healthy"] is True and st["overdue"] == []
+    deadline = mt.clients()["lrm"].deadline
+    wait_for(lambda: time.monotonic() > deadline, "the deadline to pass")
+    st = mux_status(mt.socket)  # the feed loop (once an hour here) has not looked yet
+    assert st["tripped"] is None and st["overdue"] == ["lrm"] and st["healthy"] is False
+    assert [c["overdue"] for c in st["clients"]] == [True, False]
+    mt.call(mt.mux.feed_hardware)  # the next keepalive: checks first, then trips
+    assert mux_status(mt.socket)["tripped"].startswith("client 'lrm'")
+    for c in (lrm, crm):
+        c.close(magic=False)
+
+
+def test_a_failed_hardware_keepalive_trips(mt: MuxThread, caplog: pytest.LogCaptureFixture) -> None:
+    lrm = WatchdogClient.connect(mt.socket, 60, name="lrm")
+    n = mt.keepalives()
+    mt.call(mt.mux.feed_hardware)
+    assert mt.keepalives() == n + 1 and mt.tripped() is None
+    mt.kernel.fail_keepalive(code=errno.EIO)
+    with caplog.at_level(logging.CRITICAL, "hafence.watchdog.mux"):
+        mt.call(mt.mux.feed_hardware)
+    reason = mt.tripped()
+    assert reason == "hardware keepalive failed: /dev/watchdog0: KEEPALIVE: Input/output error"
+    assert f"{reason} - stop feeding watchdog /dev/watchdog0: node will reset within 30s" in (
+        caplog.text
+    )
+    with pytest.raises(ClientExpiredError, match="hardware keepalive failed"):
+        lrm.feed()
+    mt.kernel.fail_keepalive(code=0)  # the hardware answers again: tripped is for good
+    mt.call(mt.mux.feed_hardware)
+    assert mt.keepalives() == n + 1
+    assert len(mt.kernel.events("keepalive_failed")) == 1  # never tried again
+    lrm.close(magic=False)
+
+
 def test_disconnect_without_magic_close_stops_feeding(mt: MuxThread) -> None:
     WatchdogClient.connect(mt.socket, 60, name="crm").close(magic=False)
     reason = wait_for(mt.tripped, "the mux to trip")
@@ -234,7 +313,8 @@ def test_status(mt: MuxThread) -> None:
     assert st["feeding"] is True and st["tripped"] is None and st["hw_feeds"] >= 1
     [c] = st["clients"]
     assert (c["name"], c["timeout"], c["pid"], c["uid"]) == ("lrm", 7.5, os.getpid(), os.getuid())
-    assert 0 < c["remaining"] <= 7.5
+    assert 0 < c["remaining"] <= 7.5 and c["overdue"] is False
+    assert st["overdue"] == [] and st["healthy"] is True
     lrm.close()
     assert mux_status(mt.socket)["clients"] == []
 
@@ -249,8 +329,12 @@ def test_protocol_errors_change_nothing(mt: MuxThread) -> None:
     assert ask("REBOOT") == "ERR protocol unknown request 'REBOOT'"
     assert ask("") == "ERR protocol unknown request ''"
     assert mt.clients() == {}
-    assert ask("HELLO lrm 10") == "OK 10"
+    assert ask("HELLO lrm 10") == "OK 10 30"  # its timeout, the hardware's (softdog 30 s)
     assert ask("HELLO lrm 10") == "ERR state already registered as 'lrm'"
+    deadline = mt.clients()["lrm"].deadline
+    for bad in ("FEED soon", "FEED nan", "FEED inf", "FEED 1 2"):
+        assert ask(bad) == "ERR protocol usage: FEED [<monotonic seconds>]"
+    assert mt.clients()["lrm"].deadline == deadline  # none of them fed
     assert ask("FEED") == "OK 10"
     assert ask("V") == "OK closed"
     ask.sock.close()  # type: ignore[attr-defined]
@@ -263,7 +347,7 @@ def test_protocol_errors_change_nothing(mt: MuxThread) -> None:
 
 def test_an_overlong_line_from_a_client_trips(mt: MuxThread) -> None:
     ask = raw(mt.socket)
-    assert ask("HELLO lrm 10") == "OK 10"
+    assert ask("HELLO lrm 10") == "OK 10 30"
     assert ask("FEED " + "x" * 5000) == "ERR protocol line too long"
     ask.sock.close()  # type: ignore[attr-defined]
     assert "disconnected without magic close" in wait_for(mt.tripped, "the trip")

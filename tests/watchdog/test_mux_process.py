@@ -8,11 +8,11 @@ The fake kernel's state file is shared with the mux process: the test reads what
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,7 @@ from hafence.watchdog.errors import ClientExpiredError, WatchdogError
 from hafence.watchdog.fake import FakeKernel
 from hafence.watchdog.muxproc import MuxProcess
 
-from .conftest import wait_for
-
-StartMux = Callable[..., MuxProcess]
+from .conftest import StartMux, wait_for
 
 
 def tripped(mux: MuxProcess) -> str | None:
@@ -65,6 +63,29 @@ def test_a_crashed_client_process_trips_the_mux(start_mux: StartMux) -> None:
     wait_for(lambda: mux.kernel.events("expired_noboot"), "softdog to fire")
     assert "softdog: Triggered - Reboot ignored" in mux.kernel.kmsg()
     assert not mux.kernel.events("reset")
+    mux.kill()
+
+
+def test_a_failed_hardware_keepalive_trips_the_mux(start_mux: StartMux) -> None:
+    """The device stops taking keepalives (EIO at the syscall seam): the mux stops for good,
+    tells its clients, says so loudly, and lets the hardware reset the node."""
+    # softdog, soft_noboot=0: expiry resets the (fake) node; 5 s, so that a busy machine
+    # does not let it expire before the fault (a mux stalled that long fails a keepalive too)
+    mux = start_mux(timeout=5)
+    lrm = WatchdogClient.connect(mux.socket, 60, name="lrm")
+    lrm.feed()
+    mux.kernel.fail_keepalive(code=errno.EIO)
+    reason = wait_for(lambda: tripped(mux), "the mux to trip")
+    assert reason == "hardware keepalive failed: /dev/watchdog0: KEEPALIVE: Input/output error"
+    loud = f"CRITICAL {reason} - stop feeding watchdog /dev/watchdog0: node will reset within 5s"
+    assert loud in mux.log()
+    with pytest.raises(ClientExpiredError, match="hardware keepalive failed"):
+        lrm.feed()
+    mux.kernel.fail_keepalive(code=0)  # even if the hardware answered again: no more feeds
+    [reset] = wait_for(lambda: mux.kernel.events("reset"), "the hardware to reset the node")
+    assert len(mux.kernel.events("keepalive_failed")) == 1  # it tried once, then stopped
+    assert reset["expired_at"] == pytest.approx(mux.kernel.device()["last_keepalive"] + 5, abs=0.5)
+    lrm.close(magic=False)
     mux.kill()
 
 
