@@ -6,6 +6,8 @@ and the fence history can report *why* an action failed, not only that it did.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class HafenceError(Exception):
     """Base class of every error hafence raises on purpose."""
@@ -44,6 +46,22 @@ class ConfigError(HafenceError):
         super().__init__(f"{where}{what}{message}")
 
 
+@dataclass(frozen=True)
+class ConfigWarning:
+    """Something in a config file that works but is unsafe or surprising (not an error).
+
+    Worded like :class:`ConfigError`: ``file:line: field: message``.
+    """
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return str(ConfigError(self.message, file=self.file, line=self.line, field=self.field))
+
+
 class ConfigErrors(HafenceError):
     """Several configuration errors found in one pass (a parser reports them all at once)."""
 
@@ -52,6 +70,13 @@ class ConfigErrors(HafenceError):
         self.errors = errors
         lines = "\n".join(str(e) for e in errors)
         super().__init__(f"{len(errors)} error(s) in '{file}':\n{lines}")
+
+
+class SecretError(HafenceError):
+    """A secret could not be read from its file, environment variable or script.
+
+    The message says why and never contains the secret (or any part of the file).
+    """
 
 
 class PluginError(HafenceError):

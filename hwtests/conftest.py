@@ -4,8 +4,9 @@ The hardware config is ``hwtests/hardware.toml`` or the file named by
 ``$HAFENCE_HW_CONFIG`` (format: ``hwtests/hardware.example.toml``). Fence devices are
 tables ``[fence.NAME]`` holding ``driver``, ``allow_power_off`` and the driver's options;
 passwords only as ``password_file`` / ``password_env`` (an inline secret is refused).
-Other top-level tables (e.g. ``[watchdog.NAME]``) are free for other hwtests:
-:func:`hw_section` returns them.
+``[watchdog.NAME]`` tables are checked here too; other top-level tables are free for other
+hwtests: :func:`hw_section` returns them. Every error names the file, the line and the
+field (``fence.NAME.KEY``); the whole file is checked at load, before any test runs.
 
 Fence hwtests ask for the ``hw_device`` fixture and name their driver(s) with a marker::
 
@@ -25,7 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -35,6 +38,7 @@ from typing import Any
 
 import pytest
 
+from hafence.cfgtext import config_lines, read_config
 from hafence.errors import ConfigError, HafenceError, ParamError
 from hafence.fence import driver_class
 from hafence.fence.driver import FenceDriver
@@ -88,55 +92,133 @@ def config_path() -> Path:
     return Path(env) if env else DEFAULT_CONFIG
 
 
+WATCHDOG_KEYS = ("device", "allow_reset", "description")
+_TOML_ERROR_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+_TOML_PART = re.compile(r'\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)\s*(\.|$)')
+
+
+def _toml_key(part: str) -> str:
+    if part.startswith('"'):
+        return json.loads(part)  # TOML basic strings escape like JSON for names
+    return part.strip("'")
+
+
+def _header_path(header: str) -> tuple[str, ...] | None:
+    parts, pos = [], 0
+    while pos < len(header):
+        m = _TOML_PART.match(header, pos)
+        if m is None:
+            return None
+        try:
+            parts.append(_toml_key(m.group(1)))
+        except ValueError:
+            return None
+        pos = m.end()
+    return tuple(parts)
+
+
+def _toml_line(text: str, table: tuple[str, ...], key: str | None = None) -> int:
+    """Where ``[table]`` (and its ``key = ...``) is written: the key's line, else the
+    header's, else 1 (a table written inline or with dotted keys)."""
+    header_line, current = 0, None
+    for n, line in enumerate(config_lines(text), 1):
+        m = _TOML_HEADER.match(line)
+        if m is not None:
+            current = _header_path(m.group(1))
+            if current == table and not header_line:
+                header_line = n
+            continue
+        if key is not None and current == table:
+            head = line.split("=", 1)[0].strip() if "=" in line else ""
+            if head and _header_path(head) == (key,):
+                return n
+    return header_line or 1
+
+
 def load_hw_config(
     path: Path | None = None, registry: PluginRegistry | None = None
 ) -> HwConfig | None:
-    """The hardware config, or None when there is none. Errors name file and field."""
+    """The hardware config, or None when there is none. Errors name file, line and field."""
     path = path or config_path()
     if not path.exists():
         if os.environ.get("HAFENCE_HW_CONFIG"):
             raise ConfigError("file not found (named by $HAFENCE_HW_CONFIG)", file=str(path))
         return None
+    file = str(path)
+    text = read_config(path)  # ConfigError: unreadable, not UTF-8, a control character
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # its message carries line and column
-        raise ConfigError(str(exc), file=str(path)) from None
+        m = _TOML_ERROR_AT.search(str(exc))
+        line = int(m.group(1)) if m else None
+        message = _TOML_ERROR_AT.sub("", str(exc)).strip() + (
+            f" (column {m.group(2)})" if m else ""
+        )
+        raise ConfigError(f"invalid TOML: {message}", file=file, line=line or 1) from None
+
+    def fail(message: str, table: tuple[str, ...], key: str | None = None) -> ConfigError:
+        where = ".".join((*table, key) if key else table)
+        return ConfigError(message, file=file, line=_toml_line(text, table, key), field=where)
+
+    for top, value in data.items():
+        if not isinstance(value, dict):
+            raise fail("must be a table, e.g. [fence.NAME] or [watchdog.NAME]", (top,))
+    _check_watchdogs(data.get("watchdog", {}), fail)
     fence = data.get("fence", {})
-    if not isinstance(fence, dict):
-        raise ConfigError("must be a table of devices: [fence.NAME]", file=str(path), field="fence")
     registry = registry or get_registry()
     devices = []
     for name, table in fence.items():
-        where = f"fence.{name}"
+        where = ("fence", name)
         if not isinstance(table, dict):
-            raise ConfigError("must be a table", file=str(path), field=where)
+            raise fail("must be a table", where)
         driver = table.get("driver")
         if not isinstance(driver, str):
-            raise ConfigError("missing driver name", file=str(path), field=f"{where}.driver")
+            raise fail("missing driver name", where, "driver")
         allow = table.get("allow_power_off", False)
         if not isinstance(allow, bool):
-            raise ConfigError(
-                "must be true or false", file=str(path), field=f"{where}.allow_power_off"
-            )
+            raise fail("must be true or false", where, "allow_power_off")
+        if not isinstance(table.get("description", ""), str):
+            raise fail("must be a string", where, "description")
         options = {k: v for k, v in table.items() if k not in RESERVED}
         try:
             cls = driver_class(driver, registry)
         except HafenceError as exc:
-            raise ConfigError(str(exc), file=str(path), field=f"{where}.driver") from None
+            raise fail(str(exc), where, "driver") from None
         schema = {n: p for p in cls.all_params() for n in (p.name, *p.aliases)}
         for key in options:
             if key in schema and schema[key].secret:
-                raise ConfigError(
-                    f"do not put secrets in this file: use {key}_file or {key}_env",
-                    file=str(path),
-                    field=f"{where}.{key}",
+                raise fail(
+                    f"do not put secrets in this file: use {key}_file or {key}_env", where, key
                 )
         try:
             cls(options, label=name)  # validates every option now, not mid-test
         except ParamError as exc:
-            raise ConfigError(exc.message, file=str(path), field=f"{where}.{exc.field}") from None
+            raise fail(exc.message, where, exc.field) from None
+        except Exception as exc:  # a driver bug; its text could hold a secret: only the type
+            raise fail(
+                f"driver '{driver}' failed on these options ({type(exc).__name__})", where, "driver"
+            ) from None
         devices.append(HwDevice(name, driver, options, allow_power_off=allow))
     return HwConfig(path, data, devices)
+
+
+def _check_watchdogs(section: dict[str, Any], fail: Callable[..., ConfigError]) -> None:
+    """``[watchdog.NAME]`` tables (read by test_watchdog_hw.py): checked at load time."""
+    for name, table in section.items():
+        where = ("watchdog", name)
+        if not isinstance(table, dict):
+            raise fail("must be a table", where)
+        for key in table:
+            if key not in WATCHDOG_KEYS:
+                raise fail(f"unknown key (known: {', '.join(WATCHDOG_KEYS)})", where, key)
+        device = table.get("device")
+        if not isinstance(device, str) or not re.fullmatch(r"/dev/watchdog[0-9]{0,3}", device):
+            raise fail("must be a /dev/watchdogN path", where, "device")
+        if not isinstance(table.get("allow_reset", False), bool):
+            raise fail("must be true or false", where, "allow_reset")
+        if not isinstance(table.get("description", ""), str):
+            raise fail("must be a string", where, "description")
 
 
 @functools.cache

@@ -21,10 +21,11 @@ import click
 
 from hafence.cli import output as out
 from hafence.cli.output import CommandFailed, UsageProblem
-from hafence.errors import FenceError, FenceTimeoutError, UnreachableError
+from hafence.errors import DeviceError, FenceError, FenceTimeoutError, UnreachableError
 from hafence.fence import ChainDevice, FenceDriver, FenceHistory, Fencer, build_driver
 from hafence.fence.chain import driver_class
 from hafence.fence.config import FenceConfig, is_secret_key, load_fence_config
+from hafence.fence.driver import FLAG
 from hafence.fence.fencer import ActionResult
 from hafence.fence.history import default_history_path
 
@@ -142,7 +143,7 @@ class DeviceSource:
             raise UsageProblem("give either --driver (device on the command line) or --device")
         if self.driver:
             cls = driver_class(self.driver)
-            opts: dict[str, Any] = {k: (True if v is None else v) for k, v in extra}
+            opts: dict[str, Any] = {k: (FLAG if v is None else v) for k, v in extra}
             if timeout is not None:
                 opts["timeout"] = timeout
             driver = cls(opts, label=self.label or self.driver)
@@ -219,7 +220,7 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Driver option (repeatable); a secret X may be X_file=PATH or X_env=VAR.",
         ),
         click.option(
-            "--password-file", type=click.Path(dir_okay=False), help="Read the password here."
+            "--password-file", type=out.FilePath(dir_okay=False), help="Read the password here."
         ),
         click.option("--password-env", metavar="VAR", help="Read the password from $VAR."),
         click.option(
@@ -306,6 +307,11 @@ async def run_diag(driver: FenceDriver) -> ActionResult:
         res.error_kind, res.message = exc.kind, exc.message
     except OSError as exc:
         res.error_kind, res.message = UnreachableError.kind, f"diag: {exc}"
+    except UsageProblem:
+        raise
+    except Exception as exc:  # as the fencer does: anything unexpected is a device error
+        res.error_kind = DeviceError.kind
+        res.message = f"diag: {type(exc).__name__}: {exc}"
     res.duration = time.monotonic() - t0
     return res
 

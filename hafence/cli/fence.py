@@ -23,7 +23,7 @@ from hafence.cli.devices import (
     open_history,
     timeout_factory,
 )
-from hafence.cli.output import CommandFailed, UsageProblem
+from hafence.cli.output import CommandFailed, Seconds, UsageProblem
 from hafence.fence import CheckReport, Fencer, FenceResult, check_drivers, driver_class
 from hafence.fence.config import FenceConfig, masked_args
 from hafence.fence.fencer import CONFIG_ERROR_KIND
@@ -62,9 +62,9 @@ def _fencer(cfg: FenceConfig, history: FenceHistory | None, retries: int, backof
     show_default=True,
     help="off fences, reboot fences then powers on, on unfences.",
 )
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--retries", type=click.IntRange(min=0, max=100), default=2, show_default=True)
 @click.option(
-    "--backoff", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS"
+    "--backoff", type=Seconds(min=0, max=3600), default=1.0, show_default=True, metavar="SECONDS"
 )
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @history_option
@@ -253,17 +253,30 @@ def config_group() -> None:
 @config_option
 @out.command_body
 def config_check(file: str | None, config_path: str) -> None:
-    """Parse fence.cfg and build every device; errors name file:line: field."""
+    """Parse fence.cfg and build every device; errors name file:line: field.
+
+    Warnings (exit 0) name what works but is unsafe, e.g. a fence agent that would put a
+    password on a command line where ``ps`` shows it.
+    """
     cfg = load_config(file or config_path)
-    check_drivers(cfg)  # raises FenceConfigErrors: exit 2 listing each file:line: field
+    warnings = check_drivers(cfg)  # FenceConfigErrors: exit 2 listing each file:line: field
     nodes = cfg.nodes()
     subdevices = sum(len(d.subdevices) for d in cfg.devices.values())
     chains = {n: len(cfg.chain(n)) for n in nodes}
     if out.state().json:
         out.emit_json(
-            {"ok": True, "file": cfg.path, "devices": subdevices, "nodes": nodes, "levels": chains}
+            {
+                "ok": True,
+                "file": cfg.path,
+                "devices": subdevices,
+                "nodes": nodes,
+                "levels": chains,
+                "warnings": [str(w) for w in warnings],
+            }
         )
         return
+    for w in warnings:
+        out.echo(f"warning: {w}", err=True)
     out.echo(f"{cfg.path}: OK, {subdevices} device(s), {len(nodes)} node(s)")
     if nodes:
         out.echo(out.table(["NODE", "LEVELS"], [[n, chains[n]] for n in nodes]))
@@ -275,6 +288,9 @@ def config_check(file: str | None, config_path: str) -> None:
 
 
 # -- history -----------------------------------------------------------------------
+MAX_SKIPPED_SHOWN = 10
+
+
 @click.command("history")
 @click.argument("node", required=False)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -283,7 +299,13 @@ def config_check(file: str | None, config_path: str) -> None:
 def history_cmd(node: str | None, limit: int, history_path: str | None) -> None:
     """Show the fence history (every attempt), oldest first, optionally for one NODE."""
     history = FenceHistory(history_path) if history_path else FenceHistory(default_history_path())
-    records = history.records(node, limit=limit)
+    found = history.scan(node, limit=limit)  # ConfigError (unreadable file): exit 2
+    records = found.records
+    for problem in found.skipped[:MAX_SKIPPED_SHOWN]:
+        out.echo(f"warning: {problem}", err=True)
+    if len(found.skipped) > MAX_SKIPPED_SHOWN:
+        more = len(found.skipped) - MAX_SKIPPED_SHOWN
+        out.echo(f"warning: {more} more invalid line(s) skipped in {history.path}", err=True)
     if out.state().json:
         out.emit_json([r.to_dict() for r in records])
         return

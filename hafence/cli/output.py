@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 import time
 import traceback
@@ -74,6 +75,29 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds in ``[min, max]``: click's FloatRange lets ``nan``
+    through (no comparison is true for it) and ``inf`` unless a max is set."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
+class FilePath(click.Path):
+    """click.Path that refuses a NUL in the name with a usage error (click's own checks
+    would stop with a ValueError from ``os.stat`` instead)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            self.fail("a file name cannot contain a NUL character", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 # -- state shared by the group and its commands -----------------------------------------
 @dataclass
 class State:
@@ -116,7 +140,7 @@ def global_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0.1),
+            type=Seconds(min=0.1, max=3600),
             default=None,
             expose_value=False,
             callback=_set("timeout"),

@@ -12,14 +12,23 @@ from pathlib import Path
 
 import click
 
+from hafence.cli.output import FilePath
 from hafence.errors import HafenceError
 
-_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+_DIR = FilePath(exists=True, file_okay=False, path_type=Path)
 
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"hafence sim: {exc}", err=True)
+    click.echo(f"hafence sim: {_describe(exc)}", err=True)
     sys.exit(2)
+
+
+def _describe(exc: Exception) -> str:
+    """One line for any failure to load or run a scenario: ours say what is wrong, any
+    other exception (a scenario file the simulator chokes on) is named by its type."""
+    if isinstance(exc, (HafenceError, ValueError, OSError)):
+        return str(exc)
+    return f"cannot run this scenario ({type(exc).__name__}: {exc})"
 
 
 @click.group()
@@ -32,26 +41,31 @@ def sim() -> None:
 @click.option(
     "--log",
     "log_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FilePath(dir_okay=False, path_type=Path),
     help="Also write the HA log to this file.",
 )
 def run_cmd(scenario: Path, log_file: Path | None) -> None:
     """Run SCENARIO and print its HA log as it happens."""
     from hafence.sim import scenario as sc
 
-    reason = sc.unsupported_reason(scenario)
-    if reason:
-        click.echo(f"warning: {scenario.name} uses {reason}: not simulated faithfully", err=True)
     try:
+        reason = sc.unsupported_reason(scenario)
+        if reason:
+            click.echo(
+                f"warning: {scenario.name} uses {reason}: not simulated faithfully", err=True
+            )
         text = sc.run(scenario, echo=click.echo)
     except BrokenPipeError:  # `| head`
         sys.stderr.close()
         sys.exit(0)
-    except (HafenceError, ValueError, OSError) as exc:
+    except Exception as exc:  # never a traceback for a bad scenario directory
         _fail(exc)
         return
     if log_file is not None:
-        log_file.write_text(text)
+        try:
+            log_file.write_text(text)
+        except OSError as exc:
+            _fail(exc)
 
 
 @sim.command("compare")
@@ -65,11 +79,11 @@ def compare_cmd(scenarios: tuple[Path, ...], quiet: bool) -> None:
     for d in scenarios:
         if not (d / "log.expect").exists():
             _fail(HafenceError(f"{d}: no log.expect to compare with"))
-        reason = sc.unsupported_reason(d)
         try:
+            reason = sc.unsupported_reason(d)
             result = sc.compare(d)
-        except (HafenceError, ValueError, OSError) as exc:
-            click.echo(f"ERROR    {d.name}: {exc}")
+        except Exception as exc:  # one line per broken scenario, then the next one
+            click.echo(f"ERROR    {d.name}: {_describe(exc)}")
             failed += 1
             continue
         if result.matched:

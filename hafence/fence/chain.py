@@ -11,23 +11,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hafence.errors import ConfigError, ParamError, UnknownDriverError
+from hafence.errors import ConfigError, ConfigWarning, ParamError, UnknownDriverError
 from hafence.fence.config import (
     Arg,
     FenceConfig,
     FenceConfigErrors,
+    SubDevice,
     is_secret_key,
     masked_args,
     shell_quote,
 )
+from hafence.fence.driver import FLAG
 from hafence.secrets import MASK
 
 if TYPE_CHECKING:
     from hafence.fence.driver import FenceDriver
     from hafence.plugins import PluginRegistry
 
-# Options fence.cfg may carry for ClusterLabs agents that the fencer itself owns.
+# Options fence.cfg may carry for ClusterLabs agents that the fencer itself owns, and
+# the values Proxmox's configs give them (the fencer chooses the action per call).
 FENCER_OWNED = frozenset({"action"})
+FENCER_ACTIONS = ("off", "reboot")
 
 BRIDGE_DRIVER = "fence_agent"
 
@@ -58,12 +62,16 @@ class ChainDevice:
         )
 
     def options(self) -> dict[str, Any]:
-        """Driver options: bare flags become True; fencer-owned keys are dropped."""
+        """Driver options: a bare flag is :data:`FLAG` (True for a boolean, an error for
+        any other parameter); fencer-owned keys are checked and dropped. Raises
+        :class:`ParamError`."""
         out: dict[str, Any] = {}
         for key, value in self.args:
             if key in FENCER_OWNED:
+                if value not in FENCER_ACTIONS:
+                    raise ParamError(key, f"must be one of {', '.join(FENCER_ACTIONS)}")
                 continue
-            out[key] = True if value is None else value
+            out[key] = FLAG if value is None else value
         return out
 
     def command(self, *, reveal_secrets: bool = False) -> str:
@@ -179,25 +187,84 @@ def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> F
         connect_keys = {k for k, _ in spec.connect_args}
         line = spec.connect_line if exc.field in connect_keys else spec.device_line
         raise ConfigError(exc.message, file=spec.file, line=line, field=exc.field) from None
+    except Exception as exc:  # a driver bug; its text could hold a secret, so only the type
+        raise ConfigError(
+            f"driver '{spec.driver}' failed on these options ({type(exc).__name__}); "
+            "this is a bug in the driver",
+            file=spec.file,
+            line=spec.device_line,
+            field="driver",
+        ) from None
 
 
-def check_drivers(cfg: FenceConfig, registry: PluginRegistry | None = None) -> None:
-    """Build every device for every node it is connected to, without contacting any.
+def check_drivers(cfg: FenceConfig, registry: PluginRegistry | None = None) -> list[ConfigWarning]:
+    """Build every device for every node it is connected to, without contacting any;
+    a device connected to no node is checked with its own arguments (a required option
+    may still come from a ``connect`` line added later).
 
     Raises :class:`FenceConfigErrors` with every driver/option error (file, line, field).
+    Returns the warnings the drivers have about their options (e.g. a fence agent that
+    would put a password on a command line), each naming file, line and field.
     """
     errors: list[ConfigError] = []
+    warnings: list[ConfigWarning] = []
     seen: set[tuple[str, int | None, str | None]] = set()
-    for node in cfg.nodes():
-        for level in node_chain(cfg, node):
-            for spec in level.devices:
-                try:
-                    build_driver(spec, registry)
-                except ConfigError as exc:
-                    key = (str(exc), exc.line, exc.field)
-                    if key not in seen:
-                        seen.add(key)
-                        errors.append(exc)
+    specs = [(spec, False) for n in cfg.nodes() for lv in node_chain(cfg, n) for spec in lv.devices]
+    specs += [(_unconnected(cfg, sub), True) for sub in _unconnected_subdevices(cfg)]
+    for spec, partial in specs:
+        try:
+            driver = build_driver(spec, registry)
+        except ConfigError as exc:
+            if partial and _missing_required(spec, exc, registry):
+                continue
+            key = (str(exc), exc.line, exc.field)
+            if key not in seen:
+                seen.add(key)
+                errors.append(exc)
+            continue
+        for fld, message in _driver_warnings(driver):
+            warning = ConfigWarning(message, spec.file, spec.device_line, fld)
+            if warning not in warnings:
+                warnings.append(warning)
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         raise FenceConfigErrors(cfg.path or "fence.cfg", errors)
+    return sorted(warnings, key=lambda w: w.line or 0)
+
+
+def _unconnected_subdevices(cfg: FenceConfig) -> list[SubDevice]:
+    return [s for d in cfg.devices.values() for s in d.sorted_subdevices() if not s.connections]
+
+
+def _unconnected(cfg: FenceConfig, sub: SubDevice) -> ChainDevice:
+    return ChainDevice(
+        node="",
+        device=sub.name,
+        index=sub.index,
+        driver=sub.driver,
+        device_args=tuple(sub.args),
+        connect_args=(),
+        file=cfg.path,
+        device_line=sub.line,
+        label=sub.label,
+    )
+
+
+def _missing_required(spec: ChainDevice, exc: ConfigError, registry: PluginRegistry | None) -> bool:
+    """Whether ``exc`` only says a required option is missing (for a device connected
+    to no node, that option may belong on its future ``connect`` lines)."""
+    try:
+        params = driver_class(spec.driver, registry).all_params()
+    except UnknownDriverError:
+        return False
+    given = {k for k, _ in spec.args}
+    return any(
+        p.required and exc.field == p.name and not given & {p.name, *p.aliases} for p in params
+    )
+
+
+def _driver_warnings(driver: FenceDriver) -> list[tuple[str, str]]:
+    """``(field, message)`` pairs a driver reports through an optional
+    ``config_warnings()`` method (the fence-agent bridge has one)."""
+    method = getattr(driver, "config_warnings", None)
+    return list(method()) if callable(method) else []

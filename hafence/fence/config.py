@@ -6,12 +6,15 @@ Syntax (one statement a line, ``#`` starts a comment line, blank lines ignored):
     connect NAME[:N] node=NODE key=value ...
 
 Arguments are split like a POSIX shell (``password="12\\"345"`` is ``12"345``). A bare
-word is a flag (``ssh``, ``x``). ``NAME:1``, ``NAME:2`` are sub-devices of one device:
+word is a flag (``ssh``, ``x``); a key given twice on one line is an error, a key of a
+``connect`` line overrides the device's. ``NAME:1``, ``NAME:2`` are sub-devices of one device:
 together they form one *level* of a node's chain and must all succeed. Distinct names
 are levels tried in the order they are first declared.
 
 Errors are collected in one pass and raised together as :class:`FenceConfigErrors`,
-whose text matches Proxmox's ``[FenceConfig] Encountered error(s) ...`` report.
+whose text matches Proxmox's ``[FenceConfig] Encountered error(s) ...`` report. Bytes
+that are not UTF-8 or control characters anywhere (even in a comment) are such an
+error too, naming the line.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hafence.cfgtext import config_lines, decode_config, read_bytes
 from hafence.errors import ConfigError, ConfigErrors
 from hafence.secrets import MASK
 from hafence.store.atomic import write_atomic
@@ -39,7 +43,7 @@ Arg = tuple[str, str | None]
 _SECRET_KEY = re.compile(r"pass|secret|community|token|^key$|private|_kg$", re.IGNORECASE)
 
 _STATEMENT = re.compile(r"^(device|connect)\s+(\S+)\s+(\S+)(?:\s+(.*))?$")
-_DEVICE_NAME = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)(?::(\d+))?$")
+_DEVICE_NAME = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)(?::([0-9]{1,9}))?$")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
@@ -152,10 +156,11 @@ class FenceConfig:
         if not m:
             raise ConfigError(f"invalid device name '{label}'", field="device")
         name, idx = m.group(1), int(m.group(2) or 1)
+        args = _checked_args(args)
         dev = self.devices.setdefault(name, Device(name))
         if idx in dev.subdevices:
             raise ConfigError(f"device '{name}:{idx}' already declared", field="device")
-        sub = SubDevice(name, idx, driver, list(args))
+        sub = SubDevice(name, idx, driver, args)
         dev.subdevices[idx] = sub
         return sub
 
@@ -170,7 +175,7 @@ class FenceConfig:
             raise ConfigError(
                 f"node '{node}' already connected to device '{sub.label}'", field="node"
             )
-        conn = Connection(node, list(args))
+        conn = Connection(node, _checked_args(args))
         sub.connections[node] = conn
         return conn
 
@@ -207,6 +212,17 @@ class FenceConfig:
         return _shape(self) == _shape(other)
 
 
+def _checked_args(args: Iterable[Arg]) -> list[Arg]:
+    out = list(args)
+    bad = next((k for k, _ in out if not _KEY.match(k)), None)
+    if bad is not None:
+        raise ConfigError(f"invalid argument '{bad}'", field=bad or "argument")
+    twice = _repeated_key(out)
+    if twice is not None:
+        raise ConfigError("given twice", field=twice)
+    return out
+
+
 def _shape(cfg: FenceConfig) -> list:
     return [
         (
@@ -230,15 +246,20 @@ def parse_args(text: str) -> list[Arg]:
     return out
 
 
-def parse_fence_config(text: str, path: str = "fence.cfg") -> FenceConfig:
-    """Parse fence.cfg text; raise :class:`FenceConfigErrors` listing every error."""
+def parse_fence_config(text: str | bytes, path: str = "fence.cfg") -> FenceConfig:
+    """Parse fence.cfg text (or its bytes); raise :class:`FenceConfigErrors` listing
+    every error."""
+    try:
+        text = decode_config(text, path)
+    except ConfigError as exc:
+        raise FenceConfigErrors(path, [exc]) from None
     cfg = FenceConfig(path=path)
     errors: list[ConfigError] = []
 
     def err(lineno: int, message: str, fld: str | None = None) -> None:
         errors.append(ConfigError(message, file=path, line=lineno, field=fld))
 
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(config_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -255,6 +276,10 @@ def parse_fence_config(text: str, path: str = "fence.cfg") -> FenceConfig:
         bad_key = next((k for k, _ in args if not _KEY.match(k)), None)
         if bad_key is not None:
             err(lineno, f"invalid argument '{bad_key}'", bad_key or "argument")
+            continue
+        twice = _repeated_key(args)
+        if twice is not None:
+            err(lineno, "given twice on this line", twice)
             continue
         nm = _DEVICE_NAME.match(label)
         if not nm:
@@ -292,16 +317,20 @@ def parse_fence_config(text: str, path: str = "fence.cfg") -> FenceConfig:
     return cfg
 
 
+def _repeated_key(args: list[Arg]) -> str | None:
+    seen: set[str] = set()
+    for key, _ in args:
+        if key in seen:
+            return key
+        seen.add(key)
+    return None
+
+
 def load_fence_config(path: str | os.PathLike[str]) -> FenceConfig:
-    """Read and parse a fence.cfg file (UTF-8)."""
-    p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", file=p) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=p) from None
-    return parse_fence_config(text, p)
+    """Read and parse a fence.cfg file (UTF-8). A file that cannot be read (missing, a
+    directory, a device, too big) is a :class:`ConfigError` naming it."""
+    p = os.fspath(path)
+    return parse_fence_config(read_bytes(p), str(p))
 
 
 # -- writing ------------------------------------------------------------------------

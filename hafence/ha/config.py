@@ -30,20 +30,24 @@ Groups::
             "comment": str|None}}
 
 Datacenter options live in ``datacenter.cfg`` as JSON, the same form as the reference
-scenarios: ``{"ha": {"shutdown_policy": "conditional", "max_worker": 4}}``. Other top-level
-keys (``crs`` ...) are kept untouched for the scheduler.
+scenarios: ``{"ha": {"shutdown_policy": "conditional", "max_worker": 4}, "crs": {"ha":
+"static"}}``. Unknown and repeated keys are errors, as are numbers that are not plain
+finite JSON numbers.
 
-Every parser reports all problems at once as ``ConfigErrors`` whose entries name the file,
-the line and the property.
+Every parser takes text or bytes and reports all problems at once as ``ConfigErrors``
+whose entries name the file, the line and the property; bytes that are not UTF-8 or a
+control character anywhere in a file (even in a comment) are such an error too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from hafence.cfgtext import bad_character, config_lines, decode_config, decode_utf8
 from hafence.errors import ConfigError, ConfigErrors
 
 BUILTIN_RESOURCE_TYPES = ("vm", "ct")
@@ -60,11 +64,23 @@ GROUP_KEYS = ("nodes", "restricted", "nofailback", "comment")
 _HEADER = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_-]*):\s*(?P<id>\S+)\s*$")
 _PROP = re.compile(r"^[ \t]+(?P<key>\S+)(?:[ \t]+(?P<value>.*?))?[ \t]*$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-_NODE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$")
+_NODE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _GUEST_ID = re.compile(r"^[1-9][0-9]{2,8}$")
 _OTHER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
+_COUNT = re.compile(r"^[0-9]{1,3}$")
+_PRIORITY = re.compile(r"^[0-9]{1,4}$")
+MAX_COMMENT = 4096
 _TRUE = {"1", "yes", "on", "true"}
 _FALSE = {"0", "no", "off", "false"}
+
+
+def decode_blob(data: bytes, file: str) -> str:
+    """Stored bytes as UTF-8 text; ConfigErrors names the file and the line of a bad byte
+    (the HA parsers then check the text itself)."""
+    try:
+        return decode_utf8(data, file)
+    except ConfigError as exc:
+        raise ConfigErrors(file, [exc]) from None
 
 
 def known_resource_types() -> set[str]:
@@ -119,30 +135,39 @@ def parse_bool(value: str) -> bool:
 
 
 def parse_count(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"invalid integer '{value}'") from None
+    if not _COUNT.match(value):
+        raise ValueError(f"invalid integer '{_short(value)}' (0..10)")
+    n = int(value)
     if not 0 <= n <= 10:
         raise ValueError(f"{n} out of range (0..10)")
     return n
 
 
+def _short(value: str) -> str:
+    """A rejected value, cut short for an error message."""
+    return value if len(value) <= 40 else value[:37] + "..."
+
+
 def parse_node_name(value: str) -> str:
     if not _NODE.match(value):
-        raise ValueError(f"invalid node name '{value}'")
+        raise ValueError(f"invalid node name '{_short(value)}'")
     return value
 
 
 def parse_group_name(value: str) -> str:
     if not _NAME.match(value):
-        raise ValueError(f"invalid group name '{value}'")
+        raise ValueError(f"invalid group name '{_short(value)}'")
     return value
 
 
 def parse_comment(value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValueError("comment must be a single line")
+    bad = bad_character(value)
+    if bad is not None:
+        raise ValueError(f"comment must not contain {bad}")
+    if len(value) > MAX_COMMENT:
+        raise ValueError(f"comment longer than {MAX_COMMENT} characters")
     return value
 
 
@@ -156,10 +181,9 @@ def parse_nodes(value: str) -> dict[str, int]:
         parse_node_name(name)
         if name in nodes:
             raise ValueError(f"node '{name}' listed twice")
-        try:
-            p = int(prio) if sep else 0
-        except ValueError:
-            raise ValueError(f"invalid priority '{prio}' for node '{name}'") from None
+        if sep and not _PRIORITY.match(prio):
+            raise ValueError(f"invalid priority '{_short(prio)}' for node '{name}' (0..1000)")
+        p = int(prio) if sep else 0
         if not 0 <= p <= 1000:
             raise ValueError(f"priority {p} of node '{name}' out of range (0..1000)")
         nodes[name] = p
@@ -206,19 +230,28 @@ _GROUP_PARSERS = {
 
 
 def _parse_sections(
-    text: str,
+    text: str | bytes,
     file: str,
     accept_header: Any,
     parsers: dict[str, Any],
     default: Any,
     required: tuple[str, ...] = (),
+    kinds: dict[str, tuple[dict[str, Any], tuple[str, ...]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Section-config text -> ``{id: properties}``. ``accept_header(type, id)`` gives the
+    key (ValueError rejects the section); ``kinds`` maps a section type to its own
+    ``(parsers, required)`` where types differ (rules), else ``parsers``/``required``."""
+    try:
+        text = decode_config(text, file)
+    except ConfigError as exc:
+        raise ConfigErrors(file, [exc]) from None
     errors: list[ConfigError] = []
     out: dict[str, dict[str, Any]] = {}
     cur: dict[str, Any] | None = None
     cur_seen: set[str] = set()
     cur_key = ""
     cur_line = 0
+    cur_parsers, cur_required = parsers, required
     skipping = False  # inside a section whose header was rejected
 
     def err(line: int, msg: str, fld: str | None = None) -> None:
@@ -226,12 +259,12 @@ def _parse_sections(
 
     def close() -> None:
         if cur is not None:
-            for r in required:
+            for r in cur_required:
                 if r not in cur_seen:
                     err(cur_line, f"section '{cur_key}' lacks required property", r)
 
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
+    for lineno, raw in enumerate(config_lines(text), 1):
+        if not raw.strip(" \t"):
             close()
             cur, skipping = None, False
             continue
@@ -242,7 +275,8 @@ def _parse_sections(
             cur, skipping = None, False
             m = _HEADER.match(raw)
             if not m:
-                err(lineno, f"invalid section header '{raw.strip()}' (expected 'TYPE: ID')")
+                header = _short(raw.strip())
+                err(lineno, f"invalid section header '{header}' (expected 'TYPE: ID')", "section")
                 skipping = True
                 continue
             try:
@@ -256,17 +290,22 @@ def _parse_sections(
                 skipping = True
                 continue
             cur, cur_key, cur_line, cur_seen = default(), key, lineno, set()
+            if kinds is not None:
+                cur_parsers, cur_required = kinds[m.group("type")]
             out[key] = cur
             continue
         if skipping:
             continue
-        if cur is None:
-            err(lineno, "property outside of a section")
-            continue
         m = _PROP.match(raw)
-        assert m is not None  # an indented non-blank line always matches
+        if m is None:  # indented, but not 'key value' (e.g. a no-break space first)
+            line = _short(raw.strip())
+            err(lineno, f"invalid property line '{line}' (expected 'KEY VALUE')", "property")
+            continue
         pkey, value = m.group("key"), m.group("value") or ""
-        if pkey not in parsers:
+        if cur is None:
+            err(lineno, "property outside of a section", pkey)
+            continue
+        if pkey not in cur_parsers:
             err(lineno, f"unknown property in section '{cur_key}'", pkey)
             continue
         if pkey in cur_seen:
@@ -277,7 +316,7 @@ def _parse_sections(
             err(lineno, "missing value", pkey)
             continue
         try:
-            cur[pkey] = parsers[pkey](value)
+            cur[pkey] = cur_parsers[pkey](value)
         except ValueError as exc:
             err(lineno, str(exc), pkey)
     close()
@@ -287,7 +326,7 @@ def _parse_sections(
 
 
 def parse_resources(
-    text: str, file: str = "resources.cfg", types: Iterable[str] | None = None
+    text: str | bytes, file: str = "resources.cfg", types: Iterable[str] | None = None
 ) -> dict[str, dict[str, Any]]:
     """Parse ``resources.cfg`` text into ``{sid: {...}}`` with defaults filled in."""
     known = set(types) if types is not None else None  # None: plugins loaded only if needed
@@ -300,7 +339,7 @@ def parse_resources(
     return _parse_sections(text, file, header, _RESOURCE_PARSERS, default_resource)
 
 
-def parse_groups(text: str, file: str = "groups.cfg") -> dict[str, dict[str, Any]]:
+def parse_groups(text: str | bytes, file: str = "groups.cfg") -> dict[str, dict[str, Any]]:
     """Parse ``groups.cfg`` text into ``{name: {...}}``; ``nodes`` is required."""
 
     def header(stype: str, name: str) -> str:
@@ -433,55 +472,179 @@ def check_references(
         raise ConfigErrors(file, errors)
 
 
-def _line_of(text: str, key: str) -> int | None:
-    for n, line in enumerate(text.splitlines(), 1):
-        if f'"{key}"' in line:
-            return n
-    return None
+class _BadJson(ValueError):
+    """A JSON value hafence refuses although the json module would take it."""
 
 
-def parse_datacenter(text: str, file: str = "datacenter.cfg") -> dict[str, Any]:
-    """Parse the JSON datacenter options; ``result["ha"]`` always has every HA option."""
-    if not text.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigErrors(
-                file, [ConfigError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno)]
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigErrors(file, [ConfigError("top level must be a JSON object", file=file)])
-    ha = data.get("ha", {})
-    errors: list[ConfigError] = []
-    if not isinstance(ha, dict):
-        errors.append(
-            ConfigError("must be an object", file=file, line=_line_of(text, "ha"), field="ha")
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > 18:  # int() of thousands of digits is slow, then fails
+        raise _BadJson(f"number {_short(text)} is too big")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _BadJson(f"number {_short(text)} is not finite")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise _BadJson(f"{name} is not a JSON number")
+
+
+def _load_json(text: str, file: str) -> Any:
+    """``json.loads`` that refuses NaN, Infinity and huge numbers and survives any
+    nesting; a ConfigErrors names the line."""
+
+    def fail(message: str, line: int) -> ConfigErrors:
+        return ConfigErrors(file, [ConfigError(message, file=file, line=line)])
+
+    try:
+        return json.loads(
+            text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
         )
-        ha = {}
-    out = dict(DEFAULT_HA_OPTIONS)
-    for key, value in ha.items():
-        line = _line_of(text, key)
-        fld = f"ha.{key}"
-        if key == "shutdown_policy":
-            if value not in SHUTDOWN_POLICIES:
-                msg = f"invalid value {value!r} (one of {', '.join(SHUTDOWN_POLICIES)})"
-                errors.append(ConfigError(msg, file=file, line=line, field=fld))
-                continue
-        elif key == "max_worker":
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-                msg = f"invalid value {value!r} (an integer from 1 to 64)"
-                errors.append(ConfigError(msg, file=file, line=line, field=fld))
-                continue
-        else:
-            errors.append(ConfigError("unknown HA option", file=file, line=line, field=fld))
+    except json.JSONDecodeError as exc:
+        raise fail(f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except _BadJson as exc:
+        raise fail(f"invalid JSON: {exc}", 1) from None
+    except RecursionError:
+        raise fail("invalid JSON: nested too deeply", 1) from None
+
+
+JsonPath = tuple[str | int, ...]
+
+
+def _key_lines(text: str) -> dict[JsonPath, list[int]]:
+    """For valid JSON text: the lines where each object key occurs, by its path
+    (``("crs", "ha")``; array elements by index). A path seen twice is a repeated key."""
+    out: dict[JsonPath, list[int]] = {}
+    stack: list[list[Any]] = []  # [is_object, key or index, expecting a key]
+    line, i = 1, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if stack and stack[-1][0] and stack[-1][2]:
+                stack[-1][1], stack[-1][2] = json.loads(text[i : j + 1]), False
+                out.setdefault(tuple(f[1] for f in stack), []).append(line)
+            i = j
+        elif c in "{[":
+            stack.append([c == "{", 0, c == "{"])
+        elif c in "}]":
+            stack.pop()
+        elif c == "," and stack:
+            if stack[-1][0]:
+                stack[-1][2] = True
+            else:
+                stack[-1][1] += 1
+        i += 1
+    return out
+
+
+def _choice(*values: str) -> Any:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in values:
+            return None
+        return f"invalid value {_show_json(value)} (one of {', '.join(values)})"
+
+    return check
+
+
+def _integer(lo: int, hi: int) -> Any:
+    def check(value: Any) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+            return None
+        return f"invalid value {_show_json(value)} (an integer from {lo} to {hi})"
+
+    return check
+
+
+def _number(lo: float, hi: float) -> Any:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and lo <= value <= hi:
+            return None
+        return f"invalid value {_show_json(value)} (a number from {lo:g} to {hi:g})"
+
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return None
+    return f"invalid value {_show_json(value)} (0, 1, true or false)"
+
+
+def _show_json(value: Any) -> str:
+    return _short(json.dumps(value))
+
+
+# The datacenter options hafence reads ("ha") and those its scheduler knows ("crs",
+# Proxmox's names); anything else is reported rather than silently ignored.
+DATACENTER_SCHEMA: dict[str, dict[str, Any]] = {
+    "ha": {"shutdown_policy": _choice(*SHUTDOWN_POLICIES), "max_worker": _integer(1, 64)},
+    "crs": {
+        "ha": _choice("basic", "static", "dynamic"),
+        "ha-rebalance-on-start": _flag,
+        "ha-auto-rebalance": _flag,
+        "ha-auto-rebalance-method": _choice("bruteforce", "topsis"),
+        "ha-auto-rebalance-threshold": _number(0, 1),
+        "ha-auto-rebalance-margin": _number(0, 1),
+        "ha-auto-rebalance-hold-duration": _integer(0, 10000),
+    },
+}
+
+
+def parse_datacenter(text: str | bytes, file: str = "datacenter.cfg") -> dict[str, Any]:
+    """Parse the JSON datacenter options; ``result["ha"]`` always has every HA option.
+
+    Unknown or repeated keys, values of the wrong type or out of range: ConfigErrors,
+    each naming file, line and ``section.key``.
+    """
+    try:
+        text = decode_config(text, file)
+    except ConfigError as exc:
+        raise ConfigErrors(file, [exc]) from None
+    data = _load_json(text, file) if text.strip() else {}
+    if not isinstance(data, dict):
+        raise ConfigErrors(
+            file, [ConfigError("top level must be a JSON object", file=file, line=1)]
+        )
+    lines = _key_lines(text)
+
+    def line_of(*path: str) -> int:
+        return lines.get(path, [1])[0]
+
+    errors: list[ConfigError] = []
+    for path, where in lines.items():
+        fld = ".".join(str(p) for p in path)
+        errors += [ConfigError("given twice", file=file, line=n, field=fld) for n in where[1:]]
+    for section, value in data.items():
+        schema = DATACENTER_SCHEMA.get(section)
+        if schema is None:
+            known = ", ".join(DATACENTER_SCHEMA)
+            msg = f"unknown datacenter option (known: {known})"
+            errors.append(ConfigError(msg, file=file, line=line_of(section), field=section))
             continue
-        out[key] = value
+        if not isinstance(value, dict):
+            msg = "must be an object"
+            errors.append(ConfigError(msg, file=file, line=line_of(section), field=section))
+            continue
+        for key, item in value.items():
+            check = schema.get(key)
+            problem = f"unknown {section} option" if check is None else check(item)
+            if problem is not None:
+                line = line_of(section, key)
+                errors.append(ConfigError(problem, file=file, line=line, field=f"{section}.{key}"))
     if errors:
-        raise ConfigErrors(file, errors)
+        raise ConfigErrors(file, sorted(errors, key=lambda e: e.line or 0))
     result = dict(data)
-    result["ha"] = out
+    result["ha"] = {**DEFAULT_HA_OPTIONS, **data.get("ha", {})}
     return result
 
 
@@ -491,47 +654,79 @@ def format_datacenter(options: dict[str, Any]) -> str:
 
 # -- rules.cfg (Proxmox 9 HA rules) -------------------------------------------------------
 RULE_TYPES = ("node-affinity", "resource-affinity")
+_RULE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_-]+$")  # Proxmox's pve-configid
 
 
 def _parse_sid_list(value: str) -> list[str]:
-    sids = [v.strip() for v in value.split(",") if v.strip()]
-    for sid in sids:  # types are checked against resources.cfg, not here
+    sids: list[str] = []
+    for sid in (v.strip() for v in value.split(",")):
+        if not sid:
+            continue
         rtype, sep, rid = sid.partition(":")
-        if not sep or not _NAME.match(rtype) or not _OTHER_ID.match(rid):
-            raise ValueError(f"invalid service ID '{sid}' (expected TYPE:ID)")
+        if rtype in BUILTIN_RESOURCE_TYPES:
+            sid = parse_sid(sid, BUILTIN_RESOURCE_TYPES)
+        elif not sep or not _NAME.match(rtype) or not _OTHER_ID.match(rid):
+            # other types come from plugins; resources.cfg decides whether they exist
+            raise ValueError(f"invalid service ID '{_short(sid)}' (expected TYPE:ID)")
+        if sid in sids:
+            raise ValueError(f"service '{sid}' listed twice")
+        sids.append(sid)
+    if not sids:
+        raise ValueError("no resources given")
     return sids
 
 
 def _parse_affinity(value: str) -> str:
     if value not in ("positive", "negative"):
-        raise ValueError(f"invalid affinity '{value}' (expected positive or negative)")
+        raise ValueError(f"invalid affinity '{_short(value)}' (expected positive or negative)")
     return value
 
 
-_RULE_PARSERS = {
-    "nodes": parse_nodes,
-    "resources": _parse_sid_list,
-    "strict": parse_bool,
-    "affinity": _parse_affinity,
-    "disable": parse_bool,
-    "comment": parse_comment,
+# Each rule type's properties and which of them it requires (Proxmox's rule plugins:
+# a node-affinity rule needs nodes, a resource-affinity rule its affinity).
+_RULE_KINDS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "node-affinity": (
+        {
+            "resources": _parse_sid_list,
+            "nodes": parse_nodes,
+            "strict": parse_bool,
+            "disable": parse_bool,
+            "comment": parse_comment,
+        },
+        ("resources", "nodes"),
+    ),
+    "resource-affinity": (
+        {
+            "resources": _parse_sid_list,
+            "affinity": _parse_affinity,
+            "disable": parse_bool,
+            "comment": parse_comment,
+        },
+        ("resources", "affinity"),
+    ),
 }
 
 
-def parse_rules(text: str, file: str = "rules.cfg") -> dict[str, dict[str, Any]]:
+def parse_rules(text: str | bytes, file: str = "rules.cfg") -> dict[str, dict[str, Any]]:
     """Parse ``rules.cfg`` (``node-affinity: NAME`` / ``resource-affinity: NAME`` sections)
-    into ``{name: {"type", "nodes", "resources", "strict", ...}}``."""
+    into ``{name: {"type", "nodes", "resources", "strict", ...}}``.
+
+    Every rule needs ``resources``; a node-affinity rule ``nodes``, a resource-affinity rule
+    ``affinity``; a property of the other type is an error, like an unknown one.
+    """
     types: dict[str, str] = {}
 
     def header(rtype: str, name: str) -> str:
         if rtype not in RULE_TYPES:
             raise ValueError(
-                f"unknown rule type '{rtype}' (expected one of {', '.join(RULE_TYPES)})"
+                f"unknown rule type '{_short(rtype)}' (expected one of {', '.join(RULE_TYPES)})"
             )
-        types[name] = rtype
+        if not _RULE_ID.match(name):
+            raise ValueError(f"invalid rule ID '{_short(name)}' (letters, digits, '-', '_')")
+        types.setdefault(name, rtype)
         return name
 
-    rules = _parse_sections(text, file, header, _RULE_PARSERS, dict, ("resources",))
+    rules = _parse_sections(text, file, header, {}, dict, kinds=_RULE_KINDS)
     for name, rule in rules.items():
         rule["type"] = types[name]
     return rules

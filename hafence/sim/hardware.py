@@ -454,4 +454,3 @@ def normalize_service(cd: dict[str, Any]) -> dict[str, Any]:
     cd["max_restart"] = int(cd.get("max_restart", 1))
     cd["max_relocate"] = int(cd.get("max_relocate", 1))
     return cd
-

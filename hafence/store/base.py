@@ -45,6 +45,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from hafence.ha import config as hacfg
+from hafence.ha.config import decode_blob
 
 RESOURCES = "resources.cfg"
 GROUPS = "groups.cfg"
@@ -194,8 +195,10 @@ class Store(abc.ABC):
 
     # -- text / JSON helpers -----------------------------------------------------------------
     def read_text(self, name: str) -> str:
+        """The blob as UTF-8 text ("" if absent); ConfigErrors names it and the line of a
+        byte that is not UTF-8."""
         raw = self._get(name)
-        return raw.decode() if raw is not None else ""
+        return decode_blob(raw, self.location(name)) if raw is not None else ""
 
     def write_text(self, name: str, text: str) -> None:
         self._put(name, text.encode())

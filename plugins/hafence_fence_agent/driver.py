@@ -5,6 +5,14 @@ passwords would show in ``ps``). Exit codes: 0 success; for ``status`` 0 = on,
 2 = off; anything else is a failure, classified from the agent's own messages.
 Each run is time-bounded and the agent's whole process group is killed on timeout
 or cancellation.
+
+Some agents hand the password on to a program they run, on *its* command line:
+fence_ipmilan (and its aliases fence_idrac, fence_ilo3...) runs ``ipmitool -P PASSWORD``.
+For agents that run ipmitool the bridge gives the agent no password at all; the password
+travels in ``IPMI_PASSWORD`` and the agent's ``ipmitool_path`` is ``ipmitool_env.sh``,
+which turns the agent's empty ``-P ''`` into ipmitool's ``-E`` (read it from the
+environment). For any other agent that runs programs, :meth:`config_warnings` says that
+its secrets may reach a command line (``hafence config check`` prints it).
 """
 
 from __future__ import annotations
@@ -15,8 +23,12 @@ import functools
 import math
 import os
 import re
+import shutil
 import signal
+import stat
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hafence.errors import (
@@ -34,16 +46,25 @@ from hafence.secrets import MASK, Secret
 from hafence_fence_agent.metadata import AgentInfo, find_agent, read_metadata
 
 _COMMON = frozenset(p.name for p in COMMON_PARAMS)
+# Checked in this order. ipmitool's own words (it runs with -v, see _stdin): a wrong
+# password is "RAKP 2 HMAC is invalid" (IPMI 2.0) or "Activate Session command failed"
+# (1.5), a wrong user "unauthorized name"; a BMC that does not answer fails its first
+# request, "Get Auth Capabilities". Its closing "Unable to establish IPMI v2 / RMCP+
+# session" is said in both cases, so it decides nothing.
 _AUTH = re.compile(
-    r"RMCP\+ session|RAKP|authenticat|login failed|invalid (user|password|credentials)"
+    r"HMAC is invalid|unauthori[sz]ed name|Activate Session command failed"
+    r"|authentication fail|login failed|invalid (user|password|credentials)"
     r"|incorrect password|unauthori[sz]ed|\b401\b|permission denied|access denied",
     re.IGNORECASE,
 )
 _UNREACHABLE = re.compile(
     r"connection (timed out|refused)|no route to host|unable to connect|network is unreachable"
-    r"|name or service not known|timed out|host unreachable",
+    r"|name or service not known|timed out|host unreachable|Get Auth Capabilities"
+    r"|Get Channel Authentication Capabilities",
     re.IGNORECASE,
 )
+IPMITOOL_WRAPPER = Path(__file__).with_name("ipmitool_env.sh")
+DEFAULT_IPMITOOL = "/usr/bin/ipmitool"
 _STILL_ON = re.compile(r"timed out waiting to power off", re.IGNORECASE)
 _NO_LIST = re.compile(r"list option is not working", re.IGNORECASE)
 
@@ -81,8 +102,8 @@ class FenceAgentDriver(FenceDriver):
         # Generic 'fence_agent': pick the agent's schema, then validate against it.
         opts = dict(options)
         agent = opts.pop("agent", None)
-        if not agent:
-            raise ParamError("agent", f"required by driver '{cls.name}'")
+        if not agent or not isinstance(agent, str):
+            raise ParamError("agent", f"required by driver '{cls.name}' (agent=fence_x)")
         try:
             sub = cls.for_agent(str(agent))
         except UnknownDriverError as exc:
@@ -123,23 +144,71 @@ class FenceAgentDriver(FenceDriver):
             timeout += t.get("power_wait", 0) + t.get("power_timeout", 0) + 1
         return timeout
 
+    @property
+    def _env_password(self) -> Secret | None:
+        """The password that goes to ipmitool through IPMI_PASSWORD (not via the agent).
+
+        Not with ``use_sudo``: sudo clears the environment, so the agent then needs the
+        password itself (and :meth:`config_warnings` says where it ends up).
+        """
+        password = self.options.get("password")
+        if not self.agent.runs_ipmitool or self.options.get("use_sudo"):
+            return None
+        return password if isinstance(password, Secret) else None
+
     def _stdin(self, action: str) -> bytes:
         lines = [f"action={action}"]
         if action in ("on", "off", "reboot"):
             lines += [f"{k}={v}" for k, v in self._timing().items()]
-        # Verbose output carries the cause (e.g. ipmitool's RMCP+ session error) that
-        # tells a wrong password from a dead device; fencing.py masks passwords in it.
-        if self.options.get("verbose") is None and any(p.name == "verbose" for p in self.params):
+        # Verbose output carries the cause that tells a wrong password from a dead device
+        # (for ipmitool only with its own -v, verbose_level 2); passwords are scrubbed.
+        names = {p.name for p in self.params}
+        chosen = any(self.options.get(k) is not None for k in ("verbose", "verbose_level"))
+        if not chosen and "verbose" in names:
             lines.append("verbose=1")
+            if self.agent.runs_ipmitool and "verbose_level" in names:
+                lines.append("verbose_level=2")
+        if self._env_password is not None:
+            lines.append(f"ipmitool_path={_ipmitool_wrapper()}")
         for key, value in self.options.items():
             if key in _COMMON or key == "agent" or value is None or value is False:
                 continue
+            if self._env_password is not None and key in ("password", "ipmitool_path"):
+                continue  # in the environment instead; ipmitool_path is the wrapper's
             if value is True:
                 value = "1"
             elif isinstance(value, Secret):
                 value = value.reveal()
             lines.append(f"{key}={value}")
         return ("\n".join(lines) + "\n").encode("utf-8")
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "LC_ALL": "C"}
+        for name in ("IPMI_PASSWORD", "IPMITOOL_PASSWORD", "HAFENCE_IPMITOOL"):
+            env.pop(name, None)  # only ever the one this device was given
+        password = self._env_password
+        if password is not None:
+            env["IPMI_PASSWORD"] = password.reveal()
+            env["HAFENCE_IPMITOOL"] = str(self.options.get("ipmitool_path") or DEFAULT_IPMITOOL)
+        return env
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """``(option, message)`` for each secret this agent may put on a command line,
+        where ``ps`` and /proc/*/cmdline show it to every local user."""
+        given = [p.name for p in self.params if p.secret and self.options.get(p.name) is not None]
+        if self.agent.runs_ipmitool:
+            exposed = [n for n in given if n != "password" or self._env_password is None]
+            why = "runs ipmitool with it on the command line (only the password is kept off"
+            why += ", and not with use_sudo)" if self.options.get("use_sudo") else ")"
+        elif self.agent.runs_programs:
+            exposed = given
+            why = "runs other programs and may put it on their command lines"
+        else:
+            return []
+        return [
+            (name, f"{self.agent.name} {why}, where ps shows it to every local user")
+            for name in exposed
+        ]
 
     def _scrub(self, text: str) -> str:
         for value in self.options.values():
@@ -155,7 +224,7 @@ class FenceAgentDriver(FenceDriver):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,  # its own process group, so ipmitool children die too
-            env={**os.environ, "PYTHONWARNINGS": "ignore", "LC_ALL": "C"},
+            env=self._env(),
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(self._stdin(action)), timeout)
@@ -183,7 +252,7 @@ class FenceAgentDriver(FenceDriver):
         msg = f"{self.agent.name} {action}: {_strip_log(detail)}"
         if action == "off" and _STILL_ON.search(text):
             return StillOnError(msg, device=self.label)
-        for pattern, cls in ((_UNREACHABLE, UnreachableError), (_AUTH, AuthError)):
+        for pattern, cls in ((_AUTH, AuthError), (_UNREACHABLE, UnreachableError)):
             cause = next((ln for ln in lines if pattern.search(ln)), None)
             if cause is not None:
                 if cause != detail:
@@ -259,6 +328,18 @@ def _agent_class(agent: str) -> type[FenceAgentDriver]:
             "__module__": __name__,
         },
     )
+
+
+@functools.cache
+def _ipmitool_wrapper() -> str:
+    """ipmitool_env.sh, executable (fence_ipmilan insists); an install that lost the
+    executable bit gets a private copy that has it."""
+    if os.access(IPMITOOL_WRAPPER, os.X_OK):
+        return str(IPMITOOL_WRAPPER)
+    copy = Path(tempfile.mkdtemp(prefix="hafence-ipmitool-")) / IPMITOOL_WRAPPER.name
+    shutil.copyfile(IPMITOOL_WRAPPER, copy)
+    copy.chmod(stat.S_IRWXU)
+    return str(copy)
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:

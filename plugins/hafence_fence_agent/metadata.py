@@ -21,6 +21,12 @@ METADATA_TIMEOUT = 15.0
 OWNED = frozenset({"action", "help", "version"}) | {p.name for p in COMMON_PARAMS}
 _SECRET = re.compile(r"(pass(wd|word)?|community|hexadecimal_kg|secret|token)$", re.IGNORECASE)
 _TYPES = {"boolean": bool, "integer": int, "second": float}
+# An agent that starts other programs may hand them its secrets on their command line.
+_RUNS_PROGRAMS = re.compile(rb"run_commands?\(|subprocess|os\.popen|os\.system|fencing_snmp")
+# Agents read (fence-agents 4.12) that do run a program but give it the password through
+# the environment (AMT_PASSWORD, OS_PASSWORD), never on its command line.
+ENV_PASSWORD_AGENTS = frozenset({"fence_amt", "fence_ironic"})
+MAX_AGENT_SOURCE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,12 @@ class AgentInfo:
     params: tuple[Param, ...]
     actions: frozenset[str]
     accepts: frozenset[str] = frozenset()  # every option name the agent reads
+    runs_programs: bool = False  # starts other programs (secrets may reach their argv)
+
+    @property
+    def runs_ipmitool(self) -> bool:
+        """fence_ipmilan and its aliases: the password would go to ipmitool's -P."""
+        return "ipmitool_path" in self.accepts
 
 
 def find_agent(name: str) -> str | None:
@@ -45,6 +57,17 @@ def is_secret(name: str) -> bool:
     return bool(_SECRET.search(name))
 
 
+def runs_programs(name: str, path: str) -> bool:
+    """Whether the agent's source starts other programs (unreadable: assume it does)."""
+    if name in ENV_PASSWORD_AGENTS:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return bool(_RUNS_PROGRAMS.search(fh.read(MAX_AGENT_SOURCE)))
+    except OSError:
+        return True
+
+
 def parse_metadata(name: str, path: str, xml_text: str) -> AgentInfo:
     root = ET.fromstring(xml_text)
     params: list[Param] = []
@@ -57,10 +80,13 @@ def parse_metadata(name: str, path: str, xml_text: str) -> AgentInfo:
             deprecated.add(pname)
         if node.get("obsoletes"):
             aliases.setdefault(pname, []).append(node.get("obsoletes", ""))
+    secret_names = {n.get("name", "") for n in nodes if is_secret(n.get("name", ""))}
     for node in nodes:
         pname = node.get("name", "")
         if not pname or pname in deprecated or pname in OWNED:
             continue
+        if pname.endswith("_script") and pname.removesuffix("_script") in secret_names:
+            continue  # X_script is run by hafence itself (bounded), see hafence.secrets
         content = node.find("content")
         ctype = content.get("type", "string") if content is not None else "string"
         choices: tuple[str, ...] = ()
@@ -81,7 +107,15 @@ def parse_metadata(name: str, path: str, xml_text: str) -> AgentInfo:
         )
     actions = frozenset(a.get("name", "") for a in root.findall("./actions/action"))
     accepts = frozenset(n.get("name", "") for n in nodes)
-    return AgentInfo(name, path, root.get("shortdesc", ""), tuple(params), actions, accepts)
+    return AgentInfo(
+        name,
+        path,
+        root.get("shortdesc", ""),
+        tuple(params),
+        actions,
+        accepts,
+        runs_programs(name, path),
+    )
 
 
 def read_metadata(name: str, path: str) -> AgentInfo:

@@ -21,7 +21,9 @@ type, 5xx) -> :class:`DeviceError`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -117,11 +119,7 @@ class RedfishDriver(FenceDriver):
             raise ParamError("ca_file", "given together with ssl_insecure=1: choose one")
         if (o["ssl_insecure"] or o["ca_file"]) and not o["ssl"]:
             raise ParamError("ssl", "TLS options given with ssl=0")
-        host = o["ip"].strip()
-        if not host or "/" in host:
-            raise ParamError("ip", f"must be a host name or address, got {o['ip']!r}")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"  # IPv6 literal
+        host = _host(o["ip"])
         port = o["ipport"] or (443 if o["ssl"] else 80)
         self.base_url = f"{'https' if o['ssl'] else 'http'}://{host}:{port}"
         self.root = "/" + o["redfish_uri"].strip("/")
@@ -326,6 +324,24 @@ def _power(system: Any) -> PowerState:
         "Paused": PowerState.ON,
         "Off": PowerState.OFF,
     }.get(str(value), PowerState.UNKNOWN)
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252}[A-Za-z0-9_])?$")
+
+
+def _host(text: str) -> str:
+    """The BMC's host for a URL: a host name, an IPv4 address or an IPv6 literal (put
+    in brackets); anything else is a ParamError now rather than a failed fence later."""
+    host = text.strip()
+    literal = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in literal:
+        try:
+            return f"[{ipaddress.IPv6Address(literal)}]"
+        except ValueError:
+            pass
+    elif _HOSTNAME.match(host):
+        return host
+    raise ParamError("ip", f"must be a host name or address, got {text!r}")
 
 
 def _connection_reason(exc: Exception) -> str:

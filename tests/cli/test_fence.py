@@ -177,7 +177,39 @@ def test_config_check_ok(run, node_cfg):
         "devices": 1,
         "nodes": ["node1"],
         "levels": {"node1": 1},
+        "warnings": [],
     }
+
+
+def test_config_check_rejects_inf_timeout_before_any_dry_run(run, write_cfg, bmc):
+    """``timeout=inf`` used to pass config check and then hang ``fence --dry-run``."""
+    cfg = write_cfg(f"{device_line('bmc1', bmc, timeout='inf')}\nconnect bmc1 node=node1\n")
+    r = run("config", "check", str(cfg))
+    assert r.exit_code == 2
+    assert f"{cfg}:1: timeout: expected a finite number of seconds, got 'inf'" in r.stderr
+    r = run("fence", "node1", "--dry-run", "--config", str(cfg))
+    assert r.exit_code == 2 and "timeout: expected a finite number" in r.output
+    assert bmc.calls() == []  # refused before any request reached the BMC
+
+
+def test_config_check_warns_about_secrets_on_a_command_line(run, write_cfg, password_file):
+    cfg = write_cfg(
+        f"device sw fence_ifmib ip=127.0.0.1 community_file={password_file}\n"  # 1
+        "connect sw node=node1 plug=7\n"
+        f"device bmc fence_ipmilan ip=127.0.0.1 password_file={password_file} lanplus\n"  # 3
+        "connect bmc node=node1\n"
+        f"device kg fence_ipmilan ip=127.0.0.1 password_file={password_file} "  # 5
+        "hexadecimal_kg=0123abcd\nconnect kg node=node2\n"
+    )
+    r = run("config", "check", str(cfg))
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 2, r.stderr
+    assert warnings[0].startswith(f"warning: {cfg}:1: community: fence_ifmib runs other programs")
+    assert warnings[1].startswith(f"warning: {cfg}:5: hexadecimal_kg: fence_ipmilan runs ipmitool")
+    assert all("ps shows it" in w for w in warnings)
+    r = run("config", "check", str(cfg), "--output", "json")
+    assert len(json.loads(r.stdout)["warnings"]) == 2
 
 
 def test_config_check_names_file_line_field(run, write_cfg):

@@ -3,9 +3,14 @@ a tiny stand-in agent that records how it was called (argv, stdin)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -92,7 +97,189 @@ async def test_closed_port_times_out_within_bound(lab, closed_udp_port: int) -> 
     res = await Fencer(None, lab.registry).run_device(drv, "status", record=False)
     assert not res.ok and res.error_kind == "timeout"
     assert "1s" in res.message
-    assert not _processes_mentioning(str(closed_udp_port))  # agent and ipmitool killed
+    # agent and ipmitool were sent SIGKILL; a loaded machine may take a moment to
+    # finish them off, so wait for that (bounded), then none may be left
+    assert _wait_until_none_mention(str(closed_udp_port), within=10.0)
+
+
+# -- secrets never on a command line ---------------------------------------------------
+RECORDER = """#!/bin/sh
+# stands in front of the real ipmitool and writes down the argv it was given
+printf '%s\\n' "$*" >> '{log}'
+exec /usr/bin/ipmitool "$@"
+"""
+
+
+class CmdlineScanner(threading.Thread):
+    """Reads /proc/*/cmdline of every process, again and again, until stopped; keeps
+    every command line that contains ``needle``."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__(daemon=True)
+        self.needle = needle.encode()
+        self.hits: list[str] = []
+        self.passes = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while not self._done.is_set():
+            for p in Path("/proc").iterdir():
+                if not p.name.isdigit() or p.name == me:
+                    continue
+                try:
+                    cmd = (p / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if self.needle in cmd:
+                    self.hits.append(cmd.replace(b"\0", b" ").decode(errors="replace"))
+            self.passes += 1
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _recorder(tmp_path: Path) -> tuple[Path, Path]:
+    log = tmp_path / "ipmitool-argv.log"
+    script = tmp_path / "ipmitool-recorder"
+    script.write_text(RECORDER.format(log=log))
+    script.chmod(0o755)
+    return script, log
+
+
+def test_scanner_sees_a_password_on_a_command_line() -> None:
+    secret = "Scanner-Ctl-" + os.urandom(4).hex()
+    scanner = CmdlineScanner(secret)
+    scanner.start()
+    proc = subprocess.Popen(["sh", "-c", "sleep 30; :", secret])
+    try:
+        deadline = time.monotonic() + 10
+        while not scanner.hits and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+        scanner.stop()
+    assert scanner.hits and secret in scanner.hits[0]
+
+
+async def test_fence_ipmilan_password_never_on_a_command_line(
+    lab, ipmi_sim, tmp_path: Path
+) -> None:
+    """status, off (verified), on through the real fence_ipmilan: ipmitool gets -E and the
+    password in its environment; no process ever shows the password in its cmdline."""
+    recorder, log = _recorder(tmp_path)
+    cls = driver_class("fence_ipmilan", lab.registry)
+    drv = cls(ipmi_sim.agent_options(ipmitool_path=str(recorder)), label="bmc")
+    scanner = CmdlineScanner(ipmi_sim.password)
+    scanner.start()
+    try:
+        f = Fencer(None, lab.registry)
+        assert (await f.run_device(drv, "status", record=False)).state == "on"
+        assert (await f.run_device(drv, "off", record=False)).ok
+        assert (await f.run_device(drv, "on", record=False)).ok
+    finally:
+        scanner.stop()
+    assert ipmi_sim.power == "on" and "set power 0" in ipmi_sim.calls()
+    argvs = log.read_text().splitlines()
+    assert len(argvs) >= 4  # status; off and its status check; on and its status check
+    for argv in argvs:
+        assert ipmi_sim.password not in argv
+        assert " -E " in f" {argv} " and " -P " not in f" {argv} "
+    assert scanner.passes > 0 and scanner.hits == []
+
+
+async def test_without_the_bridge_ipmitool_gets_the_password(ipmi_sim, tmp_path: Path) -> None:
+    """The leak the bridge prevents, shown with the same recorder: fence_ipmilan given the
+    password itself puts it on ipmitool's command line."""
+    recorder, log = _recorder(tmp_path)
+    opts = {**ipmi_sim.agent_options(ipmitool_path=str(recorder)), "action": "status"}
+    opts = {k: ("1" if v is True else v) for k, v in opts.items() if k != "poll_interval"}
+    stdin = "".join(f"{k}={v}\n" for k, v in opts.items()).encode()
+    proc = await asyncio.create_subprocess_exec(
+        shutil.which("fence_ipmilan", path="/usr/sbin:/sbin:/usr/bin"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await proc.communicate(stdin)
+    assert proc.returncode == 0
+    assert f"-P {ipmi_sim.password}" in log.read_text()
+
+
+async def test_password_script_is_run_by_hafence(lab, ipmi_sim, tmp_path: Path) -> None:
+    script = tmp_path / "get-pw"
+    script.write_text(f"#!/bin/sh\necho '{ipmi_sim.password}'\n")
+    script.chmod(0o700)
+    cls = driver_class("fence_ipmilan", lab.registry)
+    opts = {k: v for k, v in ipmi_sim.agent_options().items() if k != "password"}
+    drv = cls({**opts, "password_script": str(script)}, label="bmc")
+    assert isinstance(drv.options["password"], Secret)
+    assert "password_script" not in drv.options  # resolved here, never run by the agent
+    res = await Fencer(None, lab.registry).run_device(drv, "status", record=False)
+    assert res.ok and res.state == "on"
+
+
+@pytest.mark.parametrize(
+    ("output", "kind"),
+    [
+        # ipmitool -v, as fence_ipmilan logs it, against ipmi_sim (IPMI 2.0 and 1.5)
+        (
+            "DEBUG: 1 > RAKP 2 HMAC is invalid\nError: Unable to establish IPMI v2 / RMCP+ session",
+            "auth_failed",
+        ),
+        (
+            "RAKP 2 message indicates an error : unauthorized name\nError: Unable to establish "
+            "IPMI v2 / RMCP+ session",
+            "auth_failed",
+        ),
+        ("Activate Session command failed\nError: Unable to establish LAN session", "auth_failed"),
+        (
+            "Get Auth Capabilities error\nError issuing Get Channel Authentication Capabilities "
+            "request\nError: Unable to establish IPMI v2 / RMCP+ session",
+            "unreachable",
+        ),
+        (
+            "Get Auth Capabilities command failed\nError: Unable to establish LAN session",
+            "unreachable",
+        ),
+        # the closing line alone says nothing about the cause
+        ("Error: Unable to establish IPMI v2 / RMCP+ session", "device_error"),
+    ],
+)
+def test_ipmitool_output_is_classified(lab, output: str, kind: str) -> None:
+    cls = driver_class("fence_ipmilan", lab.registry)
+    drv = cls({"ip": "127.0.0.1", "username": "u", "password": "p"}, label="bmc")
+    err = drv._failure("status", 1, "", output + "\nERROR: Failed: Unable to obtain correct plug")
+    assert err.kind == kind
+
+
+async def test_wrong_password_over_ipmi_1_5_is_auth_failed(lab, ipmi_sim) -> None:
+    cls = driver_class("fence_ipmilan", lab.registry)
+    opts = {k: v for k, v in ipmi_sim.agent_options().items() if k not in ("lanplus", "cipher")}
+    drv = cls({**opts, "password": "not-the-password", "timeout": 30}, label="bmc")
+    res = await Fencer(None, lab.registry).run_device(drv, "status", record=False)
+    assert not res.ok and res.error_kind == "auth_failed"
+    assert "not-the-password" not in res.message
+
+
+def test_config_warnings_name_secrets_that_reach_argv(lab) -> None:
+    ipmilan = driver_class("fence_ipmilan", lab.registry)
+    plain = ipmilan({"ip": "h", "username": "u", "password": "pw"}, label="bmc")
+    assert plain.config_warnings() == []  # the password goes through the environment
+    kg = ipmilan({"ip": "h", "password": "pw", "hexadecimal_kg": "0123abcd"}, label="bmc")
+    [(field, message)] = kg.config_warnings()
+    assert field == "hexadecimal_kg" and message.startswith("fence_ipmilan runs ipmitool")
+    sudo = ipmilan({"ip": "h", "password": "pw", "use_sudo": "1"}, label="bmc")
+    assert [f for f, _ in sudo.config_warnings()] == ["password"]
+    assert b"password=pw" in sudo._stdin("status")  # sudo clears the environment
+    assert b"password=" not in plain._stdin("status") and plain._env()["IPMI_PASSWORD"] == "pw"
+    ifmib = driver_class("fence_ifmib", lab.registry)
+    sw = ifmib({"ip": "h", "community": "private", "plug": "1"}, label="sw")
+    [(field, message)] = sw.config_warnings()
+    assert field == "community" and "fence_ifmib" in message and "ps" in message
+    assert sw.config_warnings() and not ifmib({"ip": "h", "plug": "1"}).config_warnings()
 
 
 async def test_chain_falls_through_dead_and_half_failed_levels(
@@ -125,9 +312,7 @@ async def test_chain_falls_through_dead_and_half_failed_levels(
 
 async def test_bmc_that_never_powers_off_is_still_on(lab, ipmi_sim, tmp_path: Path) -> None:
     ipmi_sim.set_stuck()
-    text = (
-        f"device bmc fence_ipmilan {ipmi_sim.agent_args()} power_timeout=1\nconnect bmc node=n1\n"
-    )
+    text = f"device bmc fence_ipmilan {ipmi_sim.agent_args(power_timeout=1)}\nconnect bmc node=n1\n"
     f = fencer(lab, text, tmp_path)
     res = await f.fence("n1")
     assert not res.ok and res.error_kind == "still_on"
@@ -264,6 +449,15 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:  # no such process
         return True
+
+
+def _wait_until_none_mention(needle: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while _processes_mentioning(needle):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _processes_mentioning(needle: str) -> list[str]:

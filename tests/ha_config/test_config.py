@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hafence.errors import ConfigErrors
@@ -83,6 +83,10 @@ sids = st.builds(
 )
 
 
+SLOW_OK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SLOW_OK
 @given(st.dictionaries(sids, resource_conf, max_size=6))
 def test_generated_resources_round_trip(resources: dict) -> None:
     text = hacfg.format_resources(resources)
@@ -101,6 +105,7 @@ group_conf = st.fixed_dictionaries(
 )
 
 
+@SLOW_OK
 @given(st.dictionaries(st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z"), group_conf, max_size=4))
 def test_generated_groups_round_trip(groups: dict) -> None:
     text = hacfg.format_groups(groups)
@@ -150,7 +155,7 @@ def test_resource_errors_name_file_line_and_property() -> None:
         (9, "section"),
         (11, "section"),
         (12, "section"),
-        (14, None),
+        (14, "section"),
         (17, "node"),
         (18, "group"),
     ]
@@ -164,7 +169,7 @@ def test_resource_errors_name_file_line_and_property() -> None:
 def test_property_before_any_section() -> None:
     with pytest.raises(ConfigErrors) as exc:
         hacfg.parse_resources("\tstate started\n", "r.cfg", types={"vm"})
-    assert "r.cfg:1: property outside of a section" in str(exc.value)
+    assert "r.cfg:1: state: property outside of a section" in str(exc.value)
 
 
 def test_group_errors() -> None:
@@ -280,6 +285,7 @@ def test_writer_refuses_values_that_would_corrupt_the_file() -> None:
     assert text == "vm: 100\n\tstate started\n"
 
 
+@SLOW_OK
 @given(st.text(alphabet="vmctgroup:0123456789 \t\n#xnodesatr,", max_size=200))
 def test_parsers_fail_only_with_config_errors(text: str) -> None:
     for parse in (hacfg.parse_groups, lambda t: hacfg.parse_resources(t, types={"vm", "ct"})):
@@ -301,3 +307,148 @@ def test_service_config_json_conversion() -> None:
             {"vm:1": {}, "vm:102": {"state": "on", "speed": 1}}, "sc.json", types={"vm"}
         )
     assert [e.field for e in exc.value.errors] == ["vm:1", "vm:102.state", "vm:102.speed"]
+
+
+# -- damaged input (issue 12) --------------------------------------------------------------
+@pytest.mark.parametrize("parse", ["resources", "groups", "rules", "datacenter"])
+def test_bytes_that_are_not_utf8_name_file_and_line(parse: str) -> None:
+    good = {
+        "resources": b"vm: 100\n\tstate started\n",
+        "groups": b"group: g\n\tnodes node1\n",
+        "rules": b"node-affinity: r1\n\tresources vm:100\n\tnodes node1\n",
+        "datacenter": b'{\n "ha": {"max_worker": 2}\n}\n',
+    }[parse]
+    fn = getattr(hacfg, f"parse_{parse}")
+    fn(good, "/etc/hafence/ha/x.cfg")  # the bytes themselves parse
+    bad = good + b"# caf\xe9 in a comment\n"
+    with pytest.raises(ConfigErrors) as exc:
+        fn(bad, "/etc/hafence/ha/x.cfg")
+    (err,) = exc.value.errors
+    assert (err.file, err.line) == ("/etc/hafence/ha/x.cfg", good.count(b"\n") + 1)
+    assert "not UTF-8 text (byte 0xe9 at column 6)" in err.message
+    for junk in (b"\x00", b"\x1b", "\u2028".encode(), b"\x0c"):
+        with pytest.raises(ConfigErrors, match=r"x\.cfg:2: "):
+            fn(good.replace(b"\n", b"\n" + junk, 1), "/etc/hafence/ha/x.cfg")
+
+
+def test_every_resources_error_names_file_line_and_field() -> None:
+    text = (
+        "vm: 100\n"  # 1
+        "\t\u00a0state started\n"  # 2: a no-break space is not a separator
+        "\tmax_restart 1_0\n"  # 3
+        "\tmax_restart\n"  # 4 (also a duplicate: reported once, as missing value)
+        "ct: 101\n"  # 5
+        "\tcomment " + "x" * 5000 + "\n"  # 6
+        "\tnode " + "n" * 64 + "\n"  # 7
+        "group: g\n"  # 8
+        "\tnodes node1:-1\n"  # 9
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_resources(text, "/etc/hafence/ha/resources.cfg", types={"vm", "ct"})
+    assert all(e.file == "/etc/hafence/ha/resources.cfg" for e in exc.value.errors)
+    assert all(e.line and e.field for e in exc.value.errors), exc.value
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_groups("group: g\n\tnodes node1:-1,node2:٣\n", "groups.cfg")
+    assert errors_of(exc) == [(2, "nodes")]
+
+
+def test_datacenter_unknown_repeated_and_odd_numbers() -> None:
+    text = (
+        "{\n"  # 1
+        '  "ha": {"shutdown_policy": "migrate"},\n'  # 2
+        '  "crs": {\n'  # 3
+        '    "ha": "static",\n'  # 4
+        '    "ha": "basic",\n'  # 5 repeated
+        '    "ha-rebalance-on-start": 2,\n'  # 6
+        '    "colour": "red"\n'  # 7 unknown
+        "  },\n"  # 8
+        '  "keyboard": "de"\n'  # 9 unknown section
+        "}\n"
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_datacenter(text, "/etc/hafence/ha/datacenter.cfg")
+    assert errors_of(exc) == [
+        (5, "crs.ha"),
+        (6, "crs.ha-rebalance-on-start"),
+        (7, "crs.colour"),
+        (9, "keyboard"),
+    ]
+    assert "datacenter.cfg:5: crs.ha: given twice" in str(exc.value)
+    for value, says in (
+        ("NaN", "NaN is not a JSON number"),
+        ("Infinity", "Infinity is not a JSON number"),
+        ("1e999", "is not finite"),
+        ("9" * 5000, "is too big"),
+    ):
+        with pytest.raises(ConfigErrors, match=says):
+            hacfg.parse_datacenter('{"ha": {"max_worker": ' + value + "}}", "dc.cfg")
+    with pytest.raises(ConfigErrors, match="nested too deeply"):
+        hacfg.parse_datacenter("[" * 100_000, "dc.cfg")
+    dc = hacfg.parse_datacenter('{"crs": {"ha": "dynamic", "ha-auto-rebalance": true}}')
+    assert dc["crs"] == {"ha": "dynamic", "ha-auto-rebalance": True}
+
+
+def test_rules_validated_per_type() -> None:
+    text = (
+        "node-affinity: no-nodes\n"  # 1
+        "\tresources vm:100\n"  # 2
+        "\n"
+        "resource-affinity: no-kind\n"  # 4
+        "\tresources vm:100,vm:101\n"  # 5
+        "\n"
+        "resource-affinity: mixed\n"  # 7
+        "\tresources vm:100,vm:101\n"  # 8
+        "\taffinity positive\n"  # 9
+        "\tnodes node1\n"  # 10 belongs to node-affinity only
+        "\n"
+        "node-affinity: empty\n"  # 12
+        "\tresources ,\n"  # 13
+        "\tnodes node1\n"  # 14
+        "\n"
+        "node-affinity: twice\n"  # 16
+        "\tresources vm:100,vm:100\n"  # 17
+        "\tnodes node1\n"  # 18
+        "\tstrict 2\n"  # 19
+        "\n"
+        "node-affinity: x\n"  # 21 an ID needs two characters
+        "\n"
+        "node-affinity: guest\n"  # 23
+        "\tresources vm:42\n"  # 24
+        "\tnodes node1\n"  # 25
+    )
+    with pytest.raises(ConfigErrors) as exc:
+        hacfg.parse_rules(text, "/etc/hafence/ha/rules.cfg")
+    assert errors_of(exc) == [
+        (1, "nodes"),
+        (4, "affinity"),
+        (10, "nodes"),
+        (13, "resources"),
+        (17, "resources"),
+        (19, "strict"),
+        (21, "section"),
+        (24, "resources"),
+    ]
+    ok = hacfg.parse_rules(
+        "resource-affinity: apart\n\tresources vm:100,dummy:a\n\taffinity negative\n"
+    )
+    assert ok["apart"] == {
+        "type": "resource-affinity",
+        "resources": ["vm:100", "dummy:a"],
+        "affinity": "negative",
+    }
+
+
+def test_store_names_the_file_of_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    from hafence.store.embedded import EmbeddedStore
+
+    store = EmbeddedStore(tmp_path / "ha")
+    store.write_resources({"vm:100": hacfg.default_resource()})
+    path = tmp_path / "ha" / "resources.cfg"
+    path.write_bytes(path.read_bytes() + b"# \xff\n")
+    with pytest.raises(ConfigErrors) as exc:
+        store.read_resources()
+    (err,) = exc.value.errors
+    assert (err.file, err.line) == (str(path), 3)
+    (tmp_path / "ha" / "rules.cfg").write_bytes(b"\xfe")
+    with pytest.raises(ConfigErrors, match=r"rules\.cfg:1: not UTF-8"):
+        store.read_text("rules.cfg")
