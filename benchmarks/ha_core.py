@@ -55,10 +55,20 @@ def bench_round(nodes: int, services: int, rounds: int = 20) -> None:
             f"vm:{100 + i}": {"node": names[i % nodes], "state": "started"} for i in range(services)
         },
         cmdlist=[[f"power {n} on" for n in names]],
+        # a loop over every node's CRM and LRM stays within 20 s, far inside the 60 s
+        # watchdog, however many nodes (1 s per iteration would outlast it at 30 nodes)
+        iteration_seconds=min(1.0, 20 / (2 * nodes)),
     )
-    # bring the cluster up to steady state
-    for _ in range(6):
+    # bring the cluster up to steady state: every service running where it belongs
+    for _ in range(100):
         hw.step()
+        if sum(len(r) for r in hw.running.values()) == services:
+            break
+    for _ in range(2):
+        hw.step()
+    down = [n for n, s in hw.status.items() if s["power"] != "on"]
+    if down:
+        raise SystemExit(f"not a steady state: {len(down)} nodes powered off (watchdog?)")
     master = next(d for d in hw.nodes.values() if d.crm and d.crm.manager)
     manager = master.crm.manager
     times = []

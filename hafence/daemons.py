@@ -336,7 +336,8 @@ def _sleep(
     "--fence-config",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="HAFENCE_FENCE_CFG",
-    help="fence.cfg for hardware fencing (default: watchdog fencing only).",
+    help="fence.cfg for hardware fencing: 'store' for the cluster's copy in the store "
+    "('ha-manager fence-config import'), or a file (default: watchdog fencing only).",
 )
 @click.option(
     "--fence-history",
@@ -348,9 +349,12 @@ def _sleep(
 def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> None:
     """Cluster resource manager: elect a master, fence failed nodes, place services."""
     _setup_logging(o["log_file"], o["verbose"])
-    if fence_config is not None:
-        _check_fence_config(fence_config)
     env = _build_env("crm", o, fence_config=fence_config, fence_history=fence_history)
+    try:
+        _check_fence_config(env, fence_config)
+    except click.UsageError:
+        env.close()
+        raise
     _warn_watchdog(env, o)
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
@@ -385,20 +389,42 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     raise SystemExit(code)
 
 
-def _check_fence_config(path: Path) -> None:
+def _check_fence_config(env: RealEnv, spec: Path | None) -> None:
     """A fence.cfg that does not load stops the CRM before it takes any lock: every
-    error with file, line and field, as ``hafence config check`` prints them."""
+    error with file, line and field, as ``hafence config check`` prints them. A file
+    while the cluster keeps its fence.cfg in the store is refused: one copy for all."""
     from hafence.errors import ConfigErrors
-    from hafence.fence import check_drivers, load_fence_config
+    from hafence.fence import check_drivers, parse_fence_config
+    from hafence.ha.fencerun import FENCE_CFG, STORE
 
+    in_store = env.store.read_text(FENCE_CFG).strip()
+    if spec is None:
+        if in_store:
+            env.log("warning", "the store holds a fence.cfg, but this CRM was started without "
+                    "--fence-config store: its fences fail until it uses it")  # fmt: skip
+        return
+    if str(spec) == STORE:
+        where, text = env.store.location(FENCE_CFG), in_store
+        if not text:
+            env.log("warning", f"no fence.cfg in the store yet ({where}): watchdog fencing "
+                    "only until 'ha-manager fence-config import FILE'")  # fmt: skip
+    else:
+        if in_store:
+            raise click.UsageError(
+                f"the cluster keeps its fence.cfg in the store ({env.store.location(FENCE_CFG)}):"
+                " start with --fence-config store, one copy for every node"
+            )
+        where = str(spec)
+        try:
+            text = spec.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"fence config {spec}: {exc}") from None
     try:
-        check_drivers(load_fence_config(path))
+        check_drivers(parse_fence_config(text, where))
     except ConfigErrors as exc:
         raise click.UsageError(str(exc)) from None
     except HafenceError as exc:
-        raise click.UsageError(f"fence config {path}: {exc}") from None
-    except OSError as exc:
-        raise click.UsageError(f"fence config {path}: {exc.strerror or exc}") from None
+        raise click.UsageError(f"fence config {where}: {exc}") from None
 
 
 def _flag_probe(path: Path) -> Any:

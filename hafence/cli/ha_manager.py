@@ -15,17 +15,21 @@ are checked against them once any node is known (a fresh cluster has none yet).
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
-from hafence.errors import ConfigErrors
+from hafence.errors import ConfigErrors, HafenceError
 from hafence.ha import config as hacfg
+from hafence.ha.state import format_crm_command
 from hafence.store import LockTimeout, Store, StoreUnavailable, open_store
 from hafence.store.options import etcd_options, etcd_overrides
 
@@ -85,6 +89,24 @@ def _value(parse: Callable[[str], Any], text: str, name: str) -> Any:
         return parse(text)
     except ValueError as exc:
         raise click.ClickException(f"{name}: {exc}") from None
+
+
+def _manager_status(store: Store) -> dict[str, Any]:
+    """The manager status, checked; a damaged one is a warning (the master rebuilds it)
+    and reads as empty, so no command is blocked by it."""
+    from hafence.ha.statefile import StateFileError, check_manager_status
+    from hafence.store.base import MANAGER_STATUS
+
+    where = store.location(MANAGER_STATUS)
+    try:
+        try:
+            data = store.read_manager_status()
+        except ValueError as exc:  # not JSON, not UTF-8
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        return check_manager_status(data, where)
+    except StateFileError as exc:
+        click.echo(f"warning: manager status damaged, ignoring it: {exc}", err=True)
+        return {"node_status": {}, "service_status": {}}
 
 
 def _cluster_nodes(store: Store, ms: dict[str, Any]) -> set[str]:
@@ -163,7 +185,7 @@ def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> N
     store = c.store
     with _errors(), store.locked():
         resources, groups = store.read_resources(), store.read_groups()
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         if sid in resources:
             _fail(f"resource ID '{sid}' already defined")
         node = node or platform.node().split(".")[0]
@@ -173,6 +195,26 @@ def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> N
         _apply_resource(conf, groups, **opts)
         resources[sid] = conf
         store.write_resources(resources)
+    _warn_outside_ha(sid)
+
+
+def _warn_outside_ha(sid: str) -> None:
+    """A service that also starts without HA (enabled at boot) can run twice: say so."""
+    from hafence.ha.resources import ResourceError, load_resource_types, split_sid
+
+    here = platform.node().split(".")[0]
+    rtype, rid = split_sid(sid)
+    try:
+        plugin = load_resource_types(here).get(rtype)
+        enabled = plugin.enabled_outside_ha(rid) if plugin is not None else None
+    except ResourceError:
+        enabled = None
+    if plugin is not None and enabled:
+        click.echo(
+            f"warning: {sid} also starts outside HA on {here}: a node that boots may run "
+            f"it while HA runs it elsewhere; {plugin.outside_ha_advice(rid)} on every node",
+            err=True,
+        )
 
 
 @cli.command("set")
@@ -186,7 +228,7 @@ def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any)
     store = c.store
     with _errors(), store.locked():
         resources, groups = store.read_resources(), store.read_groups()
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         if sid not in resources:
             _fail(f"no such resource '{sid}'")
         conf = dict(resources[sid])
@@ -292,7 +334,7 @@ def groupadd(c: Ctx, group: str, gtype: str, **opts: Any) -> None:
         if group in groups:
             _fail(f"group '{group}' already defined")
         conf = hacfg.default_group()
-        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        _apply_group(conf, _cluster_nodes(store, _manager_status(store)), **opts)
         groups[group] = conf
         store.write_groups(groups)
 
@@ -319,7 +361,7 @@ def groupset(c: Ctx, group: str, delete: str | None, **opts: Any) -> None:
             if key not in GROUP_DELETABLE:
                 _fail(f"--delete: cannot delete property '{key}'")
             conf[key] = dflt[key]
-        _apply_group(conf, _cluster_nodes(store, store.read_manager_status()), **opts)
+        _apply_group(conf, _cluster_nodes(store, _manager_status(store)), **opts)
         groups[group] = conf
         store.write_groups(groups)
 
@@ -396,7 +438,7 @@ def status(c: Ctx, verbose: bool) -> None:
     quorate = store.quorate()
     click.echo("quorum OK" if quorate else f"quorum No quorum on node '{node}'!")
     with _errors():
-        ms = store.read_manager_status()
+        ms = _manager_status(store)
         resources = store.read_resources()
         lrm_nodes = sorted(_cluster_nodes(store, ms))
         lrms = {n: store.read_lrm_status(n) for n in lrm_nodes}
@@ -433,7 +475,7 @@ def _queue_move(c: Ctx, kind: str, sid: str, node: str) -> None:
     sid = _sid(sid)
     store = c.store
     with _errors(), store.locked():
-        resources, ms = store.read_resources(), store.read_manager_status()
+        resources, ms = store.read_resources(), _manager_status(store)
         if sid not in resources:
             _fail(f"service '{sid}' is not HA managed")
         _check_node(node, _cluster_nodes(store, ms), strict=True)
@@ -491,7 +533,7 @@ def crm_stop(c: Ctx, sid: str, timeout: int) -> None:
     sid = _sid(sid)
     store = c.store
     with _errors(), store.locked():
-        resources, ms = store.read_resources(), store.read_manager_status()
+        resources, ms = store.read_resources(), _manager_status(store)
         if sid not in resources:
             _fail(f"service '{sid}' is not HA managed")
         _check_not_error(sid, ms, None)
@@ -506,7 +548,10 @@ def crm_node_maintenance(c: Ctx, action: str, node: str) -> None:
     """Put NODE into maintenance mode (enable) or take it out (disable)."""
     store = c.store
     with _errors(), store.locked():
-        _check_node(node, _cluster_nodes(store, store.read_manager_status()), strict=True)
+        ms = _manager_status(store)
+        _check_node(node, _cluster_nodes(store, ms), strict=True)
+        if action == "enable" and ms.get("disarm"):
+            _fail("the HA stack is disarmed: re-arm it first ('ha-manager crm-command arm-ha')")
         store.queue_crm_command(f"{action}-node-maintenance {node}")
 
 
@@ -521,6 +566,44 @@ def crm_disarm(c: Ctx, mode: str) -> None:
         store.queue_crm_command(f"disarm-ha {mode}")
 
 
+@crm_command.command("fence-ack")
+@click.argument("node")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def crm_fence_ack(c: Ctx, node: str, yes: bool) -> None:
+    """Confirm by hand that NODE is powered off, when its fence device cannot (its BMC
+    died with it): the master then recovers NODE's services elsewhere. Refused while
+    NODE is reachable. If NODE still runs, its services run twice: check first."""
+    from hafence.ha.realenv import node_alive_lease
+
+    store = c.store
+    with _errors():
+        ms = _manager_status(store)
+        _check_node(node, _cluster_nodes(store, ms), strict=True)
+        if store.lease_owner(node_alive_lease(node)) == node:
+            _fail(f"node '{node}' is reachable (its membership lease is alive): it is not off")
+        state = ms["node_status"].get(node)
+        if state in ("online", "maintenance"):
+            _fail(f"node '{node}' is {state} for the master: it is not off")
+    if not yes:
+        click.confirm(
+            f"Is node '{node}' powered off, and will it stay off? Its HA services will be "
+            "started on other nodes",
+            abort=True,
+        )
+    who = f"{_user()}@{platform.node().split('.')[0]}"
+    with _errors(), store.locked():
+        store.queue_crm_command(format_crm_command("fence-ack", node, who, int(time.time())))
+    click.echo(f"fence-ack of node '{node}' by {who} queued for the master")
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid{os.getuid()}"
+
+
 @crm_command.command("arm-ha")
 @pass_ctx
 def crm_arm(c: Ctx) -> None:
@@ -528,6 +611,62 @@ def crm_arm(c: Ctx) -> None:
     store = c.store
     with _errors(), store.locked():
         store.queue_crm_command("arm-ha")
+
+
+# -- the cluster's fence.cfg -------------------------------------------------------------------
+@cli.group("fence-config")
+def fence_config() -> None:
+    """The cluster's fence.cfg, kept in the store: the same for every CRM
+    ('hafence-crm --fence-config store')."""
+
+
+@fence_config.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_ctx
+def fence_config_import(c: Ctx, file: Path) -> None:
+    """Check FILE and make it the cluster's fence.cfg. Secrets must be references
+    (password_file=, password_env=), the same on every node: the store is shared."""
+    from hafence.fence import check_drivers, load_fence_config
+    from hafence.fence.config import is_secret_key
+    from hafence.ha.fencerun import FENCE_CFG
+
+    with _errors():
+        try:
+            cfg = load_fence_config(file)
+            check_drivers(cfg)
+        except HafenceError as exc:
+            raise click.ClickException(str(exc)) from None
+        inline = [
+            f"{file}:{line}: {key}"
+            for line, key in _fence_args(cfg)
+            if is_secret_key(key) and not key.endswith(("_file", "_env", "_script"))
+        ]
+        if inline:
+            _fail("a secret in the shared store; use password_file= (the same path on every "
+                  "node) or password_env= instead:\n  " + "\n  ".join(inline))  # fmt: skip
+        text = file.read_text()
+        with c.store.locked():
+            c.store.write_text(FENCE_CFG, text)
+    click.echo(f"{file} is now the cluster's fence.cfg ({c.store.location(FENCE_CFG)}); run "
+               "every hafence-crm with --fence-config store")  # fmt: skip
+
+
+def _fence_args(cfg: Any) -> Iterator[tuple[int, str]]:
+    for dev in cfg.devices.values():
+        for sub in dev.subdevices.values():
+            yield from ((sub.line, k) for k, _ in sub.args)
+            for conn in sub.connections.values():
+                yield from ((conn.line, k) for k, _ in conn.args)
+
+
+@fence_config.command("show")
+@pass_ctx
+def fence_config_show(c: Ctx) -> None:
+    """Print the cluster's fence.cfg (nothing when it has none)."""
+    from hafence.ha.fencerun import FENCE_CFG
+
+    with _errors():
+        click.echo(c.store.read_text(FENCE_CFG), nl=False)
 
 
 def main() -> None:

@@ -17,8 +17,14 @@ from typing import Any
 
 from hafence.ha.env import Env, WatchdogHold
 from hafence.ha.manager import Manager, fenced_service_count
+from hafence.ha.statefile import StateFileError
 
 MAX_IDLE_ROUNDS = 90
+# A master whose rounds fail this many times in a row gives its lock up, and then keeps
+# out of the election for STANDOFF_ROUNDS, so another CRM can try (Proxmox has no such
+# rule: there, a master that cannot make progress blocks HA while it holds its lock).
+MAX_FAILED_ROUNDS = 6
+STANDOFF_ROUNDS = 3
 
 
 class CRM:
@@ -31,6 +37,9 @@ class CRM:
         self.idle_rounds = 0
         self.fence_delay = fence_delay
         self.disarmed = False  # HA stack disarmed: the master runs without a watchdog
+        self.failed_rounds = 0  # master rounds in a row that failed
+        self.standoff = 0  # rounds left before this node may run for master again
+        self._status_problem: str | None = None  # a damaged manager status, logged once
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_quorum")
 
@@ -40,7 +49,21 @@ class CRM:
             return
         self.env.log("info", f"status change {self.status} => {new}")
         self.status = new
-        self.manager = Manager(self.env, self.fence_delay) if new == "master" else None
+        self.manager = None
+        if new == "master":
+            try:  # the manager starts from the manager status (or rebuilds it)
+                self.manager = Manager(self.env, self.fence_delay)
+            except Exception as exc:
+                self.env.log("err", f"cannot take over as master: {exc}")
+                self._step_aside()
+                self._set_status("wait_for_quorum")
+
+    def _step_aside(self) -> None:
+        """Give the manager lock and watchdog up; stay out of the election for a while."""
+        self.env.release_ha_manager_lock()
+        self.watchdog.close()
+        self.standoff = STANDOFF_ROUNDS
+        self.failed_rounds = 0
 
     def _get_manager_lock(self) -> bool:
         if not self.env.get_ha_manager_lock():
@@ -60,10 +83,20 @@ class CRM:
 
     def _can_get_active(self, allow_no_service: bool = False) -> bool:
         env = self.env
+        if self.standoff:
+            self.standoff -= 1
+            return False
         if not env.quorate() or not self.cluster_state_update:
             return False
         try:
             ms = env.read_manager_status() or {}
+            self._status_problem = None
+        except StateFileError as exc:
+            # a master rebuilds it: refusing would leave the cluster without one for good
+            if self._status_problem != str(exc):
+                self._status_problem = str(exc)
+                env.log("err", f"manager status damaged, a new master rebuilds it: {exc}")
+            ms = {}
         except Exception as exc:
             env.log("err", f"could not read manager status: {exc}")
             return False
@@ -145,8 +178,19 @@ class CRM:
                 return True
             try:
                 self.manager.manage()
+                self.failed_rounds = 0
             except Exception as exc:  # logged; the next round retries
                 env.log("err", f"got unexpected error - {exc}")
+                self.failed_rounds += 1
+                if self.failed_rounds >= MAX_FAILED_ROUNDS:
+                    env.log(
+                        "err",
+                        f"no progress for {MAX_FAILED_ROUNDS} rounds, giving the manager lock "
+                        "up so another node can try",
+                    )
+                    self._step_aside()
+                    self._set_status("wait_for_quorum")
+                    return True
             self._follow_disarm(self.manager.ms.get("disarm"))
             return True
         if state == "lost_manager_lock":

@@ -26,19 +26,30 @@ Conventions
   ``fence_poll(node)`` says how it went. ``FENCE_NONE`` means no hardware fencing is
   configured for the node (watchdog/agent-lock fencing only). A result stays readable until
   ``fence_reset(node)``; ``fence_start`` after a failure starts a new attempt.
-- Resource commands (``start``, ``stop``, ``migrate``, ``relocate``, ``error`` ...) run through
-  ``exec_resource_command`` and return an exit code from ``hafence.ha.state`` (SUCCESS,
-  ERROR, ETRY_AGAIN, EWRONG_NODE, IGNORED). The LRM runs at most ``max_worker`` of them at
-  once via ``submit_worker`` / ``collect_workers``; the default implementation runs them
+- Resource commands (``started``, ``request_stop``, ``migrate``, ``relocate``, ``error`` ...)
+  are the LRM's procedure (``hafence.ha.agent``) over the resource types the Env provides
+  (``resource_types()``: the plugins on a real node, simulated guests in the simulator);
+  they return an exit code from ``hafence.ha.state`` (SUCCESS, ERROR, ETRY_AGAIN,
+  EWRONG_NODE, IGNORED). The LRM runs at most ``max_worker`` of them at once via
+  ``submit_worker`` / ``collect_workers``; the default implementation runs them
   synchronously inside ``submit_worker`` (what the simulator wants). A real Env overrides
-  both to use threads/processes.
+  them to use threads, and ``wait_for_worker`` to block until one finishes.
+- A service's config names the node it belongs to. ``change_service_location`` moves it
+  (an LRM after a confirmed stop or a native migration; the master through
+  ``steal_service`` when it recovers a fenced node's service). The move is idempotent;
+  a config that names a third node raises :class:`ServiceLocationConflict`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hafence.errors import HafenceError
+
+if TYPE_CHECKING:
+    from hafence.ha.resources import ResourceType
 
 FENCE_NONE = "none"  # no hardware fence configured for the node
 FENCE_PENDING = "pending"  # an attempt is running
@@ -47,10 +58,19 @@ FENCE_FAILED = "failed"  # the last attempt failed (may be retried with fence_st
 FENCE_IDLE = "idle"  # configured, but no attempt started (or result cleared)
 
 
+class ServiceLocationConflict(HafenceError):
+    """A service's config names ``actual``, neither the node it moves from nor its target."""
+
+    def __init__(self, sid: str, actual: str, expected: str) -> None:
+        super().__init__(f"service '{sid}' is on '{actual}', not on '{expected}'")
+        self.sid, self.actual, self.expected = sid, actual, expected
+
+
 class Env(ABC):
     """Side effects for one node's CRM or LRM. See the module docstring for conventions."""
 
     nodename: str
+    stop_timeout: float = 180.0  # seconds a stop without an explicit timeout may take
 
     # -- clock and log -------------------------------------------------------------------
     @abstractmethod
@@ -154,7 +174,14 @@ class Env(ABC):
 
     @abstractmethod
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
-        """Move a service's config to ``new_node`` (recovery of a fenced node's service)."""
+        """Move a service's config from ``current_node`` to ``new_node``.
+
+        Nothing to do when it already names ``new_node``; ServiceLocationConflict when it
+        names another node; HafenceError when the service is not configured."""
+
+    def steal_service(self, sid: str, fenced_node: str, new_node: str) -> None:
+        """The master recovers a fenced node's service (Proxmox's ``steal_service``)."""
+        self.change_service_location(sid, fenced_node, new_node)
 
     # -- fencing -------------------------------------------------------------------------
     @abstractmethod
@@ -187,8 +214,8 @@ class Env(ABC):
         """``(shutdown, reboot)``: whether this node is shutting down, and if for a reboot."""
 
     @abstractmethod
-    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
-        """Run a resource command on this node; an exit code from ``hafence.ha.state``."""
+    def resource_types(self) -> dict[str, ResourceType]:
+        """This node's resource types by SID prefix (``vm``, ``systemd``, ``dummy`` ...)."""
 
     def submit_worker(self, uid: str, fn: Callable[[], Any]) -> None:
         """Start a worker; default: run it now and keep the result for collect_workers."""
@@ -203,6 +230,13 @@ class Env(ABC):
     def running_workers(self) -> int:
         """How many workers are still running (always 0 for the synchronous default)."""
         return 0
+
+    def wait_for_worker(self, timeout: float) -> None:
+        """Block until a running worker finishes or ``timeout`` passed (no-op when sync)."""
+
+    def worker_time_budget(self) -> float:
+        """Seconds one LRM round may spend waiting for workers to free a slot."""
+        return 0.0
 
     def _worker_results(self) -> dict[str, Any]:
         res = self.__dict__.get("_hafence_worker_results")

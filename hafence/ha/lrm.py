@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from hafence.ha import state as st
+from hafence.ha.agent import exec_resource_agent
 from hafence.ha.env import Env, WatchdogHold
 from hafence.ha.manager import fenced_service_count
 
@@ -41,6 +42,8 @@ class LRM:
         self.disarm: dict[str, Any] | None = None
         self.cluster_state_update = False
         self.idle_rounds = 0
+        self._round_deadline = 0.0  # until when this round may wait for workers
+        self._status_problem: str | None = None  # why the manager status did not read
         self._wrote_status = False
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
@@ -95,9 +98,12 @@ class LRM:
         env = self.env
         try:
             ms = env.read_manager_status() or {}
-        except Exception as exc:
-            env.log("err", f"updating service status from manager failed: {exc}")
+        except Exception as exc:  # keep acting on the last good one (logged once)
+            if self._status_problem != str(exc):
+                self._status_problem = str(exc)
+                env.log("err", f"updating service status from manager failed: {exc}")
             return False
+        self._status_problem = None
         self.service_status = ms.get("service_status") or {}
         self.node_state = (ms.get("node_status") or {}).get(env.nodename, "unknown")
         self.disarm = ms.get("disarm")
@@ -163,26 +169,35 @@ class LRM:
             for sid, _sd in self._local_services():
                 self._queue(sid, None, "request_stop")
         self.shutdown_requested = env.get_time()
+        what = "reboot" if reboot else "shutdown"
         if shutdown:
-            if maintenance:
-                if self.mode == "maintenance":
+            if self._maintenance_requested():  # manual maintenance stays on
+                if maintenance:
                     env.log(
                         "info",
-                        "shutdown LRM, ignore maintenance policy, already in maintenance mode",
+                        f"{what} LRM, ignore maintenance policy, already in maintenance mode",
                     )
                 else:
                     env.log(
                         "info",
-                        "shutdown LRM, doing maintenance, removing this node from active list",
+                        f"{what} LRM, ignore {policy} policy as manual maintenance mode is enabled",
                     )
+            elif maintenance:
+                env.log(
+                    "info", f"{what} LRM, doing maintenance, removing this node from active list"
+                )
                 self.mode = "maintenance"
             elif freeze_all:
-                what = "reboot" if reboot else "shutdown"
                 env.log("info", f"{what} LRM, stop and freeze all services")
                 self.mode = "restart"
             else:
                 env.log("info", "shutdown LRM, stop all services")
                 self.mode = "shutdown"
+        elif self._maintenance_requested():
+            env.log(
+                "info",
+                "Restarting LRM in maintenance mode may be delayed until all services are moved",
+            )
         else:
             env.log("info", "restart LRM, freeze all services")
             self.mode = "restart"
@@ -193,6 +208,7 @@ class LRM:
     def do_one_iteration(self) -> bool:
         """One round; False when the daemon should exit."""
         env = self.env
+        self._round_deadline = env.get_time() + env.worker_time_budget()
         self.cluster_state_update = env.cluster_state_update()
         if not self._wrote_status:
             if self._update_lrm_status():
@@ -223,13 +239,14 @@ class LRM:
             if fence_request:
                 env.log("err", "node need to be fenced - releasing agent_lock")
                 self._set_status("lost_agent_lock")
-            elif self.disarm:
-                env.log("info", "HA disarm requested, releasing agent lock and watchdog")
-                self._disarm()
             elif not self._get_agent_lock():
                 self._set_status("lost_agent_lock")
             elif self._maintenance_requested():
                 self._set_status("maintenance")
+            elif self.mode == "disarm" and not self._run_workers():
+                # no command runs any more: safe to stop protecting the node
+                env.log("info", "HA disarm requested, releasing agent lock and watchdog")
+                self._disarm()
             elif not self._local_services() and not self._run_workers():
                 self.idle_rounds += 1
                 if self.idle_rounds > MAX_IDLE_ROUNDS:
@@ -249,7 +266,11 @@ class LRM:
                     "err", "node need to be fenced during maintenance mode - releasing agent_lock"
                 )
                 self._set_status("lost_agent_lock")
-            elif not self._maintenance_requested() and self.disarm:
+            elif (
+                self.mode == "disarm"
+                and not self.active_service_count()
+                and not self._run_workers()
+            ):
                 env.log(
                     "info",
                     "HA disarm requested during maintenance, releasing agent lock and watchdog",
@@ -293,7 +314,7 @@ class LRM:
                             "lost agent lock and restart request for over 90 seconds - giving up!",
                         )
                         return False
-                else:
+                elif not self._run_workers():  # a command still running keeps the watchdog
                     self.watchdog.close()
                     return False
             return True
@@ -373,46 +394,55 @@ class LRM:
                 # a shutdown stop must not be lost behind a running command: run it next
                 w["then"] = (uid, state, params)
             return
+        # Every round queues every command again: one that is still waiting keeps its
+        # place (its tries), or status checks queued later would overtake services that
+        # never started, round after round.
         self.workers[sid] = {
             "sid": sid,
             "uid": uid,
             "state": state,
             "params": params or {},
-            "tries": 0,
+            "tries": w["tries"] if w is not None else 0,
         }
 
     def _run_workers(self) -> int:
+        """Work through the queue, ``max_worker`` at a time, longest waiting first, until it
+        is empty or this round's time for workers is used up; the count still queued."""
         env = self.env
         max_workers = int((env.ha_options() or {}).get("max_worker", 4) or 4)
         sc = env.read_service_config()
-        for uid, code in env.collect_workers().items():
-            sid, _, _ = uid.partition("\0")
-            self._finished(sid, code, sc)
-        pending = sorted(
-            (w for w in self.workers.values() if not w.get("running")),
-            key=lambda w: (-w["tries"], w["sid"]),
-        )
-        for w in pending:
-            w["tries"] += 1
-            if env.running_workers() >= max_workers:
-                continue
-            sid = w["sid"]
-            w["running"] = True
-            conf = sc.get(sid)
-            env.submit_worker(
-                f"{sid}\0{w['uid']}",
-                lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
+        while True:
+            self._collect(sc)
+            waiting = sorted(
+                (w for w in self.workers.values() if not w.get("running")),
+                key=lambda w: (-w["tries"], w["sid"]),
             )
-            # a synchronous Env has finished it already: account for it in order
-            for uid, code in env.collect_workers().items():
-                self._finished(uid.partition("\0")[0], code, sc)
-        return len(self.workers)
+            for w in waiting:
+                w["tries"] += 1  # every round it waits moves it up the queue
+                if env.running_workers() >= max_workers:
+                    continue
+                sid = w["sid"]
+                w["running"] = True
+                conf = sc.get(sid)
+                env.submit_worker(
+                    f"{sid}\0{w['uid']}",
+                    lambda sid=sid, conf=conf, w=w: self._exec(sid, conf, w["state"], w["params"]),
+                )
+                self._collect(sc)  # a synchronous Env has finished it already
+            left = self._round_deadline - env.get_time()
+            if not env.running_workers() or left <= 0:
+                return len(self.workers)
+            env.wait_for_worker(left)
+
+    def _collect(self, sc: dict[str, Any]) -> None:
+        for uid, code in self.env.collect_workers().items():
+            self._finished(uid.partition("\0")[0], code, sc)
 
     def _exec(self, sid: str, conf: dict[str, Any] | None, cmd: str, params: dict) -> int:
         try:
-            return self.env.exec_resource_command(sid, conf or {}, cmd, params)
-        except Exception as exc:
-            self.env.log("err", str(exc))
+            return exec_resource_agent(self.env, sid, conf, cmd, params)
+        except Exception as exc:  # a bug in a type or the store: an error result, never a crash
+            self.env.log("err", f"service {sid}: {cmd} failed: {exc!r}")
             return st.ERROR
 
     def _finished(self, sid: str, code: Any, sc: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ proves the node's LRM, and with it the node's watchdog, is gone.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, Env
@@ -26,6 +27,9 @@ class NodeStatus:
         self.last_online: dict[str, float] = {}
         self.fence_delay = fence_delay
         self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
+        self.online_since: dict[str, float] = {}  # when a node last came (back) online
+        # nodes an admin confirmed off by hand (fence-ack): {node: {"by": who, "at": time}}
+        self.acked: dict[str, dict[str, Any]] = {}
 
     # -- queries -------------------------------------------------------------------------
     def get(self, node: str) -> str:
@@ -60,6 +64,8 @@ class NodeStatus:
         old = self.get(node)
         self.env.log("info", f"node '{node}': state changed from '{old}' => '{state}'")
         self.status[node] = state
+        if state == "online" and old != "maintenance":
+            self.online_since[node] = self.env.get_time()
 
     def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
         now = self.env.get_time()
@@ -67,6 +73,8 @@ class NodeStatus:
             if not node_info[node].get("online"):
                 continue
             self.last_online[node] = now
+            if self.acked.pop(node, None) is not None:
+                self.env.log("warning", f"fencing: node '{node}' is online: its fence-ack is void")
             state = self.get(node)
             maint = lrm_modes.get(node) == "maintenance"
             if state == "online":
@@ -99,7 +107,8 @@ class NodeStatus:
         if self.get(node) != "fence":
             self._set(node, "fence")
             env.log("email", f"FENCE: Try to fence node '{node}'")
-        hw = env.fence_poll(node)
+        ack = self.acked.get(node)
+        hw = FENCE_OK if ack is not None else env.fence_poll(node)
         if hw == FENCE_IDLE:
             env.fence_start(node)  # the Env logs the attempt (levels, devices)
             return False
@@ -108,8 +117,11 @@ class NodeStatus:
             if node not in self.fence_failed:  # mail once per episode, log every round
                 self.fence_failed.add(node)
                 env.log("email", f"FAILED: hardware fence of node '{node}', services stay fenced")
-            env.fence_start(node)
-            return False
+            # fence.cfg is read again for every attempt: a fixed entry takes effect now,
+            # and a removed one means the node has no hardware fencing any more
+            if env.fence_start(node) != FENCE_NONE:
+                return False
+            hw = FENCE_NONE
         if hw not in (FENCE_NONE, FENCE_OK):  # pending
             return False
         if not env.get_ha_agent_lock(node):
@@ -120,4 +132,24 @@ class NodeStatus:
         env.log("email", f"SUCCEED: {msg}")
         env.fence_reset(node)
         self.fence_failed.discard(node)
+        self.acked.pop(node, None)
+        return True
+
+    def acknowledge(self, node: str, by: str, at: int) -> bool:
+        """An admin confirms ``node`` is off (its fence device cannot): the hardware fence
+        counts as done; the agent lock is still required. Refused for a node that is up."""
+        env = self.env
+        if node not in self.status:
+            env.log("err", f"fencing: fence-ack by {by} for unknown node '{node}' ignored")
+            return False
+        if self.is_operational(node):
+            env.log("err", f"fencing: fence-ack by {by} refused: node '{node}' is online")
+            return False
+        self.acked[node] = {"by": by, "at": int(at)}
+        env.log(
+            "email",
+            f"fencing: node '{node}' confirmed off by hand by {by} at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(int(at)))}",
+        )
+        env.fence_reset(node)  # a hardware attempt still running is of no use any more
         return True

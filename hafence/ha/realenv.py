@@ -17,11 +17,12 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   turns offline once the lease expires, judged by the store (etcd's lease clock, or the
   embedded store's clock). The node list is every node that has an LRM status or appears
   in the manager status.
-- **fencing**: :class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio
-  thread so the CRM step never blocks; the step polls. fence.cfg is re-read for every
-  attempt; every attempt lands in the fence history.
-- **resources**: the resource type plugins (``hafence.ha.resources``) run in a thread pool
-  bounded by the datacenter option ``max_worker``.
+- **fencing**: ``hafence.ha.fencerun.FenceRunner`` runs ``hafence.fence.Fencer`` in a
+  background thread so the CRM step never blocks; fence.cfg (a file, or the cluster's copy
+  in the store) is read again for every attempt; every attempt lands in the fence history.
+- **resources**: this node's resource type plugins (``hafence.ha.resources``) for the
+  LRM's procedure (``hafence.ha.agent``), run in a thread pool bounded by the datacenter
+  option ``max_worker``; service config moves under the store's lock.
 - **watchdog**: ``hafence.watchdog.client.WatchdogClient`` to ``hafence-watchdog-mux``, or
   nothing with ``watchdog_socket=None`` (tests and development; the daemons warn loudly).
 - **log**: one line per decision through ``logging`` (logger ``hafence.ha``), prefixed
@@ -30,13 +31,11 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,23 +43,17 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha import state as st
+from hafence.ha.cfgfiles import ConfigFiles
 from hafence.ha.env import (
-    FENCE_FAILED,
-    FENCE_IDLE,
-    FENCE_NONE,
-    FENCE_OK,
-    FENCE_PENDING,
     Env,
+    ServiceLocationConflict,
 )
-from hafence.ha.resources import (
-    RUNNING,
-    ResourceError,
-    ResourceType,
-    load_resource_types,
-    split_sid,
-)
+from hafence.ha.fencerun import FenceRunner, FenceSource
+from hafence.ha.resources import ResourceType, load_resource_types
+from hafence.ha.statefile import StateFileError, check_lrm_status, check_manager_status
 from hafence.ha.timings import Timings
 from hafence.store import Store, StoreUnavailable
+from hafence.store.base import MANAGER_STATUS
 
 log = logging.getLogger("hafence.ha")
 
@@ -76,158 +69,6 @@ _LEVELS = {
 def node_alive_lease(node: str) -> str:
     """The membership lease an LRM renews while its node is up."""
     return f"ha_node_{node}_alive"
-
-
-class FenceRunner:
-    """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
-
-    ``config_path`` None means no hardware fencing (every node: FENCE_NONE). A node without
-    a chain in fence.cfg is FENCE_NONE too. A broken or missing fence.cfg makes a fence
-    FAILED (never NONE): services then stay in ``fence`` instead of being recovered on the
-    agent lock alone while the operator believes hardware fencing is on.
-    """
-
-    def __init__(
-        self,
-        config_path: str | os.PathLike[str] | None,
-        *,
-        actor: str,
-        history_path: str | os.PathLike[str] | None = None,
-        log_fn: Callable[[str, str], None],
-        registry: Any = None,
-        retries: int = 1,
-        backoff: float = 1.0,
-    ) -> None:
-        self.config_path = Path(config_path) if config_path is not None else None
-        self.actor = actor
-        self.history_path = history_path
-        self._log = log_fn
-        self.registry = registry
-        self.retries = retries
-        self.backoff = backoff
-        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
-        self._results: dict[str, str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                t = threading.Thread(target=loop.run_forever, name="hafence-fencer", daemon=True)
-                t.start()
-                self._loop, self._thread = loop, t
-            return self._loop
-
-    def _load(self) -> Any:
-        from hafence.fence import check_drivers, load_fence_config
-
-        assert self.config_path is not None
-        cfg = load_fence_config(self.config_path)
-        check_drivers(cfg, self.registry)  # bad options fail here, naming file/line/field
-        return cfg
-
-    def has_chain(self, node: str) -> bool | None:
-        """True/False from fence.cfg; None when fence.cfg cannot be read."""
-        if self.config_path is None:
-            return False
-        try:
-            return bool(self._load().chain(node))
-        except Exception:
-            return None
-
-    def start(self, node: str) -> str:
-        if self.config_path is None:
-            return FENCE_NONE
-        fut = self._futures.get(node)
-        if fut is not None and not fut.done():
-            return FENCE_PENDING
-        if fut is not None:
-            self.poll(node)  # record the finished attempt before starting a new one
-        try:
-            cfg = self._load()
-            chain = cfg.chain(node)
-        except Exception as exc:
-            self._log("err", f"fencing: cannot use fence config {self.config_path}: {exc}")
-            self._results[node] = FENCE_FAILED
-            self._futures.pop(node, None)
-            return FENCE_FAILED
-        if not chain:
-            return FENCE_NONE
-        self._results.pop(node, None)
-        levels = ", ".join(lv.name for lv in chain)
-        self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
-        self._futures[node] = asyncio.run_coroutine_threadsafe(
-            self._fence(cfg, node), self._ensure_loop()
-        )
-        return FENCE_PENDING
-
-    async def _fence(self, cfg: Any, node: str) -> Any:
-        from hafence.fence import FenceHistory, Fencer
-
-        history = FenceHistory(self.history_path) if self.history_path is not None else None
-        fencer = Fencer(
-            cfg,
-            self.registry,
-            history,
-            retries=self.retries,
-            backoff=self.backoff,
-            actor=self.actor,
-        )
-        return await fencer.fence(node, "off")
-
-    def poll(self, node: str) -> str:
-        if self.config_path is None:
-            return FENCE_NONE
-        fut = self._futures.get(node)
-        if fut is None:
-            if node in self._results:
-                return self._results[node]
-            chain = self.has_chain(node)
-            return FENCE_NONE if chain is False else FENCE_IDLE
-        if not fut.done():
-            return FENCE_PENDING
-        del self._futures[node]
-        try:
-            res = fut.result()
-        except Exception as exc:  # a fencer bug must read as a failed fence, never success
-            self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
-            self._results[node] = FENCE_FAILED
-            return FENCE_FAILED
-        if res.ok:
-            devs = ", ".join(res.devices)
-            self._log(
-                "notice",
-                f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
-                f"in {res.duration:.1f}s",
-            )
-            self._results[node] = FENCE_OK
-        else:
-            self._log(
-                "err",
-                f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
-            )
-            self._results[node] = FENCE_FAILED
-        return self._results[node]
-
-    def reset(self, node: str) -> None:
-        self._results.pop(node, None)
-        fut = self._futures.pop(node, None)
-        if fut is not None:
-            fut.cancel()
-
-    def close(self) -> None:
-        with self._lock:
-            loop, t = self._loop, self._thread
-            self._loop = self._thread = None
-        for fut in self._futures.values():
-            fut.cancel()
-        if loop is not None and t is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            t.join(timeout=5)
-            if not t.is_alive():
-                loop.close()
 
 
 def systemd_shutdown_probe() -> tuple[bool, bool]:
@@ -275,20 +116,21 @@ class RealEnv(Env):
         self.store = store
         self.role = role
         self.timings = timings or Timings()
+        self._renewal_sent: float | None = None  # monotonic time of the last own lock renewal
         self.watchdog_socket = os.fspath(watchdog_socket) if watchdog_socket else None
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.registry = registry
         self.shutdown_probe = shutdown_probe
         self.stop_timeout = stop_timeout
         self._resource_types = resource_types
-        self._last_config: dict[str, dict[str, Any]] = {}
-        self._last_groups: dict[str, dict[str, Any]] = {}
+        self.config = ConfigFiles(store, self.log)
         self._last_options: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
+        self._status_nodes: set[str] | None = None  # nodes the last good manager status named
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._workers: dict[str, concurrent.futures.Future[Any]] = {}
         self.fencer = FenceRunner(
-            fence_config,
+            FenceSource(fence_config, store, node, self.node_alive),
             actor=node,
             history_path=fence_history,
             log_fn=self.log,
@@ -320,12 +162,23 @@ class RealEnv(Env):
             return False
 
     def heartbeat(self) -> bool:
-        """Renew this node's membership lease (both daemons call it every loop)."""
+        """Renew this node's membership lease (both daemons call it every loop); a CRM
+        also tells the others which fence.cfg it uses (hafence.ha.fencerun)."""
         name = node_alive_lease(self.nodename)
-        return self._lease_call(
+        alive = self._lease_call(
             "membership heartbeat",
             lambda: self.store.acquire_lease(name, self.nodename, self.timings.node_timeout),
         )
+        if self.role == "crm":
+            try:
+                self.fencer.source.publish()
+            except (StoreUnavailable, OSError, HafenceError) as exc:
+                self.log("err", f"cannot publish which fence.cfg this node uses: {exc}")
+        return alive
+
+    def node_alive(self, node: str) -> bool:
+        """Whether ``node``'s membership lease is alive (its daemons run and reach us)."""
+        return self.store.lease_owner(node_alive_lease(node)) == node
 
     def leave(self) -> None:
         """Drop the membership lease (clean LRM stop): the node reads offline at once."""
@@ -336,19 +189,22 @@ class RealEnv(Env):
 
     def known_nodes(self) -> list[str]:
         nodes = set(self.store.lrm_nodes())
-        ms = self.store.read_manager_status()
-        nodes.update((ms or {}).get("node_status", {}))
-        return sorted(nodes)
+        if self._status_nodes is None:  # the master knows what it wrote: read it once
+            try:
+                self.read_manager_status()
+            except StateFileError:
+                pass  # whoever relies on the status reports it
+        return sorted(nodes | (self._status_nodes or set()))
 
     def get_node_info(self) -> dict[str, dict[str, Any]]:
         try:
-            nodes = self.known_nodes()
-            return {n: {"online": self.store.lease_owner(node_alive_lease(n)) == n} for n in nodes}
+            return {n: {"online": self.node_alive(n)} for n in self.known_nodes()}
         except StoreUnavailable as exc:
             self.log("err", f"node info: store unavailable: {exc}")
             return {}
 
     def get_ha_manager_lock(self) -> bool:
+        self._renewal_sent = time.monotonic()  # the watchdog feed that follows counts from here
         return self._lease_call(
             "manager lock",
             lambda: self.store.acquire_lease(
@@ -363,6 +219,8 @@ class RealEnv(Env):
 
     def get_ha_agent_lock(self, node: str | None = None) -> bool:
         name = st.agent_lock_name(node or self.nodename)
+        if node in (None, self.nodename):
+            self._renewal_sent = time.monotonic()  # the watchdog feed that follows counts from here
         return self._lease_call(
             f"agent lock {name}",
             lambda: self.store.acquire_lease(name, self.nodename, self.timings.lease_ttl),
@@ -376,38 +234,46 @@ class RealEnv(Env):
 
     # -- cluster state -----------------------------------------------------------------------
     def read_manager_status(self) -> dict[str, Any]:
-        return self.store.read_manager_status()
+        """The manager status, checked (StateFileError naming file and field)."""
+        where = self.store.location(MANAGER_STATUS)
+        try:
+            data = self.store.read_manager_status()
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # not JSON, not UTF-8, a torn write
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        ms = check_manager_status(data, where)
+        self._status_nodes = set(ms["node_status"])
+        return ms
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
         self.store.write_manager_status(status)
+        self._status_nodes = set(status.get("node_status") or {})
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
-        return self.store.read_lrm_status(node or self.nodename)
+        """``node``'s LRM status, checked (StateFileError naming file and field)."""
+        node = node or self.nodename
+        where = self.store.location(f"lrm_status/{node}")
+        try:
+            data = self.store.read_lrm_status(node)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StateFileError(where, "", f"unreadable: {exc}") from None
+        return check_lrm_status(data, where)
 
     def write_lrm_status(self, status: dict[str, Any]) -> None:
         self.store.write_lrm_status(self.nodename, status)
 
     def read_service_config(self) -> dict[str, dict[str, Any]]:
-        # A config that does not parse keeps the last good one: an empty result would
-        # read as "every service was removed" and stop them all.
-        try:
-            self._last_config = self.store.read_resources()
-        except HafenceError as exc:
-            self.log("err", f"service config unreadable, keeping the last good one: {exc}")
-        return self._last_config
+        # never "every service was removed" because of a damaged file (hafence.ha.cfgfiles)
+        return self.config.resources()
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
-        try:
-            self._last_groups = self.store.read_groups()
-        except HafenceError as exc:
-            self.log("err", f"groups config unreadable, keeping the last good one: {exc}")
-        return self._last_groups
+        return self.config.groups()
 
     def ha_options(self) -> dict[str, Any]:
-        try:
-            self._last_options = self.store.ha_options()
-        except HafenceError as exc:
-            self.log("err", f"datacenter options unreadable, keeping the last good ones: {exc}")
+        self._last_options = self.config.ha_options()
         return self._last_options
 
     def take_crm_commands(self) -> list[str]:
@@ -418,34 +284,30 @@ class RealEnv(Env):
 
     def read_rules(self) -> dict[str, dict[str, Any]]:
         """``rules.cfg`` in the store (Proxmox 9 node-affinity rules); none: ``{}``."""
-        from hafence.ha.config import parse_rules
-
-        text = self.store.read_text("rules.cfg")
-        try:
-            self._last_rules = parse_rules(text, self.store.location("rules.cfg")) if text else {}
-        except HafenceError as exc:
-            self.log("err", f"rules unreadable, keeping the last good ones: {exc}")
-        return getattr(self, "_last_rules", {})
+        return self.config.rules()
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
-        with self.store.locked():
-            resources = self.store.read_resources()
-            if sid in resources:
-                resources[sid].update(changes)
-                self.store.write_resources(resources)
+        def change(resources: dict[str, dict[str, Any]]) -> bool:
+            if sid not in resources:
+                return False
+            resources[sid].update(changes)
+            return True
+
+        self.config.rewrite_resources(change)
 
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
-        with self.store.locked():
-            resources = self.store.read_resources()
+        def change(resources: dict[str, dict[str, Any]]) -> bool:
             conf = resources.get(sid)
             if conf is None:
                 raise HafenceError(f"service '{sid}' is not configured")
+            if conf.get("node") == new_node:
+                return False  # already moved (by an earlier round that did not report it)
             if conf.get("node") not in (current_node, None):
-                raise HafenceError(
-                    f"service '{sid}' is on '{conf.get('node')}', not on '{current_node}'"
-                )
+                raise ServiceLocationConflict(sid, conf["node"], current_node)
             conf["node"] = new_node
-            self.store.write_resources(resources)
+            return True
+
+        self.config.rewrite_resources(change)
 
     # -- fencing -------------------------------------------------------------------------
     def fence_start(self, node: str) -> str:
@@ -468,13 +330,15 @@ class RealEnv(Env):
             self.watchdog_socket,
             self.timings.watchdog_timeout,
             name=f"{self.nodename}-{self.role}",
+            max_hw_timeout=self.timings.hw_timeout,  # the mux must reset within the timing rule
         )
         self.log("info", f"watchdog active (timeout {self.timings.watchdog_timeout:g}s)")
         return client
 
     def watchdog_update(self, handle: Any) -> None:
         if handle is not None:
-            handle.feed()
+            # a feed delayed after the renewal (a frozen process) must not extend the deadline
+            handle.feed(since=self._renewal_sent)
 
     def watchdog_close(self, handle: Any) -> None:
         if handle is not None:
@@ -491,84 +355,6 @@ class RealEnv(Env):
                 self.nodename, self.state_dir, registry=self.registry
             )
         return self._resource_types
-
-    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
-        """Run one LRM command (Proxmox's exec_resource_agent); blocking, run in a worker."""
-        target, timeout = _params(params)
-        try:
-            rtype, rid = split_sid(sid)
-        except ValueError as exc:
-            self.log("err", str(exc))
-            return st.ERROR
-        if conf.get("node") not in (None, self.nodename):
-            self.log("err", f"service '{sid}' not on this node")
-            return st.EWRONG_NODE
-        plugin = self.resource_types().get(rtype)
-        if plugin is None:
-            self.log("err", f"service '{sid}': no resource type '{rtype}' on this node")
-            return st.ERROR
-        try:
-            return self._exec(plugin, sid, rid, cmd, target, timeout)
-        except ResourceError as exc:
-            self.log("err", f"service {sid}: {cmd} failed ({exc.reason}): {exc.message}")
-            return st.ERROR
-
-    def _exec(
-        self,
-        plugin: ResourceType,
-        sid: str,
-        rid: str,
-        cmd: str,
-        target: str | None,
-        timeout: float | None,
-    ) -> int:
-        if cmd == "started":
-            if plugin.status(rid) == RUNNING:
-                return st.SUCCESS
-            self.log("info", f"starting service {sid}")
-            plugin.start(rid)
-            if plugin.status(rid) != RUNNING:
-                self.log("err", f"service {sid}: start reported success but it is not running")
-                return st.ERROR
-            self.log("info", f"service status {sid} started")
-            return st.SUCCESS
-        if cmd in ("request_stop", "stopped", "stop"):
-            if plugin.status(rid) == RUNNING:
-                self.log("info", f"stopping service {sid}")
-                plugin.stop(rid, timeout if timeout is not None else self.stop_timeout)
-                self.log("info", f"service status {sid} stopped")
-            return st.SUCCESS
-        if cmd in ("migrate", "relocate", "request_start_balance"):
-            if not target:
-                self.log("err", f"service {sid}: {cmd} without a target node")
-                return st.ERROR
-            if target == self.nodename:
-                return st.SUCCESS
-            if cmd == "request_start_balance" and plugin.status(rid) == RUNNING:
-                self.log("info", f"ignoring rebalance-on-start for service {sid} - already running")
-                return st.IGNORED
-            online = cmd == "migrate"
-            try:
-                plugin.migrate(rid, target, online)
-            except ResourceError as exc:
-                if exc.reason != "not_supported":
-                    raise
-                # No native migration: move it by stop here, start there (the CRM/LRM
-                # of the target starts it once the config names the target).
-                if plugin.status(rid) == RUNNING:
-                    self.log("info", f"stopping service {sid} to move it to {target}")
-                    plugin.stop(rid, self.stop_timeout)
-            self.change_service_location(sid, self.nodename, target)
-            self.log("info", f"service {sid} moved to node '{target}'")
-            return st.SUCCESS
-        if cmd == "error":
-            if plugin.status(rid) == RUNNING:
-                self.log("err", f"service {sid} is in an error state while running")
-            else:
-                self.log("warning", f"service {sid} is not running and in an error state")
-            return st.SUCCESS
-        self.log("err", f"service {sid}: unknown command '{cmd}'")
-        return st.ERROR
 
     # -- workers -------------------------------------------------------------------------
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -599,25 +385,18 @@ class RealEnv(Env):
     def running_workers(self) -> int:
         return sum(1 for f in self._workers.values() if not f.done())
 
+    def wait_for_worker(self, timeout: float) -> None:
+        running = [f for f in self._workers.values() if not f.done()]
+        if running:
+            concurrent.futures.wait(running, timeout, concurrent.futures.FIRST_COMPLETED)
+
+    def worker_time_budget(self) -> float:
+        # as Proxmox's LRM (8 of its 10 s): the rest of the round renews locks and status
+        return 0.8 * self.timings.interval
+
     def close(self, wait: bool = True) -> None:
         """Stop the fence thread and (optionally) wait for running workers."""
         self.fencer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=wait)
             self._pool = None
-
-
-def _params(params: tuple[Any, ...]) -> tuple[str | None, float | None]:
-    """Accept ``(target)``, ``(timeout)``, or a dict ``{"target":..., "timeout":...}``."""
-    target: str | None = None
-    timeout: float | None = None
-    for p in params:
-        if isinstance(p, dict):
-            target = p.get("target", target)
-            if p.get("timeout") is not None:
-                timeout = float(p["timeout"])
-        elif isinstance(p, str):
-            target = p
-        elif isinstance(p, int | float):
-            timeout = float(p)
-    return target, timeout

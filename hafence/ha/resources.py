@@ -12,6 +12,16 @@ one instance per node and calls it with the part of the SID after the colon::
     rt.stop("100", timeout=180)   # clean shutdown within timeout, then hard stop
     rt.migrate("100", "node2", online=True)   # NotSupported -> LRM relocates (stop/start)
     rt.check_config("100")    # optional sanity check before a start
+    rt.enabled_outside_ha("100")  # True/False/None: would it also start without HA?
+
+The procedure around these calls (status checks, the re-check after a stop, when the
+config may move) is the LRM's, once, for every type: ``hafence.ha.agent``. A type only
+says what it sees; ``status`` answers UNKNOWN when it cannot tell (a failing status
+command, a unit that is ``activating``), and the LRM treats anything but STOPPED as
+running. ``migrate`` is a *native* move: it returns once the resource left this node
+(for ``online=False`` it stops the resource first); types without one raise
+``not_supported`` and the LRM stops the resource, confirms the stop, and moves the
+config itself.
 
 The methods are *synchronous and may block* (``qm start`` takes seconds): the LRM runs
 each action in a worker thread, at most ``max_worker`` at once (see
@@ -104,6 +114,16 @@ class ResourceType:
 
     def check_config(self, rid: str) -> None:
         """Raise ResourceError(reason="config") when the resource cannot be started."""
+
+    def enabled_outside_ha(self, rid: str) -> bool | None:
+        """Whether the resource also starts without HA (a unit enabled at boot, a guest
+        with ``onboot``): then a rebooted node may run it while HA runs it elsewhere.
+        None: cannot tell (the default)."""
+        return None
+
+    def outside_ha_advice(self, rid: str) -> str:
+        """What an admin should do when ``enabled_outside_ha`` is True."""
+        return "disable its automatic start outside HA"
 
     # -- helpers for subclasses -----------------------------------------------------
     def sid(self, rid: str) -> str:

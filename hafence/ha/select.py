@@ -77,8 +77,10 @@ def service_affinity(
             strict=bool(g.get("restricted")),
             failback=failback and not g.get("nofailback"),
         )
+    if not rules:
+        return Affinity(nodes={}, strict=False, failback=failback)
     # members of a positive resource-affinity group share a node-affinity rule
-    group = [sid, *affinity_peers(sid, rules or {})[0]]
+    group = [sid, *affinity_peers(sid, rules)[0]]
     for rule in (rules or {}).values():
         if rule.get("type", "node-affinity") != "node-affinity" or rule.get("disable"):
             continue
@@ -100,12 +102,18 @@ def _as_list(value: Any) -> list[str]:
 
 
 class NodeUsage:
-    """Online nodes and how many services each carries (the basic scheduler)."""
+    """Online nodes and how many services each carries (the basic scheduler).
+
+    Each service's load is kept per service, so one service's change is one
+    :meth:`set_service` (the master's round stays linear in the number of services).
+    """
 
     mode = "basic"
 
     def __init__(self, online_nodes: Iterable[str]) -> None:
         self._usage: dict[str, int] = {n: 0 for n in online_nodes}
+        self._loads: dict[str, list[str]] = {}  # sid -> the nodes it loads
+        self._groups: dict[tuple[Any, ...], dict[int, set[str]]] = {}  # priority_groups cache
 
     def contains(self, node: str | None) -> bool:
         return node is not None and node in self._usage
@@ -117,25 +125,42 @@ class NodeUsage:
         if node in self._usage:
             self._usage[node] += 1
 
+    def remove(self, node: str, sid: str = "") -> None:
+        self._usage[node] -= 1
+
     def scores(self, sid: str) -> dict[str, float]:
         """Lower is better: where ``sid`` would best start."""
         return {n: float(c) for n, c in self._usage.items()}
 
+    def loaded_nodes(self, sd: Mapping[str, Any]) -> list[str]:
+        """The online nodes a service in this state loads (a moving one: both ends)."""
+        state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
+        if self.contains(node):
+            if state in _LOADED_STATES:
+                return [node]  # type: ignore[list-item]
+            if state in ("migrate", "relocate"):
+                return [node, target] if self.contains(target) else [node]  # type: ignore[list-item]
+            if state == "request_start_balance":
+                return [target] if self.contains(target) else []  # not running yet
+            return []
+        return [target] if state in _MOVING and self.contains(target) else []  # type: ignore[list-item]
+
+    def set_service(self, sid: str, sd: Mapping[str, Any] | None) -> None:
+        """Account for ``sid`` as ``sd`` says now (None: it is gone)."""
+        for node in self._loads.pop(sid, ()):
+            self.remove(node, sid)
+        if sd is None:
+            return
+        loads = self.loaded_nodes(sd)
+        for node in loads:
+            self.add(node, sid)
+        if loads:
+            self._loads[sid] = loads
+
     def fill(self, service_status: Mapping[str, Mapping[str, Any]]) -> NodeUsage:
         """Count every service's load, as its state implies."""
         for sid in sorted(service_status):
-            sd = service_status[sid]
-            state, node, target = sd.get("state"), sd.get("node"), sd.get("target")
-            if self.contains(node):
-                if state in _LOADED_STATES:
-                    self.add(node, sid)
-                elif state in ("migrate", "relocate"):
-                    self.add(node, sid)  # load on both ends while moving
-                    self.add(target, sid)
-                elif state == "request_start_balance":
-                    self.add(target, sid)  # not running yet: only where it will start
-            elif state in _MOVING and self.contains(target):
-                self.add(target, sid)
+            self.set_service(sid, service_status[sid])
         return self
 
     @classmethod
@@ -188,6 +213,12 @@ class StaticUsage(NodeUsage):
             cpu, mem = self._service(sid)
             self.cpu[node] = self._add_cpu(node, cpu)
             self.mem[node] += mem
+
+    def remove(self, node: str, sid: str = "") -> None:
+        super().remove(node, sid)
+        cpu, mem = self._service(sid)
+        self.cpu[node] -= self._add_cpu(node, cpu) - self.cpu[node]
+        self.mem[node] -= mem
 
     def scores(self, sid: str) -> dict[str, float]:
         nodes = self.nodes()
@@ -257,7 +288,18 @@ def _topsis(rows: list[list[float]], weights: tuple[float, ...]) -> list[float]:
 
 
 def priority_groups(affinity: Affinity, usage: NodeUsage) -> dict[int, set[str]]:
-    """Online nodes by priority; non-members at -1 unless the affinity is strict."""
+    """Online nodes by priority; non-members at -1 unless the affinity is strict.
+
+    Computed once per node affinity and round (the usage's node set is the round's); the
+    caller must not change the sets it gets."""
+    key = (tuple(sorted(affinity.nodes.items())), affinity.strict)
+    groups = usage._groups.get(key)
+    if groups is None:
+        groups = usage._groups[key] = _priority_groups(affinity, usage)
+    return groups
+
+
+def _priority_groups(affinity: Affinity, usage: NodeUsage) -> dict[int, set[str]]:
     groups: dict[int, set[str]] = {}
     members: set[str] = set()
     if affinity.nodes:
@@ -287,8 +329,12 @@ def select_service_node(
     maintenance_fallback: str | None = None,
     best_scored: bool = False,
     running: bool = False,
+    avoid: Iterable[str] = (),
 ) -> str | None:
     """The node a service should run on, or None when no node qualifies.
+
+    - ``avoid``: nodes that may keep the service when it is on one of them, but never
+      receive it (their LRM shuts down).
 
     - ``try_next``: the start failed on ``current_node``; skip ``tried_nodes`` and prefer
       another node (relocate policy).
@@ -297,7 +343,9 @@ def select_service_node(
       priority, or anywhere in its affinity when failback is off.
     """
     groups = priority_groups(affinity, usage)
-    groups = {p: g for p, g in groups.items() if g}
+    shun = set(avoid) - {current_node}
+    if shun:
+        groups = {p: g - shun for p, g in groups.items() if g - shun}
     sticky = not try_next and not best_scored
     # a service already running keeps its node against negative peers: the newcomer moves
     keep = running and sticky and bool(groups) and current_node in groups[max(groups)]

@@ -38,6 +38,7 @@ line each, see :func:`parse_crm_command`::
     disable-node-maintenance node1
     disarm-ha freeze|ignore      # HA-stack maintenance: LRMs and CRM drop their watchdogs
     arm-ha
+    fence-ack node1 root@node2 1700000000   # an admin confirms node1 is off (who, when)
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ SERVICE_STATES = (
 )
 NODE_STATES = ("online", "unknown", "fence", "maintenance", "gone")
 CRM_STATES = ("startup", "wait_for_quorum", "master", "slave", "lost_manager_lock")
-LRM_STATES = ("startup", "wait_for_agent_lock", "active", "lost_agent_lock")
-LRM_MODES = ("active", "restart", "shutdown", "maintenance")
+LRM_STATES = ("startup", "wait_for_agent_lock", "active", "lost_agent_lock", "maintenance")
+LRM_MODES = ("active", "restart", "shutdown", "maintenance", "disarm")
 
 # Exit codes of a resource command as the LRM reports them (Proxmox's values).
 SUCCESS = 0
@@ -166,6 +167,7 @@ CRM_COMMANDS = {
     "disable-node-maintenance": 1,
     "disarm-ha": 1,  # freeze|ignore: release every watchdog for HA-stack maintenance
     "arm-ha": 0,
+    "fence-ack": 3,  # NODE BY AT: confirmed off by hand (Pacemaker's stonith_admin --confirm)
 }
 DISARM_MODES = ("freeze", "ignore")
 
@@ -189,6 +191,8 @@ def parse_crm_command(line: str) -> tuple[str, list[str]]:
                 raise ValueError
         except ValueError:
             raise CrmCommandError(f"invalid timeout '{args[1]}'") from None
+    if cmd == "fence-ack" and not args[2].isdigit():
+        raise CrmCommandError(f"invalid time '{args[2]}'")
     return cmd, args
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hafence.errors import ConfigError, ConfigErrors
+from hafence.errors import ConfigError, ConfigErrors, SecretError
 from hafence.secrets import Secret, secret_from_env, secret_from_file
 from hafence.sectionconfig import Section, read_sections
 
@@ -144,8 +144,8 @@ def parse_notify_config(text: str, file: str = "notify.cfg") -> list[Target]:
                 continue
             try:
                 value = _secret(sec, key)
-            except (OSError, KeyError) as exc:
-                err(f"cannot read secret: {getattr(exc, 'strerror', None) or exc}", given[0])
+            except SecretError as exc:
+                err(f"cannot read secret: {exc}", given[0])
                 continue
             if value is not None:
                 t.options[key] = value

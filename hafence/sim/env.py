@@ -12,6 +12,8 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 from hafence.ha.env import FENCE_NONE, Env
+from hafence.ha.resources import ResourceType
+from hafence.sim.resources import SIM_TYPES
 
 if TYPE_CHECKING:
     from hafence.sim.hardware import Hardware
@@ -25,13 +27,14 @@ class SimEnv(Env):
         self.nodename = nodename
         self.role = role
         self.cur_time = 0.0
+        self._types: dict[str, ResourceType] | None = None
 
     # -- clock and log -------------------------------------------------------------------
     def loop_start(self, now: float) -> None:
         self.cur_time = max(self.cur_time, now)
 
     def loop_end(self) -> None:
-        self.cur_time += 1
+        self.cur_time += self.hw.iteration_seconds
 
     def get_time(self) -> float:
         return self.cur_time
@@ -88,13 +91,15 @@ class SimEnv(Env):
 
     def read_manager_status(self) -> dict[str, Any]:
         # a failed cfs update leaves the last state readable (stale, the step skips)
-        return copy.deepcopy(self.hw.manager_status)
+        return _copy_status(self.hw.manager_status)
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
-        self.hw.manager_status = copy.deepcopy(status)
+        self.hw.manager_status = _copy_status(status)
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
-        return copy.deepcopy(self.hw.lrm_status.get(node or self.nodename, {}))
+        lrm = self.hw.lrm_status.get(node or self.nodename, {})
+        results = {uid: dict(res) for uid, res in (lrm.get("results") or {}).items()}
+        return {**lrm, "results": results} if "results" in lrm else dict(lrm)
 
     def write_lrm_status(self, status: dict[str, Any]) -> None:
         if not self.hw.cfs_rw(self.nodename):
@@ -102,7 +107,7 @@ class SimEnv(Env):
         self.hw.lrm_status[self.nodename] = copy.deepcopy(status)
 
     def read_service_config(self) -> dict[str, dict[str, Any]]:
-        return copy.deepcopy(self.hw.service_config)
+        return {sid: dict(cd) for sid, cd in self.hw.service_config.items()}  # flat values
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
         return copy.deepcopy(self.hw.groups)
@@ -135,10 +140,12 @@ class SimEnv(Env):
         return cmds
 
     def change_service_location(self, sid: str, current_node: str, new_node: str) -> None:
-        # only the master calls this: it is the recovery of a fenced node's service
-        for cb in self.hw.on_recover:
-            cb(sid, current_node, new_node)
         self.hw.change_service_location(sid, current_node, new_node)
+
+    def steal_service(self, sid: str, fenced_node: str, new_node: str) -> None:
+        for cb in self.hw.on_recover:  # the safety checker judges every recovery
+            cb(sid, fenced_node, new_node)
+        super().steal_service(sid, fenced_node, new_node)
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
         if sid in self.hw.service_config:
@@ -172,6 +179,19 @@ class SimEnv(Env):
         what = self.hw.status[self.nodename].get("shutdown")
         return what in ("shutdown", "reboot"), what == "reboot"
 
-    def exec_resource_command(self, sid: str, conf: dict[str, Any], cmd: str, *params: Any) -> int:
-        p = params[0] if params and isinstance(params[0], dict) else {}
-        return self.hw.resources.exec_command(self, sid, conf, cmd, p)
+    def resource_types(self) -> dict[str, ResourceType]:
+        if self._types is None:
+            self._types = {t.name: t(self.nodename, self) for t in SIM_TYPES}
+        return self._types
+
+
+def _copy_status(ms: dict[str, Any]) -> dict[str, Any]:
+    """A copy as if through a file, fast for big clusters: per-service entries are
+    copied one level deep (their only nested values are lists: failed_nodes, cmd)."""
+    out = {k: copy.deepcopy(v) for k, v in ms.items() if k != "service_status"}
+    if "service_status" in ms:
+        out["service_status"] = {
+            sid: {k: list(v) if isinstance(v, list) else v for k, v in sd.items()}
+            for sid, sd in ms["service_status"].items()
+        }
+    return out

@@ -5,7 +5,8 @@ of every powered node on a virtual clock, following the rhythm of Proxmox's regr
 harness so its logs compare line by line:
 
 - a loop visits the nodes in name order; each powered node runs one CRM iteration, then one
-  LRM iteration; an iteration starts at the cluster time and ends one second later;
+  LRM iteration; an iteration starts at the cluster time and ends one second later
+  (``iteration_seconds``: less for clusters so big that a loop would outlast a watchdog);
 - after each node, every node's watchdogs are checked; one not fed for 60 s powers its
   node off;
 - a loop lasts at least 20 s; every 5th loop applies the next entry of the command list
@@ -25,10 +26,15 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
-from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK
+from hafence.ha.env import (
+    FENCE_FAILED,
+    FENCE_IDLE,
+    FENCE_NONE,
+    FENCE_OK,
+    ServiceLocationConflict,
+)
 from hafence.ha.lrm import LRM
 from hafence.sim.env import SimEnv
-from hafence.sim.resources import SimResources
 
 WATCHDOG_TIMEOUT = 60
 MAX_SIM_TIME = 100_000
@@ -100,6 +106,9 @@ class Hardware:
     dynamic_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     cmdlist: list[list[str]] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
+    # how far one daemon iteration advances its clock (Proxmox's harness: 1 s). Big
+    # clusters want less: a loop over all nodes must stay well within the watchdog.
+    iteration_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         self.cur_time = 0.0
@@ -115,7 +124,8 @@ class Hardware:
         self.cfs: dict[str, dict[str, bool]] = {
             n: {"rw": True, "update": True} for n in self.status
         }
-        self.resources = SimResources(self)
+        # fa: guests' failed attempts so far, cluster-wide: {"start"|"migrate": {rid: n}}
+        self.fail_tries: dict[str, dict[str, int]] = {"start": {}, "migrate": {}}
         self.nodes = {
             n: SimNode(n, SimEnv(self, n, "crm"), SimEnv(self, n, "lrm"))
             for n in sorted(self.status)
@@ -126,12 +136,14 @@ class Hardware:
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
         self.on_service_change: list[Callable[[str, str, bool], None]] = []
-        self.on_recover: list[Callable[[str, str, str], None]] = []
+        self.on_recover: list[Callable[[str, str, str], None]] = []  # (sid, fenced, target)
         # when each node last dropped out (power or network off) and last lost power:
         # a recovery from a node is safe only if it lost power after it dropped out
         self.last_down: dict[str, float] = {}
         self.last_poweroff: dict[str, float] = {}
         self.last_active: dict[str, float] = {}  # last round each node's LRM was active
+        # fence-acks given: node -> (when, whether the node really was off then)
+        self.fence_acks: dict[str, tuple[float, bool]] = {}
         for cd in self.service_config.values():
             normalize_service(cd)
 
@@ -175,9 +187,11 @@ class Hardware:
     def change_service_location(self, sid: str, current: str, new: str) -> None:
         cd = self.service_config.get(sid)
         if cd is None:
+            raise SimError(f"service '{sid}' is not configured")
+        if cd["node"] == new:
             return
         if cd["node"] != current:
-            raise SimError(f"service '{sid}' is on '{cd['node']}', not '{current}'")
+            raise ServiceLocationConflict(sid, cd["node"], current)
         cd["node"] = new
 
     # -- watchdogs -----------------------------------------------------------------------
@@ -311,6 +325,9 @@ class Hardware:
             self.crm_commands.append(f"disarm-ha {args[0] if args else 'freeze'}")
         elif action == "arm-ha":
             self.crm_commands.append("arm-ha")
+        elif action == "fence-ack":  # an admin confirms the node is off (truthfully or not)
+            self.fence_acks[node] = (self.cur_time, self.status[node]["power"] == "off")
+            self.crm_commands.append(f"fence-ack {node} admin {int(self.cur_time)}")
         else:
             raise SimError(f"unsupported crm command '{cmdstr}'")
 
@@ -408,7 +425,7 @@ class Hardware:
         """One loop over all nodes plus the command list; False when the run is over."""
         start = self.cur_time
         names = sorted(self.nodes)
-        looptime = max(20, 2 * len(names))
+        looptime = max(20, 2 * len(names) * self.iteration_seconds)
         skip_crm = self.skip_crm_rounds > 0
         if skip_crm:
             self.skip_crm_rounds -= 1

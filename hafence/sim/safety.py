@@ -56,8 +56,12 @@ class SafetyChecker:
             )
         dev = hw.fence_devices.get(fenced)
         if dev is not None and target != fenced:
-            # the device must have confirmed the power-off after the LRM last ran there
-            if dev.last_ok is None or dev.last_ok < hw.last_active.get(fenced, -1.0):
+            # the device must have confirmed the power-off after the LRM last ran there,
+            # or an admin who acknowledged it by hand while the node really was off
+            active = hw.last_active.get(fenced, -1.0)
+            acked, really_off = hw.fence_acks.get(fenced, (-1.0, False))
+            by_device = dev.last_ok is not None and dev.last_ok >= active
+            if not by_device and not (really_off and acked >= active):
                 self._violation(f"{sid} recovered from {fenced} without a confirmed hardware fence")
 
     def _violation(self, msg: str) -> None:

@@ -1,8 +1,9 @@
 """``dummy``: a service that is a real process, for tests, demos and drills.
 
-``dummy:NAME`` started on a node runs a small Python process (command line
-``hafence-dummy dummy:NAME NODE``, so ``ps`` shows whose it is) in its own session, as
-a guest outlives the LRM that started it. Its pid is kept in
+``dummy:NAME`` started on a node runs ``sleep infinity`` under the name
+``hafence-dummy dummy:NAME NODE`` (its argv[0], so ``ps`` shows whose it is) in its own
+session, as a guest outlives the LRM that started it; a few hundred of them cost next to
+nothing. Its pid is kept in
 ``STATE_DIR/dummy/NAME.pid``; STATE_DIR is per node (default
 ``$HAFENCE_STATE_DIR/resources/NODE``), so several simulated nodes on one machine keep
 separate state. ``stop`` sends SIGTERM, then SIGKILL after the timeout; ``status``
@@ -14,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,8 +26,6 @@ from hafence.store.atomic import write_atomic
 
 MARKER = "hafence-dummy"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
-# Sleeps until killed; the extra argv words only label the process.
-_PROGRAM = "import time\nwhile True:\n    time.sleep(3600)\n"
 
 
 def default_state_dir(node: str) -> Path:
@@ -73,13 +72,16 @@ class DummyType(ResourceType):
             return None
         _reap(pid)
         argv = _cmdline(pid)
-        if argv is None or MARKER not in argv or self.sid(rid) not in argv:
+        if not argv or argv[0].split()[:2] != [MARKER, self.sid(rid)]:
             return None
         return pid
 
     def exists(self, rid: str) -> bool:
         self.pidfile(rid)  # validates the name
         return True  # a dummy can run anywhere
+
+    def enabled_outside_ha(self, rid: str) -> bool | None:
+        return False  # only the LRM ever starts one
 
     def status(self, rid: str) -> str:
         return RUNNING if self.pid(rid) is not None else STOPPED
@@ -91,7 +93,8 @@ class DummyType(ResourceType):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _PROGRAM, MARKER, self.sid(rid), self.node],
+                [f"{MARKER} {self.sid(rid)} {self.node}", "infinity"],
+                executable=shutil.which("sleep") or "/bin/sleep",
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -101,6 +104,13 @@ class DummyType(ResourceType):
         except OSError as exc:
             raise ResourceError(self.sid(rid), "failed", f"cannot start: {exc}") from None
         write_atomic(path, f"{proc.pid}\n")
+        # Popen returns while the exec may still be settling (an empty cmdline for a
+        # moment): a start is done once the process reads as ours
+        deadline = time.monotonic() + self.command_timeout
+        while self.pid(rid) is None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ResourceError(self.sid(rid), "failed", f"pid {proc.pid} did not come up")
+            time.sleep(0.005)
         proc.returncode = 0  # stop Popen.__del__ from tracking it; we reap in pid()
 
     def stop(self, rid: str, timeout: float) -> None:

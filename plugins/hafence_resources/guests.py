@@ -67,6 +67,29 @@ class GuestType(ResourceType):
                 self.sid(rid), "not_found", f"{self.name} {rid} is not defined on {self.node}"
             )
 
+    def outside_ha_advice(self, rid: str) -> str:
+        return f"clear its start at boot: '{self.command} set {rid} --onboot 0'"
+
+    def enabled_outside_ha(self, rid: str) -> bool | None:
+        """``onboot: 1`` in the guest's config: the node starts it at boot, HA or not."""
+        self._check_id(rid)
+        if self.available():
+            return None
+        proc = self.run(rid, [self.command, "config", rid], check=False)
+        if proc.returncode != 0:
+            return None
+        for line in proc.stdout.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "onboot":
+                return value.strip() == "1"
+        return False
+
+    def _stop_for_offline_move(self, rid: str) -> None:
+        # an offline move needs the guest down (Proxmox's HA shuts it down first); qm and
+        # pct refuse to move a running guest offline, so a failed stop fails the move
+        if self.status(rid) != STOPPED:
+            self.stop(rid, 60)
+
 
 class VmType(GuestType):
     name = "vm"
@@ -77,6 +100,8 @@ class VmType(GuestType):
     def migrate(self, rid: str, target: str, online: bool) -> None:
         self._check_id(rid)
         self.require_available(rid)
+        if not online:
+            self._stop_for_offline_move(rid)
         argv = [self.command, "migrate", rid, target] + (["--online"] if online else [])
         self.run(rid, argv, timeout=max(self.command_timeout, 3600))
 
@@ -90,6 +115,8 @@ class CtType(GuestType):
     def migrate(self, rid: str, target: str, online: bool) -> None:
         self._check_id(rid)
         self.require_available(rid)
+        if not online:
+            self._stop_for_offline_move(rid)
         # Containers cannot live-migrate: "online" is a restart migration.
         argv = [self.command, "migrate", rid, target] + (["--restart"] if online else [])
         self.run(rid, argv, timeout=max(self.command_timeout, 3600))

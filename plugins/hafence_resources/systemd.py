@@ -19,6 +19,19 @@ from hafence.ha.resources import (
 
 _UNIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@\\-]*$")
 _ACTIVE = {"active": RUNNING, "reloading": RUNNING, "inactive": STOPPED, "failed": STOPPED}
+# systemctl is-enabled: started without HA (True), never by itself (False); else unknown
+_ENABLED = {
+    "enabled": True,
+    "enabled-runtime": True,
+    "alias": True,
+    "indirect": True,
+    "generated": True,
+    "disabled": False,
+    "masked": False,
+    "masked-runtime": False,
+    "linked": False,
+    "linked-runtime": False,
+}
 
 
 class SystemdType(ResourceType):
@@ -64,6 +77,17 @@ class SystemdType(ResourceType):
         unit = self.unit(rid)
         self.require_available(rid)
         self.run(rid, ["systemctl", "stop", "--", unit], timeout=timeout)
+
+    def outside_ha_advice(self, rid: str) -> str:
+        return f"disable its start at boot: 'systemctl disable {self.unit(rid)}'"
+
+    def enabled_outside_ha(self, rid: str) -> bool | None:
+        """Whether systemd starts the unit by itself (enabled at boot, or pulled in)."""
+        unit = self.unit(rid)
+        if self.available():
+            return None
+        word = self.run(rid, ["systemctl", "is-enabled", "--", unit], check=False).stdout.strip()
+        return _ENABLED.get(word)
 
     def check_config(self, rid: str) -> None:
         if not self.exists(rid):

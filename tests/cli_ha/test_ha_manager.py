@@ -322,3 +322,91 @@ def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
     r = run(blocker / "ha", "add", "vm:100", "--node", "node1")
     assert r.exit_code == 1
     assert "Not a directory" in r.output and "Traceback" not in r.output
+
+
+def test_add_warns_about_a_service_enabled_outside_ha(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.daemons.fakecli import install, put
+
+    state = install(tmp_path, monkeypatch)
+    put(state, "enabled", "web.service")
+    r = run(store_dir, "add", "systemd:web", "--node", "node1")
+    assert r.exit_code == 0, r.output
+    assert "warning: systemd:web also starts outside HA" in r.output
+    assert "systemctl disable web.service" in r.output
+    assert "systemd:web" in EmbeddedStore(store_dir).read_resources()  # added all the same
+    r = run(store_dir, "add", "systemd:db", "--node", "node1")  # not enabled: no warning
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+    put(state, "enabled", "200")
+    r = run(store_dir, "add", "ct:200", "--node", "node1")
+    assert "warning: ct:200 also starts outside HA" in r.output
+    assert "'pct set 200 --onboot 0'" in r.output
+
+
+def test_no_maintenance_while_disarmed(store_dir: Path) -> None:
+    s = EmbeddedStore(store_dir)
+    ms = s.read_manager_status()
+    ms["disarm"] = {"mode": "freeze", "state": "disarmed"}
+    s.write_manager_status(ms)
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "node-maintenance", "enable", "node1")
+    assert r.exit_code == 1 and "HA stack is disarmed" in r.output, r.output
+    assert files(store_dir) == before
+    r = run(store_dir, "crm-command", "node-maintenance", "disable", "node1")
+    assert r.exit_code == 0, r.output  # leaving maintenance is always allowed
+
+
+@pytest.mark.parametrize("damage", [b'{"node_status": 5}', b'{"master_node": "no', b"\xff"])
+def test_a_damaged_manager_status_blocks_no_command(store_dir: Path, damage: bytes) -> None:
+    (store_dir / "manager_status").write_bytes(damage)
+    r = run(store_dir, "add", "vm:300", "--node", "node1")
+    assert r.exit_code == 0, r.output
+    assert "warning: manager status damaged, ignoring it:" in r.output
+    assert f"{store_dir / 'manager_status'}: " in r.output
+    r = run(store_dir, "status")
+    assert r.exit_code == 0 and "service vm:300 (node1, queued)" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def _queued(store_dir: Path) -> list[str]:
+    return EmbeddedStore(store_dir).read_crm_commands()
+
+
+def test_fence_ack_asks_and_queues_who_and_when(store_dir: Path) -> None:
+    s = EmbeddedStore(store_dir)
+    ms = s.read_manager_status()
+    ms["node_status"]["node2"] = "fence"
+    s.write_manager_status(ms)
+    before = files(store_dir)
+    r = CliRunner().invoke(
+        cli, ["--store", str(store_dir), "crm-command", "fence-ack", "node2"], input="n\n"
+    )
+    assert r.exit_code == 1 and "powered off" in r.output and files(store_dir) == before
+    t0 = int(time.time())
+    r = CliRunner().invoke(
+        cli, ["--store", str(store_dir), "crm-command", "fence-ack", "node2"], input="y\n"
+    )
+    assert r.exit_code == 0, r.output
+    (line,) = _queued(store_dir)
+    cmd, node, who, at = line.split()
+    assert (cmd, node) == ("fence-ack", "node2") and "@" in who and t0 <= int(at) <= t0 + 60
+
+
+def test_fence_ack_is_refused_while_the_node_is_reachable(store_dir: Path) -> None:
+    from hafence.ha.realenv import node_alive_lease
+
+    s = EmbeddedStore(store_dir)
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "fence-ack", "node1", "--yes")  # online for the master
+    assert r.exit_code == 1 and "is online for the master" in r.output
+    ms = s.read_manager_status()
+    ms["node_status"]["node2"] = "fence"
+    s.write_manager_status(ms)
+    assert s.acquire_lease(node_alive_lease("node2"), "node2", 30)  # but its lease lives
+    before = files(store_dir)
+    r = run(store_dir, "crm-command", "fence-ack", "node2", "--yes")
+    assert r.exit_code == 1 and "membership lease is alive" in r.output
+    assert files(store_dir) == before
+    r = run(store_dir, "crm-command", "fence-ack", "node9", "--yes")
+    assert r.exit_code == 1 and "unknown node 'node9'" in r.output

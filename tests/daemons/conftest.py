@@ -53,3 +53,11 @@ def ipmi_sims(tmp_path: Path) -> Iterator[Any]:
         pytest.skip("OpenIPMI ipmi_sim not installed (scripts/install.sh installs it)")
     with started_sims(tmp_path) as start:
         yield start
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fake systemctl/qm/pct first on PATH (tests.daemons.fakecli); their state dir."""
+    from tests.daemons.fakecli import install
+
+    return install(tmp_path, monkeypatch)

@@ -8,6 +8,7 @@ checked on the processes themselves, every 50 ms, for the whole test.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -44,7 +45,7 @@ def _dummy_pid(state_dir: Path) -> int | None:
         stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except (OSError, ValueError, IndexError):
         return None
-    return pid if SID.encode() in cmd and stat not in ("Z", "X") else None
+    return pid if SID.encode() in cmd[0].split() and stat not in ("Z", "X") else None
 
 
 class Cluster:
@@ -248,3 +249,86 @@ def test_node_shutdown_with_migrate_policy_moves_the_service_first(cluster: Clus
     assert "node 'node1': state changed from 'online' => 'maintenance'" in log
     assert c.bmc.power == "on"  # a clean shutdown is no failure: nobody fences node1
     assert "FENCE" not in log
+
+
+# -- a damaged file never stops HA ----------------------------------------------------------
+
+
+def _new_master_after(c: Cluster, damage: Any) -> None:
+    """Freeze the master, damage the file, kill it and node1: a new master starts from
+    the damaged file and must still recover node1's service."""
+    store = EmbeddedStore(c.store_dir)
+    master = store.read_manager_status()["master_node"]
+    crm = c.procs[master][0]
+    crm.send_signal(signal.SIGSTOP)  # it can no longer repair the file with its next write
+    damage(c.store_dir / "manager_status")
+    crm.send_signal(signal.SIGKILL)
+    crm.wait()
+    c.kill_daemons("node1")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+                     id="truncated"),
+        pytest.param(lambda p: p.write_text(json.dumps({**json.loads(p.read_text()),
+                                                        "node_status": 5})),
+                     id="node_status-not-an-object"),
+    ],
+)  # fmt: skip
+def test_a_damaged_manager_status_is_rebuilt_by_the_next_master(
+    cluster: Cluster, damage: Any
+) -> None:
+    c = cluster
+    _bring_up(c, c.bmc.password)
+    _new_master_after(c, damage)
+    wait_for(lambda: c.where() not in (None, "node1"), 90, f"{SID} to be recovered")
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    assert "manager status damaged" in log and "rebuilt the manager status" in log
+    confirmed = log.index("fencing: node 'node1' confirmed off")
+    assert confirmed < log.index(f"recover service '{SID}' from fenced node 'node1'")
+    ms = EmbeddedStore(c.store_dir).read_manager_status()  # repaired by the new master
+    assert isinstance(ms["node_status"], dict) and ms["service_status"][SID]["state"] == "started"
+
+
+def test_damaged_config_files_never_stop_a_recovery(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, c.bmc.password)
+    d = c.store_dir
+    # a byte that is not UTF-8 in comments; a parse error in another service's section
+    (d / "resources.cfg").write_bytes(
+        b"# caf\xe9\n" + (d / "resources.cfg").read_bytes() + b"\ndummy: other\n\tstate bogus\n"
+    )
+    (d / "rules.cfg").write_bytes(b"# r\xe8gles\n")
+    dc = json.loads((d / "datacenter.cfg").read_text())
+    (d / "datacenter.cfg").write_bytes(json.dumps(dc).encode()[:-1] + b', "note": "\xff"}')
+    c.kill_daemons("node1")
+    wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    assert "got unexpected error" not in log, log[-3000:]
+    assert "is not UTF-8, read as U+FFFD" in log and "service config unreadable" in log
+    kept = sorted(d.glob("resources.cfg.damaged-*"))  # the broken edit is kept aside
+    assert kept and b"dummy: other" in kept[0].read_bytes()
+    conf = EmbeddedStore(d).read_resources()
+    assert conf[SID]["node"] == c.where()
+
+
+def test_fence_ack_recovers_a_node_whose_bmc_died_with_it(cluster: Cluster) -> None:
+    c = cluster
+    _bring_up(c, "not-the-password")  # its fence can never succeed
+    c.kill_daemons("node1")
+    pid = _dummy_pid(c.state_dir("node1"))
+    assert pid
+    os.kill(pid, signal.SIGKILL)  # node1 lost power, BMC and all
+    wait_for(lambda: c.log().count("hardware fence of node 'node1' failed") >= 2, 60,
+             "two failed fence attempts")  # fmt: skip
+    r = c.ha("crm-command", "fence-ack", "node1", "--yes")
+    assert r.exit_code == 0, r.output
+    wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
+    assert c.max_copies == 1, c.copies_seen
+    log = c.log()
+    acked = log.index("fencing: node 'node1' confirmed off by hand by ")
+    assert acked < log.index(f"recover service '{SID}' from fenced node 'node1'")

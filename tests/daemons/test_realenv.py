@@ -13,7 +13,15 @@ import pytest
 from hafence_resources import DummyType
 
 from hafence.ha import state as st
-from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, FENCE_PENDING
+from hafence.ha.agent import exec_resource_agent
+from hafence.ha.env import (
+    FENCE_FAILED,
+    FENCE_IDLE,
+    FENCE_NONE,
+    FENCE_OK,
+    FENCE_PENDING,
+    ServiceLocationConflict,
+)
 from hafence.ha.realenv import RealEnv, Timings, node_alive_lease
 from hafence.store import EmbeddedStore, Store
 
@@ -134,6 +142,7 @@ def test_bad_config_keeps_last_good(store: Store, caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.ERROR, "hafence.ha"):
         assert e.read_service_config() == good
     assert "node1/crm: service config unreadable" in caplog.text and "state" in caplog.text
+    assert "the last good version of dummy:a" in caplog.text
 
 
 def test_change_service_location(store: Store) -> None:
@@ -141,8 +150,10 @@ def test_change_service_location(store: Store) -> None:
     _add(store, "dummy:a", "node1")
     e.change_service_location("dummy:a", "node1", "node2")
     assert store.read_resources()["dummy:a"]["node"] == "node2"
-    with pytest.raises(Exception, match="not on 'node1'"):
+    e.change_service_location("dummy:a", "node1", "node2")  # already there: idempotent
+    with pytest.raises(ServiceLocationConflict, match="not on 'node1'") as ei:
         e.change_service_location("dummy:a", "node1", "node3")
+    assert ei.value.actual == "node2"
     assert store.read_resources()["dummy:a"]["node"] == "node2"
 
 
@@ -174,12 +185,12 @@ def test_exec_start_stop_dummy(lrm_env: Any) -> None:
     _add(e.store, "dummy:web", "node1")
     conf = e.read_service_config()["dummy:web"]
     dummy = e.resource_types()["dummy"]
-    assert e.exec_resource_command("dummy:web", conf, "started") == st.SUCCESS
+    assert exec_resource_agent(e, "dummy:web", conf, "started", {}) == st.SUCCESS
     assert dummy.status("web") == "running"
     pid = dummy.pid("web")
-    assert e.exec_resource_command("dummy:web", conf, "started") == st.SUCCESS
+    assert exec_resource_agent(e, "dummy:web", conf, "started", {}) == st.SUCCESS
     assert dummy.pid("web") == pid  # already running: not started twice
-    assert e.exec_resource_command("dummy:web", conf, "request_stop", {"timeout": 5}) == 0
+    assert exec_resource_agent(e, "dummy:web", conf, "request_stop", {"timeout": 5}) == 0
     assert dummy.status("web") == "stopped"
 
 
@@ -187,12 +198,13 @@ def test_exec_wrong_node_and_unknown_type(lrm_env: Any, caplog: Any) -> None:
     e = lrm_env("node1")
     _add(e.store, "dummy:web", "node2")
     conf = e.read_service_config()["dummy:web"]
+    here = {"node": "node1"}
     with caplog.at_level(logging.INFO, "hafence.ha"):
-        assert e.exec_resource_command("dummy:web", conf, "started") == st.EWRONG_NODE
+        assert exec_resource_agent(e, "dummy:web", conf, "started", {}) == st.EWRONG_NODE
         assert e.resource_types()["dummy"].status("web") == "stopped"
-        assert e.exec_resource_command("nope:x", {"node": "node1"}, "started") == st.ERROR
-        assert e.exec_resource_command("vm:100", {"node": "node1"}, "started") == st.ERROR
-    assert "no resource type 'nope'" in caplog.text
+        assert exec_resource_agent(e, "nope:x", here, "started", {}) == st.ERROR
+        assert exec_resource_agent(e, "vm:100", here, "started", {}) == st.ERROR
+    assert "service type 'nope' not implemented" in caplog.text
     assert "vm:100: started failed (unavailable)" in caplog.text
 
 
@@ -200,12 +212,13 @@ def test_exec_relocate_moves_by_stop_and_config(lrm_env: Any) -> None:
     e1, e2 = lrm_env("node1"), lrm_env("node2")
     _add(e1.store, "dummy:web", "node1")
     conf = e1.read_service_config()["dummy:web"]
-    assert e1.exec_resource_command("dummy:web", conf, "started") == st.SUCCESS
-    assert e1.exec_resource_command("dummy:web", conf, "relocate", "node2") == st.SUCCESS
+    assert exec_resource_agent(e1, "dummy:web", conf, "started", {}) == st.SUCCESS
+    move = {"target": "node2"}
+    assert exec_resource_agent(e1, "dummy:web", conf, "relocate", move) == st.SUCCESS
     assert e1.resource_types()["dummy"].status("web") == "stopped"
     conf = e2.read_service_config()["dummy:web"]
     assert conf["node"] == "node2"
-    assert e2.exec_resource_command("dummy:web", conf, "started") == st.SUCCESS
+    assert exec_resource_agent(e2, "dummy:web", conf, "started", {}) == st.SUCCESS
     assert e2.resource_types()["dummy"].status("web") == "running"
 
 

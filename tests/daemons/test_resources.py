@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
 from pathlib import Path
 
@@ -24,52 +23,7 @@ from hafence.ha.resources import (
     split_sid,
 )
 from hafence.plugins import PluginRegistry
-
-# A fake CLI: logs its argv, answers from STATE_DIR/<id> (running|stopped), fails on
-# ids listed in STATE_DIR/fail, does not know ids listed in STATE_DIR/missing.
-FAKE = r"""#!/bin/sh
-D="@STATE@"
-echo "$(basename "$0") $*" >> "$D/calls"
-[ "$1" = is-system-running ] && { echo "${FAKE_SYSTEM_STATE:-running}"; exit 0; }
-sub="$1"; shift
-id=""
-for a in "$@"; do case "$a" in -*) ;; *) id="$a"; break;; esac; done
-if grep -qx "$id" "$D/missing" 2>/dev/null; then
-  case "$sub" in show) echo not-found; exit 0;; *) echo "no such $id" >&2; exit 2;; esac
-fi
-case "$sub" in start|stop|shutdown|migrate)
-  if grep -qx "$id" "$D/fail" 2>/dev/null; then echo "$sub $id: something broke" >&2; exit 1; fi
-esac
-case "$sub" in
-  show) echo loaded ;;
-  config) echo "name: x" ;;
-  status) echo "status: $(cat "$D/$id" 2>/dev/null || echo stopped)" ;;
-  is-active) s=$(cat "$D/$id" 2>/dev/null || echo stopped)
-     [ "$s" = running ] && { echo active; exit 0; }; echo inactive; exit 3 ;;
-  start) echo running > "$D/$id" ;;
-  stop|shutdown|migrate) echo stopped > "$D/$id" ;;
-  *) echo "unknown $sub" >&2; exit 1 ;;
-esac
-"""
-
-
-@pytest.fixture
-def fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    state = tmp_path / "fake-state"
-    state.mkdir()
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for name in ("systemctl", "qm", "pct"):
-        p = bindir / name
-        p.write_text(FAKE.replace("@STATE@", str(state)))
-        p.chmod(p.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    return state
-
-
-def calls(state: Path) -> list[str]:
-    return (state / "calls").read_text().splitlines()
-
+from tests.daemons.fakecli import calls, put
 
 # -- registry ------------------------------------------------------------------------
 
@@ -142,7 +96,7 @@ def test_dummy_start_status_stop_real_process(dummies) -> None:
     pid = d.pid("web")
     assert pid is not None and d.status("web") == RUNNING
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"hafence-dummy" in argv and b"dummy:web" in argv and b"node1" in argv
+    assert argv[0].split() == [b"hafence-dummy", b"dummy:web", b"node1"]
     d.start("web")  # idempotent: no second process
     assert d.pid("web") == pid
     d.stop("web", 5)
@@ -318,3 +272,21 @@ def test_command_timeout_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(ResourceError) as ei:
         t.start("100")
     assert ei.value.reason == "timeout"
+
+
+def test_vm_offline_move_shuts_the_guest_down_first(fake_bin: Path) -> None:
+    (fake_bin / "100").write_text("running")
+    VmType("node1").migrate("100", "node2", online=False)
+    log = calls(fake_bin)
+    shutdown = log.index("qm shutdown 100 --timeout 60 --forceStop 1")
+    assert shutdown < log.index("qm migrate 100 node2")
+
+
+def test_enabled_outside_ha(fake_bin: Path, tmp_path: Path) -> None:
+    put(fake_bin, "enabled", "web.service", "100")
+    assert SystemdType("node1").enabled_outside_ha("web") is True
+    assert SystemdType("node1").enabled_outside_ha("db") is False
+    assert VmType("node1").enabled_outside_ha("100") is True  # onboot: 1
+    assert VmType("node1").enabled_outside_ha("101") is False
+    assert DummyType("node1", tmp_path).enabled_outside_ha("x") is False
+    assert ResourceType("node1").enabled_outside_ha("x") is None  # a type that cannot tell

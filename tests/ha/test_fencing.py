@@ -69,3 +69,40 @@ def test_node_being_fenced_never_takes_its_lock_back() -> None:
     assert checker.violations == []
     state = hw.manager_status["service_status"]["vm:100"]
     assert state["state"] == "started"
+
+
+def test_fence_ack_by_hand_ends_a_fence_that_can_never_finish() -> None:
+    # node1 loses power and its BMC with it: the fence device never answers again
+    hw = _cluster([["power node1 off"], ["delay 300"], ["crm node1 fence-ack"]])
+    hw.add_fence_device("node1", fails=-1)
+    checker = SafetyChecker(hw)
+    hw.run()
+    lines = _lines(hw)
+    ack = next(i for i, x in enumerate(lines) if "confirmed off by hand by admin" in x)
+    assert any("hardware fence of node 'node1' failed" in x for x in lines[:ack])
+    recovered = next(i for i, x in enumerate(lines) if "recover service 'vm:100'" in x)
+    lock = next(i for i, x in enumerate(lines) if "got agent lock for node 'node1'" in x)
+    assert ack < lock < recovered
+    assert any("vm:100" in run for run in hw.running.values())
+    assert "fence_ack" not in hw.manager_status  # used up
+    assert checker.violations == []
+
+
+def test_fence_ack_is_refused_for_a_node_that_is_up() -> None:
+    hw = _cluster([["crm node1 fence-ack"]])
+    checker = SafetyChecker(hw)
+    hw.run()
+    text = hw.log_text()
+    assert "fence-ack by admin refused: node 'node1' is online" in text
+    assert "confirmed off by hand" not in text and "fence_ack" not in hw.manager_status
+    assert "vm:100" in hw.running["node1"] and checker.violations == []
+
+
+def test_checker_catches_a_false_fence_ack() -> None:
+    # the admin acknowledges a node that still runs (cut from the network, not off): the
+    # watchdog makes it safe in the end, but the checker must flag the false confirmation
+    hw = _cluster([["network node1 off", "crm node1 fence-ack"]])
+    hw.add_fence_device("node1", fails=-1)
+    checker = SafetyChecker(hw)
+    hw.run()
+    assert any("without a confirmed hardware fence" in v for v in checker.violations)

@@ -68,9 +68,9 @@ def test_same_uid_never_runs_twice_and_stale_results_are_dropped() -> None:
     assign(hw, fa_1100=("started", "u1"))
     step(lrm)
     assert lrm.results["u1"]["exit_code"] == st.ERROR
-    tries = hw.resources.start_tries.get("fa:1100")
+    tries = hw.fail_tries["start"].get("1100")
     step(lrm)  # the master has not handed out a new uid: no second attempt behind its back
-    assert hw.resources.start_tries.get("fa:1100") == tries and not hw.running["n1"]
+    assert hw.fail_tries["start"].get("1100") == tries and not hw.running["n1"]
     assign(hw, fa_1100=("started", "u2"))  # the master decided: try again
     step(lrm)
     assert "fa:1100" in hw.running["n1"]

@@ -1,0 +1,259 @@
+"""The master's hardware fencing on a real node: one fence.cfg for the whole cluster.
+
+:class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio thread so the
+CRM step never blocks; the step starts and polls. fence.cfg is read again for every
+attempt, so fixing or removing a node's entry takes effect without a restart.
+
+Where fence.cfg comes from (``hafence-crm --fence-config``):
+
+- ``store``: the cluster's copy in the store (``ha-manager fence-config import FILE``),
+  the same for every CRM by construction;
+- a file: each node's own copy. Every CRM publishes a digest of what it uses (also when
+  it has none) in the store, and a fence fails while a live CRM uses another one:
+  whether a node is fenced by hardware must never depend on which node is master;
+- nothing (no ``--fence-config``): watchdog fencing only, with the same agreement check.
+
+A broken, missing or disputed fence.cfg makes a fence FAILED (never NONE): services stay
+in ``fence`` instead of being recovered on the agent lock alone while the operator
+believes hardware fencing is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hafence.errors import HafenceError
+from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, FENCE_PENDING
+from hafence.store import Store
+
+STORE = "store"  # --fence-config store: the cluster's fence.cfg kept in the store
+FENCE_CFG = "fence.cfg"  # its name in the store
+DIGESTS = "fence_cfg_digests"  # {node: sha256 of the fence.cfg its CRM uses}
+
+
+class FenceSource:
+    """Where one CRM's fence.cfg comes from: ``spec`` is None, ``store`` or a path."""
+
+    def __init__(
+        self,
+        spec: str | os.PathLike[str] | None,
+        store: Store,
+        node: str,
+        alive: Callable[[str], bool],
+    ) -> None:
+        self.store, self.node, self.alive = store, node, alive
+        self.in_store = spec is not None and os.fspath(spec) == STORE
+        self.path = None if spec is None or self.in_store else Path(spec)
+        self._published: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.in_store or self.path is not None
+
+    def describe(self) -> str:
+        if self.in_store:
+            return self.store.location(FENCE_CFG)
+        return str(self.path) if self.path is not None else "(none)"
+
+    def read(self) -> bytes:
+        """The fence.cfg text this CRM uses (empty: no hardware fencing); OSError when
+        the file is missing."""
+        if self.in_store:
+            return self.store.read_text(FENCE_CFG).encode()
+        return self.path.read_bytes() if self.path is not None else b""
+
+    def publish(self) -> None:
+        """Tell the other CRMs which fence.cfg this one uses (only when it changed)."""
+        try:
+            digest = _digest(self.read())
+        except OSError:
+            digest = "unreadable"
+        if digest == self._published:
+            return
+        with self.store.locked():
+            digests = self._digests()
+            digests[self.node] = digest
+            self.store.write_text(DIGESTS, json.dumps(digests, sort_keys=True))
+        self._published = digest
+
+    def check_agreement(self, raw: bytes) -> None:
+        """HafenceError when a live CRM uses another fence.cfg than ``raw``."""
+        self.publish()
+        mine = _digest(raw)
+        others = sorted(
+            n for n, d in self._digests().items() if n != self.node and d != mine and self.alive(n)
+        )
+        if others:
+            raise HafenceError(
+                f"fence.cfg differs between nodes: {', '.join(others)} use(s) another one than "
+                f"this node ({self.describe()}); hardware fencing must not depend on which node "
+                "is master: keep one copy in the store ('ha-manager fence-config import FILE', "
+                "then 'hafence-crm --fence-config store')"
+            )
+
+    def _digests(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.store.read_text(DIGESTS) or "{}")
+        except ValueError:  # damaged: every CRM publishes again when its copy changes
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.sha256(raw.strip()).hexdigest() if raw.strip() else "none"
+
+
+class FenceRunner:
+    """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
+
+    A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only).
+    """
+
+    def __init__(
+        self,
+        source: FenceSource,
+        *,
+        actor: str,
+        history_path: str | os.PathLike[str] | None = None,
+        log_fn: Callable[[str, str], None],
+        registry: Any = None,
+        retries: int = 1,
+        backoff: float = 1.0,
+    ) -> None:
+        self.source = source
+        self.actor = actor
+        self.history_path = history_path
+        self._log = log_fn
+        self.registry = registry
+        self.retries = retries
+        self.backoff = backoff
+        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._results: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name="hafence-fencer", daemon=True)
+                t.start()
+                self._loop, self._thread = loop, t
+            return self._loop
+
+    def _load(self) -> Any:
+        """The fence config to use now, None for none; raises when it cannot be used."""
+        from hafence.fence import check_drivers, parse_fence_config
+
+        raw = self.source.read()
+        self.source.check_agreement(raw)
+        if not self.source.configured:
+            return None
+        cfg = parse_fence_config(raw.decode(), self.source.describe())
+        check_drivers(cfg, self.registry)  # bad options fail here, naming file/line/field
+        return cfg
+
+    def has_chain(self, node: str) -> bool | None:
+        """True/False from fence.cfg; None when fence.cfg cannot be used."""
+        try:
+            cfg = self._load()
+        except Exception:
+            return None
+        return cfg is not None and bool(cfg.chain(node))
+
+    def start(self, node: str) -> str:
+        fut = self._futures.get(node)
+        if fut is not None and not fut.done():
+            return FENCE_PENDING
+        if fut is not None:
+            self.poll(node)  # record the finished attempt before starting a new one
+        try:
+            cfg = self._load()
+            chain = cfg.chain(node) if cfg is not None else []
+        except Exception as exc:
+            self._log("err", f"fencing: cannot use fence config {self.source.describe()}: {exc}")
+            self._results[node] = FENCE_FAILED
+            self._futures.pop(node, None)
+            return FENCE_FAILED
+        self._results.pop(node, None)  # a new attempt, or no hardware fencing any more
+        if not chain:
+            return FENCE_NONE
+        levels = ", ".join(lv.name for lv in chain)
+        self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
+        self._futures[node] = asyncio.run_coroutine_threadsafe(
+            self._fence(cfg, node), self._ensure_loop()
+        )
+        return FENCE_PENDING
+
+    async def _fence(self, cfg: Any, node: str) -> Any:
+        from hafence.fence import FenceHistory, Fencer
+
+        history = FenceHistory(self.history_path) if self.history_path is not None else None
+        fencer = Fencer(
+            cfg,
+            self.registry,
+            history,
+            retries=self.retries,
+            backoff=self.backoff,
+            actor=self.actor,
+        )
+        return await fencer.fence(node, "off")
+
+    def poll(self, node: str) -> str:
+        fut = self._futures.get(node)
+        if fut is None:
+            if node in self._results:
+                return self._results[node]
+            chain = self.has_chain(node)
+            return FENCE_NONE if chain is False else FENCE_IDLE
+        if not fut.done():
+            return FENCE_PENDING
+        del self._futures[node]
+        try:
+            res = fut.result()
+        except Exception as exc:  # a fencer bug must read as a failed fence, never success
+            self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
+            self._results[node] = FENCE_FAILED
+            return FENCE_FAILED
+        if res.ok:
+            devs = ", ".join(res.devices)
+            self._log(
+                "notice",
+                f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
+                f"in {res.duration:.1f}s",
+            )
+            self._results[node] = FENCE_OK
+        else:
+            self._log(
+                "err",
+                f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
+            )
+            self._results[node] = FENCE_FAILED
+        return self._results[node]
+
+    def reset(self, node: str) -> None:
+        self._results.pop(node, None)
+        fut = self._futures.pop(node, None)
+        if fut is not None:
+            fut.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, t = self._loop, self._thread
+            self._loop = self._thread = None
+        for fut in self._futures.values():
+            fut.cancel()
+        if loop is not None and t is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            t.join(timeout=5)
+            if not t.is_alive():
+                loop.close()
