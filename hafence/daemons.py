@@ -121,8 +121,6 @@ def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
         store = open_store(o["store_spec"], cluster=o["cluster"], etcd=etcd_overrides(o))
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
-    if isinstance(store, EmbeddedStore):
-        _check_one_machine(store, o["node"], o["single_machine"], timings.node_timeout)
     try:
         store.quorate()  # a malformed URL fails here, before the loop
     except StoreUnavailable as exc:  # down for now: the daemon waits for quorum
@@ -197,13 +195,16 @@ def _running_hw_timeout(socket_path: str) -> float | None:
     return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
-def _check_one_machine(
-    store: EmbeddedStore, node: str, single_machine: bool, node_timeout: float
-) -> None:
+def _check_one_machine(env: RealEnv, o: dict[str, Any]) -> None:
     """An embedded store serves one machine: record this node here, and refuse a store
     that names nodes whose daemons ran on another machine. Nodes that never ran anywhere
     get ``2 * node_timeout`` to start here (the daemons of one machine start together)
-    before they are refused too."""
+    before they are refused too. Called after every other start-up check: the first
+    write to the store."""
+    store, node, single_machine = env.store, env.nodename, o["single_machine"]
+    if not isinstance(store, EmbeddedStore):
+        return
+    node_timeout = env.timings.node_timeout
     try:
         store.claim_node(node)
         if single_machine:
@@ -223,8 +224,10 @@ def _check_one_machine(
                     waiting = True
                 time.sleep(0.2)
     except NotLocal as exc:
+        env.close()
         raise click.UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
+        env.close()
         raise click.UsageError(f"cannot use store {store.path}: {exc}") from None
 
 
@@ -355,6 +358,7 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
     except click.UsageError:
         env.close()
         raise
+    _check_one_machine(env, o)
     _warn_watchdog(env, o)
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
@@ -381,6 +385,7 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     _setup_logging(o["log_file"], o["verbose"])
     probe = systemd_shutdown_probe if shutdown_flag is None else _flag_probe(shutdown_flag)
     env = _build_env("lrm", o, state_dir=state_dir, shutdown_probe=probe)
+    _check_one_machine(env, o)
     _warn_watchdog(env, o)
     lrm = LRM(env)
     daemon, extras = daemon_extras.attach(env, lrm, o)  # metrics, systemd
