@@ -12,6 +12,12 @@ watchdog, 60 s fence delay; or ``fast``) and the timing options; the daemons ref
 when they break a rule of :mod:`hafence.ha.timings` (the self-fencing rule counts the mux's
 hardware timeout, from its config or the running mux). ``--no-watchdog`` runs without
 self-fencing, for development only: it is logged loudly at start.
+
+Each round's store calls end by the round's start + the store deadline
+(``--store-deadline``, :attr:`Timings.store_latency`, which the timing rules count);
+between rounds the daemon sleeps until the interval is over or the store changes (an
+etcd watch, a short poll of the embedded directory), but never starts rounds closer than
+``MIN_GAP_FRACTION`` of the interval.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from hafence.ha.crm import CRM
 from hafence.ha.lrm import LRM
 from hafence.ha.realenv import RealEnv, systemd_shutdown_probe
 from hafence.ha.timings import PRESETS, TimingError, Timings, preset
-from hafence.store import StoreUnavailable, open_store
+from hafence.store import EmbeddedStore, NotLocal, Store, StoreUnavailable, open_store
+from hafence.store.options import etcd_options, etcd_overrides
 from hafence.watchdog.client import mux_status
 from hafence.watchdog.config import DEFAULT_CONFIG as WATCHDOG_CONFIG
 from hafence.watchdog.config import load_config as load_watchdog_config
 
 DEFAULT_WATCHDOG_SOCKET = "/run/hafence/watchdog-mux.sock"
+MIN_GAP_FRACTION = 0.1  # rounds woken by a store change start at least interval/10 apart
+MAX_MIN_GAP = 1.0  # seconds
+WATCH_SLICE = 10.0  # seconds one store watch waits before it is renewed
 log = logging.getLogger("hafence.ha")
 
 
@@ -58,6 +68,9 @@ def _options(f: Any) -> Any:
                      help="Store: a directory (embedded) or etcd://HOST:PORT/CLUSTER "
                      "(default $HAFENCE_STORE, $HAFENCE_HA_DIR or /etc/hafence/ha)."),
         click.option("--cluster", help="etcd key prefix (cluster name)."),
+        click.option("--single-machine", is_flag=True,
+                     help="Embedded store: serve nodes whose daemons did not run on this "
+                     "machine yet (all nodes run here; a cluster of machines needs etcd)."),
         click.option("--watchdog-socket", default=DEFAULT_WATCHDOG_SOCKET, show_default=True,
                      help="hafence-watchdog-mux socket."),
         click.option("--no-watchdog", is_flag=True,
@@ -83,6 +96,7 @@ def _options(f: Any) -> Any:
                      help="Append the HA log here too (default: stderr only)."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
     ]  # fmt: skip
+    f = etcd_options(f)  # listed after the store options
     for opt in reversed(opts):
         f = opt(f)
     return f
@@ -104,7 +118,7 @@ def _setup_logging(log_file: Path | None, verbose: bool) -> None:
 def _build_env(role: str, o: dict[str, Any], **extra: Any) -> RealEnv:
     timings = _timings(role, o)
     try:
-        store = open_store(o["store_spec"], cluster=o["cluster"])
+        store = open_store(o["store_spec"], cluster=o["cluster"], etcd=etcd_overrides(o))
     except (HafenceError, ValueError, OSError) as exc:
         raise click.UsageError(f"cannot open store {o['store_spec']!r}: {exc}") from None
     try:
@@ -181,8 +195,77 @@ def _running_hw_timeout(socket_path: str) -> float | None:
     return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
+def _check_one_machine(env: RealEnv, o: dict[str, Any]) -> None:
+    """An embedded store serves one machine: record this node here, and refuse a store
+    that names nodes whose daemons ran on another machine. Nodes that never ran anywhere
+    get ``2 * node_timeout`` to start here (the daemons of one machine start together)
+    before they are refused too. Called after every other start-up check: the first
+    write to the store."""
+    store, node, single_machine = env.store, env.nodename, o["single_machine"]
+    if not isinstance(store, EmbeddedStore):
+        return
+    node_timeout = env.timings.node_timeout
+    try:
+        store.claim_node(node)
+        if single_machine:
+            return
+        deadline = time.monotonic() + 2 * node_timeout
+        waiting = False
+        while True:
+            try:
+                store.check_local()
+                return
+            except NotLocal as exc:
+                if exc.foreign or time.monotonic() >= deadline:
+                    raise
+                if not waiting:
+                    log.info("%s: waiting for node(s) %s to start on this machine",
+                             node, ", ".join(exc.unseen))  # fmt: skip
+                    waiting = True
+                time.sleep(0.2)
+    except NotLocal as exc:
+        env.close()
+        raise click.UsageError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        env.close()
+        raise click.UsageError(f"cannot use store {store.path}: {exc}") from None
+
+
+class _ChangeWatcher:
+    """A thread that waits on the store for changes and wakes the daemon loop."""
+
+    def __init__(self, store: Store, wake: threading.Event) -> None:
+        self.store = store
+        self.wake = wake
+        self.changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hafence-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        token: str | None = None
+        while not self._stop.is_set():
+            try:
+                if token is None:
+                    token = self.store.change_token()
+                new = self.store.wait_for_change(token, WATCH_SLICE)
+            except Exception as exc:  # store away: the loop's own timer still runs rounds
+                log.debug("store watch failed: %s", exc)
+                token = None
+                self._stop.wait(1.0)
+                continue
+            if new != token:
+                token = new
+                self.changed.set()
+                self.wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
-    """The daemon loop: heartbeat + one round per interval until the round says stop."""
+    """The daemon loop: heartbeat + one round per interval (or sooner, when the store
+    changed) until the round says stop."""
     stop_requested = threading.Event()
     wake = threading.Event()
 
@@ -190,11 +273,20 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         stop_requested.set()
         wake.set()
 
+    t = env.timings
+    budget = t.store_latency  # the timing rules (hafence.ha.timings) count this bound
+    min_gap = min(interval * MIN_GAP_FRACTION, MAX_MIN_GAP)
+    store = env.store
+    watcher = _ChangeWatcher(store, wake)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     what = f"{env.nodename}/{env.role}"
     try:
         while True:
             started = time.monotonic()
+            store.set_deadline(started + budget)
+            # the next round renews the leases itself by interval + deadline (round_time)
+            store.keep_leases_until(started + interval + budget)
+            watcher.changed.clear()  # this round reads the state: older news is seen
             if stop_requested.is_set():
                 daemon.shutdown_request()
             try:
@@ -208,18 +300,38 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
                 # the lock is not used until the watchdog can be armed)
                 log.error("%s: round failed, retrying next round: %r", what, exc)
                 alive = True
+            finally:
+                store.set_deadline(None)
             if not alive:
                 break
-            wake.wait(max(0.0, interval - (time.monotonic() - started)))
-            wake.clear()
+            _sleep(started + interval, started + min_gap, stop_requested, watcher.changed, wake)
     finally:
+        watcher.stop()
+        store.keep_leases_until(None)
         for s, h in old.items():
             signal.signal(s, h)
         if env.role == "lrm":
             env.leave()
         env.close()
+        store.close()
     log.info("%s: exit (loop end)", what)
     return 0
+
+
+def _sleep(
+    due: float,
+    earliest: float,
+    stop: threading.Event,
+    changed: threading.Event,
+    wake: threading.Event,
+) -> None:
+    """Until ``due``, a stop request, or a store change once ``earliest`` has passed."""
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= due or (changed.is_set() and now >= earliest):
+            return
+        wake.wait((earliest if changed.is_set() else due) - now)
+        wake.clear()
 
 
 @click.command("hafence-crm")
@@ -246,6 +358,7 @@ def crm_cli(fence_config: Path | None, fence_history: Path | None, **o: Any) -> 
     except click.UsageError:
         env.close()
         raise
+    _check_one_machine(env, o)
     _warn_watchdog(env, o)
     if fence_config is None:
         env.log("warning", "no fence.cfg: fencing relies on the nodes' watchdogs alone")
@@ -272,6 +385,7 @@ def lrm_cli(state_dir: Path | None, shutdown_flag: Path | None, **o: Any) -> Non
     _setup_logging(o["log_file"], o["verbose"])
     probe = systemd_shutdown_probe if shutdown_flag is None else _flag_probe(shutdown_flag)
     env = _build_env("lrm", o, state_dir=state_dir, shutdown_probe=probe)
+    _check_one_machine(env, o)
     _warn_watchdog(env, o)
     lrm = LRM(env)
     daemon, extras = daemon_extras.attach(env, lrm, o)  # metrics, systemd

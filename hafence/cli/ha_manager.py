@@ -31,6 +31,7 @@ from hafence.errors import ConfigErrors, HafenceError
 from hafence.ha import config as hacfg
 from hafence.ha.state import format_crm_command
 from hafence.store import LockTimeout, Store, StoreUnavailable, open_store
+from hafence.store.options import etcd_options, etcd_overrides
 
 STATE_CHOICES = [*hacfg.SERVICE_STATES, "enabled"]
 RESOURCE_DELETABLE = ("group", "max_restart", "max_relocate", "failback", "comment", "state")
@@ -38,16 +39,19 @@ GROUP_DELETABLE = ("restricted", "nofailback", "comment")
 
 
 class Ctx:
-    def __init__(self, spec: str | None, cluster: str | None) -> None:
+    def __init__(
+        self, spec: str | None, cluster: str | None, etcd: dict[str, Any] | None = None
+    ) -> None:
         self.spec = spec
         self.cluster = cluster
+        self.etcd = etcd
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
             try:
-                self._store = open_store(self.spec, cluster=self.cluster)
+                self._store = open_store(self.spec, cluster=self.cluster, etcd=self.etcd)
             except ValueError as exc:
                 raise click.ClickException(str(exc)) from None
         return self._store
@@ -131,10 +135,11 @@ def _check_not_error(sid: str, ms: dict[str, Any], new_state: str | None) -> Non
     help="State store (default: $HAFENCE_HA_DIR or /etc/hafence/ha).",
 )
 @click.option("--cluster", envvar="HAFENCE_CLUSTER", help="etcd key prefix (cluster name).")
+@etcd_options
 @click.pass_context
-def cli(ctx: click.Context, spec: str | None, cluster: str | None) -> None:
+def cli(ctx: click.Context, spec: str | None, cluster: str | None, **etcd: Any) -> None:
     """High-availability manager (Proxmox VE ha-manager compatible)."""
-    ctx.obj = Ctx(spec, cluster)
+    ctx.obj = Ctx(spec, cluster, etcd_overrides(etcd))
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -396,19 +401,21 @@ def groupconfig(c: Ctx) -> None:
 
 
 # -- status ----------------------------------------------------------------------------------
-def _age_status(now: float, ts: float) -> str:
+def _age_status(now: float, ts: float, alive: bool = False) -> str:
+    """``alive``: the daemon holds its lease. The store writes a timestamp that alone
+    changed only every ``status_refresh`` seconds, so the lease is the liveness signal."""
     diff = now - ts
-    if diff > 30:
+    if diff > 30 and not alive:
         return "old timestamp - dead?"
     if diff < -2:
         return "detected time drift!"
     return "active"
 
 
-def _lrm_status_text(now: float, lrm: dict[str, Any]) -> str:
+def _lrm_status_text(now: float, lrm: dict[str, Any], alive: bool = False) -> str:
     if not lrm.get("timestamp"):
         return "unable to read lrm status"
-    text = _age_status(now, lrm["timestamp"])
+    text = _age_status(now, lrm["timestamp"], alive)
     mode = lrm.get("mode") or "active"
     if text == "active":
         state = lrm.get("state") or "unknown"
@@ -435,12 +442,19 @@ def status(c: Ctx, verbose: bool) -> None:
         resources = store.read_resources()
         lrm_nodes = sorted(_cluster_nodes(store, ms))
         lrms = {n: store.read_lrm_status(n) for n in lrm_nodes}
+        from hafence.ha.realenv import node_alive_lease
+        from hafence.ha.state import MANAGER_LOCK
+
+        master_alive = bool(ms.get("master_node")) and (
+            store.lease_owner(MANAGER_LOCK) == ms["master_node"]
+        )
+        alive = {n: store.lease_owner(node_alive_lease(n)) == n for n in lrm_nodes}
     now = time.time()
     if ms.get("master_node") and ms.get("timestamp"):
-        age = _age_status(now, ms["timestamp"])
+        age = _age_status(now, ms["timestamp"], master_alive)
         click.echo(f"master {ms['master_node']} ({age}, {time.ctime(ms['timestamp'])})")
     for n in lrm_nodes:
-        click.echo(f"lrm {n} ({_lrm_status_text(now, lrms[n])})")
+        click.echo(f"lrm {n} ({_lrm_status_text(now, lrms[n], alive[n])})")
     services = ms.get("service_status", {})
     for sid in sorted(resources):
         conf, ss = resources[sid], services.get(sid)

@@ -1,9 +1,24 @@
 """The embedded store: a directory like /etc/pve/ha, for one machine, tests and the simulator.
 
 Layout: ``resources.cfg``, ``groups.cfg``, ``datacenter.cfg``, ``manager_status``,
-``crm_commands``, ``lrm_status/<node>``, ``leases/<name>`` (JSON owner + expiry) and
-``.lock`` (the fcntl lock for read-modify-write). Every write is atomic (temp file, fsync,
-``os.replace``) and mode 0600; the directory is 0700.
+``crm_commands``, ``lrm_status/<node>``, ``leases/<name>`` (JSON owner + expiry),
+``nodes/<node>`` (the machine a node's daemons ran on) and ``.lock`` (the fcntl lock for
+read-modify-write). Every write is atomic (temp file, fsync, ``os.replace``) and mode
+0600; the directory is 0700.
+
+**One machine only.** Daemons on several machines that each use their own directory
+would silently form separate one-node clusters. So every daemon records its node with
+this machine's id (:meth:`EmbeddedStore.claim_node`), and :meth:`EmbeddedStore.check_local`
+refuses a store whose configured nodes did not all run on this machine; several nodes
+on one machine (tests, demos) pass. A cluster of machines uses etcd.
+
+**Locks.** ``locked()`` is an ``flock``: the kernel drops it when its holder dies (even
+``kill -9``), and a holder that is merely paused (SIGSTOP) keeps it, so other writers
+wait (:class:`LockTimeout`) instead of overwriting: there is no lifetime after which a
+late writer could overwrite a newer change, as with etcd's lock.
+
+**Temp files** of writers killed mid-write are removed when a store is opened, only those
+whose writer is gone (:func:`hafence.store.atomic.remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -12,21 +27,42 @@ import fcntl
 import hashlib
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from hafence.store.atomic import write_atomic
-from hafence.store.base import LockTimeout, Store
+from hafence.errors import HafenceError
+from hafence.ha import config as hacfg
+from hafence.store import proc
+from hafence.store.atomic import remove_stale_temps, write_atomic
+from hafence.store.base import (
+    MANAGER_LOCK,
+    MANAGER_STATUS,
+    LockTimeout,
+    Store,
+    StoreUnavailable,
+    incarnation,
+)
 
 DEFAULT_DIR = "/etc/hafence/ha"
 ENV_DIR = "HAFENCE_HA_DIR"
+SUBDIRS = ("lrm_status", "leases", "nodes")
 
 
 def default_dir() -> Path:
     return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+class NotLocal(Exception):
+    """The embedded store names nodes that did not run on this machine: ``foreign`` ones
+    ran on another machine, ``unseen`` ones never ran anywhere (yet)."""
+
+    def __init__(self, msg: str, foreign: list[str], unseen: list[str]) -> None:
+        super().__init__(msg)
+        self.foreign = foreign
+        self.unseen = unseen
 
 
 class EmbeddedStore(Store):
@@ -37,10 +73,11 @@ class EmbeddedStore(Store):
         path: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__()
         self.path = Path(path) if path is not None else default_dir()
         self.clock = clock
         self.poll_interval = 0.05
-        self._local = threading.local()
+        self.removed_temps = [p for d in ("", *SUBDIRS) for p in remove_stale_temps(self.path / d)]
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.path)!r})"
@@ -57,18 +94,33 @@ class EmbeddedStore(Store):
     def _ensure_dir(self, d: Path) -> None:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
 
-    def _get(self, name: str) -> bytes | None:
+    @staticmethod
+    def _version(f: Path) -> tuple[int, int, int] | None:
         try:
-            return self._file(name).read_bytes()
+            st = f.stat()
         except FileNotFoundError:
             return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _put(self, name: str, data: bytes) -> None:
+    def _read(self, name: str) -> tuple[bytes | None, Any]:
         f = self._file(name)
+        try:
+            with open(f, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                return fh.read(), (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return None, None
+
+    def _write(self, name: str, data: bytes, unless: Any = None) -> Any:
+        f = self._file(name)
+        if unless is not None and self._version(f) == unless:
+            return unless  # each atomic write makes a new inode: still the bytes we know
         self._ensure_dir(f.parent)
         write_atomic(f, data, 0o600)
+        return self._version(f)
 
     def _delete(self, name: str) -> None:
+        self._known.pop(name, None)
         try:
             self._file(name).unlink()
         except FileNotFoundError:
@@ -82,31 +134,37 @@ class EmbeddedStore(Store):
 
     @contextmanager
     def locked(self, timeout: float = 10.0) -> Iterator[None]:
-        depth = getattr(self._local, "depth", 0)
+        depth = getattr(self._thread, "depth", 0)
         if depth:  # re-entrant: the outer frame already holds the flock
-            self._local.depth = depth + 1
+            self._thread.depth = depth + 1
             try:
                 yield
             finally:
-                self._local.depth -= 1
+                self._thread.depth -= 1
             return
         self._ensure_dir(self.path)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + timeout
+            round_deadline = self.deadline()
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if round_deadline is not None and now >= round_deadline:
+                        raise StoreUnavailable(
+                            f"{self.path}/.lock: round deadline passed while waiting"
+                        ) from None
+                    if now >= deadline:
                         raise LockTimeout(f"{self.path}/.lock held by another process") from None
                     time.sleep(0.01)
-            self._local.depth = 1
+            self._thread.depth = 1
             try:
                 yield
             finally:
-                self._local.depth = 0
+                self._thread.depth = 0
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
@@ -138,13 +196,82 @@ class EmbeddedStore(Store):
     def quorate(self) -> bool:
         return True  # one machine: always its own majority
 
+    # -- one machine -------------------------------------------------------------------------
+    def claim_node(self, node: str) -> None:
+        """Record that ``node``'s daemons run on this machine (see :meth:`check_local`)."""
+        hacfg.parse_node_name(node)
+        name = f"nodes/{node}"
+        raw = self._get(name)
+        try:
+            known = json.loads(raw) if raw else {}
+        except ValueError:
+            known = {}
+        if known.get("machine_id") != proc.machine_id():
+            rec = {"machine_id": proc.machine_id(), "since": int(self.clock())}
+            self._put(name, json.dumps(rec).encode())
+
+    def configured_nodes(self) -> set[str]:
+        """Every node the configuration and the status name."""
+        nodes = set(self._list("lrm_status"))
+        try:
+            nodes.update(self._read_json(MANAGER_STATUS).get("node_status") or {})
+        except (ValueError, AttributeError):
+            pass
+        try:
+            for conf in self.read_resources().values():
+                if conf.get("node"):
+                    nodes.add(conf["node"])
+        except HafenceError:
+            pass
+        try:
+            for group in self.read_groups().values():
+                nodes.update(group.get("nodes") or {})
+        except HafenceError:
+            pass
+        return nodes
+
+    def check_local(self) -> None:
+        """Refuse a store whose configured nodes did not all run on this machine.
+
+        Raises :class:`NotLocal` naming the nodes and pointing at etcd.
+        """
+        here = proc.machine_id()
+        foreign, unseen = [], []
+        for node in sorted(self.configured_nodes()):
+            try:
+                raw = self._get(f"nodes/{node}")
+                rec = json.loads(raw) if raw else {}
+            except (ValueError, OSError):
+                rec = {}
+            if not rec.get("machine_id"):
+                unseen.append(node)
+            elif rec["machine_id"] != here:
+                foreign.append(node)
+        if foreign or unseen:
+            names = ", ".join(sorted(foreign + unseen))
+            raise NotLocal(
+                f"embedded store {self.path} names node(s) {names} whose "
+                "daemons never ran on this machine: the embedded store serves one machine "
+                "only (several machines with their own directory would each form a "
+                "cluster of their own). For a cluster of machines use etcd "
+                "(--store etcd://HOST:2379[,HOST:2379...]/CLUSTER); if these nodes do run "
+                "here, start their daemons too or pass --single-machine.",
+                foreign,
+                unseen,
+            )
+
     # -- leases ------------------------------------------------------------------------------
     def _lease(self, name: str) -> dict | None:
         raw = self._get(f"leases/{name}")
         return json.loads(raw) if raw else None
 
-    def _set_lease(self, name: str, owner: str, expires: float) -> None:
-        self._put(f"leases/{name}", json.dumps({"owner": owner, "expires": expires}).encode())
+    def _set_lease(self, name: str, owner: str, expires: float, cur: dict | None) -> None:
+        # a renewal keeps the incarnation that took the lease (a node's CRM and LRM share
+        # its membership lease)
+        held = cur is not None and cur["owner"] == owner and cur["expires"] > self.clock()
+        inc = cur.get("incarnation") if held and cur else None
+        rec = {"owner": owner, "expires": expires, "incarnation": inc or incarnation(owner)}
+        self._put(f"leases/{name}", json.dumps(rec).encode())
 
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         with self.locked():
@@ -152,7 +279,7 @@ class EmbeddedStore(Store):
             cur = self._lease(name)
             if cur and cur["owner"] != owner and cur["expires"] > now:
                 return False
-            self._set_lease(name, owner, now + ttl)
+            self._set_lease(name, owner, now + ttl, cur)
             return True
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
@@ -163,7 +290,29 @@ class EmbeddedStore(Store):
             # already have fired, so it must acquire again rather than carry on.
             if not cur or cur["owner"] != owner or cur["expires"] <= now:
                 return False
-            self._set_lease(name, owner, now + ttl)
+            self._set_lease(name, owner, now + ttl, cur)
+            return True
+
+    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+        with self.locked():
+            now = self.clock()
+            cur = self._lease(name)
+            if cur and cur["expires"] > now and cur["owner"] not in (owner, from_owner):
+                return False
+            self._set_lease(name, owner, now + ttl, cur)
+            return True
+
+    def lease_holder(self, name: str) -> dict[str, str] | None:
+        cur = self._lease(name)
+        if cur and cur["expires"] > self.clock():
+            return {"owner": cur["owner"], "incarnation": cur.get("incarnation") or ""}
+        return None
+
+    def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:
+        with self.locked():
+            if self.lease_owner(MANAGER_LOCK) != owner:
+                return False
+            self.write_manager_status(status)
             return True
 
     def release_lease(self, name: str, owner: str) -> bool:

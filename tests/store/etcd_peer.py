@@ -1,71 +1,30 @@
-"""A real etcd on loopback for tests: free ports, a temp data dir, killed on teardown."""
+"""Real etcd for the store tests: one member per module, or a 3-member cluster."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from hafence.testing.peers import etcd as peer
 
 
-@contextlib.contextmanager
-def run_etcd(tmp: Path) -> Iterator[str]:
-    """Start etcd, wait until it answers, yield its client URL, kill it."""
-    if not shutil.which("etcd"):
+def _need_etcd() -> None:
+    if not peer.available():
         pytest.skip("etcd binary not installed (apt install etcd-server)")
-    for _attempt in range(3):  # a port picked free can be taken by another test meanwhile
-        client, peer = _free_port(), _free_port()
-        url = f"http://127.0.0.1:{client}"
-        log = open(tmp / "etcd.log", "wb")
-        proc = subprocess.Popen(
-            [
-                "etcd",
-                "--name=t",
-                f"--data-dir={tmp / 'etcd-data'}",
-                f"--listen-client-urls={url}",
-                f"--advertise-client-urls={url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=t=http://127.0.0.1:{peer}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            up = False
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    req = urllib.request.Request(url + "/v3/kv/range", data=b'{"key":"AA=="}')
-                    urllib.request.urlopen(req, timeout=1).read()
-                    up = True
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            if up:
-                yield url
-                return
-        finally:
-            proc.kill()
-            proc.wait()
-            log.close()
-        shutil.rmtree(tmp / "etcd-data", ignore_errors=True)
-    raise RuntimeError(f"etcd did not start: {(tmp / 'etcd.log').read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
 def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with run_etcd(tmp_path_factory.mktemp("etcd")) as url:
-        yield url
+    """One etcd member for the module (tests use cluster names of their own)."""
+    _need_etcd()
+    with peer.etcd_cluster(tmp_path_factory.mktemp("etcd")) as cluster:
+        yield cluster.endpoints[0]
+
+
+@pytest.fixture(scope="module")
+def etcd3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[peer.EtcdCluster]:
+    """Three etcd members on loopback; a test that pauses a member resumes it."""
+    _need_etcd()
+    with peer.etcd_cluster(tmp_path_factory.mktemp("etcd3"), 3) as cluster:
+        yield cluster

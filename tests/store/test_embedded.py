@@ -127,3 +127,50 @@ def test_entry_names_cannot_escape(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             s.write_text(bad, "x")
     assert not (tmp_path / "x").exists()
+
+
+# -- temp files of killed writers ------------------------------------------------------------
+KILLED_WRITER = """
+import os, signal, sys
+from hafence.store import EmbeddedStore
+
+def die(src, dst):  # the temp file is written and fsynced: kill -9 before the rename
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = die
+EmbeddedStore(sys.argv[1]).write_lrm_status("node1", {"state": "active"})
+"""
+
+PAUSED_WRITER = """
+import os, signal, sys
+from hafence.store import EmbeddedStore
+
+def pause(src, dst):
+    print("written", flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+os.replace = pause
+EmbeddedStore(sys.argv[1]).write_text("resources.cfg", "")
+"""
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_at_start(tmp_path: Path) -> None:
+    d = tmp_path / "ha"
+    EmbeddedStore(d).write_lrm_status("node0", {})
+    live = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, str(d)], stdout=subprocess.PIPE)
+    try:
+        assert live.stdout is not None and live.stdout.readline() == b"written\n"
+        proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(d)], timeout=60)
+        assert proc.returncode == -9
+        dead = [p.name for p in (d / "lrm_status").iterdir() if p.name.endswith(".tmp")]
+        assert len(dead) == 1 and dead[0].startswith(".node1.")
+        s = EmbeddedStore(d)  # a daemon or ha-manager starting
+        assert [p.name for p in s.removed_temps] == dead
+        assert not list((d / "lrm_status").glob(".*.tmp"))
+        kept = [p.name for p in d.iterdir() if p.name.endswith(".tmp")]
+        assert len(kept) == 1 and kept[0].startswith(".resources.cfg.")  # its writer lives
+    finally:
+        live.kill()
+        live.wait()
+    assert len(EmbeddedStore(d).removed_temps) == 1  # now its writer is gone too
+    assert not [p for p in d.rglob("*.tmp")]

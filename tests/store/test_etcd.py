@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import socket
+import threading
 import time
 import urllib.request
 import uuid
@@ -74,3 +76,54 @@ def test_second_endpoint_is_tried(etcd_url: str) -> None:
         s = EtcdStore(f"etcd://{dead},{live}/{_cluster()}")
         s.write_text("crm_commands", "stop vm:100 0\n")
         assert s.read_crm_commands() == ["stop vm:100 0"]
+
+
+class _NoLeader(http.server.BaseHTTPRequestHandler):
+    """A member that answers every call with etcd's "no leader" (HTTP 503)."""
+
+    hits = 0
+
+    def do_POST(self) -> None:
+        type(self).hits += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b'{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}'
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_no_leader_answer_falls_through_and_connections_are_kept(etcd_url: str) -> None:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoLeader)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    try:
+        bad = f"127.0.0.1:{srv.server_address[1]}"
+        live = etcd_url.removeprefix("http://")
+        s = EtcdStore(f"etcd://{bad},{live}/{_cluster()}")
+        s.write_text("crm_commands", "stop vm:100 0\n")
+        assert _NoLeader.hits == 1  # tried once, then the live member stuck
+        for _ in range(20):
+            assert s.read_crm_commands() == ["stop vm:100 0"]
+        assert _NoLeader.hits == 1
+        assert s.client._pools[etcd_url].num_connections == 1  # one kept-alive connection
+        s.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_watch_from_a_compacted_revision_reports_a_change(etcd_url: str) -> None:
+    s = EtcdStore(etcd_url, _cluster())
+    try:
+        token = s.change_token()
+        s.write_text("crm_commands", "stop vm:100 0\n")
+        s.write_text("crm_commands", "stop vm:101 0\n")
+        now = s.change_token()
+        s._call("/v3/kv/compaction", {"revision": now, "physical": True})  # as auto-compaction
+        assert s.wait_for_change(token, 30) != token
+    finally:
+        s.close()
