@@ -304,3 +304,34 @@ async def test_pyghmi_workarounds_are_in_place(bmc: IpmiSim) -> None:
     assert pyghmi_session._io_wait.__module__ == "hafence_ipmi.session"
     await driver(bmc).status()
     assert any(t.name == "hafence-ipmi-keepalive" and t.daemon for t in threading.enumerate())
+
+
+async def test_keepalive_loop_sleeps_while_no_session_is_alive(
+    bmc: IpmiSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyghmi's own Housekeeper spins once no session is alive (all logged out, or broken
+    # by a BMC that went away), holding the GIL: a daemon that had fenced through IPMI
+    # once ran every other thread - its SNMP fences' event loop too - several times
+    # slower, on a core burnt for nothing.
+    import threading
+
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    drv = driver(bmc)
+    await drv.status()  # logged in; the keepalive thread waits for this session's next ping
+    real = pyghmi_session.Session.wait_for_rsp
+    calls: list[float] = []
+
+    def counting(*args: object, **kw: object) -> object:
+        if threading.current_thread().name == "hafence-ipmi-keepalive":
+            calls.append(1.0)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pyghmi_session.Session, "wait_for_rsp", counting)
+    # From now on pyghmi knows no live session (as after the last logout) ...
+    monkeypatch.setattr(pyghmi_session.Session, "keepalive_sessions", {})
+    monkeypatch.setattr(pyghmi_session.Session, "waiting_sessions", {})
+    await drv.status()  # ... and this reply wakes the keepalive thread up into that state
+    calls.clear()
+    await asyncio.sleep(1.0)
+    assert len(calls) <= 3  # idle sleeps of _KEEPALIVE_IDLE; a spinning loop makes thousands
