@@ -91,7 +91,7 @@ def test_fence_agent_metadata_when_installed(run):
 @pytest.fixture
 def vendor_site(tmp_path: Path) -> Path:
     """A site dir holding 'acme-fence 2.0' with three plugins: one fine, one whose module
-    does not import, one whose hook raises."""
+    does not import (both with a manifest), one whose hook raises (without one)."""
     site = tmp_path / "site"
     dist = site / "acme_fence-2.0.dist-info"
     dist.mkdir(parents=True)
@@ -101,6 +101,10 @@ def vendor_site(tmp_path: Path) -> Path:
         "acme_good = acme_good\n"
         "acme_missing = acme_not_installed_module\n"
         "acme_raises = acme_raises\n"
+        # the manifest: acme_good and acme_missing name their drivers, acme_raises does not
+        "[hafence.fence_drivers]\n"
+        "acme_pdu = acme_good\n"
+        "acme_ghost = acme_not_installed_module\n"
     )
     (site / "acme_good.py").write_text(
         "from hafence.fence.driver import FenceDriver, Param, PowerState\n"
@@ -148,3 +152,10 @@ def test_broken_plugins_named_others_load(script, vendor_site):
     p = script("device", "status", "--driver", "acme_pdu", "-o", "ip=127.0.0.1", env=env)
     assert p.exit_code == 0, p.output
     assert p.stdout.splitlines()[1].split()[:5] == ["acme_pdu", "acme_pdu", "status", "ok", "on"]
+    assert "acme" not in p.stderr  # only acme_good was imported: nobody else complained
+    # A declared driver whose plugin is broken: refused, and the plugin named.
+    p = script("device", "status", "--driver", "acme_ghost", "-o", "ip=127.0.0.1", env=env)
+    assert p.exit_code == 2
+    assert "unknown fence driver 'acme_ghost'" in p.stderr
+    assert "plugin 'acme_missing'" in p.stderr and "acme_not_installed_module" in p.stderr
+
