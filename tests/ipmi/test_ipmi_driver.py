@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -335,3 +337,25 @@ async def test_keepalive_loop_sleeps_while_no_session_is_alive(
     calls.clear()
     await asyncio.sleep(1.0)
     assert len(calls) <= 3  # idle sleeps of _KEEPALIVE_IDLE; a spinning loop makes thousands
+
+
+def test_pyghmi_oem_handlers_are_imported_only_when_pyghmi_asks(bmc: IpmiSim) -> None:
+    # In a fresh interpreter, as a one-shot command runs: the driver's raw chassis
+    # commands need no OEM handler, so the vendor handlers (3/4 of pyghmi's import
+    # time) stay unimported; a Command method that wants one still gets the real lookup.
+    code = f"""
+import asyncio, sys
+from hafence.fence.chain import driver_class
+opts = {bmc.driver_options()!r}
+driver = driver_class("ipmi")(opts)
+assert asyncio.run(driver.status()).value == "on"
+print(sorted(m for m in sys.modules if ".oem." in m))
+from hafence_ipmi.session import POOL, Target
+cmd = next(iter(POOL._cmds.values()))
+print(cmd.get_power()["powerstate"], type(cmd._oem).__module__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = proc.stdout.splitlines()
+    assert before == "['pyghmi.ipmi.oem.generic', 'pyghmi.ipmi.oem.lookup']"
+    assert after == "on pyghmi.ipmi.oem.generic"  # ipmi_sim is no Lenovo: generic handler
