@@ -5,6 +5,8 @@ PYTHONPATH, run through the console script)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -159,3 +161,27 @@ def test_broken_plugins_named_others_load(script, vendor_site):
     assert "unknown fence driver 'acme_ghost'" in p.stderr
     assert "plugin 'acme_missing'" in p.stderr and "acme_not_installed_module" in p.stderr
 
+
+def test_one_shot_device_status_imports_only_what_it_uses(bmc, password_file):
+    # In a fresh interpreter, as from a shell: the ipmi plugin and nothing of the other
+    # plugins, commands or their libraries (pysnmp alone used to cost 0.18 s).
+    code = (
+        "import sys\n"
+        "from hafence.cli.main import cli\n"
+        "try:\n"
+        "    cli()\n"
+        "finally:\n"
+        "    print(' '.join(sorted(m for m in sys.modules if '.' not in m or 'cli.' in m)))\n"
+    )
+    args = ["device", "status", "--driver", "ipmi", "-o", f"ip={bmc.host}",
+            "-o", f"port={bmc.port}", "-o", f"username={bmc.user}",
+            "--password-file", str(password_file)]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table, modules = proc.stdout.rsplit("\n", 2)[0], set(proc.stdout.split("\n")[-2].split())
+    assert " status  ok      on " in table
+    assert {"hafence_ipmi", "pyghmi", "hafence.cli.devices"} <= modules
+    for other in ("hafence_snmp", "pysnmp", "hafence_redfish", "sushy", "hafence_serial",
+                  "serial", "hafence_fence_agent", "hafence_watchdogs", "hafence_resources",
+                  "hafence.cli.demo", "hafence.cli.sim", "hafence.cli.watchdog"):  # fmt: skip
+        assert other not in modules
