@@ -127,11 +127,55 @@ class _NoMibCompiler:
         return dict.fromkeys(names, "missing")
 
 
+class _MibRunner:
+    """What pysnmp's MIB loader calls as ``runpy.run_path``, with each file compiled once.
+
+    pysnmp compiles every MIB module of every new ``SnmpEngine`` from source, twice:
+    its reader looks for a legacy ``NAME.pyc`` beside ``NAME.py`` (never in
+    ``__pycache__``), and then, unless Python runs with -O, it executes the file with
+    ``runpy.run_path`` "to enable break points", which compiles it again. That was
+    most of an engine's set-up, 100 ms and more on a busy machine, inside a fence
+    call's time bound. The MIB files are part of the installed package and do not
+    change while we run: their code objects are kept per path.
+    """
+
+    def __init__(self) -> None:
+        self.code: dict[str, Any] = {}
+
+    def run_path(self, path: str, init_globals: dict[str, Any] | None = None) -> dict[str, Any]:
+        code = self.code.get(path)
+        if code is None:
+            with open(path, encoding="utf-8") as f:
+                code = self.code[path] = compile(f.read(), path, "exec")
+        namespace = {**(init_globals or {}), "__name__": "<run_path>", "__file__": path}
+        exec(code, namespace)
+        return namespace
+
+
+def _cache_compiled_mibs() -> None:
+    """Install :class:`_MibRunner` in pysnmp's MIB loader, and cache what its reader
+    compiles (the reader's code object is unused when the runner runs the file)."""
+    if isinstance(builder.runpy, _MibRunner):
+        return
+    builder.runpy = _MibRunner()  # type: ignore[assignment]
+    read = builder.DirMibSource.read
+    cache: dict[tuple[str, str], Any] = {}
+
+    def cached_read(source: builder.DirMibSource, name: str) -> Any:
+        key = (source.full_path(), name)
+        if key not in cache:
+            cache[key] = read(source, name)
+        return cache[key]
+
+    builder.DirMibSource.read = cached_read  # type: ignore[method-assign]
+
+
 def _shared_mib_view() -> view.MibViewController:
     """One MIB view per process (pysnmp would build one per engine); read-only once
     loaded, and only pysnmp's bundled base MIBs are ever needed."""
     global _VIEW
     if _VIEW is None:
+        _cache_compiled_mibs()
         mib_builder = builder.MibBuilder()
         sources = mib_builder.get_mib_sources()
         mib_builder.set_mib_compiler(_NoMibCompiler(), sources[0].full_path())
@@ -219,7 +263,8 @@ class SnmpClient:
     @contextlib.contextmanager
     def one_call(self) -> Iterator[None]:
         """Requests inside share one deadline, ``timeout`` from now (nested: the outer
-        one holds), so a multi-request driver action answers within the fencer's bound."""
+        one holds), so a multi-request driver action answers within the fencer's bound,
+        which runs from the start of the call too."""
         if _CALL_DEADLINE.get() is not None:
             yield
             return

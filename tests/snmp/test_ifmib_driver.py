@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
 from collections.abc import Coroutine
@@ -120,6 +121,26 @@ async def test_session_reopens_after_close(agent: SnmpAgent) -> None:
     await d.off()
     assert await d.status() == PowerState.OFF
     await d.close()
+
+
+async def test_a_new_engine_compiles_no_mib_source(
+    switch: SnmpAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pysnmp compiled its MIB modules from source for every engine (it never finds
+    # the bytecode in __pycache__): the bulk of a fence call's set-up, in its bound.
+    async with IfMibDriver(switch.driver_options("Gi1/0/1")) as d:
+        await d.status()  # this process has loaded every MIB an engine needs by now
+    compiled: list[str] = []
+    real = builtins.compile
+
+    def counting(source: Any, filename: Any, *args: Any, **kw: Any) -> Any:
+        compiled.append(str(filename))
+        return real(source, filename, *args, **kw)
+
+    monkeypatch.setattr(builtins, "compile", counting)
+    async with IfMibDriver(switch.driver_options("Gi1/0/2")) as d:
+        assert await d.status() == PowerState.ON  # a new driver: a new engine
+    assert [f for f in compiled if "mibs" in f] == []
 
 
 class LoopThread:

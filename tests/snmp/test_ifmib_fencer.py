@@ -105,8 +105,11 @@ async def test_level_falls_through_to_a_working_switch(
     lv1 = res.attempts[0].levels[0]
     assert not lv1.ok
     kinds = {d.device: d.error_kind for d in lv1.devices}
-    # the dead switch's driver gives up within its own bound, below the fencer's
-    assert kinds == {"bond:1": None, "bond:2": "unreachable"}
+    # The dead switch's driver gives up below the fencer's bound; on a starved machine
+    # (load 8+ on 2 cores: setting up three SNMP engines holds the event loop) the
+    # fencer's own bound can fire first. The fall-through is the point here;
+    # test_closed_port_is_unreachable_within_timeout pins 'unreachable' down.
+    assert kinds["bond:1"] is None and kinds["bond:2"] in ("unreachable", "timeout")
     assert agent.get_admin_status(1) == 2 and agent.get_admin_status(2) == 2
 
 
@@ -332,4 +335,4 @@ async def test_a_slow_switch_is_unreachable_within_the_call_bound(
         f = make_fencer(registry, line + "connect sw node=n1 plug=Gi1/0/1\n", tmp_path)
         res = await f.fence("n1")
     assert not res.ok and res.error_kind == "unreachable", res.message
-    assert "within 2.4s to SET" in res.message
+    assert "within 2.4s to " in res.message  # the SET; the walk itself on a starved machine
