@@ -185,3 +185,21 @@ def test_one_shot_device_status_imports_only_what_it_uses(bmc, password_file):
                   "serial", "hafence_fence_agent", "hafence_watchdogs", "hafence_resources",
                   "hafence.cli.demo", "hafence.cli.sim", "hafence.cli.watchdog"):  # fmt: skip
         assert other not in modules
+
+
+def test_oneshot_benchmark_runs():
+    # benchmarks/oneshot.py end to end, one round (figures live in benchmarks/README.md)
+    import shutil
+
+    if not shutil.which("fence_ipmilan"):
+        pytest.skip("fence-agents not installed")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "oneshot.py"), "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=180, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    for tool in ("hafence device status", "fence_ipmilan -o status"):
+        assert len(res[tool]["runs"]) == 1 and res[tool]["min"] > 0
+    assert res["speedup"] > 0 and "oneshot-Pw-1" not in proc.stdout + proc.stderr
