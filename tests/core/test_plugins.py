@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,21 @@ from hafence.errors import UnknownDriverError
 from hafence.fence.driver import FenceDriver, PowerState
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
+
+DRIVER_MODULE = """
+from hafence.hookspecs import hookimpl
+from hafence.fence.driver import FenceDriver, PowerState
+
+class Driver(FenceDriver):
+    name = {name!r}
+    async def status(self): return PowerState.ON
+    async def off(self): pass
+    async def on(self): pass
+
+@hookimpl
+def hafence_fence_drivers():
+    return [Driver]
+"""
 
 
 class Good(FenceDriver):
@@ -82,22 +96,7 @@ def test_broken_entry_point_does_not_stop_others(tmp_path: Path, monkeypatch) ->
     """A real distribution on sys.path with one importable and one broken entry point."""
     site = tmp_path / "site"
     (site / "fake_good").mkdir(parents=True)
-    (site / "fake_good" / "__init__.py").write_text(
-        textwrap.dedent("""
-        from hafence.hookspecs import hookimpl
-        from hafence.fence.driver import FenceDriver, PowerState
-
-        class FakeDriver(FenceDriver):
-            name = "fake"
-            async def status(self): return PowerState.ON
-            async def off(self): pass
-            async def on(self): pass
-
-        @hookimpl
-        def hafence_fence_drivers():
-            return [FakeDriver]
-    """)
-    )
+    (site / "fake_good" / "__init__.py").write_text(DRIVER_MODULE.format(name="fake"))
     dist = site / "fakevendor-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakevendor\nVersion: 1.0\n")
@@ -117,20 +116,6 @@ def test_broken_entry_point_does_not_stop_others(tmp_path: Path, monkeypatch) ->
 
 
 # -- lazy loading ------------------------------------------------------------------------
-DRIVER_MODULE = """
-from hafence.hookspecs import hookimpl
-from hafence.fence.driver import FenceDriver, PowerState
-
-class Driver(FenceDriver):
-    name = {name!r}
-    async def status(self): return PowerState.ON
-    async def off(self): pass
-    async def on(self): pass
-
-@hookimpl
-def hafence_fence_drivers():
-    return [Driver]
-"""
 
 
 @pytest.fixture
