@@ -39,11 +39,14 @@ SLOW = (
     "tests/watchdog/test_hwtest.py",
 )
 RUN_ENV = "HAFENCE_TEST_RUN"
+OWNER_ENV = "HAFENCE_TEST_RUN_OWNER"  # the pid that started the run, and sweeps it
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault(RUN_ENV, uuid.uuid4().hex)  # xdist workers inherit it
+    if RUN_ENV not in os.environ:  # xdist workers and pytest runs inside tests inherit it
+        os.environ[RUN_ENV] = uuid.uuid4().hex
+        os.environ[OWNER_ENV] = str(os.getpid())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -117,8 +120,9 @@ def _ours(run: str) -> dict[int, str]:
 def pytest_unconfigure(config: pytest.Config) -> None:
     # After the session (and any xdist workers) ended: whatever still runs leaked.
     run = os.environ.get(RUN_ENV)
-    if hasattr(config, "workerinput") or not run or not Path("/proc/self/environ").exists():
-        return  # the controller (or the only process) sweeps, once
+    if not run or os.environ.get(OWNER_ENV) != str(os.getpid()) or not Path("/proc").is_dir():
+        return  # only the process that started the run sweeps (not a worker, nor a
+        # pytest a test runs: it would take its sibling workers for leftovers)
     leaked = _ours(run)
     for pid in leaked:
         with contextlib.suppress(ProcessLookupError, PermissionError):
