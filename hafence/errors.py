@@ -91,9 +91,12 @@ class PluginError(HafenceError):
 class UnknownDriverError(HafenceError):
     """No loaded plugin provides a driver of that name."""
 
-    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+    def __init__(
+        self, kind: str, name: str, available: list[str], *, reason: str | None = None
+    ) -> None:
         avail = ", ".join(sorted(available)) or "none"
-        super().__init__(f"unknown {kind} driver '{name}' (available: {avail})")
+        why = f": {reason}" if reason else ""
+        super().__init__(f"unknown {kind} driver '{name}' (available: {avail}){why}")
         self.name = name
 
 

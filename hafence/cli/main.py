@@ -8,36 +8,45 @@ before or after the command.
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from hafence import __version__
-from hafence.cli.demo import demo
-from hafence.cli.devices import device
-from hafence.cli.drivers import driver_group, drivers_group, plugins_group
-from hafence.cli.fence import chain_cmd, config_group, fence_cmd, history_cmd
 from hafence.cli.output import global_options
-from hafence.cli.sim import sim
-from hafence.cli.watchdog import watchdog
+
+# command -> "module:object". Imported when used (or listed by --help): a one-shot
+# command pays for its own module only, not for the simulator's or the watchdog's.
+COMMANDS = {
+    "plugins": "hafence.cli.drivers:plugins_group",
+    "drivers": "hafence.cli.drivers:drivers_group",
+    "driver": "hafence.cli.drivers:driver_group",
+    "device": "hafence.cli.devices:device",
+    "fence": "hafence.cli.fence:fence_cmd",
+    "chain": "hafence.cli.fence:chain_cmd",
+    "config": "hafence.cli.fence:config_group",
+    "history": "hafence.cli.fence:history_cmd",
+    "demo": "hafence.cli.demo:demo",
+    "watchdog": "hafence.cli.watchdog:watchdog",
+    "sim": "hafence.cli.sim:sim",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands (:data:`COMMANDS`) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hafence")
 @global_options
 def cli() -> None:
     """Fencing and HA manager: test fence devices and watchdogs safely."""
-
-
-for _command in (
-    plugins_group,
-    drivers_group,
-    driver_group,
-    device,
-    fence_cmd,
-    chain_cmd,
-    config_group,
-    history_cmd,
-    demo,
-    watchdog,
-    sim,
-):
-    cli.add_command(_command)

@@ -163,13 +163,19 @@ def driver_class(name: str, registry: PluginRegistry | None = None) -> type[Fenc
         from hafence.plugins import get_registry
 
         registry = get_registry()
-    drivers = registry.fence_drivers()
-    if name in drivers:
-        return drivers[name]
-    bridge = drivers.get(BRIDGE_DRIVER)
-    if name.startswith("fence_") and bridge is not None and hasattr(bridge, "for_agent"):
-        return bridge.for_agent(name)
-    raise UnknownDriverError("fence", name, list(drivers))
+    try:  # imports only the plugin providing it (see hafence.plugins)
+        return registry.fence_driver(name)
+    except UnknownDriverError as exc:
+        if not name.startswith("fence_") or name == BRIDGE_DRIVER:
+            raise
+        unknown = exc
+    try:
+        bridge: Any = registry.fence_driver(BRIDGE_DRIVER)
+    except UnknownDriverError:
+        bridge = None
+    if not hasattr(bridge, "for_agent"):
+        raise unknown
+    return bridge.for_agent(name)
 
 
 def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> FenceDriver:

@@ -144,6 +144,19 @@ class SessionPool:
 
 _KEEPALIVE_LOCK = threading.Lock()
 _keepalive: threading.Thread | None = None
+# Longest sleep of the keepalive loop while no session wants anything (pyghmi sends a
+# keepalive after 29 s idle, so a session registered meanwhile is served in time).
+_KEEPALIVE_IDLE = 1.0
+
+
+def _keepalive_loop() -> None:
+    # Not pyghmi's Housekeeper: it calls wait_for_rsp() without a timeout, which returns
+    # at once while no session is alive (all logged out, or broken by a dead BMC). That
+    # loop then spins holding the GIL, and every other thread of the process - a CRM's
+    # fencer, an SNMP driver's event loop - runs several times slower. With a timeout,
+    # wait_for_rsp() sleeps until the earliest session deadline, or this long when idle.
+    while True:
+        pyghmi_session.Session.wait_for_rsp(timeout=_KEEPALIVE_IDLE)
 
 
 def _start_keepalive() -> None:
@@ -156,7 +169,9 @@ def _start_keepalive() -> None:
     global _keepalive
     with _KEEPALIVE_LOCK:
         if _keepalive is None or not _keepalive.is_alive():
-            _keepalive = pyghmi_command.Housekeeper(name="hafence-ipmi-keepalive", daemon=True)
+            _keepalive = threading.Thread(
+                target=_keepalive_loop, name="hafence-ipmi-keepalive", daemon=True
+            )
             _keepalive.start()
 
 

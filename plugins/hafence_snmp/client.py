@@ -1,10 +1,17 @@
 """A small asyncio SNMP client over pysnmp 7: GET, SET and column walks, typed errors.
 
 One :class:`SnmpClient` owns one pysnmp ``SnmpEngine`` (created on first use, closed
-by :meth:`close`) and one transport target. Every request (each page of a walk) is
-bounded by ``timeout`` in total: pysnmp gets ``timeout / (retries + 1)`` per try, and
-since its retry timer ticks every 0.1 s and overshoots, an asyncio deadline enforces
-the bound. Failures become hafence fence errors so the fencer can say *why*:
+by :meth:`close`) and one transport target. The engine's socket belongs to the event
+loop it was created on: used from another loop (another thread, or after
+``asyncio.run()`` returned), the client drops it and starts a new one, since the old
+loop would never deliver its answers.
+
+Every request (each page of a walk) is bounded by ``timeout`` in total: pysnmp gets
+``timeout / (retries + 1)`` per try, and since its retry timer ticks every 0.1 s and
+overshoots, an asyncio deadline enforces the bound. Inside :meth:`SnmpClient.one_call`
+all requests share one deadline ``timeout`` from its start: a driver action (resolve a
+port name, then SET) is one call to the fencer, which bounds the call, not each request.
+Failures become hafence fence errors so the fencer can say *why*:
 
 * no answer -> :class:`UnreachableError` (with v1/v2c a wrong community looks the
   same: agents drop such requests silently);
@@ -19,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +110,11 @@ _AUTH_STATUSES = {"noAccess", "authorizationError"}
 
 _MISSING = (NoSuchInstance, NoSuchObject, EndOfMibView)
 
+# Loop time by which the driver call in progress (in this task) must be answered.
+_CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "hafence_snmp_call_deadline", default=None
+)
+
 
 _VIEW: view.MibViewController | None = None
 
@@ -114,11 +127,55 @@ class _NoMibCompiler:
         return dict.fromkeys(names, "missing")
 
 
+class _MibRunner:
+    """What pysnmp's MIB loader calls as ``runpy.run_path``, with each file compiled once.
+
+    pysnmp compiles every MIB module of every new ``SnmpEngine`` from source, twice:
+    its reader looks for a legacy ``NAME.pyc`` beside ``NAME.py`` (never in
+    ``__pycache__``), and then, unless Python runs with -O, it executes the file with
+    ``runpy.run_path`` "to enable break points", which compiles it again. That was
+    most of an engine's set-up, 100 ms and more on a busy machine, inside a fence
+    call's time bound. The MIB files are part of the installed package and do not
+    change while we run: their code objects are kept per path.
+    """
+
+    def __init__(self) -> None:
+        self.code: dict[str, Any] = {}
+
+    def run_path(self, path: str, init_globals: dict[str, Any] | None = None) -> dict[str, Any]:
+        code = self.code.get(path)
+        if code is None:
+            with open(path, encoding="utf-8") as f:
+                code = self.code[path] = compile(f.read(), path, "exec")
+        namespace = {**(init_globals or {}), "__name__": "<run_path>", "__file__": path}
+        exec(code, namespace)
+        return namespace
+
+
+def _cache_compiled_mibs() -> None:
+    """Install :class:`_MibRunner` in pysnmp's MIB loader, and cache what its reader
+    compiles (the reader's code object is unused when the runner runs the file)."""
+    if isinstance(builder.runpy, _MibRunner):
+        return
+    builder.runpy = _MibRunner()  # type: ignore[assignment]
+    read = builder.DirMibSource.read
+    cache: dict[tuple[str, str], Any] = {}
+
+    def cached_read(source: builder.DirMibSource, name: str) -> Any:
+        key = (source.full_path(), name)
+        if key not in cache:
+            cache[key] = read(source, name)
+        return cache[key]
+
+    builder.DirMibSource.read = cached_read  # type: ignore[method-assign]
+
+
 def _shared_mib_view() -> view.MibViewController:
     """One MIB view per process (pysnmp would build one per engine); read-only once
     loaded, and only pysnmp's bundled base MIBs are ever needed."""
     global _VIEW
     if _VIEW is None:
+        _cache_compiled_mibs()
         mib_builder = builder.MibBuilder()
         sources = mib_builder.get_mib_sources()
         mib_builder.set_mib_compiler(_NoMibCompiler(), sources[0].full_path())
@@ -194,6 +251,7 @@ class SnmpClient:
         self.context = context
         self.label = label or f"{host}:{port}"
         self._engine: SnmpEngine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the engine's socket's loop
         self._target: UdpTransportTarget | Udp6TransportTarget | None = None
         self._auth: CommunityData | UsmUserData | None = None
         _shared_mib_view()  # costly once per process: pay it here, not in a request's bound
@@ -202,9 +260,31 @@ class SnmpClient:
     def where(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @contextlib.contextmanager
+    def one_call(self) -> Iterator[None]:
+        """Requests inside share one deadline, ``timeout`` from now (nested: the outer
+        one holds), so a multi-request driver action answers within the fencer's bound,
+        which runs from the start of the call too."""
+        if _CALL_DEADLINE.get() is not None:
+            yield
+            return
+        token = _CALL_DEADLINE.set(asyncio.get_running_loop().time() + self.timeout)
+        try:
+            yield
+        finally:
+            _CALL_DEADLINE.reset(token)
+
+    def _deadline(self) -> float:
+        own = asyncio.get_running_loop().time() + self.timeout
+        call = _CALL_DEADLINE.get()
+        return own if call is None else min(own, call)
+
     async def _session(self) -> tuple[SnmpEngine, Any, Any]:
+        loop = asyncio.get_running_loop()
+        if self._engine is not None and self._loop is not loop:
+            self._drop_engine()
         if self._engine is None:
-            self._engine = SnmpEngine()
+            self._engine, self._loop = SnmpEngine(), loop
             # hlapi looks its MIB view up under this key of the engine's cache.
             self._engine.cache["mibViewController"] = _shared_mib_view()
             self._auth = self.credentials.auth_data()
@@ -217,7 +297,7 @@ class SnmpClient:
             except ValueError:
                 pass  # a host name: resolved by pysnmp (IPv4)
             try:  # resolving a host name is part of the request's bound too
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout_at(self._deadline()):
                     self._target = await cls.create(
                         (self.host, self.port), timeout=per_try, retries=self.retries
                     )
@@ -240,7 +320,7 @@ class SnmpClient:
 
     async def _bounded(self, what: str, request: Awaitable[Any]) -> Any:
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(self._deadline()):
                 return await request
         except TimeoutError:
             raise self._timed_out(what) from None
@@ -322,7 +402,38 @@ class SnmpClient:
             with contextlib.suppress(Exception):
                 await rows.aclose()
 
+    def _drop_engine(self) -> SnmpEngine | None:
+        """Forget the engine. One of the running loop is returned for the caller to
+        close; one of another loop is closed there."""
+        engine, loop, udp = self._engine, self._loop, self._udp()
+        self._engine = self._loop = self._target = self._auth = None
+        if engine is None or loop is None:
+            return None
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no loop runs here
+            if loop is asyncio.get_running_loop():
+                return engine
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(engine.close_dispatcher)
+        elif udp is not None and getattr(udp, "_sock", None) is not None:
+            # A closed loop runs nothing any more, not even its transports' close: run
+            # the transport's last step here (asyncio has no public call for it).
+            udp._call_connection_lost(None)  # type: ignore[attr-defined]
+        return None
+
+    def _udp(self) -> asyncio.DatagramTransport | None:
+        """The asyncio transport under the engine (once a request opened it)."""
+        return getattr(getattr(self._target, "transport", None), "transport", None)
+
     async def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close_dispatcher()
-        self._engine = self._target = self._auth = None
+        udp = self._udp()
+        engine = self._drop_engine()
+        if engine is None:
+            return
+        try:
+            # Stop reading, then let datagrams already read reach the dispatcher: closing
+            # it under a queued callback makes pysnmp log "Unregistered transport".
+            if udp is not None:
+                udp.close()
+            await asyncio.sleep(0)
+        finally:
+            engine.close_dispatcher()

@@ -8,9 +8,10 @@ once per driver instance by walking ifName, then ifDescr, and cached; every late
 request reads the name back at that ifIndex (in the same PDU as the status), so a
 switch that re-numbered its interfaces never gets a SET meant for another port.
 
-Every SNMP request is bounded below the fencer's ``timeout`` (see ``client``): no
-answer is :class:`UnreachableError`, refused credentials :class:`AuthError`, a
-missing or unwritable port :class:`DeviceError` naming the port.
+Every action (all its SNMP requests together) is bounded below the fencer's
+``timeout`` (see ``client``): no answer is :class:`UnreachableError`, refused
+credentials :class:`AuthError`, a missing or unwritable port :class:`DeviceError`
+naming the port.
 
 Option names follow fence_ifmib (ip, ipport, community, snmp_version, username,
 password, snmp_auth_prot, snmp_sec_level, snmp_priv_prot, snmp_priv_passwd, plug).
@@ -215,7 +216,8 @@ class IfMibDriver(FenceDriver):
         return index, value
 
     async def status(self) -> PowerState:
-        index, value = await self._read_admin()
+        with self.client.one_call():
+            index, value = await self._read_admin()
         if is_missing(value):
             raise DeviceError(
                 f"{self._port_desc(index)}: no ifAdminStatus.{index} on {self.client.where} "
@@ -253,20 +255,24 @@ class IfMibDriver(FenceDriver):
             )
 
     async def off(self) -> None:
-        await self._set_admin(ADMIN_DOWN)
+        with self.client.one_call():  # resolving the port and the SET share the bound
+            await self._set_admin(ADMIN_DOWN)
 
     async def on(self) -> None:
-        await self._set_admin(ADMIN_UP)
+        with self.client.one_call():
+            await self._set_admin(ADMIN_UP)
 
     async def list(self) -> list[Port]:
         columns: dict[str, dict[int, Any]] = {}
-        for key, oid in (
-            ("descr", IF_DESCR),
-            ("name", IF_NAME),
-            ("alias", IF_ALIAS),
-            ("admin", IF_ADMIN_STATUS),
-        ):
-            columns[key] = {idx[0]: v async for idx, v in self.client.walk(oid) if len(idx) == 1}
+        with self.client.one_call():
+            for key, oid in (
+                ("descr", IF_DESCR),
+                ("name", IF_NAME),
+                ("alias", IF_ALIAS),
+                ("admin", IF_ADMIN_STATUS),
+            ):
+                walk = self.client.walk(oid)
+                columns[key] = {idx[0]: v async for idx, v in walk if len(idx) == 1}
         ports = []
         for index in sorted(set(columns["descr"]) | set(columns["admin"])):
             admin = columns["admin"].get(index)
@@ -284,12 +290,14 @@ class IfMibDriver(FenceDriver):
 
     async def monitor(self) -> None:
         """The switch answers (sysDescr, sysUpTime) and the port's status is readable."""
-        values = await self.client.get(SYS_DESCR, SYS_UPTIME)
-        if all(is_missing(v) for _, v in values):
-            raise DeviceError(
-                f"{self.client.where} answers but has no sysDescr/sysUpTime", device=self.label
-            )
-        await self.status()
+        with self.client.one_call():
+            values = await self.client.get(SYS_DESCR, SYS_UPTIME)
+            if all(is_missing(v) for _, v in values):
+                raise DeviceError(
+                    f"{self.client.where} answers but has no sysDescr/sysUpTime",
+                    device=self.label,
+                )
+            await self.status()
 
     async def close(self) -> None:
         await self.client.close()

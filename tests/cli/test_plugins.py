@@ -5,6 +5,8 @@ PYTHONPATH, run through the console script)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -91,7 +93,7 @@ def test_fence_agent_metadata_when_installed(run):
 @pytest.fixture
 def vendor_site(tmp_path: Path) -> Path:
     """A site dir holding 'acme-fence 2.0' with three plugins: one fine, one whose module
-    does not import, one whose hook raises."""
+    does not import (both with a manifest), one whose hook raises (without one)."""
     site = tmp_path / "site"
     dist = site / "acme_fence-2.0.dist-info"
     dist.mkdir(parents=True)
@@ -101,6 +103,10 @@ def vendor_site(tmp_path: Path) -> Path:
         "acme_good = acme_good\n"
         "acme_missing = acme_not_installed_module\n"
         "acme_raises = acme_raises\n"
+        # the manifest: acme_good and acme_missing name their drivers, acme_raises does not
+        "[hafence.fence_drivers]\n"
+        "acme_pdu = acme_good\n"
+        "acme_ghost = acme_not_installed_module\n"
     )
     (site / "acme_good.py").write_text(
         "from hafence.fence.driver import FenceDriver, Param, PowerState\n"
@@ -148,3 +154,52 @@ def test_broken_plugins_named_others_load(script, vendor_site):
     p = script("device", "status", "--driver", "acme_pdu", "-o", "ip=127.0.0.1", env=env)
     assert p.exit_code == 0, p.output
     assert p.stdout.splitlines()[1].split()[:5] == ["acme_pdu", "acme_pdu", "status", "ok", "on"]
+    assert "acme" not in p.stderr  # only acme_good was imported: nobody else complained
+    # A declared driver whose plugin is broken: refused, and the plugin named.
+    p = script("device", "status", "--driver", "acme_ghost", "-o", "ip=127.0.0.1", env=env)
+    assert p.exit_code == 2
+    assert "unknown fence driver 'acme_ghost'" in p.stderr
+    assert "plugin 'acme_missing'" in p.stderr and "acme_not_installed_module" in p.stderr
+
+
+def test_one_shot_device_status_imports_only_what_it_uses(bmc, password_file):
+    # In a fresh interpreter, as from a shell: the ipmi plugin and nothing of the other
+    # plugins, commands or their libraries (pysnmp alone used to cost 0.18 s).
+    code = (
+        "import sys\n"
+        "from hafence.cli.main import cli\n"
+        "try:\n"
+        "    cli()\n"
+        "finally:\n"
+        "    print(' '.join(sorted(m for m in sys.modules if '.' not in m or 'cli.' in m)))\n"
+    )
+    args = ["device", "status", "--driver", "ipmi", "-o", f"ip={bmc.host}",
+            "-o", f"port={bmc.port}", "-o", f"username={bmc.user}",
+            "--password-file", str(password_file)]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table, modules = proc.stdout.rsplit("\n", 2)[0], set(proc.stdout.split("\n")[-2].split())
+    assert " status  ok      on " in table
+    assert {"hafence_ipmi", "pyghmi", "hafence.cli.devices"} <= modules
+    for other in ("hafence_snmp", "pysnmp", "hafence_redfish", "sushy", "hafence_serial",
+                  "serial", "hafence_fence_agent", "hafence_watchdogs", "hafence_resources",
+                  "hafence.cli.demo", "hafence.cli.sim", "hafence.cli.watchdog"):  # fmt: skip
+        assert other not in modules
+
+
+def test_oneshot_benchmark_runs():
+    # benchmarks/oneshot.py end to end, one round (figures live in benchmarks/README.md)
+    import shutil
+
+    if not shutil.which("fence_ipmilan"):
+        pytest.skip("fence-agents not installed")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "oneshot.py"), "--rounds", "1", "--json"],
+        capture_output=True, text=True, timeout=180, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    for tool in ("hafence device status", "fence_ipmilan -o status"):
+        assert len(res[tool]["runs"]) == 1 and res[tool]["min"] > 0
+    assert res["speedup"] > 0 and "oneshot-Pw-1" not in proc.stdout + proc.stderr

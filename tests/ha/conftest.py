@@ -1,28 +1,12 @@
-"""Shared pieces of the HA core tests: where the reference scenarios live, and a summary."""
+"""Shared pieces of the HA core tests: where the reference scenarios live, and their
+tally (printed by tests/conftest.py, which also gathers it from xdist workers)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-
 SCENARIOS = Path(os.environ.get("HAFENCE_PVE_HA_TESTS", Path(__file__).parent / "scenarios"))
 
-# filled by test_scenarios.py, printed at the end of the run
+# filled by test_scenarios.py, printed at the end of the run (tests/conftest.py)
 RESULTS: dict[str, list[str]] = {"matched": [], "mismatched": [], "unsupported": []}
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not any(RESULTS.values()):
-        return
-    tr = terminalreporter
-    tr.section("Proxmox HA reference scenarios")
-    tr.write_line(
-        f"{len(RESULTS['matched'])} matched, {len(RESULTS['mismatched'])} mismatched, "
-        f"{len(RESULTS['unsupported'])} not yet supported (out of scope)"
-    )
-    for name in RESULTS["mismatched"]:
-        tr.write_line(f"  MISMATCH {name}")
-    for entry in RESULTS["unsupported"]:
-        tr.write_line(f"  not supported: {entry}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -304,3 +306,56 @@ async def test_pyghmi_workarounds_are_in_place(bmc: IpmiSim) -> None:
     assert pyghmi_session._io_wait.__module__ == "hafence_ipmi.session"
     await driver(bmc).status()
     assert any(t.name == "hafence-ipmi-keepalive" and t.daemon for t in threading.enumerate())
+
+
+async def test_keepalive_loop_sleeps_while_no_session_is_alive(
+    bmc: IpmiSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyghmi's own Housekeeper spins once no session is alive (all logged out, or broken
+    # by a BMC that went away), holding the GIL: a daemon that had fenced through IPMI
+    # once ran every other thread - its SNMP fences' event loop too - several times
+    # slower, on a core burnt for nothing.
+    import threading
+
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    drv = driver(bmc)
+    await drv.status()  # logged in; the keepalive thread waits for this session's next ping
+    real = pyghmi_session.Session.wait_for_rsp
+    calls: list[float] = []
+
+    def counting(*args: object, **kw: object) -> object:
+        if threading.current_thread().name == "hafence-ipmi-keepalive":
+            calls.append(1.0)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pyghmi_session.Session, "wait_for_rsp", counting)
+    # From now on pyghmi knows no live session (as after the last logout) ...
+    monkeypatch.setattr(pyghmi_session.Session, "keepalive_sessions", {})
+    monkeypatch.setattr(pyghmi_session.Session, "waiting_sessions", {})
+    await drv.status()  # ... and this reply wakes the keepalive thread up into that state
+    calls.clear()
+    await asyncio.sleep(1.0)
+    assert len(calls) <= 3  # idle sleeps of _KEEPALIVE_IDLE; a spinning loop makes thousands
+
+
+def test_pyghmi_oem_handlers_are_imported_only_when_pyghmi_asks(bmc: IpmiSim) -> None:
+    # In a fresh interpreter, as a one-shot command runs: the driver's raw chassis
+    # commands need no OEM handler, so the vendor handlers (3/4 of pyghmi's import
+    # time) stay unimported; a Command method that wants one still gets the real lookup.
+    code = f"""
+import asyncio, sys
+from hafence.fence.chain import driver_class
+opts = {bmc.driver_options()!r}
+driver = driver_class("ipmi")(opts)
+assert asyncio.run(driver.status()).value == "on"
+print(sorted(m for m in sys.modules if ".oem." in m))
+from hafence_ipmi.session import POOL, Target
+cmd = next(iter(POOL._cmds.values()))
+print(cmd.get_power()["powerstate"], type(cmd._oem).__module__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = proc.stdout.splitlines()
+    assert before == "['pyghmi.ipmi.oem.generic', 'pyghmi.ipmi.oem.lookup']"
+    assert after == "on pyghmi.ipmi.oem.generic"  # ipmi_sim is no Lenovo: generic handler

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import os
+import threading
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 from hafence_snmp.ifmib import IfMibDriver
@@ -116,6 +121,91 @@ async def test_session_reopens_after_close(agent: SnmpAgent) -> None:
     await d.off()
     assert await d.status() == PowerState.OFF
     await d.close()
+
+
+async def test_a_new_engine_compiles_no_mib_source(
+    switch: SnmpAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pysnmp compiled its MIB modules from source for every engine (it never finds
+    # the bytecode in __pycache__): the bulk of a fence call's set-up, in its bound.
+    async with IfMibDriver(switch.driver_options("Gi1/0/1")) as d:
+        await d.status()  # this process has loaded every MIB an engine needs by now
+    compiled: list[str] = []
+    real = builtins.compile
+
+    def counting(source: Any, filename: Any, *args: Any, **kw: Any) -> Any:
+        compiled.append(str(filename))
+        return real(source, filename, *args, **kw)
+
+    monkeypatch.setattr(builtins, "compile", counting)
+    async with IfMibDriver(switch.driver_options("Gi1/0/2")) as d:
+        assert await d.status() == PowerState.ON  # a new driver: a new engine
+    assert [f for f in compiled if "mibs" in f] == []
+
+
+class LoopThread:
+    """An event loop running in its own thread, as the CRM's FenceRunner keeps one."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        # the driver bounds every call itself (timeout, default 10 s); a hang guard only
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def in_new_thread(coro: Coroutine[Any, Any, Any]) -> Any:
+    """``asyncio.run(coro)`` in a thread of its own; that loop is closed afterwards."""
+    out: dict[str, Any] = {}
+
+    def main() -> None:
+        try:
+            out["result"] = asyncio.run(coro)
+        except BaseException as exc:
+            out["error"] = exc
+
+    t = threading.Thread(target=main)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")
+
+
+def test_one_driver_serves_event_loops_of_other_threads(agent: SnmpAgent) -> None:
+    # pysnmp binds an engine's socket to the loop it was made on: a second loop used
+    # to get no answer at all ("unreachable") from a switch that was fine.
+    d = IfMibDriver(agent.driver_options("Gi1/0/1"))
+    in_new_thread(d.off())
+    assert agent.get_admin_status(1) == 2
+    in_new_thread(d.on())  # the first loop is closed by now
+    assert agent.get_admin_status(1) == 1
+    in_new_thread(d.close())
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):  # each loop ends with the engine open: its socket must not leak
+        assert in_new_thread(d.status()) == PowerState.ON
+    in_new_thread(d.close())
+    assert len(os.listdir("/proc/self/fd")) == fds
+    a, b = LoopThread(), LoopThread()
+    try:
+        a.run(d.off())
+        assert agent.get_admin_status(1) == 2
+        assert b.run(d.status()) == PowerState.OFF  # loop a still runs in its thread
+        b.run(d.on())
+        assert a.run(d.status()) == PowerState.ON
+        a.run(d.close())
+    finally:
+        a.stop()
+        b.stop()
+    oid = "1.3.6.1.2.1.2.2.1.7.1"
+    assert agent.set_requests() == [(oid, "2"), (oid, "1"), (oid, "2"), (oid, "1")]
 
 
 async def test_close_releases_the_engines_sockets(switch: SnmpAgent) -> None:
