@@ -398,11 +398,15 @@ def _check_fence_config(env: RealEnv, spec: Path | None) -> None:
     """A fence.cfg that does not load stops the CRM before it takes any lock: every
     error with file, line and field, as ``hafence config check`` prints them. A file
     while the cluster keeps its fence.cfg in the store is refused: one copy for all."""
-    from hafence.errors import ConfigErrors
+    from hafence.cfgtext import read_bytes
+    from hafence.errors import ConfigError, ConfigErrors
     from hafence.fence import check_drivers, parse_fence_config
     from hafence.ha.fencerun import FENCE_CFG, STORE
 
-    in_store = env.store.read_text(FENCE_CFG).strip()
+    try:
+        in_store = env.store.read_text(FENCE_CFG).strip()
+    except ConfigErrors as exc:  # a stray byte in the store's copy
+        raise click.UsageError(str(exc)) from None
     if spec is None:
         if in_store:
             env.log("warning", "the store holds a fence.cfg, but this CRM was started without "
@@ -420,9 +424,9 @@ def _check_fence_config(env: RealEnv, spec: Path | None) -> None:
                 " start with --fence-config store, one copy for every node"
             )
         where = str(spec)
-        try:
-            text = spec.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # bytes: the parser names the line of a byte that is not UTF-8
+            text = read_bytes(spec)
+        except ConfigError as exc:
             raise click.UsageError(f"fence config {spec}: {exc}") from None
     try:
         check_drivers(parse_fence_config(text, where))

@@ -173,11 +173,13 @@ def _bring_up(
 def test_dead_node_is_fenced_through_its_bmc_before_its_service_moves(cluster: Cluster) -> None:
     c = cluster
     _bring_up(c, c.bmc.password)
+    # the LRM writes its state at the end of the round whose worker started the service
+    # (ten rounds of --interval 0.5 at most)
+    wait_for(lambda: "lrm node1 (active, " in c.ha("status").output, 10 * 0.5, "node1's LRM active")
     status = c.ha("status")
     assert "service dummy:web (node1, started)" in status.output, status.output
     assert status.output.startswith("quorum OK\n"), status.output
     assert re.search(r"^master node[123] \(active, ", status.output, re.M), status.output
-    assert "lrm node1 (active, " in status.output, status.output
 
     c.kill_daemons("node1")  # the HA stack of node1 dies; its service process lives on
     wait_for(lambda: c.where() not in (None, "node1"), 60, f"{SID} to be recovered")
