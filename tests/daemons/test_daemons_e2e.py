@@ -250,7 +250,7 @@ def test_node_shutdown_with_migrate_policy_moves_the_service_first(cluster: Clus
     target = c.service_status().get("node")
     assert target in ("node2", "node3") and c.where() in (None, target)
     node1_log = (c.tmp / "node1-lrm.log").read_text()
-    moved = node1_log.index(f"service {SID} moved to node '{target}'")
+    moved = node1_log.index(f"service {SID} - end relocate to node '{target}'")
     assert moved < node1_log.index("exit (loop end)")
     interval = float(TIMINGS[TIMINGS.index("--interval") + 1])
     node_timeout = float(TIMINGS[TIMINGS.index("--node-timeout") + 1])

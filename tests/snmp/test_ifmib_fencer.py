@@ -16,8 +16,9 @@ from hafence_snmp.ifmib import IfMibDriver
 from hafence.errors import AuthError, DeviceError, UnreachableError
 from hafence.fence.driver import PowerState
 from hafence.ha.env import FENCE_OK, FENCE_PENDING
-from hafence.ha.realenv import FenceRunner
+from hafence.ha.fencerun import FenceRunner, FenceSource
 from hafence.plugins import PluginRegistry
+from hafence.store import EmbeddedStore
 from hafence.testing.peers.snmp_agent import SnmpAgent
 
 from .conftest import cfg_args, make_fencer
@@ -254,8 +255,9 @@ def test_one_process_fences_a_port_again_from_other_loops_and_threads(
     logs: list[str] = []
 
     def fence_off() -> str:
+        source = FenceSource(cfg, EmbeddedStore(tmp_path / "ha"), "crm", alive=lambda _n: False)
         runner = FenceRunner(
-            cfg, actor="crm", log_fn=lambda _lvl, msg: logs.append(msg), registry=registry
+            source, actor="crm", log_fn=lambda _lvl, msg: logs.append(msg), registry=registry
         )
         try:
             assert runner.start("n1") == FENCE_PENDING
