@@ -7,10 +7,6 @@ A scenario holds ``hardware_status`` (JSON: node -> power/network), ``service_co
 (JSON: a list of command lists, one per 100 s round) and ``log.expect``, the HA log the
 reference implementation wrote. hafence adds an optional ``fence_devices`` (JSON: node ->
 ``{"fails": N}``, a simulated fence device that fails N times first, -1 for always).
-
-Features outside hafence's scope (the CRS static/dynamic schedulers, resource-affinity
-rules, HA group -> rule migration, disarming the HA stack) are detected up front:
-:func:`unsupported_reason` names them so a test can count them separately.
 """
 
 from __future__ import annotations
@@ -40,16 +36,9 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise ConfigError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
 
 
-def unsupported_reason(scenario: Path) -> str | None:
-    """Why hafence does not simulate this scenario (yet), or None when it does."""
-    dc = _read_json(scenario / "datacenter.cfg", {})
-    crs = dc.get("crs") or {}
-    for opt in ("ha-auto-rebalance",):
-        if crs.get(opt):
-            return f"CRS option '{opt}' (rebalancing)"
-    if (scenario / "groups").exists():
-        return "HA group to rules migration (Proxmox 9 upgrade path)"
-    return None
+def _optional_json(path: Path) -> Any:
+    """A file's JSON, or None when there is no such file (the harness's defaults)."""
+    return _read_json(path, {}) if path.exists() else None
 
 
 def load(scenario: Path | str, echo: Any = None) -> Hardware:
@@ -75,8 +64,8 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         rules=rules,
         datacenter=_read_json(d / "datacenter.cfg", {}),
         manager_status=_read_json(d / "manager_status", {}),
-        service_stats=_read_json(d / "static_service_stats", {}),
-        dynamic_stats=_read_json(d / "dynamic_service_stats", {}),
+        service_stats=_optional_json(d / "static_service_stats"),
+        dynamic_stats=_optional_json(d / "dynamic_service_stats"),
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )

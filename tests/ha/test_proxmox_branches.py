@@ -4,7 +4,8 @@
   exactly those finish their transition first;
 - an LRM keeps its agent lock and watchdog while any worker still runs (disarm, a
   shutdown that lost its lock);
-- a node whose LRM is shutting down or restarting is never chosen as a target;
+- a node whose LRM shuts down is still online and may receive a service (Proxmox does
+  not look at the LRM's mode there); one whose LRM restarts freezes its own;
 - maintenance cannot be enabled while the HA stack is disarmed.
 """
 
@@ -55,7 +56,7 @@ def test_disarm_waits_for_a_migration_and_lets_it_finish() -> None:
     m = _master(hw)
     m.manage()
     assert "deferring disarm - service 'vm:100' is in 'migrate' state" in hw.log_text()
-    assert not m.ms["disarm"].get("applied")
+    assert m.ss["vm:100"]["state"] == "migrate"
     # the source LRM reports the migration done: the master must still take it in
     hw.service_config["vm:100"]["node"] = "node2"
     hw.lrm_status["node1"]["results"] = {"m1": {"sid": "vm:100", "state": "migrate",
@@ -63,8 +64,7 @@ def test_disarm_waits_for_a_migration_and_lets_it_finish() -> None:
     m.manage()
     assert m.ss["vm:100"]["node"] == "node2"
     m.manage()
-    assert m.ms["disarm"].get("applied") and m.ss["vm:100"]["state"] == "freeze"
-    assert m.ss["vm:100"]["node"] == "node2"
+    assert m.ss["vm:100"]["state"] == "freeze" and m.ss["vm:100"]["node"] == "node2"
 
 
 def test_disarm_waits_for_recovery() -> None:
@@ -81,7 +81,7 @@ def test_disarm_waits_for_recovery() -> None:
     assert "deferring disarm - service 'vm:100' is in 'recovery' state" in log
     assert "recover service 'vm:100' from fenced node 'node1'" in log
     m.manage()
-    assert m.ms["disarm"].get("applied") and m.ss["vm:100"]["state"] == "freeze"
+    assert m.ss["vm:100"]["state"] == "freeze"
 
 
 def test_no_maintenance_while_disarmed() -> None:
@@ -94,26 +94,35 @@ def test_no_maintenance_while_disarmed() -> None:
     assert "ignoring maintenance command for node node1 - HA stack is disarmed" in hw.log_text()
 
 
-def test_a_node_shutting_down_is_never_a_target() -> None:
-    # vm:100 prefers node1 (failback): node1's LRM shuts down, so it must stay on node2
+def test_a_node_shutting_down_still_receives_a_migration() -> None:
+    # vm:100 prefers node1 (failback); node1's LRM shuts down, but the node is online
+    rules = {"r": {"type": "node-affinity", "resources": ["vm:100"],
+                   "nodes": {"node1": 2, "node2": 1}}}  # fmt: skip
     hw = _hw(
-        {"vm:100": {"node": "node2", "state": "started", "group": "g"}},
+        {"vm:100": {"node": "node2", "state": "started"}},
         {"vm:100": {"state": "started", "node": "node2", "uid": "s1", "running": 1}},
-        groups={"g": {"nodes": {"node1": 2, "node2": 1}, "restricted": False,
-                      "nofailback": False}},
-    )  # fmt: skip
+        rules=rules,
+    )
     hw.lrm_status["node1"]["mode"] = "shutdown"
     hw.lrm_status["node2"]["results"] = {"s1": {"sid": "vm:100", "state": "started",
                                                 "exit_code": st.SUCCESS}}  # fmt: skip
     m = _master(hw)
     m.manage()
-    assert m.ss["vm:100"]["state"] == "started" and m.ss["vm:100"]["node"] == "node2"
-    hw.crm_commands.append("migrate vm:100 node1")  # nor by hand
-    m.manage()
-    assert m.ss["vm:100"]["state"] == "started" and m.ss["vm:100"]["node"] == "node2"
-    hw.lrm_status["node1"]["mode"] = "active"  # back: failback goes ahead
-    m.manage()
     assert m.ss["vm:100"]["state"] == "migrate" and m.ss["vm:100"]["target"] == "node1"
+
+
+def test_a_restarting_lrm_freezes_its_services() -> None:
+    hw = _hw(
+        {"vm:100": {"node": "node1", "state": "started"}},
+        {"vm:100": {"state": "started", "node": "node1", "uid": "s1", "running": 1}},
+    )
+    hw.lrm_status["node1"]["mode"] = "restart"
+    m = _master(hw)
+    m.manage()
+    assert m.ss["vm:100"]["state"] == "freeze"
+    hw.lrm_status["node1"]["mode"] = "active"
+    m.manage()
+    assert m.ss["vm:100"]["state"] == "started"
 
 
 class GatedEnv(ThreadedEnv):
