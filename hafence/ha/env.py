@@ -285,6 +285,15 @@ class Env(ABC):
         """Seconds one LRM round may spend waiting for workers to free a slot."""
         return 0.0
 
+    @property
+    def process_state(self) -> dict[str, Any]:
+        """State a daemon keeps for its process lifetime (the simulator runs every node
+        in one process and shares it, as Proxmox's harness shares module variables)."""
+        state = self.__dict__.get("_hafence_process_state")
+        if state is None:
+            state = self.__dict__["_hafence_process_state"] = {}
+        return state
+
     def _worker_results(self) -> dict[str, Any]:
         res = self.__dict__.get("_hafence_worker_results")
         if res is None:

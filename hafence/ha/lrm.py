@@ -43,7 +43,6 @@ class LRM:
         self.idle_rounds = 0
         self._round_deadline = 0.0  # until when this round may wait for workers
         self._status_problem: str | None = None  # why the manager status did not read
-        self._wrote_status = False
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
 
@@ -193,9 +192,10 @@ class LRM:
         env = self.env
         self._round_deadline = env.get_time() + env.worker_time_budget()
         self.cluster_state_update = env.cluster_state_update()
-        if not self._wrote_status:
+        # the first round of the process writes this LRM's status before anything else
+        if not env.process_state.get("lrm_wrote_status"):
             if self._update_lrm_status():
-                self._wrote_status = True
+                env.process_state["lrm_wrote_status"] = True
             else:
                 return not self.shutdown_requested
 

@@ -88,6 +88,10 @@ class SimEnv(Env):
     # -- shared state --------------------------------------------------------------------
     # Every access to the cluster filesystem fails while this node's cfs fails reads and
     # writes ('cfs NODE rw fail'), as pmxcfs does when it is not mounted.
+    @property
+    def process_state(self) -> dict[str, Any]:
+        return self.hw.shared  # one process runs every node's daemons in the harness
+
     def _cfs(self) -> None:
         if not self.hw.cfs_rw(self.nodename):
             raise OSError("cfs connection refused - not mounted?")

@@ -138,6 +138,8 @@ class Hardware:
         }
         self.loop_count = 0
         self.skip_rounds = {"crm": 0, "lrm": 0}
+        # what every daemon of the harness shares, as Perl module variables do
+        self.shared: dict[str, Any] = {}
         self.next_cmd_at = 0.0
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
@@ -508,11 +510,11 @@ class Hardware:
                     d.lrm_restart = False
                     d.lrm = LRM(d.lrm_env)
                 elif shutdown in ("reboot", "shutdown"):
+                    # the LRM exits before the CRM, as on a real node (without a CRM
+                    # running, nothing powers the node off: as Proxmox's harness)
                     if d.crm is not None:
                         d.crm_stop = True
-                        self.cmd(f"crm {d.name} stop", shutdown)
-                    else:
-                        self._power_cycle(d.name, shutdown)
+                    self.cmd(f"crm {d.name} stop", shutdown)
                 else:
                     raise SimError(f"unexpected LRM exit on {d.name}")
 
