@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from hafence.cli import ha_rules
 from hafence.errors import ConfigErrors, HafenceError
 from hafence.ha import config as hacfg
 from hafence.ha.state import format_crm_command
@@ -165,6 +166,9 @@ def _apply_resource(conf: dict[str, Any], groups: dict[str, Any], **opts: Any) -
     if opts.get("group") is not None:
         group = _value(hacfg.parse_group_name, opts["group"], "group")
         if group not in groups:
+            if not groups:
+                _fail(f"unknown group '{group}' (HA groups have been migrated to rules: "
+                      "'ha-manager rules config')")  # fmt: skip
             _fail(f"unknown group '{group}'")
         conf["group"] = group
     for key in ("max_restart", "max_relocate", "failback"):
@@ -256,8 +260,10 @@ def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any)
 
 @cli.command()
 @click.argument("sid")
+@click.option("--purge/--no-purge", default=True, show_default=True,
+              help="Also remove it from the rules naming it (a rule left empty goes).")  # fmt: skip
 @pass_ctx
-def remove(c: Ctx, sid: str) -> None:
+def remove(c: Ctx, sid: str, purge: bool) -> None:
     """Delete resource configuration."""
     sid = _sid(sid)
     store = c.store
@@ -265,8 +271,12 @@ def remove(c: Ctx, sid: str) -> None:
         resources = store.read_resources()
         if sid not in resources:
             _fail(f"no such resource '{sid}'")
+        if purge:
+            ha_rules.read_rules(store)  # a damaged rules.cfg refuses before any write
         del resources[sid]
         store.write_resources(resources)
+        if purge:
+            ha_rules.purge_resource(store, sid)
 
 
 def _print_records(header: str, rec: dict[str, Any]) -> None:
@@ -480,7 +490,37 @@ def _queue_move(c: Ctx, kind: str, sid: str, node: str) -> None:
             _fail(f"service '{sid}' is not HA managed")
         _check_node(node, _cluster_nodes(store, ms), strict=True)
         _check_not_error(sid, ms, None)
+        together, blocking = _motion_info(store, ms, sid, node)
+        if blocking:
+            _fail(f"cannot {kind} resource '{sid}' to node '{node}':\n\n" + "".join(
+                f"- resource '{b}' on target node '{node}' in negative affinity with "
+                f"resource '{sid}'\n" for b in blocking))  # fmt: skip
         store.queue_crm_command(f"{kind} {sid} {node}")
+    for csid in together:
+        click.echo(f"also {kind} resource '{csid}' in positive affinity with resource '{sid}' "
+                   f"to target node '{node}'")  # fmt: skip
+
+
+def _motion_info(
+    store: Store, ms: dict[str, Any], sid: str, node: str
+) -> tuple[list[str], list[str]]:
+    """``(peers moving along, negative peers blocking NODE)`` by the resource-affinity
+    rules, as the master applies them."""
+    ss = ms.get("service_status") or {}
+    compiled = ha_rules.compiled_rules(store, sorted(ms.get("node_status") or {}))
+    positive, negative = compiled.affinitive(sid)
+    together = [c for c in sorted(positive) if c in ss and ss[c].get("state") != "ignored"]
+    blocking = []
+    for csid in sorted(negative):
+        csd = ss.get(csid)
+        if csd is None or csd.get("state") == "ignored":
+            continue
+        if csd.get("node") and csd["node"] != node:
+            continue
+        if csd.get("target") and csd["target"] != node:
+            continue
+        blocking.append(csid)
+    return together, blocking
 
 
 @cli.command()
@@ -667,6 +707,13 @@ def fence_config_show(c: Ctx) -> None:
 
     with _errors():
         click.echo(c.store.read_text(FENCE_CFG), nl=False)
+
+
+ha_rules.register(
+    cli,
+    {"pass_ctx": pass_ctx, "errors": _errors, "manager_status": _manager_status,
+     "cluster_nodes": _cluster_nodes},
+)  # fmt: skip
 
 
 def main() -> None:

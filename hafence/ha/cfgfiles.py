@@ -74,9 +74,13 @@ class ConfigFiles:
     def rules(self) -> dict[str, dict[str, Any]]:
         return self._read(RULES, hacfg.parse_rules, {})
 
-    def ha_options(self) -> dict[str, Any]:
+    def datacenter(self) -> dict[str, Any]:
+        """The datacenter options (``ha`` always filled, ``crs`` when given)."""
         default = {"ha": dict(hacfg.DEFAULT_HA_OPTIONS)}
-        return dict(self._read(DATACENTER, hacfg.parse_datacenter, default)["ha"])
+        return dict(self._read(DATACENTER, hacfg.parse_datacenter, default))
+
+    def ha_options(self) -> dict[str, Any]:
+        return dict(self.datacenter()["ha"])
 
     # -- writing -----------------------------------------------------------------------------
     def rewrite_resources(self, change: Callable[[dict[str, dict[str, Any]]], bool]) -> str | None:

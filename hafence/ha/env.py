@@ -192,6 +192,11 @@ class Env(ABC):
         """``{node: {"maxcpu": cores, "maxmem": bytes}}``."""
         return {}
 
+    def lrm_status_extra(self) -> dict[str, Any]:
+        """More for this node's LRM status (a real node: its version and the figures
+        the schedulers read, see ``hafence.ha.realenv``)."""
+        return {}
+
     def get_dynamic_node_stats(self) -> dict[str, dict[str, Any]]:
         """``{node: {"cpu": cores, "maxcpu": cores, "mem": bytes, "maxmem": bytes}}``:
         what each node uses now, its services' usage included."""

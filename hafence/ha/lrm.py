@@ -81,6 +81,7 @@ class LRM:
         try:
             env.write_lrm_status(
                 {
+                    **env.lrm_status_extra(),
                     "state": self.status,
                     "mode": self.mode,
                     "results": self.results,
