@@ -11,6 +11,7 @@ memory claim), ``CPUUsageNSec`` (over the time between two samples) and
 
 from __future__ import annotations
 
+import math
 import re
 import time
 
@@ -50,10 +51,12 @@ def _seconds(text: str) -> float:
 
 
 def _number(text: str) -> float:
+    """A byte or nanosecond count; 'infinity' and '[not set]' are none (0.0)."""
     try:
-        return float(text)
-    except ValueError:  # 'infinity', '[not set]'
+        value = float(text)
+    except ValueError:
         return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 class SystemdType(ResourceType):
