@@ -43,7 +43,7 @@ def test_steal_moves_the_config_once(pve: Path) -> None:
     assert not conf.exists()
     assert (pve / "nodes/node2/qemu-server/100.conf").read_text() == "memory: 2048\n"
     vm.steal("100", "node1", "node2")  # a master that died after the rename: nothing to do
-    with pytest.raises(ResourceError, match="rename .* failed"):
+    with pytest.raises(ResourceError, match=r"rename .* failed"):
         CtType("node2").steal("200", "node1", "node3")  # no such container config
 
 
@@ -112,7 +112,8 @@ def test_recovery_moves_the_guest_config_and_drops_a_leftover_lock(
             m.manage()
     log = caplog.text
     assert "fencing: acknowledged - got agent lock for node 'node1'" in log
-    assert "removed leftover lock 'backup' from recovered service 'vm:100' to allow its start." in log
+    removed = "removed leftover lock 'backup' from recovered service 'vm:100' to allow its start."
+    assert removed in log
     target = m.ss["vm:100"]["node"]
     assert target in ("node2", "node3") and m.ss["vm:100"]["state"] == "started"
     moved = pve / "nodes" / target / "qemu-server/100.conf"
