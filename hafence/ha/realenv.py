@@ -139,9 +139,12 @@ class RealEnv(Env):
         self.config = ConfigFiles(store, self.log)
         self._last_options: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
         self._datacenter: dict[str, Any] | None = None  # this round's datacenter options
-        self.sampler = NodeSampler()
+        # HAFENCE_STATS_ROOT: where /proc and /sys/fs/cgroup are read (a test plays
+        # several machines on one)
+        self.sampler = NodeSampler(os.environ.get("HAFENCE_STATS_ROOT") or "/")
         self.stats_interval = stats_interval
         self._stats: tuple[float, dict[str, Any]] | None = None  # (when, figures)
+        self._known_figures: dict[str, dict[str, float]] = {}  # the CRM's last seen, by sid
         self._status_nodes: set[str] | None = None  # nodes the last good manager status named
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
@@ -399,25 +402,32 @@ class RealEnv(Env):
             self._stats = None  # the basic scheduler counts services: no figures needed
             return {"version": __version__}
         now = time.monotonic()
-        if self._stats is None or now - self._stats[0] >= self.stats_interval:
-            self._stats = (now, self._sample_stats())
+        mine = self._local_sids()
+        # sampled every stats_interval, and at once for a service that just arrived
+        if (
+            self._stats is None
+            or now - self._stats[0] >= self.stats_interval
+            or set(self._stats[1].get("service_stats", {})) != mine
+        ):
+            self._stats = (now, self._sample_stats(mine))
         return {"version": __version__, **self._stats[1]}
 
-    def _sample_stats(self) -> dict[str, Any]:
+    def _local_sids(self) -> set[str]:
+        try:
+            conf = self.read_service_config()
+        except StoreUnavailable:
+            return set()
+        return {sid for sid, cd in conf.items() if cd.get("node") == self.nodename}
+
+    def _sample_stats(self, sids: set[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         try:
             out["node_stats"] = self.sampler.sample()
         except (OSError, ValueError) as exc:
             self.log("warning", f"cannot read this node's size and load: {exc}")
         services: dict[str, dict[str, float]] = {}
-        try:
-            conf = self.read_service_config()
-        except StoreUnavailable:
-            conf = {}
         types = self.resource_types()
-        for sid in sorted(conf):
-            if conf[sid].get("node") != self.nodename:
-                continue
+        for sid in sorted(sids):
             rtype, rid = split_sid(sid)
             plugin = types.get(rtype)
             if plugin is None:
@@ -428,8 +438,7 @@ class RealEnv(Env):
                     entry.update(fn(rid) or {})
                 except ResourceError as exc:
                     self.log("warning", f"service {sid}: no scheduler figures: {exc.message}")
-            if entry:
-                services[sid] = entry
+            services[sid] = entry
         out["service_stats"] = services
         return out
 
@@ -443,11 +452,22 @@ class RealEnv(Env):
         return out
 
     def _service_stats(self, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Each service's figures as its node's LRM reports them; a service that just
+        moved has them from the node it left until its new node's next sample."""
         lrms = self._lrm_figures()
+        reported = {n: lrm.get("service_stats") or {} for n, lrm in lrms.items()}
         stats = self.get_basic_service_stats()
         for sid, entry in stats.items():
-            figures = (lrms.get(entry.get("node") or "", {}).get("service_stats") or {}).get(sid)
-            entry["usage"] = {k: figures[k] for k in keys if k in (figures or {})}
+            here = reported.get(entry.get("node") or "", {}).get(sid)
+            figures = here or next((r[sid] for _, r in sorted(reported.items())
+                                    if r.get(sid)), None)  # fmt: skip
+            if figures:
+                self._known_figures[sid] = figures
+            else:  # between the two nodes' samples: as last seen
+                figures = self._known_figures.get(sid, {})
+            entry["usage"] = {k: figures[k] for k in keys if k in figures}
+        for sid in set(self._known_figures) - set(stats):
+            del self._known_figures[sid]
         return stats
 
     def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
