@@ -19,6 +19,7 @@ from what this reads; an unreadable file is first kept beside it as
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -67,6 +68,10 @@ class ConfigFiles:
         self._good(RESOURCES, value, bad_bytes)
         self._parsed_text = text
         return {sid: dict(cd) for sid, cd in value.items()}, text if bad_bytes else None
+
+    def resources_digest(self) -> str:
+        """Changes with resources.cfg's text (as last read)."""
+        return hashlib.sha1((self._parsed_text or "").encode()).hexdigest()
 
     def groups(self) -> dict[str, dict[str, Any]]:
         return self._read(GROUPS, hacfg.parse_groups, {})

@@ -215,7 +215,24 @@ class Manager:
         self.online = set(usage.list_nodes())
 
     def _select(self, sid: str, cd: dict[str, Any], preference: str) -> str | None:
-        assert self.compiled is not None
+        c = self.compiled
+        assert c is not None
+        if (
+            preference == "none"
+            and sid not in c.node_affinity
+            and sid not in c.positive
+            and sid not in c.negative
+        ):
+            # select_service_node's answer without rules, without its cost for every
+            # service every round: stay, or go back to the maintenance fallback
+            sd, online = self.ss[sid], self.online
+            current, fallback = sd.get("node"), sd.get("maintenance_node")
+            if online and not cd.get("failback", True) and current in online:
+                return current
+            if fallback is not None and fallback in online:
+                return fallback
+            if current in online:
+                return current
         return select_service_node(
             self.compiled, self.usage, sid, cd, self.ss, preference, self.online
         )

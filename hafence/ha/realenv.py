@@ -294,7 +294,7 @@ class RealEnv(Env):
         return self.config.resources()
 
     def service_config_digest(self, services: dict[str, dict[str, Any]]) -> str | None:
-        return super().service_config_digest(services)
+        return self.config.resources_digest()
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
         return self.config.groups()
