@@ -506,21 +506,13 @@ def _motion_info(
 ) -> tuple[list[str], list[str]]:
     """``(peers moving along, negative peers blocking NODE)`` by the resource-affinity
     rules, as the master applies them."""
+    from hafence.ha.select import blocking_peers
+
     ss = ms.get("service_status") or {}
     compiled = ha_rules.compiled_rules(store, sorted(ms.get("node_status") or {}))
-    positive, negative = compiled.affinitive(sid)
+    positive = compiled.affinitive(sid)[0]
     together = [c for c in sorted(positive) if c in ss and ss[c].get("state") != "ignored"]
-    blocking = []
-    for csid in sorted(negative):
-        csd = ss.get(csid)
-        if csd is None or csd.get("state") == "ignored":
-            continue
-        if csd.get("node") and csd["node"] != node:
-            continue
-        if csd.get("target") and csd["target"] != node:
-            continue
-        blocking.append(csid)
-    return together, blocking
+    return together, blocking_peers(compiled, sid, ss, node)
 
 
 @cli.command()

@@ -133,6 +133,15 @@ def _write(store: Store, rules: dict[str, dict[str, Any]]) -> None:
     store.write_text(RULES_CFG, text)
 
 
+def _check_and_write(
+    store: Store, rule: str, rules: dict[str, dict[str, Any]], helpers: dict[str, Any]
+) -> None:
+    ms = helpers["manager_status"](store)
+    known = helpers["cluster_nodes"](store, ms)
+    _check(store, rule, rules, known, sorted(ms["node_status"]))
+    _write(store, rules)
+
+
 def _require_migrated_groups(store: Store, what: str) -> None:
     if store.read_groups():
         raise click.ClickException(
@@ -147,7 +156,6 @@ def register(cli: click.Group, ctx_helpers: dict[str, Any]) -> None:
     pass_ctx = ctx_helpers["pass_ctx"]
     errors = ctx_helpers["errors"]
     manager_status = ctx_helpers["manager_status"]
-    cluster_nodes = ctx_helpers["cluster_nodes"]
 
     @cli.group("rules")
     def rules_group() -> None:
@@ -171,9 +179,7 @@ def register(cli: click.Group, ctx_helpers: dict[str, Any]) -> None:
             new: dict[str, Any] = {"type": rtype}
             _apply(rtype, new, opts)
             rules[rule] = new
-            ms = manager_status(store)
-            _check(store, rule, rules, cluster_nodes(store, ms), sorted(ms["node_status"]))
-            _write(store, rules)
+            _check_and_write(store, rule, rules, ctx_helpers)
 
     @rules_group.command("set")
     @click.argument("rtype", metavar="TYPE", type=click.Choice(TYPES))
@@ -203,9 +209,7 @@ def register(cli: click.Group, ctx_helpers: dict[str, Any]) -> None:
                 new.pop(key, None)
             _apply(rtype, new, opts)
             rules[rule] = new
-            ms = manager_status(store)
-            _check(store, rule, rules, cluster_nodes(store, ms), sorted(ms["node_status"]))
-            _write(store, rules)
+            _check_and_write(store, rule, rules, ctx_helpers)
 
     @rules_group.command("remove")
     @click.argument("rule")

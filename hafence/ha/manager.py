@@ -43,6 +43,7 @@ from hafence.ha.env import Env, ServiceLocationConflict
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.select import (
     apply_negative_resource_affinity,
+    blocking_peers,
     get_node_affinity,
     get_resource_affinity,
     select_service_node,
@@ -561,21 +562,14 @@ class Manager:
         node a negative peer uses; positive peers move along."""
         assert self.compiled is not None
         env, ss = self.env, self.ss
-        together, separate = self.compiled.affinitive(sid)
-        for csid in sorted(separate):
-            csd = ss.get(csid)
-            if csd is None or csd.get("state") == "ignored":
-                continue
-            if csd.get("node") and csd["node"] != target:
-                continue
-            if csd.get("target") and csd["target"] != target:
-                continue
+        for csid in blocking_peers(self.compiled, sid, ss, target)[:1]:  # one is enough
             env.log(
                 "err",
                 f"crm command '{line}' error - service '{csid}' on node '{target}' in "
                 f"negative affinity with service '{sid}'",
             )
             return
+        together = self.compiled.affinitive(sid)[0]
         env.log("info", f"got crm command: {line}")
         ss[sid]["cmd"] = [task, target]
         for csid in sorted(together):

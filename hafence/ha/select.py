@@ -71,6 +71,23 @@ def get_resource_affinity(
     return together, separate
 
 
+def blocking_peers(
+    compiled: CompiledRules, sid: str, ss: Mapping[str, Mapping[str, Any]], target: str
+) -> list[str]:
+    """Negative peers of ``sid`` that use ``target`` (or will): a move there is refused."""
+    out = []
+    for csid in sorted(compiled.affinitive(sid)[1]):
+        csd = ss.get(csid)
+        if csd is None or csd.get("state") == "ignored":
+            continue
+        if csd.get("node") and csd["node"] != target:
+            continue
+        if csd.get("target") and csd["target"] != target:
+            continue
+        out.append(csid)
+    return out
+
+
 def is_allowed_on_node(together: Mapping[str, int], separate: Mapping[str, int], node: str) -> bool:
     return bool(together.get(node)) or not separate.get(node)
 

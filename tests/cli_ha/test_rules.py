@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from hafence.cli.ha_manager import cli
 from hafence.store import EmbeddedStore
+from tests.cli_ha.test_ha_manager import files, run
 
 
 @pytest.fixture
@@ -37,14 +36,6 @@ def store_dir(tmp_path: Path) -> Path:
     with s.locked():
         pass
     return d
-
-
-def run(store_dir: Path, *args: str) -> Result:
-    return CliRunner().invoke(cli, ["--store", str(store_dir), *args])
-
-
-def files(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def rules_text(d: Path) -> str:

@@ -31,6 +31,7 @@ from click.testing import CliRunner
 
 from hafence.cli.ha_manager import cli as ha_manager
 from hafence.store import EmbeddedStore
+from tests.daemons.test_daemons_e2e import wait_for
 
 NODES = ("node1", "node2", "node3")
 # self-fencing rule: lease 6 > watchdog 3 + hardware 2 + store 0.5 (no watchdog here)
@@ -140,15 +141,6 @@ class Cluster:
         wait_for(lambda: not any(self.where(n) for n in names), MOVE, f"{names} to stop")
         for name in names:
             self.ha("remove", f"dummy:{name}")
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
