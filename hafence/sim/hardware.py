@@ -184,7 +184,11 @@ class Hardware:
             for n, s in self.status.items()
         }
         online = sum(1 for d in info.values() if d["online"])
-        return info, online * 2 > len(info)
+        quorate = online * 2 > len(info)
+        if not quorate:  # without quorum nobody is seen online (as Proxmox's harness)
+            for d in info.values():
+                d["online"] = False
+        return info, quorate
 
     def cfs_rw(self, node: str) -> bool:
         return self.cfs[node]["rw"]
