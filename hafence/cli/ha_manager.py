@@ -645,6 +645,55 @@ def crm_arm(c: Ctx) -> None:
         store.queue_crm_command("arm-ha")
 
 
+# -- datacenter options ----------------------------------------------------------------------
+@cli.group("options")
+def options() -> None:
+    """Datacenter HA options (datacenter.cfg): ha.shutdown_policy, ha.max_worker, crs.ha
+    (basic|static|dynamic), crs.ha-rebalance-on-start, crs.ha-auto-rebalance ..."""
+
+
+@options.command("show")
+@pass_ctx
+def options_show(c: Ctx) -> None:
+    """Print the datacenter options (JSON)."""
+    with _errors():
+        click.echo(hacfg.format_datacenter(c.store.read_datacenter()), nl=False)
+
+
+@options.command("set")
+@click.argument("assignments", nargs=-1, metavar="SECTION.KEY=VALUE...")
+@click.option("--delete", help="Comma-separated SECTION.KEY to remove.")
+@pass_ctx
+def options_set(c: Ctx, assignments: tuple[str, ...], delete: str | None) -> None:
+    """Set (or --delete) datacenter options, e.g. 'crs.ha=static crs.ha-auto-rebalance=1';
+    the whole file is checked before it is written."""
+    store = c.store
+    with _errors(), store.locked():
+        store.read_datacenter()  # a damaged file is refused, naming its line
+        text = store.read_text("datacenter.cfg")
+        data = json.loads(text) if text.strip() else {}
+        for item in (d.strip() for d in (delete or "").split(",") if d.strip()):
+            section, _, key = item.partition(".")
+            if key not in (data.get(section) or {}):
+                _fail(f"--delete: '{item}' is not set")
+            del data[section][key]
+        for item in assignments:
+            path, sep, raw = item.partition("=")
+            section, _, key = path.partition(".")
+            if not sep or not section or not key:
+                _fail(f"'{item}': expected SECTION.KEY=VALUE")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw  # a word: a string
+            if not isinstance(data.setdefault(section, {}), dict):
+                _fail(f"'{section}' is not a section")
+            data[section][key] = value
+        new = hacfg.format_datacenter(data)
+        hacfg.parse_datacenter(new, store.location("datacenter.cfg"))  # names what is wrong
+        store.write_text("datacenter.cfg", new)
+
+
 # -- the cluster's fence.cfg -------------------------------------------------------------------
 @cli.group("fence-config")
 def fence_config() -> None:

@@ -132,7 +132,12 @@ class Cluster:
         tmp.replace(self.stats_file)
 
     def datacenter(self, **crs: Any) -> None:
-        self.store.write_datacenter({"crs": crs} if crs else {})
+        """Set the crs options through ha-manager (none: remove them all)."""
+        current = self.store.read_datacenter().get("crs") or {}
+        if current:
+            self.ha("options", "set", "--delete", ",".join(f"crs.{k}" for k in current))
+        if crs:
+            self.ha("options", "set", *(f"crs.{k.replace('_', '-')}={v}" for k, v in crs.items()))
 
     def remove(self, *names: str) -> None:
         """Stop the services and take them out of HA."""
