@@ -55,10 +55,12 @@ def _reap(pid: int) -> None:
 class DummyType(ResourceType):
     name = "dummy"
     description = "a real process per service (tests and demos)"
+    marker = MARKER  # argv word that says "ours" (with the SID) when pid files are read
+    program = _PROGRAM  # what the process runs (``python -c``)
 
     def _dir(self) -> Path:
         base = self.state_dir if self.state_dir is not None else default_state_dir(self.node)
-        return base / "dummy"
+        return base / self.name
 
     def pidfile(self, rid: str) -> Path:
         if not _NAME.match(rid) or "/" in rid:
@@ -73,7 +75,7 @@ class DummyType(ResourceType):
             return None
         _reap(pid)
         argv = _cmdline(pid)
-        if argv is None or MARKER not in argv or self.sid(rid) not in argv:
+        if argv is None or self.marker not in argv or self.sid(rid) not in argv:
             return None
         return pid
 
@@ -84,6 +86,10 @@ class DummyType(ResourceType):
     def status(self, rid: str) -> str:
         return RUNNING if self.pid(rid) is not None else STOPPED
 
+    def argv(self, rid: str) -> list[str]:
+        """The service process' command line (the words after the program label it)."""
+        return [sys.executable, "-c", self.program, self.marker, self.sid(rid), self.node]
+
     def start(self, rid: str) -> None:
         if self.pid(rid) is not None:
             return
@@ -91,7 +97,7 @@ class DummyType(ResourceType):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _PROGRAM, MARKER, self.sid(rid), self.node],
+                self.argv(rid),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
