@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2)
+# nftables: hafence lab's partitions and lossy links (tc is in iproute2)
+APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2 nftables)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")

@@ -15,6 +15,7 @@ from hafence.cli.demo import demo
 from hafence.cli.devices import device
 from hafence.cli.drivers import driver_group, drivers_group, plugins_group
 from hafence.cli.fence import chain_cmd, config_group, fence_cmd, history_cmd
+from hafence.cli.lab import lab
 from hafence.cli.output import global_options
 from hafence.cli.sim import sim
 from hafence.cli.watchdog import watchdog
@@ -39,5 +40,6 @@ for _command in (
     demo,
     watchdog,
     sim,
+    lab,
 ):
     cli.add_command(_command)
