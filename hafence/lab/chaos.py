@@ -79,6 +79,11 @@ def make_schedule(seed: int, nodes: list[str], services: list[str], t: LabTiming
         steps.extend(new)
         ends.append(max([until, *(st.at for st in new)]))
 
+    def held(name: str, fault: Step, hold: float) -> None:
+        """A fault that lasts ``hold`` seconds, then its node is healed."""
+        assert fault.node is not None
+        ep(f"{name} {hold}s", fault, Step(fault.at + hold, "heal", fault.node))
+
     for _ in range(rng.choice([1, 1, 2, 2, 3])):
         at = round(rng.uniform(0, 8), 1)
         node = rng.choice(nodes)
@@ -131,18 +136,11 @@ def make_schedule(seed: int, nodes: list[str], services: list[str], t: LabTiming
                 Step(at + d, "thaw", node),
             )
         elif kind == "isolate":
-            ep(
-                f"isolate {node} {hold}s",
-                Step(at, "partition", node),
-                Step(at + hold, "heal", node),
-            )
+            held(f"isolate {node}", Step(at, "partition", node), hold)
         elif kind == "one-way":
             direction = rng.choice(["in", "out"])
-            ep(
-                f"one-way({direction}) {node} {hold}s",
-                Step(at, "partition", node, {"direction": direction}),
-                Step(at + hold, "heal", node),
-            )
+            fault = Step(at, "partition", node, {"direction": direction})
+            held(f"one-way({direction}) {node}", fault, hold)
         elif kind == "split":
             minority = rng.sample(nodes, max(1, (len(nodes) - 1) // 2))
             majority = [n for n in nodes if n not in minority]
@@ -153,30 +151,14 @@ def make_schedule(seed: int, nodes: list[str], services: list[str], t: LabTiming
             )
         elif kind == "bridge":
             a, c = rng.sample(nodes, 2)
-            ep(
-                f"bridge {a}-x-{c} {hold}s",
-                Step(at, "partition", a, {"peers": [c]}),
-                Step(at + hold, "heal", a),
-            )
+            held(f"bridge {a}-x-{c}", Step(at, "partition", a, {"peers": [c]}), hold)
         elif kind == "lossy":
             loss = rng.choice([10, 20, 30, 50])
-            ep(
-                f"lossy {node} {loss}% {hold}s",
-                Step(at, "slow-net", node, {"loss": loss, "delay": rng.choice([50, 200, 500])}),
-                Step(at + hold, "heal", node),
-            )
-        elif kind == "etcd-stop":
-            ep(
-                f"etcd-stop {node} {hold}s",
-                Step(at, "etcd-stop", node),
-                Step(at + hold, "heal", node),
-            )
-        elif kind == "link-down":
-            ep(
-                f"link-down {node} {hold}s",
-                Step(at, "link-down", node),
-                Step(at + hold, "heal", node),
-            )
+            delay = rng.choice([50, 200, 500])
+            fault = Step(at, "slow-net", node, {"loss": loss, "delay": delay})
+            held(f"lossy {node} {loss}%", fault, hold)
+        elif kind in ("etcd-stop", "link-down"):
+            held(f"{kind} {node}", Step(at, kind, node), hold)
         elif kind == "daemon-kill":
             daemon = rng.choice(["lrm", "crm"])
             ep(f"kill {daemon}@{node}", Step(at, "kill-daemon", node, {"daemon": daemon}))

@@ -29,6 +29,7 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import threading
@@ -144,34 +145,46 @@ class Finding:
         return f"{when} {self.rule}: {self.detail}"
 
 
-class Physics:
-    """Each node's power, link and deaths over time, from the supervisor's event log."""
+class Timeline:
+    """Each node's power, link and deaths over time, from the supervisor's event log
+    (events arrive in time order: lookups bisect)."""
+
+    SWITCHES = {"link_up": ("link", True), "link_down": ("link", False),
+                "power_on": ("power", True), "power_off": ("power", False)}  # fmt: skip
 
     def __init__(self) -> None:
-        self.events: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        # (node, "link"|"power") -> (times, states): the state from each time on
+        self.changes: dict[tuple[str, str], tuple[list[float], list[bool]]] = defaultdict(
+            lambda: ([], [])
+        )
+        self._deaths: dict[str, list[float]] = defaultdict(list)
 
     def add(self, rec: dict[str, Any]) -> None:
-        if rec.get("node"):
-            self.events[rec["node"]].append((rec["t"], rec["event"]))
+        node, event = rec.get("node"), rec["event"]
+        if not node:
+            return
+        if event in self.SWITCHES:
+            what, state = self.SWITCHES[event]
+            times, states = self.changes[(node, what)]
+            times.append(rec["t"])
+            states.append(state)
+        elif event == "died":
+            self._deaths[node].append(rec["t"])
 
-    def _state(self, node: str, t: float, on: str, off: str) -> bool:
-        """True unless the last of ``on``/``off`` events at or before ``t`` is ``off``."""
-        last = True
-        for when, ev in self.events.get(node, []):
-            if when > t:
-                break
-            if ev in (on, off):
-                last = ev == on
-        return last
+    def _state(self, node: str, what: str, t: float) -> bool:
+        """The last state at or before ``t`` (a lab starts powered, links up)."""
+        times, states = self.changes.get((node, what), ([], []))
+        i = bisect.bisect_right(times, t)
+        return states[i - 1] if i else True
 
     def link_up(self, node: str, t: float) -> bool:
-        return self._state(node, t, "link_up", "link_down")
+        return self._state(node, "link", t)
 
     def powered(self, node: str, t: float) -> bool:
-        return self._state(node, t, "power_on", "power_off")
+        return self._state(node, "power", t)
 
     def deaths(self, node: str) -> list[float]:
-        return [t for t, ev in self.events.get(node, []) if ev == "died"]
+        return self._deaths.get(node, [])
 
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -216,7 +229,7 @@ class Checker:
         self.timings = timings
         self.scanner = ProcessScanner(layout)
         self.samples: list[tuple[float, list[Copy]]] = []
-        self.physics = Physics()
+        self.timeline = Timeline()
         self.events = EventLog(layout.events_file)
         self.tail = TailReader()
         self.writes: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
@@ -247,7 +260,7 @@ class Checker:
     def collect(self) -> None:
         """Read what the logs gained since the last call."""
         for rec in self.events.read_new():
-            self.physics.add(rec)
+            self.timeline.add(rec)
         for path in sorted(self.layout.writer_dir.glob("*.log")):
             for line in self.tail.read(path):
                 parts = line.split()
@@ -285,7 +298,7 @@ class Checker:
         """Copies per service on nodes that reach the network (link up) at ``t``."""
         out: dict[str, list[Copy]] = defaultdict(list)
         for c in copies:
-            if self.physics.link_up(c.node, t):
+            if self.timeline.link_up(c.node, t):
                 out[c.sid].append(c)
         return out
 
@@ -313,7 +326,7 @@ class Checker:
             open_seg: dict[str, list[Any]] = {}
             for t, node, token in sorted(lines):
                 seg = open_seg.get(token)
-                if not self.physics.link_up(node, t):  # cut off from storage: a break
+                if not self.timeline.link_up(node, t):  # cut off from storage: a break
                     if seg:
                         segments.append(tuple(seg))  # type: ignore[arg-type]
                         del open_seg[token]
@@ -386,10 +399,10 @@ class Checker:
                 node, devices = m.group(1), m.group(2)
                 window = [t - budget + k * 0.1 for k in range(int((budget + 3) * 10))]
                 if f"bmc-{node}" in devices:
-                    ok = any(not self.physics.powered(node, w) for w in window)
+                    ok = any(not self.timeline.powered(node, w) for w in window)
                     what = "its power is not off"
                 else:
-                    ok = any(not self.physics.link_up(node, w) for w in window)
+                    ok = any(not self.timeline.link_up(node, w) for w in window)
                     what = "its link is not down"
                 if not ok:
                     found.append(
@@ -407,7 +420,7 @@ class Checker:
             for sid, cs in counted.items():
                 if sid in down_since:
                     start, node = down_since.pop(sid)
-                    if any(start - 2 <= d <= start + 1 for d in self.physics.deaths(node)):
+                    if any(start - 2 <= d <= start + 1 for d in self.timeline.deaths(node)):
                         out.append(t - start)
                 last_on[sid] = (t, cs[0].node)
             for sid, (_t, node) in last_on.items():

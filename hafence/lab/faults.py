@@ -6,12 +6,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hafence.lab.bmc import Bmcs
-from hafence.lab.layout import LabError, Layout
-from hafence.lab.network import Network
-from hafence.lab.node import DAEMONS, Node
-from hafence.lab.physics import Physics
-from hafence.lab.switch import Switch
+from hafence.lab.layout import LabError
+from hafence.lab.node import DAEMONS
+from hafence.lab.physics import Machines, Physics
 
 KINDS: dict[str, str] = {
     "kill": "crash the node: all its processes die at once; it stays down until healed",
@@ -34,28 +31,17 @@ KINDS: dict[str, str] = {
 
 
 class Faults:
-    def __init__(
-        self,
-        layout: Layout,
-        nodes: Mapping[str, Node],
-        bmcs: Bmcs,
-        switch: Switch,
-        net: Network,
-        physics: Physics,
-    ) -> None:
-        self.layout = layout
-        self.nodes = nodes
-        self.bmcs = bmcs
-        self.switch = switch
-        self.net = net
+    def __init__(self, machines: Machines, physics: Physics) -> None:
+        self.m = machines
         self.physics = physics
-        self.blocked: dict[str, set[str]] = {n: set() for n in layout.nodes}  # node <- peers
-        self.loss: dict[str, int] = dict.fromkeys(layout.nodes, 0)
-        self.delay: dict[str, int] = dict.fromkeys(layout.nodes, 0)
+        nodes = machines.layout.nodes
+        self.blocked: dict[str, set[str]] = {n: set() for n in nodes}  # node <- peers
+        self.loss: dict[str, int] = dict.fromkeys(nodes, 0)
+        self.delay: dict[str, int] = dict.fromkeys(nodes, 0)
 
     def active(self, node: str) -> list[str]:
         """What is wrong with the node right now (for status)."""
-        n = self.nodes[node]
+        n = self.m.nodes[node]
         out = []
         if n.state == "halted":
             out.append("crashed")
@@ -64,18 +50,18 @@ class Faults:
             out.append(f"deaf-to:{','.join(sorted(self.blocked[node]))}")
         if self.loss[node] or self.delay[node]:
             out.append(f"slow-net:{self.delay[node]}ms/{self.loss[node]}%")
-        if node in self.bmcs.dead and node not in self.physics.flaky:
+        if node in self.m.bmcs.dead and node not in self.physics.flaky:
             out.append("bmc-dead")
         if node in self.physics.flaky:
             out.append("bmc-flaky")
-        if self.bmcs.stuck(node):
+        if self.m.bmcs.stuck(node):
             out.append("bmc-stuck")
         out += [f"held:{d}" for d in sorted(n.held)]
         return out
 
     def _render_net(self, node: str) -> None:
-        addrs = [self.layout.node_addr(p) for p in self.blocked[node]]
-        self.net.filter(node, addrs, self.loss[node])
+        addrs = [self.m.layout.node_addr(p) for p in self.blocked[node]]
+        self.m.net.filter(node, addrs, self.loss[node])
 
     def _daemon(self, opts: Mapping[str, Any], allowed: tuple[str, ...] = DAEMONS) -> str:
         d = opts.get("daemon")
@@ -84,8 +70,8 @@ class Faults:
         return str(d)
 
     async def apply(self, node: str, kind: str, opts: Mapping[str, Any]) -> dict[str, Any]:
-        self.layout.index(node)  # a clear error for an unknown node
-        n = self.nodes[node]
+        self.m.layout.index(node)  # a clear error for an unknown node
+        n = self.m.nodes[node]
         now = time.monotonic()
         info: dict[str, Any] = {}
         if kind == "kill":
@@ -97,9 +83,9 @@ class Faults:
         elif kind == "thaw":
             n.thaw()
         elif kind == "partition":
-            peers = opts.get("peers") or [p for p in self.layout.nodes if p != node]
+            peers = opts.get("peers") or [p for p in self.m.layout.nodes if p != node]
             for p in peers:
-                self.layout.index(p)
+                self.m.layout.index(p)
             direction = opts.get("direction", "both")
             if direction not in ("in", "out", "both"):
                 raise LabError("--direction must be in, out or both")
@@ -114,18 +100,18 @@ class Faults:
         elif kind == "slow-net":
             self.loss[node] = int(opts.get("loss", 10))
             self.delay[node] = int(opts.get("delay", 200))
-            info["netem"] = self.net.delay(node, self.delay[node], self.delay[node] // 4)
+            info["netem"] = self.m.net.delay(node, self.delay[node], self.delay[node] // 4)
             if not info["netem"]:
                 self.delay[node] = 0
                 info["note"] = "this kernel has no sch_netem: loss only, no delay"
             self._render_net(node)
         elif kind == "link-down":
-            await self.switch.set_port(node, False)
+            await self.m.switch.set_port(node, False)
         elif kind == "bmc-dead":
             self.physics.flaky.pop(node, None)
-            self.bmcs.set_dead(node, True)
+            self.m.bmcs.set_dead(node, True)
         elif kind == "bmc-stuck":
-            self.bmcs.set_stuck(node, True)
+            self.m.bmcs.set_stuck(node, True)
         elif kind == "bmc-flaky":
             self.physics.flaky[node] = now
         elif kind == "etcd-stop":
@@ -135,9 +121,9 @@ class Faults:
         elif kind == "restart":
             n.restart_daemon(self._daemon(opts, ("etcd", "lrm", "crm")))
         elif kind == "power-off":
-            self.bmcs.press_power(node, False)
+            self.m.bmcs.press_power(node, False)
         elif kind == "power-on":
-            self.bmcs.press_power(node, True)
+            self.m.bmcs.press_power(node, True)
         elif kind == "heal":
             await self.heal(node)
         else:
@@ -145,12 +131,12 @@ class Faults:
         return info
 
     async def heal(self, node: str) -> None:
-        n = self.nodes[node]
+        n = self.m.nodes[node]
         now = time.monotonic()
         n.thaw()
         self.physics.flaky.pop(node, None)
-        self.bmcs.set_dead(node, False)
-        self.bmcs.set_stuck(node, False)
+        self.m.bmcs.set_dead(node, False)
+        self.m.bmcs.set_stuck(node, False)
         touched = {node} if self.blocked[node] or self.loss[node] else set()
         self.blocked[node].clear()
         for p, srcs in self.blocked.items():
@@ -160,13 +146,13 @@ class Faults:
         self.loss[node] = 0
         if self.delay[node]:
             self.delay[node] = 0
-            self.net.delay(node, 0)
+            self.m.net.delay(node, 0)
         for p in touched:
             self._render_net(p)
-        if not self.net.link_up(node):
-            await self.switch.set_port(node, True)
+        if not self.m.net.link_up(node):
+            await self.m.switch.set_port(node, True)
         for d in list(n.held):
             n.release(d, now)
         if n.state == "halted":
             n.power_on(now)
-        self.bmcs.press_power(node, True)
+        self.m.bmcs.press_power(node, True)

@@ -18,6 +18,7 @@ import json
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from hafence.lab.bmc import Bmcs
 from hafence.lab.events import EventLog
@@ -45,47 +46,45 @@ def watchdog_expired(layout: Layout, node: str) -> bool:
     )
 
 
+@dataclass
+class Machines:
+    """The lab's hardware, as the supervisor holds it: what physics and faults act on."""
+
+    layout: Layout
+    nodes: Mapping[str, Node]
+    bmcs: Bmcs
+    switch: Switch
+    net: Network
+    events: EventLog
+
+
 class Physics:
-    def __init__(
-        self,
-        layout: Layout,
-        nodes: Mapping[str, Node],
-        bmcs: Bmcs,
-        switch: Switch,
-        net: Network,
-        events: EventLog,
-        rng: random.Random,
-    ) -> None:
-        self.layout = layout
-        self.nodes = nodes
-        self.bmcs = bmcs
-        self.switch = switch
-        self.net = net
-        self.events = events
+    def __init__(self, machines: Machines, rng: random.Random) -> None:
+        self.m = machines
         self.rng = rng
         self.flaky: dict[str, float] = {}  # node -> next toggle (monotonic)
 
     async def step(self) -> None:
         now = time.monotonic()
-        for name, node in self.nodes.items():
-            powered = self.bmcs.powered(name)
+        for name, node in self.m.nodes.items():
+            powered = self.m.bmcs.powered(name)
             if not powered and node.state != "off":
                 node.die("power off")
-                self.events.add("power_off", name)
+                self.m.events.add("power_off", name)
             elif powered and node.state == "off":
                 node.power_on(now)
-                self.events.add("power_on", name)
-            elif node.alive and watchdog_expired(self.layout, name):
+                self.m.events.add("power_on", name)
+            elif node.alive and watchdog_expired(self.m.layout, name):
                 node.die("watchdog reset")
-                self.events.add("watchdog_reset", name)
+                self.m.events.add("watchdog_reset", name)
                 node.power_on(now)  # a reset is a reboot: the power stays on
             node.step(now)
-        for name in self.switch.set_ports():
-            up = await self.switch.port_up(name)
-            if up is not None and up != self.net.link_up(name):
-                self.net.set_link(name, up)
-                self.events.add("link_up" if up else "link_down", name)
+        for name in self.m.switch.set_ports():
+            up = await self.m.switch.port_up(name)
+            if up is not None and up != self.m.net.link_up(name):
+                self.m.net.set_link(name, up)
+                self.m.events.add("link_up" if up else "link_down", name)
         for name, at in list(self.flaky.items()):
             if now >= at:
-                self.bmcs.set_dead(name, name not in self.bmcs.dead)
+                self.m.bmcs.set_dead(name, name not in self.m.bmcs.dead)
                 self.flaky[name] = now + self.rng.uniform(0.5, 3.0)

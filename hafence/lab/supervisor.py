@@ -35,7 +35,7 @@ from hafence.lab.faults import Faults
 from hafence.lab.layout import LabError, Layout
 from hafence.lab.network import Network, sh
 from hafence.lab.node import DAEMONS, Node
-from hafence.lab.physics import Physics
+from hafence.lab.physics import Machines, Physics
 from hafence.lab.switch import Switch
 from hafence.lab.timings import preset
 from hafence.store.atomic import write_atomic
@@ -64,10 +64,9 @@ class Supervisor:
         self.bmcs = Bmcs(layout, password)
         self.switch = Switch(layout, community)
         self.nodes = {n: Node(layout, n, self.timings, self.net, self.events) for n in layout.nodes}
-        self.physics = Physics(
-            layout, self.nodes, self.bmcs, self.switch, self.net, self.events, self.rng
-        )
-        self.faults = Faults(layout, self.nodes, self.bmcs, self.switch, self.net, self.physics)
+        self.machines = Machines(layout, self.nodes, self.bmcs, self.switch, self.net, self.events)
+        self.physics = Physics(self.machines, self.rng)
+        self.faults = Faults(self.machines, self.physics)
         self._stop = asyncio.Event()
         self.started = time.time()
 
