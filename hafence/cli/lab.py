@@ -301,6 +301,7 @@ def chaos_cmd(
     """Random fault schedules against the lab, judged by a checker outside it: never two
     copies of a service, no recovery before a fence, recovery within the bound."""
     import random
+    import signal
 
     from hafence.lab.chaos import ChaosRun, services_for
 
@@ -310,6 +311,11 @@ def chaos_cmd(
     quiet = state().json
     say = (lambda _m: None) if quiet else echo
     built = not lab_.exists()
+
+    def stop(signum: int, _frame: Any) -> None:  # kill(1) stops a run like Ctrl-C does
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
     if built:
         lab_.up(nodes, timings, services=services_for(nodes), progress=say)
     else:

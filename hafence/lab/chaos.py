@@ -232,6 +232,9 @@ class ChaosRun:
     # -- the clean state between schedules -------------------------------------------------
     def not_clean(self) -> str | None:
         phys = self.lab.status()["nodes"]
+        off = [name for name, n in phys.items() if n["power"] == "off"]
+        if off:  # fenced after the heal (it came back mid-fence): the admin powers it on
+            self.lab.heal(off)
         for name, n in phys.items():
             if n["state"] != "up" or n["link"] != "up" or n["faults"] or n["power"] != "on":
                 return f"{name}: machine {n['state']}, link {n['link']}, faults {n['faults']}"

@@ -52,6 +52,7 @@ class Lab:
     def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
         self.state_dir = Path(state_dir or default_state_dir()).resolve()
         self._layout: Layout | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # a supervisor this object started
 
     @property
     def layout(self) -> Layout:
@@ -137,7 +138,7 @@ class Lab:
             if not keep:
                 self.down()
             raise
-        proc.returncode = 0  # it is detached: never reaped by this process
+        self._proc = proc  # reaped by down() if this process lives that long
         return layout
 
     def down(self) -> list[str]:
@@ -154,8 +155,13 @@ class Lab:
                 deadline = time.monotonic() + 60
                 while self.supervisor_pid() is not None and time.monotonic() < deadline:
                     time.sleep(0.1)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                if self.supervisor_pid() == pid:  # still ours (not a reused pid): hung
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(10)
+            self._proc = None
         found = cleanup.sweep(self.state_dir, prefix)
         left = cleanup.leftovers(self.state_dir, prefix)
         if left:

@@ -58,11 +58,19 @@ class LabTimings:
         """The stated bound: a failed node's services run elsewhere within this long once
         a quorum of healthy nodes remains and the node's fence path works.
 
-        Detection, fence delay and the fence itself run while the dead node's agent lock
-        ages; recovery needs both, then a CRM round to place and an LRM round to start.
+        The worst case is the master's own node: its manager lock must expire first
+        (``lease_ttl``, during which the agent lock ages too); the new master counts the
+        fence delay from its first round, fences (both levels may time out), then needs a
+        round to place the services and an LRM round to start them.
         """
-        fenced = self.node_timeout + self.fence_delay + self.interval + self.fence_budget()
-        return max(self.lease_ttl, fenced) + 3 * self.interval + self.slack
+        return (
+            self.lease_ttl
+            + self.interval
+            + self.fence_delay
+            + self.fence_budget()
+            + 3 * self.interval
+            + self.slack
+        )
 
     def settle_bound(self) -> float:
         """After a heal: nodes boot, etcd members rejoin, every LRM reports again."""

@@ -7,6 +7,7 @@ twice, nothing was recovered before a fence, every service runs again once heale
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -62,8 +63,6 @@ def crm_log_since(lab: Lab, t0: float) -> str:
 
 
 def events_since(lab: Lab, t0: float, event: str, node: str) -> list[dict]:
-    import json
-
     recs = [json.loads(x) for x in lab.layout.events_file.read_text().splitlines()]
     return [r for r in recs if r["t"] >= t0 and r["event"] == event and r["node"] == node]
 
@@ -89,6 +88,21 @@ def test_each_node_is_its_own_host_with_its_own_etcd_member(lab: Lab) -> None:
     r = CliRunner().invoke(cli, ["lab", "--dir", str(lay.state_dir), "ha-manager", "status"])
     assert r.exit_code == 0, r.output
     assert r.output.startswith("quorum OK\n") and "service writer:w1" in r.output
+
+
+def test_status_and_faults_from_the_command_line(lab: Lab) -> None:
+    d = str(lab.layout.state_dir)
+    r = CliRunner().invoke(cli, ["lab", "--dir", d, "status", "--output", "json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert {n: v["state"] for n, v in data["nodes"].items()} == dict.fromkeys(
+        lab.layout.nodes, "up"
+    )
+    assert sorted(data["copies"]) == ["dummy:d1", "writer:w1", "writer:w2"]
+    r = CliRunner().invoke(cli, ["lab", "--dir", d, "fault", "node9", "kill"])
+    assert r.exit_code == 1 and "no node 'node9' in this lab" in r.output
+    r = CliRunner().invoke(cli, ["lab", "--dir", d, "up"])
+    assert r.exit_code == 1 and "a lab is already up" in r.output
 
 
 def test_secrets_are_files_of_mode_0600_and_never_in_argv_or_logs(lab: Lab) -> None:
@@ -127,12 +141,16 @@ def test_crash_is_fenced_through_the_bmc_while_links_are_lossy(lab: Lab, chaos: 
         moved=("writer:w1", victim),
     )
     log = crm_log_since(lab, t0)
-    confirmed = log.index(f"fencing: node '{victim}' confirmed off by level 1 (bmc-{victim})")
-    acked = log.index(f"fencing: acknowledged - got agent lock for node '{victim}'")
-    recovered = log.index(f"recover service 'writer:w1' from fenced node '{victim}'")
-    assert confirmed < acked < recovered
+    lines = [
+        f"fencing: node '{victim}' confirmed off by level 1 (bmc-{victim})",
+        f"fencing: acknowledged - got agent lock for node '{victim}'",
+        f"recover service 'writer:w1' from fenced node '{victim}'",
+    ]
+    assert all(x in log for x in lines), log
+    assert log.index(lines[0]) < log.index(lines[1]) < log.index(lines[2])
     assert events_since(lab, t0, "power_off", victim)
-    assert r.verdict.recoveries and max(r.verdict.recoveries) <= lab.timings.recovery_bound()
+    assert r.verdict.recoveries, log
+    assert max(r.verdict.recoveries) <= lab.timings.recovery_bound(), (r.verdict.recoveries, log)
 
 
 def test_dead_bmc_falls_back_to_the_switch_port(lab: Lab, chaos: ChaosRun) -> None:
