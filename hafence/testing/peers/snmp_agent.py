@@ -233,7 +233,8 @@ class SnmpAgent:
         (data_dir / f"{self.community}.snmprec").write_text(table)
         (data_dir / V3_DATA_FILE).write_text(table)
         (data_dir / f"{self.ro_community}.snmprec").write_text(snmprec(self.ports, read_only=True))
-        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+        # unbuffered: snmpsim logs to stdout, and set_requests() reads that log at once
+        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true", PYTHONUNBUFFERED="1")
         exe = _responder_exe()
         for _attempt in range(1 if port else 5):
             candidate = port or free_udp_port(self.host)
