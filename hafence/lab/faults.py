@@ -107,6 +107,7 @@ class Faults:
             self._render_net(node)
         elif kind == "link-down":
             await self.m.switch.set_port(node, False)
+            await self.physics.cable(node)
         elif kind == "bmc-dead":
             self.physics.flaky.pop(node, None)
             self.m.bmcs.set_dead(node, True)
@@ -149,8 +150,8 @@ class Faults:
             self.m.net.delay(node, 0)
         for p in touched:
             self._render_net(p)
-        if not self.m.net.link_up(node):
-            await self.m.switch.set_port(node, True)
+        await self.m.switch.set_port(node, True)  # the port, not the link: a SET may be
+        await self.physics.cable(node)  # on its way that physics has not applied yet
         for d in list(n.held):
             n.release(d, now)
         if n.state == "halted":

@@ -8,7 +8,8 @@
   The file is read without its lock: a frozen mux may hold that lock forever, while
   the hardware it stands for keeps counting.
 * **Cables.** A switch port whose ifAdminStatus is set down (``snmp_ifmib``) takes the
-  node's link down; up brings it back.
+  node's link down; up brings it back. SETs are seen in the agent's log at once; every
+  port is also read every few seconds, in case one was missed.
 * **Flaky BMCs** answer for a while, then hang for a while.
 """
 
@@ -26,6 +27,8 @@ from hafence.lab.layout import Layout
 from hafence.lab.network import Network
 from hafence.lab.node import Node
 from hafence.lab.switch import Switch
+
+PORT_POLL = 3.0  # seconds between two reads of every switch port
 
 
 def watchdog_expired(layout: Layout, node: str) -> bool:
@@ -63,6 +66,14 @@ class Physics:
         self.m = machines
         self.rng = rng
         self.flaky: dict[str, float] = {}  # node -> next toggle (monotonic)
+        self.next_poll = 0.0
+
+    async def cable(self, node: str) -> None:
+        """Mirror the node's switch port (its ifAdminStatus) onto its link."""
+        up = await self.m.switch.port_up(node)
+        if up is not None and up != self.m.net.link_up(node):
+            self.m.net.set_link(node, up)
+            self.m.events.add("link_up" if up else "link_down", node)
 
     async def step(self) -> None:
         now = time.monotonic()
@@ -79,11 +90,12 @@ class Physics:
                 self.m.events.add("watchdog_reset", name)
                 node.power_on(now)  # a reset is a reboot: the power stays on
             node.step(now)
-        for name in self.m.switch.set_ports():
-            up = await self.m.switch.port_up(name)
-            if up is not None and up != self.m.net.link_up(name):
-                self.m.net.set_link(name, up)
-                self.m.events.add("link_up" if up else "link_down", name)
+        ports = self.m.switch.set_ports()
+        if now >= self.next_poll:  # the agent's log is the fast path; this the backstop
+            ports = set(self.m.nodes)
+            self.next_poll = now + PORT_POLL
+        for name in sorted(ports):
+            await self.cable(name)
         for name, at in list(self.flaky.items()):
             if now >= at:
                 self.m.bmcs.set_dead(name, name not in self.m.bmcs.dead)
