@@ -16,7 +16,7 @@ import signal
 import time
 from pathlib import Path
 
-from hafence.lab.layout import RUN_ROOT
+from hafence.lab.layout import RUN_ROOT, STATE_FILE
 from hafence.lab.network import ns_inode, pids_in_netns, sh
 
 
@@ -112,7 +112,9 @@ def sweep(state_dir: Path, prefix: str, *, keep_state: bool = False) -> list[str
         shutil.rmtree(run_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         RUN_ROOT.rmdir()  # only when no other lab uses it
-    if not keep_state and state_dir.exists():
+    # only a lab's own directory (lab.json is the first thing a lab writes there): a
+    # mistyped --dir must never cost anyone their files
+    if not keep_state and (state_dir / STATE_FILE).exists():
         shutil.rmtree(state_dir, ignore_errors=True)
     return found
 

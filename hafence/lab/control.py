@@ -102,6 +102,9 @@ class Lab:
         missing = missing_tools()
         if missing:
             raise LabError(f"missing: {', '.join(missing)} (bash scripts/install.sh installs them)")
+        if self.state_dir.is_dir() and any(self.state_dir.iterdir()):
+            if not self.layout_file_exists():  # down removes the whole directory
+                raise LabError(f"{self.state_dir} is not empty and holds no lab: pick another")
         if self.layout_file_exists():
             if self.supervisor_pid() is not None:
                 raise LabError(f"a lab is already up in {self.state_dir} (hafence lab down)")

@@ -38,3 +38,15 @@ def test_fault_help_lists_every_kind() -> None:
     for kind in ("kill", "freeze", "partition", "slow-net", "bmc-dead", "bmc-stuck",
                  "etcd-stop", "link-down", "heal"):  # fmt: skip
         assert kind in out
+
+
+def test_down_removes_only_a_lab_directory(tmp_path: Path) -> None:
+    precious = tmp_path / "not-a-lab"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work\n")
+    code, out = run("--dir", str(precious), "down")
+    assert code == 0, out
+    assert (precious / "thesis.tex").read_text() == "years of work\n"
+    code, out = run("--dir", str(precious), "up")
+    assert code == 1 and "is not empty and holds no lab" in out
+    assert sorted(p.name for p in precious.iterdir()) == ["thesis.tex"]
