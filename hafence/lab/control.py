@@ -272,6 +272,23 @@ class Lab:
                 )
         return None
 
+    def _refused_daemons(self) -> list[str]:
+        """A daemon that refused its options (exit 2) is not restarted; say what it said."""
+        try:
+            lines = self.layout.events_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            rec = json.loads(line) if '"refused"' in line else {}
+            if rec.get("event") != "refused":
+                continue
+            node, daemon = rec["node"], rec["daemon"]
+            log_file = self.layout.log_dir(node) / f"{daemon}.log"
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-6:]
+            out.append(f"{node} {daemon} (exit {rec['rc']}, {log_file}):\n  " + "\n  ".join(tail))
+        return out
+
     def wait_ready(
         self,
         timeout: float,
@@ -286,6 +303,9 @@ class Lab:
             if proc is not None and proc.poll() is not None:
                 tail = self.layout.supervisor_log.read_text(errors="replace")[-3000:]
                 raise LabError(f"lab supervisor exited ({proc.returncode}):\n{tail}")
+            refused = self._refused_daemons()
+            if refused:
+                raise LabError("a daemon refused to start:\n" + "\n".join(refused))
             ready = self.layout.control_socket.exists()
             why = self.not_ready(master=master) if ready else "starting"
             if why is None:

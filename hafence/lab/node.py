@@ -33,6 +33,7 @@ from hafence.lab.timings import LabTimings
 
 DAEMONS = ("etcd", "mux", "lrm", "crm")
 RESTARTED = ("etcd", "lrm", "crm")  # Restart=on-failure; the mux is Restart=no
+USAGE_ERROR = 2  # a daemon that refused its options exits so (click); not restarted
 # Environment a node's processes do not inherit from whoever started the lab.
 _SCRUB = ("HAFENCE_WATCHDOG_FAKE", "HAFENCE_STORE", "HAFENCE_HA_DIR", "HAFENCE_FENCE_CFG")
 
@@ -209,6 +210,8 @@ class Node:
             if d in self.restarting:
                 self.restarting.discard(d)
                 self.restart_at[d] = now
+            elif d in ("lrm", "crm") and rc == USAGE_ERROR:  # the units' RestartPreventExitStatus
+                self.events.add("refused", self.name, daemon=d, rc=rc)
             elif d in RESTARTED and rc != 0 and d not in self.held:
                 self.restart_at[d] = now + self.timings.restart_delay
         if self.state == "booting" and now >= self.boot_at:

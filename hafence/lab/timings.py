@@ -31,6 +31,7 @@ class LabTimings:
     boot_delay: float  # power on -> the node's daemons start (firmware, kernel)
     restart_delay: float  # RestartSec of the LRM/CRM/etcd units (Restart=on-failure)
     fence_timeout: float  # each fence device's timeout= and power_timeout=
+    store_deadline: float  # the daemons' per-round bound on store calls
     etcd_heartbeat_ms: int
     etcd_election_ms: int
     slack: float  # what a busy machine adds to a recovery, on top of the timings
@@ -48,6 +49,11 @@ class LabTimings:
             f"{self.fence_delay:g}",
             "--node-timeout",
             f"{self.node_timeout:g}",
+            "--store-deadline",
+            f"{self.store_deadline:g}",
+            # the daemons check their lease against the node's mux, which runs with this
+            "--watchdog-hw-timeout",
+            str(self.mux_timeout),
         ]
 
     def fence_budget(self, levels: int = 2) -> float:
@@ -90,6 +96,7 @@ PRESETS: dict[str, LabTimings] = {
         boot_delay=1.0,
         restart_delay=1.0,
         fence_timeout=3.0,
+        store_deadline=2.0,
         etcd_heartbeat_ms=200,
         etcd_election_ms=2000,
         slack=10.0,
@@ -106,6 +113,7 @@ PRESETS: dict[str, LabTimings] = {
         boot_delay=5.0,
         restart_delay=5.0,
         fence_timeout=10.0,
+        store_deadline=10.0,
         etcd_heartbeat_ms=100,
         etcd_election_ms=1000,
         slack=30.0,
