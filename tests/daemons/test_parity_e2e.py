@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ NODES = ("node1", "node2", "node3")
 # self-fencing rule: lease 6 > watchdog 3 + hardware 2 + store 0.5 (no watchdog here)
 TIMINGS = ["--interval", "0.5", "--lease-ttl", "6", "--watchdog-timeout", "3",
            "--fence-delay", "2", "--node-timeout", "3", "--watchdog-hw-timeout", "2"]  # fmt: skip
-INTERVAL = 0.5
 GIB = 1024**3
 # bounds against hangs (a round is 0.5 s; a move takes a few rounds even on a busy machine)
 MOVE = 60.0
@@ -248,11 +246,20 @@ def test_a_store_that_fails_reads_and_writes_stops_nothing(cluster: Cluster) -> 
     mark = len(c.log())
     status.unlink()
     status.mkdir()  # reading and writing the manager status fail (EISDIR)
+    master_failed = f"{master}/crm: got unexpected error"
+    lrm_failed = "node2/lrm: updating service status from manager failed:"
+
+    def rounds() -> tuple[int, int]:
+        failed = c.log()[mark:]
+        return failed.count(master_failed), failed.count(lrm_failed)
+
     try:
-        wait_for(lambda: c.log()[mark:].count("got unexpected error") >= 3, MOVE,
-                 "three failed master rounds")  # fmt: skip
+        wait_for(lambda: min(rounds()) >= 1, MOVE, "failed rounds of the master and node2's LRM")
         c.store.queue_crm_command("stop dummy:steady 0")  # waits for the store
-        time.sleep(4 * INTERVAL)
+        queued = rounds()
+        # two more failed rounds of each after the stop was queued: neither acted on it
+        wait_for(lambda: all(n >= q + 2 for n, q in zip(rounds(), queued, strict=True)), MOVE,
+                 "two more failed rounds of the master and node2's LRM")  # fmt: skip
         assert _pid(c.state_dir("node2"), "steady") == pid  # untouched
     finally:
         status.rmdir()
