@@ -348,9 +348,11 @@ class Lab:
         """Run ``ha-manager`` as an admin would (a process of its own); its output."""
         argv = [executable("ha-manager"), *self.ha_manager_argv(list(args))]
         try:
+            env = {**os.environ, "HAFENCE_OCF_CFG": str(self.layout.ocf_cfg)}
             out = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                env=env,
+            )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise LabError(f"ha-manager {' '.join(args)}: no answer in {timeout:.0f}s") from None
         if out.returncode != 0:
