@@ -50,7 +50,9 @@ history (``hafence.fence.history``)
     ``.last(node)``.
 """
 
-from hafence.fence.chain import ChainDevice, Level, build_driver, check_drivers, driver_class
+from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
+from hafence.fence.check import check_drivers
+from hafence.fence.clock import Clock, LoopClock, ThreadLoop, VirtualLoop
 from hafence.fence.config import (
     FenceConfig,
     FenceConfigErrors,
@@ -58,24 +60,28 @@ from hafence.fence.config import (
     parse_fence_config,
     write_fence_config,
 )
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
-from hafence.fence.fencer import (
+from hafence.fence.driver import FenceDriver, Port, PowerState
+from hafence.fence.engine import DeviceEngine
+from hafence.fence.fencer import Fencer
+from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
+from hafence.fence.params import Param, standard
+from hafence.fence.results import (
     ActionResult,
     AttemptResult,
     CheckReport,
     DeviceCheck,
-    Fencer,
     FenceResult,
     LevelResult,
 )
-from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
 
 __all__ = [
     "ActionResult",
     "AttemptResult",
     "ChainDevice",
     "CheckReport",
+    "Clock",
     "DeviceCheck",
+    "DeviceEngine",
     "FenceConfig",
     "FenceConfigErrors",
     "FenceDriver",
@@ -85,14 +91,18 @@ __all__ = [
     "Fencer",
     "Level",
     "LevelResult",
+    "LoopClock",
     "Param",
     "Port",
     "PowerState",
+    "ThreadLoop",
+    "VirtualLoop",
     "build_driver",
     "check_drivers",
     "default_history_path",
     "driver_class",
     "load_fence_config",
     "parse_fence_config",
+    "standard",
     "write_fence_config",
 ]
