@@ -172,6 +172,10 @@ class VirtualLoop(asyncio.BaseEventLoop):
         """Run everything due up to virtual time ``when``; the clock ends there (it never
         goes back: an earlier ``when`` runs only what is due now)."""
         self._limit = max(self._now, float(when))
+        due = self._scheduled and self._scheduled[0]._when <= self._limit
+        if not self._ready and not due:  # nothing to run: only the clock moves
+            self._now = self._limit
+            return
         self.run_forever()
 
     def shutdown(self) -> None:
