@@ -67,6 +67,8 @@ class SafetyChecker:
     def _recover(self, sid: str, fenced: str, target: str) -> None:
         self.recoveries += 1
         hw = self.hw
+        if target == fenced:
+            return  # back to the node itself, once it is up again: no second copy
         if sid in hw.running[fenced]:
             self._violation(f"{sid} recovered to {target} while still running on {fenced}")
         elif hw.is_live(fenced):
@@ -74,7 +76,7 @@ class SafetyChecker:
             what = "an armed watchdog" if armed else f"services {sorted(hw.running[fenced])}"
             self._violation(f"{sid} recovered to {target} while {fenced} had power and {what}")
         chain = self._chain(fenced)
-        if target == fenced or not chain or self._lying(chain):
+        if not chain or self._lying(chain):
             return
         live = hw.last_live.get(fenced, 0.0)
         acked, really_off = hw.fence_acks.get(fenced, (-1.0, False))
