@@ -43,8 +43,10 @@ def check_drivers(cfg: FenceConfig, registry: PluginRegistry | None = None) -> l
                 seen.add(key)
                 errors.append(exc)
             continue
+        connect_keys = {k for k, _ in spec.connect_args}
         for fld, message in driver.config_warnings():
-            warning = ConfigWarning(message, spec.file, spec.device_line, fld)
+            line = spec.connect_line if fld in connect_keys else spec.device_line
+            warning = ConfigWarning(message, spec.file, line, fld)
             if warning not in warnings:
                 warnings.append(warning)
     if errors:

@@ -159,7 +159,12 @@ class FenceDriver(abc.ABC):
                     raise ParamError(key, str(exc)) from None
             if canon in out:
                 raise ParamError(key, f"given twice (as '{canon}' too)")
-            out[canon] = schema.params[canon].coerce(raw)
+            try:
+                out[canon] = schema.params[canon].coerce(raw)
+            except ParamError as exc:  # name the field as it was written (alias, old name)
+                if key == canon or exc.field != canon:
+                    raise
+                raise ParamError(key, exc.message) from None
         for p in schema.params.values():
             if p.name not in out:
                 if p.required:

@@ -77,6 +77,7 @@ from hafence.fence.config import parse_fence_config
 from hafence.fence.driver import ACTIONS, FenceDriver, Param, Port, PowerState
 from hafence.fence.fencer import ActionResult
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
+from hafence.fence.params import standard_misuse
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
 from hafence.secrets import Secret
@@ -90,6 +91,7 @@ T = TypeVar("T")
 CHECKS: tuple[str, ...] = (
     "metadata",
     "schema",
+    "standard_params",
     "required",
     "bad_values",
     "secrets",
@@ -295,6 +297,15 @@ class DriverConformance:
                 p.coerce(p.default)  # a default must pass its own type check
             if p.secret:
                 assert p.default is None, f"{cls.name}: secret '{p.name}' has a default"
+
+    def test_standard_params(self) -> None:
+        """The standard names (ip, ipport, username, password, plug, the timing ones and
+        their aliases) mean in this driver what the catalogue says: no 'port' for a
+        network port, no 'login' for anything but the user name."""
+        self._skip("standard_params")
+        cls = self.driver_class()
+        misuse = standard_misuse(cls.all_params())
+        assert not misuse, f"{cls.name}: " + "; ".join(misuse)
 
     # -- parameters --------------------------------------------------------------------
     def test_required_params_enforced(self, device_options: dict[str, Any], tmp_path: Path) -> None:
