@@ -289,6 +289,19 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+class DriverPlugin:
+    """A plugin object that provides the given fence driver classes, for registering in
+    code (``registry.register(DriverPlugin(MyDriver), "name")``): the conformance kit,
+    the simulator."""
+
+    def __init__(self, *drivers: type) -> None:
+        self.drivers = drivers
+
+    @hookspecs.hookimpl
+    def hafence_fence_drivers(self) -> list[type]:
+        return list(self.drivers)
+
+
 @cache
 def get_registry() -> PluginRegistry:
     """The process-wide registry (entry points read on first use, plugins on demand)."""

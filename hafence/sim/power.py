@@ -49,8 +49,7 @@ from hafence.fence import FenceDriver, Param, PowerState, VirtualLoop, parse_fen
 from hafence.fence.params import standard
 from hafence.ha.env import FENCE_NONE
 from hafence.ha.fencerun import FenceRunner, StaticSource
-from hafence.hookspecs import hookimpl
-from hafence.plugins import PluginRegistry
+from hafence.plugins import DriverPlugin, PluginRegistry
 
 if TYPE_CHECKING:
     from hafence.sim.env import SimEnv
@@ -178,7 +177,7 @@ class SimFencing:
         self.loop = VirtualLoop(start=hw.cur_time)
         self.registry = PluginRegistry(load_entry_points=False)
         driver = type(DRIVER, (SimPowerDriver,), {"fencing": self})
-        self.registry.register(_Plugin(driver), "sim-power")
+        self.registry.register(DriverPlugin(driver), "sim-power")
         self.devices: dict[tuple[str, str], DeviceState] = {}
         self.supplies: dict[str, set[str]] = {}  # node -> its supplies named in fence.cfg
         self.cut_supplies: dict[str, set[str]] = {}  # node -> cut by a fence device
@@ -307,14 +306,3 @@ class SimFencing:
 
     def close(self) -> None:
         self.loop.shutdown()
-
-
-class _Plugin:
-    """The simulator's plugin: provides one cluster's sim_power driver class."""
-
-    def __init__(self, driver: type[SimPowerDriver]) -> None:
-        self.driver = driver
-
-    @hookimpl
-    def hafence_fence_drivers(self) -> list[type[FenceDriver]]:
-        return [self.driver]

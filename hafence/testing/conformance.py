@@ -78,8 +78,7 @@ from hafence.fence.driver import ACTIONS, FenceDriver, Param, Port, PowerState
 from hafence.fence.fencer import ActionResult
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.fence.params import standard_misuse
-from hafence.hookspecs import hookimpl
-from hafence.plugins import PluginRegistry
+from hafence.plugins import DriverPlugin, PluginRegistry
 from hafence.secrets import Secret
 
 __all__ = ["CHECKS", "DriverConformance", "PowerProbe", "wrong_credentials"]
@@ -131,17 +130,6 @@ def _wrong(clear: str) -> str:
     size = max(len(clear), 1)
     wrong = (WRONG_PREFIX * (size // len(WRONG_PREFIX) + 1))[:size]
     return wrong if wrong != clear else wrong.swapcase()
-
-
-class _KitPlugin:
-    """A plugin object providing exactly the driver under test (for fence.cfg checks)."""
-
-    def __init__(self, cls: type[FenceDriver]) -> None:
-        self.cls = cls
-
-    @hookimpl
-    def hafence_fence_drivers(self) -> list[type[FenceDriver]]:
-        return [self.cls]
 
 
 class DriverConformance:
@@ -196,7 +184,7 @@ class DriverConformance:
 
     def _fencer(self, tmp_path: Path, config: Any = None) -> Fencer:
         registry = PluginRegistry(load_entry_points=False)
-        registry.register(_KitPlugin(self.driver_class()), "conformance-kit")
+        registry.register(DriverPlugin(self.driver_class()), "conformance-kit")
         history = FenceHistory(tmp_path / "kit-history.jsonl")
         return Fencer(config, registry, history, retries=0, backoff=0.0, actor="conformance")
 
