@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hafence.errors import ConfigError, DeviceError, UnreachableError
-from hafence.fence import FenceDriver, Param, PowerState, VirtualLoop, parse_fence_config
+from hafence.fence import Param, PowerState, VirtualLoop, check_drivers, parse_fence_config
+from hafence.fence.driver import FenceDriver
 from hafence.fence.params import standard
 from hafence.ha.env import FENCE_NONE
 from hafence.ha.fencerun import FenceRunner, StaticSource
@@ -89,7 +90,7 @@ class DeviceState:
             self.offs[-1][1] = now
 
     def off_at(self, when: float) -> bool:
-        """Whether its supply was off at ``when`` through its own off request."""
+        """Whether its supply was off at ``when``, as this device switched or saw it."""
         return any(start <= when < until for start, until in self.offs)
 
 
@@ -186,8 +187,10 @@ class SimFencing:
 
     # -- configuration ------------------------------------------------------------------
     def set_config(self, text: str) -> None:
-        """Use ``text`` as the cluster's fence.cfg (parsed now: errors name the line)."""
+        """Use ``text`` as the cluster's fence.cfg (checked now, as ``hafence config check``
+        does: errors name line and field)."""
         cfg = parse_fence_config(text, "fence.cfg")
+        check_drivers(cfg, self.registry)
         supplies: dict[str, set[str]] = {}
         for node in cfg.nodes():
             for dev in (d for level in cfg.chain(node) for d in level.devices):
