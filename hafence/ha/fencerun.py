@@ -156,7 +156,8 @@ class FenceRunner:
     A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only). Without
     an ``executor`` the runner starts its own :class:`~hafence.fence.ThreadLoop` (and
     stops it in :meth:`close`); ``rng`` draws the devices' random ``delay_max`` part and
-    ``fencer_log`` receives the fencer's own lines (levels, devices, results).
+    ``fencer_log`` receives the fencer's own lines (each level and device); the runner
+    logs the start and the outcome of every fence in the HA log (``log_fn``).
     """
 
     def __init__(
@@ -222,8 +223,8 @@ class FenceRunner:
         self._results.pop(node, None)  # a new attempt, or no hardware fencing any more
         if not chain:
             return FENCE_NONE
-        # the fencer logs the levels and devices of every attempt, and the outcome
-        self._log("notice", f"fencing: start hardware fence of node '{node}'")
+        levels = ", ".join(lv.name for lv in chain)
+        self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
         self._futures[node] = self.executor.submit(self._fence(cfg, node))
         return FENCE_PENDING
 
@@ -260,7 +261,20 @@ class FenceRunner:
             self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
             self._results[node] = FENCE_FAILED
             return FENCE_FAILED
-        self._results[node] = FENCE_OK if res.ok else FENCE_FAILED
+        if res.ok:
+            devs = ", ".join(res.devices)
+            self._log(
+                "notice",
+                f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
+                f"in {res.duration:.1f}s",
+            )
+            self._results[node] = FENCE_OK
+        else:
+            self._log(
+                "err",
+                f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
+            )
+            self._results[node] = FENCE_FAILED
         return self._results[node]
 
     def reset(self, node: str) -> None:

@@ -60,8 +60,8 @@ CHASSIS = "chassis"
 FAULTS = ("none", "fails", "always", "flaky", "stuck", "lying", "unreachable")
 DRIVER = "sim_power"
 
-# The fencer's own lines (levels, devices, results) in the simulator: not part of the HA
-# log the scenarios compare; a handler added here shows them.
+# The fencer's own lines (each level and device) in the simulator: not part of the HA log
+# the scenarios compare (the runner's lines are); a handler added here shows them.
 FENCER_LOG = logging.getLogger("hafence.sim.fencer")
 FENCER_LOG.addHandler(logging.NullHandler())
 FENCER_LOG.propagate = False

@@ -187,7 +187,7 @@ def test_dead_node_is_fenced_through_its_bmc_before_its_service_moves(cluster: C
     assert c.bmc.power == "off"
     assert c.max_copies == 1, c.copies_seen
     log = c.log()
-    confirmed = log.index("fence node 'node1': off confirmed by level 1")
+    confirmed = log.index("fencing: node 'node1' confirmed off")
     acked = log.index("fencing: acknowledged - got agent lock for node 'node1'")
     recovered = log.index(f"recover service '{SID}' from fenced node 'node1'")
     assert confirmed < acked < recovered
@@ -231,7 +231,7 @@ def test_stuck_bmc_keeps_the_service_fenced_until_it_really_powers_off(cluster: 
     assert c.max_copies == 1, c.copies_seen
     log = c.log()
     last_failure = log.rindex("hardware fence of node 'node1' failed")
-    confirmed = log.index("fence node 'node1': off confirmed by level 1")
+    confirmed = log.index("fencing: node 'node1' confirmed off")
     recovered = log.index(f"recover service '{SID}' from fenced node 'node1'")
     assert last_failure < confirmed < recovered
 
@@ -300,7 +300,7 @@ def test_a_damaged_manager_status_is_rebuilt_by_the_next_master(
     assert c.max_copies == 1, c.copies_seen
     log = c.log()
     assert "manager status damaged" in log and "rebuilt the manager status" in log
-    confirmed = log.index("fence node 'node1': off confirmed by level 1")
+    confirmed = log.index("fencing: node 'node1' confirmed off")
     assert confirmed < log.index(f"recover service '{SID}' from fenced node 'node1'")
     ms = EmbeddedStore(c.store_dir).read_manager_status()  # repaired by the new master
     assert isinstance(ms["node_status"], dict) and ms["service_status"][SID]["state"] == "started"

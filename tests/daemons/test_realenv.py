@@ -284,7 +284,7 @@ def test_fence_through_ipmi_sim(tmp_path: Path, ipmi_sims: Any, caplog: Any) -> 
     try:
         assert e.fence_poll("node1") == FENCE_IDLE
         assert e.fence_poll("node3") == FENCE_NONE  # no chain for node3
-        with caplog.at_level(logging.INFO, "hafence"):
+        with caplog.at_level(logging.INFO, "hafence.ha"):
             assert e.fence_start("node1") == FENCE_PENDING
             assert e.fence_start("node1") == FENCE_PENDING  # one attempt at a time
             assert _poll_done(e, "node1") == FENCE_OK
@@ -292,7 +292,7 @@ def test_fence_through_ipmi_sim(tmp_path: Path, ipmi_sims: Any, caplog: Any) -> 
         assert e.fence_poll("node1") == FENCE_OK  # stays until reset
         e.fence_reset("node1")
         assert e.fence_poll("node1") == FENCE_IDLE
-        assert "fence node 'node1': off confirmed by level 1" in caplog.text
+        assert "node2/crm: fencing: node 'node1' confirmed off by level 1" in caplog.text
         hist = (tmp_path / "history.jsonl").read_text()
         assert '"node1"' in hist and bmc.password not in hist
         assert bmc.password not in caplog.text
@@ -306,14 +306,14 @@ def test_fence_failure_is_logged_and_retried(tmp_path: Path, ipmi_sims: Any, cap
     e = _fence_env(tmp_path, f"device bmc1 ipmi {bmc.fence_cfg_args()}\nconnect bmc1 node=node1\n")
     e.fencer.retries = 0
     try:
-        with caplog.at_level(logging.INFO, "hafence"):
+        with caplog.at_level(logging.INFO, "hafence.ha"):
             e.fence_start("node1")
             assert _poll_done(e, "node1") == FENCE_FAILED
             assert bmc.power == "on"
             assert e.fence_start("node1") == FENCE_PENDING  # a new attempt
             bmc.set_stuck(False)
             assert _poll_done(e, "node1") == FENCE_OK
-        assert "fence node 'node1': FAILED after 1 attempt(s): still_on" in caplog.text
+        assert "fencing: fence of node 'node1' failed (still_on)" in caplog.text
         assert bmc.power == "off"
     finally:
         e.close()

@@ -117,7 +117,10 @@ def test_the_fence_runner_drives_the_fencer_on_a_virtual_loop(lab: Lab, loop) ->
     assert runner.poll("n1") == FENCE_PENDING and dev.power == "on"  # backing off
     loop.run_until(5)
     assert runner.poll("n1") == FENCE_OK and dev.power == "off"
-    assert lines == [("notice", "fencing: start hardware fence of node 'n1'")]
+    assert lines == [  # the duration is virtual: attempt, 5 s back-off, attempt
+        ("notice", "fencing: start hardware fence of node 'n1' (levels: d)"),
+        ("notice", "fencing: node 'n1' confirmed off by level 1 (d) in 5.0s"),
+    ]
     dev.power, dev.fail_first = "on", 1
     runner.reset("n1")
     assert runner.start("n1") == FENCE_PENDING
