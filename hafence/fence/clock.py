@@ -27,6 +27,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
 class Clock(Protocol):
@@ -70,7 +71,16 @@ class LoopClock:
 SYSTEM_CLOCK = LoopClock()
 
 
-Pollable = asyncio.Future | concurrent.futures.Future  # done(), result(), cancel()
+class Pollable(Protocol[T_co]):
+    """A running fence as the runner polls it (an asyncio or a concurrent future)."""
+
+    def done(self) -> bool: ...
+
+    def cancelled(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+    def result(self) -> T_co: ...
 
 
 class Executor(Protocol):
