@@ -188,6 +188,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
             return
         self.run_forever()
 
+    def __del__(self) -> None:
+        pass  # nothing to release (no selector, no sockets): an unclosed one is no leak
+
     def shutdown(self) -> None:
         """Cancel what still runs, let it unwind at the current time, close the loop."""
         tasks = asyncio.all_tasks(self)
