@@ -95,7 +95,7 @@ class Bmcs:
         out = ""
         for node, sim in self.sims.items():
             out += (
-                f"device bmc-{node} ipmi ip={sim.host} port={sim.port} username={USER} "
+                f"device bmc-{node} ipmi ip={sim.host} ipport={sim.port} username={USER} "
                 f"password_file={password_file} lanplus=1 timeout={t} power_timeout={t} "
                 f"poll_interval=0.2\nconnect bmc-{node} node={node}\n"
             )
