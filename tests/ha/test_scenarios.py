@@ -1,7 +1,8 @@
 """Every Proxmox HA reference scenario, run on the simulator and compared line by line.
 
 Each scenario must reproduce ``log.expect`` exactly (column padding aside); none is
-skipped or expected to differ.
+skipped or expected to differ. hafence's own scenarios (``hafence-scenarios``) fence
+through simulated power devices with the real fencer on virtual time.
 """
 
 from __future__ import annotations

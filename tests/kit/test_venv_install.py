@@ -3,8 +3,10 @@ plugin next to hafence (a regular, non-editable install of a copy of its directo
 ``hafence plugins list`` shows it, ``hafence device`` drives it against its test peer,
 and the plugin's own tests (the conformance kit) pass there.
 
-The venv uses --system-site-packages for hafence and its dependencies, and builds
-offline (--no-build-isolation --no-index): no network needed.
+The venv uses --system-site-packages for hafence's dependencies, sees the hafence of the
+interpreter running this test (its site-packages, ahead of the base interpreter's, which
+may hold another checkout's hafence), and builds offline (--no-build-isolation
+--no-index): no network needed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +51,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = run(sys.executable, "-m", "venv", "--system-site-packages", env_dir)
     assert r.returncode == 0, r.stderr
     py = env_dir / "bin" / "python"
+    # The hafence under test is this interpreter's (e.g. an editable install of this
+    # checkout): its site-packages go before the base interpreter's in the new venv.
+    r = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    assert r.returncode == 0, r.stderr
+    here = sysconfig.get_paths()["purelib"]
+    pth = Path(r.stdout.strip()) / "_hafence_under_test.pth"
+    pth.write_text(f"import site; site.addsitedir({here!r})\n")
     r = run(py, "-m", "pip", "install", "--no-build-isolation", "--no-index", "-q",
             "--disable-pip-version-check", src)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
