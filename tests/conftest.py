@@ -76,14 +76,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     tr = terminalreporter
     tr.section("Proxmox HA reference scenarios")
-    tr.write_line(
-        f"{len(results['matched'])} matched, {len(results['mismatched'])} mismatched, "
-        f"{len(results['unsupported'])} not yet supported (out of scope)"
-    )
+    tr.write_line(f"{len(results['matched'])} matched, {len(results['mismatched'])} mismatched")
     for name in sorted(results["mismatched"]):
         tr.write_line(f"  MISMATCH {name}")
-    for entry in sorted(results["unsupported"]):
-        tr.write_line(f"  not supported: {entry}")
 
 
 # -- leftover processes -------------------------------------------------------------

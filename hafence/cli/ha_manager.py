@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from hafence.cli import ha_rules
 from hafence.errors import ConfigErrors, HafenceError
 from hafence.ha import config as hacfg
 from hafence.ha.state import format_crm_command
@@ -165,6 +166,9 @@ def _apply_resource(conf: dict[str, Any], groups: dict[str, Any], **opts: Any) -
     if opts.get("group") is not None:
         group = _value(hacfg.parse_group_name, opts["group"], "group")
         if group not in groups:
+            if not groups:
+                _fail(f"unknown group '{group}' (HA groups have been migrated to rules: "
+                      "'ha-manager rules config')")  # fmt: skip
             _fail(f"unknown group '{group}'")
         conf["group"] = group
     for key in ("max_restart", "max_relocate", "failback"):
@@ -274,8 +278,10 @@ def set_cmd(c: Ctx, sid: str, node: str | None, delete: str | None, **opts: Any)
 
 @cli.command()
 @click.argument("sid")
+@click.option("--purge/--no-purge", default=True, show_default=True,
+              help="Also remove it from the rules naming it (a rule left empty goes).")  # fmt: skip
 @pass_ctx
-def remove(c: Ctx, sid: str) -> None:
+def remove(c: Ctx, sid: str, purge: bool) -> None:
     """Delete resource configuration."""
     sid = _sid(sid)
     store = c.store
@@ -283,8 +289,12 @@ def remove(c: Ctx, sid: str) -> None:
         resources = store.read_resources()
         if sid not in resources:
             _fail(f"no such resource '{sid}'")
+        if purge:
+            ha_rules.read_rules(store)  # a damaged rules.cfg refuses before any write
         del resources[sid]
         store.write_resources(resources)
+        if purge:
+            ha_rules.purge_resource(store, sid)
 
 
 def _print_records(header: str, rec: dict[str, Any]) -> None:
@@ -498,7 +508,29 @@ def _queue_move(c: Ctx, kind: str, sid: str, node: str) -> None:
             _fail(f"service '{sid}' is not HA managed")
         _check_node(node, _cluster_nodes(store, ms), strict=True)
         _check_not_error(sid, ms, None)
+        together, blocking = _motion_info(store, ms, sid, node)
+        if blocking:
+            _fail(f"cannot {kind} resource '{sid}' to node '{node}':\n\n" + "".join(
+                f"- resource '{b}' on target node '{node}' in negative affinity with "
+                f"resource '{sid}'\n" for b in blocking))  # fmt: skip
         store.queue_crm_command(f"{kind} {sid} {node}")
+    for csid in together:
+        click.echo(f"also {kind} resource '{csid}' in positive affinity with resource '{sid}' "
+                   f"to target node '{node}'")  # fmt: skip
+
+
+def _motion_info(
+    store: Store, ms: dict[str, Any], sid: str, node: str
+) -> tuple[list[str], list[str]]:
+    """``(peers moving along, negative peers blocking NODE)`` by the resource-affinity
+    rules, as the master applies them."""
+    from hafence.ha.select import blocking_peers
+
+    ss = ms.get("service_status") or {}
+    compiled = ha_rules.compiled_rules(store, sorted(ms.get("node_status") or {}))
+    positive = compiled.affinitive(sid)[0]
+    together = [c for c in sorted(positive) if c in ss and ss[c].get("state") != "ignored"]
+    return together, blocking_peers(compiled, sid, ss, node)
 
 
 @cli.command()
@@ -631,6 +663,55 @@ def crm_arm(c: Ctx) -> None:
         store.queue_crm_command("arm-ha")
 
 
+# -- datacenter options ----------------------------------------------------------------------
+@cli.group("options")
+def options() -> None:
+    """Datacenter HA options (datacenter.cfg): ha.shutdown_policy, ha.max_worker, crs.ha
+    (basic|static|dynamic), crs.ha-rebalance-on-start, crs.ha-auto-rebalance ..."""
+
+
+@options.command("show")
+@pass_ctx
+def options_show(c: Ctx) -> None:
+    """Print the datacenter options (JSON)."""
+    with _errors():
+        click.echo(hacfg.format_datacenter(c.store.read_datacenter()), nl=False)
+
+
+@options.command("set")
+@click.argument("assignments", nargs=-1, metavar="SECTION.KEY=VALUE...")
+@click.option("--delete", help="Comma-separated SECTION.KEY to remove.")
+@pass_ctx
+def options_set(c: Ctx, assignments: tuple[str, ...], delete: str | None) -> None:
+    """Set (or --delete) datacenter options, e.g. 'crs.ha=static crs.ha-auto-rebalance=1';
+    the whole file is checked before it is written."""
+    store = c.store
+    with _errors(), store.locked():
+        store.read_datacenter()  # a damaged file is refused, naming its line
+        text = store.read_text("datacenter.cfg")
+        data = json.loads(text) if text.strip() else {}
+        for item in (d.strip() for d in (delete or "").split(",") if d.strip()):
+            section, _, key = item.partition(".")
+            if key not in (data.get(section) or {}):
+                _fail(f"--delete: '{item}' is not set")
+            del data[section][key]
+        for item in assignments:
+            path, sep, raw = item.partition("=")
+            section, _, key = path.partition(".")
+            if not sep or not section or not key:
+                _fail(f"'{item}': expected SECTION.KEY=VALUE")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw  # a word: a string
+            if not isinstance(data.setdefault(section, {}), dict):
+                _fail(f"'{section}' is not a section")
+            data[section][key] = value
+        new = hacfg.format_datacenter(data)
+        hacfg.parse_datacenter(new, store.location("datacenter.cfg"))  # names what is wrong
+        store.write_text("datacenter.cfg", new)
+
+
 # -- the cluster's fence.cfg -------------------------------------------------------------------
 @cli.group("fence-config")
 def fence_config() -> None:
@@ -685,6 +766,13 @@ def fence_config_show(c: Ctx) -> None:
 
     with _errors():
         click.echo(c.store.read_text(FENCE_CFG), nl=False)
+
+
+ha_rules.register(
+    cli,
+    {"pass_ctx": pass_ctx, "errors": _errors, "manager_status": _manager_status,
+     "cluster_nodes": _cluster_nodes},
+)  # fmt: skip
 
 
 def main() -> None:

@@ -49,11 +49,6 @@ def run_cmd(scenario: Path, log_file: Path | None) -> None:
     from hafence.sim import scenario as sc
 
     try:
-        reason = sc.unsupported_reason(scenario)
-        if reason:
-            click.echo(
-                f"warning: {scenario.name} uses {reason}: not simulated faithfully", err=True
-            )
         text = sc.run(scenario, echo=click.echo)
     except BrokenPipeError:  # `| head`
         sys.stderr.close()
@@ -80,7 +75,6 @@ def compare_cmd(scenarios: tuple[Path, ...], quiet: bool) -> None:
         if not (d / "log.expect").exists():
             _fail(HafenceError(f"{d}: no log.expect to compare with"))
         try:
-            reason = sc.unsupported_reason(d)
             result = sc.compare(d)
         except Exception as exc:  # one line per broken scenario, then the next one
             click.echo(f"ERROR    {d.name}: {_describe(exc)}")
@@ -90,8 +84,7 @@ def compare_cmd(scenarios: tuple[Path, ...], quiet: bool) -> None:
             click.echo(f"match    {d.name}")
             continue
         failed += 1
-        note = f" (uses {reason}, not supported)" if reason else ""
-        click.echo(f"MISMATCH {d.name}{note}")
+        click.echo(f"MISMATCH {d.name}")
         if not quiet:
             click.echo(result.diff, nl=False)
     if len(scenarios) > 1:

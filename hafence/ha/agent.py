@@ -45,14 +45,14 @@ def exec_resource_agent(
         rtype, rid = split_sid(sid)
     except ValueError as exc:
         env.log("err", str(exc))
-        return st.ERROR
+        return st.EUNKNOWN_SERVICE_TYPE
     plugin = env.resource_types().get(rtype)
     if plugin is None:
         env.log("err", f"service type '{rtype}' not implemented")
-        return st.ERROR
+        return st.EUNKNOWN_SERVICE_TYPE
     if not conf:
         env.log("err", f"missing resource configuration for '{sid}'")
-        return st.ERROR
+        return st.EUNKNOWN_SERVICE
     if cmd == "error":
         env.log(
             "err",
@@ -75,7 +75,7 @@ def exec_resource_agent(
         env.log("err", f"service {sid}: {cmd} failed ({exc.reason}): {exc.message}")
         return st.ERROR
     env.log("err", f"implement me (cmd '{cmd}')")
-    return st.ERROR
+    return st.EUNKNOWN_COMMAND
 
 
 class _Agent:
@@ -131,7 +131,7 @@ class _Agent:
         env, sid = self.env, self.sid
         if not target:
             env.log("err", f"{cmd} '{sid}' failed - missing target")
-            return st.ERROR
+            return st.EINVALID_PARAMETER
         if conf.get("node") == target:
             return st.SUCCESS  # already there
         if cmd == "request_start_balance" and self.status() != STOPPED:

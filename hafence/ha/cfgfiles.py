@@ -19,6 +19,7 @@ from what this reads; an unreadable file is first kept beside it as
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -68,15 +69,23 @@ class ConfigFiles:
         self._parsed_text = text
         return {sid: dict(cd) for sid, cd in value.items()}, text if bad_bytes else None
 
+    def resources_digest(self) -> str:
+        """Changes with resources.cfg's text (as last read)."""
+        return hashlib.sha1((self._parsed_text or "").encode()).hexdigest()
+
     def groups(self) -> dict[str, dict[str, Any]]:
         return self._read(GROUPS, hacfg.parse_groups, {})
 
     def rules(self) -> dict[str, dict[str, Any]]:
         return self._read(RULES, hacfg.parse_rules, {})
 
-    def ha_options(self) -> dict[str, Any]:
+    def datacenter(self) -> dict[str, Any]:
+        """The datacenter options (``ha`` always filled, ``crs`` when given)."""
         default = {"ha": dict(hacfg.DEFAULT_HA_OPTIONS)}
-        return dict(self._read(DATACENTER, hacfg.parse_datacenter, default)["ha"])
+        return dict(self._read(DATACENTER, hacfg.parse_datacenter, default))
+
+    def ha_options(self) -> dict[str, Any]:
+        return dict(self.datacenter()["ha"])
 
     # -- writing -----------------------------------------------------------------------------
     def rewrite_resources(self, change: Callable[[dict[str, dict[str, Any]]], bool]) -> str | None:

@@ -676,6 +676,10 @@ def _parse_sid_list(value: str) -> list[str]:
     return sids
 
 
+parse_sid_list = _parse_sid_list  # a rule's 'resources': TYPE:ID,...
+RULE_ID = _RULE_ID
+
+
 def _parse_affinity(value: str) -> str:
     if value not in ("positive", "negative"):
         raise ValueError(f"invalid affinity '{_short(value)}' (expected positive or negative)")

@@ -42,6 +42,8 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -135,24 +137,69 @@ class Env(ABC):
         """Datacenter HA options: ``{"shutdown_policy": ..., "max_worker": int}``."""
 
     def read_rules(self) -> dict[str, dict[str, Any]]:
-        """HA rules (Proxmox 9 ``rules.cfg``): ``{id: {"type": "node-affinity", "nodes":
-        {node: prio}, "resources": [sid], "strict": bool}}``; groups cover the same ground."""
+        """HA rules (Proxmox 9 ``rules.cfg``) as ``hafence.ha.config.parse_rules`` gives
+        them: ``{id: {"type": "node-affinity"|"resource-affinity", "resources": [sid],
+        "nodes": {node: prio}, "strict": bool, "affinity": "positive"|"negative", ...}}``."""
         return {}
+
+    def write_rules(self, rules: dict[str, dict[str, Any]]) -> None:
+        """Replace ``rules.cfg`` (the master, migrating groups to rules)."""
+        raise NotImplementedError
+
+    def delete_groups(self) -> None:
+        """Remove every HA group (after their migration to rules)."""
+        raise NotImplementedError
+
+    # the version a node must have before HA groups are migrated to rules for good, and
+    # what the versions are of (Proxmox: pve-manager 9.0.0~16)
+    rules_min_version: str = "9.0.0~16"
+    version_name: str = "pve-manager"
+
+    def get_node_version(self, node: str) -> str | None:
+        """The software version ``node`` runs (None: unknown)."""
+        return None
+
+    def service_config_digest(self, services: dict[str, dict[str, Any]]) -> str | None:
+        """Changes when the service config does (rules are compiled again); None: the
+        config is not watched for that (Proxmox's simulator)."""
+        return hashlib.sha1(json.dumps(services, sort_keys=True).encode()).hexdigest()
 
     def crs_options(self) -> dict[str, Any]:
-        """Datacenter ``crs`` options: ``{"ha": "basic"|"static"}`` (scheduler mode)."""
+        """Datacenter ``crs`` options: ``{"ha": "basic"|"static"|"dynamic",
+        "ha-rebalance-on-start": 0|1, "ha-auto-rebalance": 0|1, ...}``."""
         return {}
 
-    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
-        """``{node: {"maxcpu": int, "maxmem": bytes}}`` for the static scheduler."""
-        return {}
+    def get_basic_service_stats(self) -> dict[str, dict[str, Any]]:
+        """Every service known to run somewhere: ``{sid: {"node", "state", "running"}}``
+        (the configured ones here; Proxmox adds guests HA does not manage)."""
+        return {
+            sid: {"node": cd.get("node"), "state": cd.get("state"),
+                  "running": cd.get("state") == "started"}
+            for sid, cd in self.read_service_config().items()
+        }  # fmt: skip
 
     def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
-        """``{sid: {"maxcpu": float, "maxmem": bytes}}`` (configured maxima)."""
-        return {}
+        """As :meth:`get_basic_service_stats`, each with ``"usage": {"maxcpu": cores,
+        "maxmem": bytes}`` (configured maxima, for the static scheduler)."""
+        return {sid: {**s, "usage": {}} for sid, s in self.get_basic_service_stats().items()}
 
     def get_dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
-        """``{sid: {"cpu": cores, "mem": bytes}}``: what services use now (dynamic CRS)."""
+        """As :meth:`get_static_service_stats`, the usage also with ``"cpu"`` (cores) and
+        ``"mem"`` (bytes) in use now (the dynamic scheduler)."""
+        return self.get_static_service_stats()
+
+    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
+        """``{node: {"maxcpu": cores, "maxmem": bytes}}``."""
+        return {}
+
+    def lrm_status_extra(self) -> dict[str, Any]:
+        """More for this node's LRM status (a real node: its version and the figures
+        the schedulers read, see ``hafence.ha.realenv``)."""
+        return {}
+
+    def get_dynamic_node_stats(self) -> dict[str, dict[str, Any]]:
+        """``{node: {"cpu": cores, "maxcpu": cores, "mem": bytes, "maxmem": bytes}}``:
+        what each node uses now, its services' usage included."""
         return {}
 
     def cluster_state_update(self) -> bool:
@@ -161,8 +208,13 @@ class Env(ABC):
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
         """Change properties of one service's config (``ha-manager crm-command stop`` sets
-        ``state=stopped``)."""
+        ``state=stopped``); a value None removes the property."""
         raise NotImplementedError
+
+    def update_service_configs(self, changes: dict[str, dict[str, Any]]) -> None:
+        """Several services' changes at once (see :meth:`update_service_config`)."""
+        for sid in sorted(changes):
+            self.update_service_config(sid, changes[sid])
 
     def crm_commands_pending(self) -> bool:
         """Whether CRM commands wait in the queue (they wake an idle CRM up)."""
@@ -237,6 +289,15 @@ class Env(ABC):
     def worker_time_budget(self) -> float:
         """Seconds one LRM round may spend waiting for workers to free a slot."""
         return 0.0
+
+    @property
+    def process_state(self) -> dict[str, Any]:
+        """State a daemon keeps for its process lifetime (the simulator runs every node
+        in one process and shares it, as Proxmox's harness shares module variables)."""
+        state = self.__dict__.get("_hafence_process_state")
+        if state is None:
+            state = self.__dict__["_hafence_process_state"] = {}
+        return state
 
     def _worker_results(self) -> dict[str, Any]:
         res = self.__dict__.get("_hafence_worker_results")

@@ -21,7 +21,7 @@ from typing import Any
 from hafence.ha import state as st
 from hafence.ha.agent import exec_resource_agent
 from hafence.ha.env import Env, WatchdogHold
-from hafence.ha.manager import fenced_service_count
+from hafence.ha.manager import active_service_count, fenced_service_count
 
 MAX_IDLE_ROUNDS = 60
 
@@ -39,12 +39,10 @@ class LRM:
         self.shutdown_errors = 0
         self.service_status: dict[str, dict[str, Any]] = {}
         self.node_state = "unknown"
-        self.disarm: dict[str, Any] | None = None
         self.cluster_state_update = False
         self.idle_rounds = 0
         self._round_deadline = 0.0  # until when this round may wait for workers
         self._status_problem: str | None = None  # why the manager status did not read
-        self._wrote_status = False
         self.watchdog = WatchdogHold(env)
         self._set_status("wait_for_agent_lock")
 
@@ -83,6 +81,7 @@ class LRM:
         try:
             env.write_lrm_status(
                 {
+                    **env.lrm_status_extra(),
                     "state": self.status,
                     "mode": self.mode,
                     "results": self.results,
@@ -98,20 +97,16 @@ class LRM:
         env = self.env
         try:
             ms = env.read_manager_status() or {}
-        except Exception as exc:  # keep acting on the last good one (logged once)
-            if self._status_problem != str(exc):
-                self._status_problem = str(exc)
-                env.log("err", f"updating service status from manager failed: {exc}")
+        except Exception as exc:  # keep acting on the last good one
+            env.log("err", f"updating service status from manager failed: {exc}")
             return False
-        self._status_problem = None
         self.service_status = ms.get("service_status") or {}
         self.node_state = (ms.get("node_status") or {}).get(env.nodename, "unknown")
-        self.disarm = ms.get("disarm")
         if not self.shutdown_requested:
             request = (ms.get("node_request") or {}).get(env.nodename) or {}
             if request.get("maintenance"):
                 self.mode = "maintenance"
-            elif self.disarm:
+            elif ms.get("disarm"):
                 self.mode = "disarm"
             elif self.mode in ("maintenance", "disarm"):
                 self.mode = "active"
@@ -123,18 +118,7 @@ class LRM:
 
     def active_service_count(self) -> int:
         """Services this node runs or is about to receive (incoming migrations count)."""
-        node = self.env.nodename
-        count = 0
-        for sd in self.service_status.values():
-            state = sd.get("state")
-            mine = sd.get("node") == node
-            incoming = (
-                state in ("migrate", "relocate", "request_start_balance")
-                and sd.get("target") == node
-            )
-            if (mine or incoming) and state not in (None, "stopped", "freeze", "error"):
-                count += 1
-        return count
+        return active_service_count(self.service_status, self.env.nodename)
 
     def _maintenance_requested(self) -> bool:
         return self.mode == "maintenance"
@@ -201,18 +185,18 @@ class LRM:
         else:
             env.log("info", "restart LRM, freeze all services")
             self.mode = "restart"
-        self.shutdown_errors = 0
         if not self._update_lrm_status():
-            env.log("err", "unable to update lrm status file - not quorate")
+            env.log("err", "unable to update lrm status file - not quorate?")
 
     def do_one_iteration(self) -> bool:
         """One round; False when the daemon should exit."""
         env = self.env
         self._round_deadline = env.get_time() + env.worker_time_budget()
         self.cluster_state_update = env.cluster_state_update()
-        if not self._wrote_status:
+        # the first round of the process writes this LRM's status before anything else
+        if not env.process_state.get("lrm_wrote_status"):
             if self._update_lrm_status():
-                self._wrote_status = True
+                env.process_state["lrm_wrote_status"] = True
             else:
                 return not self.shutdown_requested
 
@@ -224,12 +208,9 @@ class LRM:
 
         state = self.status
         if state == "wait_for_agent_lock":
-            if (
-                not fence_request
-                and not self.disarm
-                and self.active_service_count()
-                and env.quorate()
-            ):
+            if self.mode == "disarm":
+                pass  # a disarmed node stays idle: no lock
+            elif not fence_request and self.active_service_count() and env.quorate():
                 if self._get_agent_lock():
                     self._set_status("active")
         elif state == "lost_agent_lock":
@@ -237,17 +218,18 @@ class LRM:
                 self._set_status("active")
         elif state == "active":
             if fence_request:
-                env.log("err", "node need to be fenced - releasing agent_lock")
+                env.log("err", "node needs to be fenced - releasing agent_lock")
                 self._set_status("lost_agent_lock")
             elif not self._get_agent_lock():
                 self._set_status("lost_agent_lock")
             elif self._maintenance_requested():
                 self._set_status("maintenance")
             elif self.mode == "disarm" and not self._run_workers():
-                # no command runs any more: safe to stop protecting the node
+                # no fence request and no command runs any more: safe to go idle
                 env.log("info", "HA disarm requested, releasing agent lock and watchdog")
                 self._disarm()
             elif not self._local_services() and not self._run_workers():
+                # nothing for this node and every (old) worker done
                 self.idle_rounds += 1
                 if self.idle_rounds > MAX_IDLE_ROUNDS:
                     env.log(
@@ -263,7 +245,7 @@ class LRM:
         elif state == "maintenance":
             if fence_request:
                 env.log(
-                    "err", "node need to be fenced during maintenance mode - releasing agent_lock"
+                    "err", "node needs to be fenced during maintenance mode - releasing agent_lock"
                 )
                 self._set_status("lost_agent_lock")
             elif (
@@ -271,24 +253,22 @@ class LRM:
                 and not self.active_service_count()
                 and not self._run_workers()
             ):
+                # disarm wins: nothing active, nothing running
                 env.log(
                     "info",
                     "HA disarm requested during maintenance, releasing agent lock and watchdog",
                 )
                 self._disarm()
-            elif not self._maintenance_requested():
-                if self._get_agent_lock():
-                    self._set_status("active")
-                else:
-                    self._set_status("lost_agent_lock")
             elif self.active_service_count() or self._run_workers():
                 # keep lock and watchdog until every service left the node
                 if not self._get_agent_lock():
                     self._set_status("lost_agent_lock")
-            elif self.watchdog.armed and not self.shutdown_requested:
-                # empty: nothing left to protect
-                self.watchdog.close()
-                env.release_ha_agent_lock()
+            elif not self._maintenance_requested():
+                # empty, no maintenance wanted and still here: active again
+                if self._get_agent_lock():
+                    self._set_status("active")
+                else:
+                    self._set_status("lost_agent_lock")
 
         state = self.status
         if state == "wait_for_agent_lock":
@@ -309,32 +289,37 @@ class LRM:
                         f"detected {count} running services",
                     )
                     if self.mode == "restart" and env.get_time() - self.state_change_time > 90:
+                        # the watchdog should have fired (noboot, or broken); restart mode
+                        # touches no service: exit
                         env.log(
                             "err",
                             "lost agent lock and restart request for over 90 seconds - giving up!",
                         )
                         return False
-                elif not self._run_workers():  # a command still running keeps the watchdog
-                    self.watchdog.close()
+                elif not env.running_workers():  # a command still running keeps the watchdog
+                    self.watchdog.close()  # every service stopped
                     return False
             return True
         if state == "maintenance":
-            if not self._update_service_status():
-                return True
-            exit_lrm = False
-            if (
-                self.shutdown_requested
-                and not self.active_service_count()
-                and not self._run_workers()
-            ):
-                self.watchdog.close()
-                exit_lrm = True
-                env.release_ha_agent_lock()
-            if not exit_lrm:
-                self._manage_resources()
-            self._update_lrm_status()
-            return not exit_lrm
+            return self._work_maintenance()
         raise RuntimeError(f"unexpected LRM state '{state}'")
+
+    def _work_maintenance(self) -> bool:
+        env = self.env
+        if not self._update_service_status():
+            return True
+        exit_lrm = False
+        if self.active_service_count() == 0 and self._run_workers() == 0:
+            # every active service left: nothing to protect any more
+            self.watchdog.close()
+            if self.shutdown_requested:
+                exit_lrm = True
+            # maintenance with no or only frozen services: the lock can go
+            env.release_ha_agent_lock()
+        if not exit_lrm:
+            self._manage_resources()
+        self._update_lrm_status()
+        return not exit_lrm
 
     def _work_active(self) -> bool:
         env = self.env
@@ -455,8 +440,10 @@ class LRM:
         exit_code = self._handle_exit_code(sid, w["state"], exit_code, sc.get(sid) or {})
         if exit_code == st.ETRY_AGAIN:
             return  # retried silently next round
-        if self.shutdown_requested and exit_code != st.SUCCESS:
-            self.shutdown_errors += 1
+        if w["uid"] is None:  # a shutdown stop: no result, but it counts for the exit
+            if exit_code != st.SUCCESS:
+                self.shutdown_errors += 1
+            return
         if w["uid"]:
             self.results[w["uid"]] = {"sid": sid, "state": w["state"], "exit_code": exit_code}
         valid = {sd.get("uid") for sd in self.service_status.values() if sd.get("uid")}
@@ -465,7 +452,7 @@ class LRM:
     def _handle_exit_code(self, sid: str, cmd: str, code: int, conf: dict[str, Any]) -> int:
         if cmd != "started":
             return code
-        max_restart = int(conf.get("max_restart", 1))
+        max_restart = int(conf.get("max_restart", 1)) if conf else 0
         if code == st.SUCCESS:
             self.restart_tries[sid] = 0
             return code

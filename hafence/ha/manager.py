@@ -1,14 +1,22 @@
 """The master CRM's decision step: one :meth:`Manager.manage` call per round.
 
-Pure logic over the :class:`~hafence.ha.env.Env`: it reads the service config, the node
-membership and every LRM's results, moves each service through its state machine, fences
-dead nodes and recovers their services, and writes the manager status that the LRMs act
-on. Service states (``hafence.ha.state.SERVICE_STATES``)::
+Pure logic over the :class:`~hafence.ha.env.Env`, a port of Proxmox's ``PVE::HA::Manager``:
+it reads the service config, the node membership and every LRM's results, moves each
+service through its state machine, fences dead nodes and recovers their services, and
+writes the manager status that the LRMs act on. Service states
+(``hafence.ha.state.SERVICE_STATES``)::
 
     request_start -> started <-> migrate/relocate     started -> request_stop -> stopped
+    request_start -> request_start_balance -> started (a balanced start elsewhere)
     started/request_stop/stopped/migrate/relocate -> fence -> recovery -> started|request_stop
     started -> error (relocate policy exhausted) -> stopped (only via requested 'disabled')
     started/stopped/request_stop -> freeze (LRM restart/reboot) -> started|request_stop
+
+Where a service goes is ``hafence.ha.select`` over the compiled rules (``hafence.ha.rules``,
+groups included as rules) and the node usage (``hafence.ha.usage``); with the ``static``
+or ``dynamic`` scheduler and ``ha-auto-rebalance`` on, the master also moves running
+services to even out the cluster's load. HA groups are migrated to rules for good once
+every node can read rules (Proxmox 9's upgrade path).
 
 Safety rules this module enforces:
 
@@ -22,24 +30,26 @@ Safety rules this module enforces:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
+from hafence.ha import rules as rl
 from hafence.ha import state as st
 from hafence.ha.env import Env, ServiceLocationConflict
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.select import (
-    DynamicUsage,
-    NodeUsage,
-    StaticUsage,
-    affinity_peers,
-    resource_affinity,
+    apply_negative_resource_affinity,
+    blocking_peers,
+    get_node_affinity,
+    get_resource_affinity,
     select_service_node,
-    service_affinity,
-    used_nodes,
 )
 from hafence.ha.statefile import StateFileError
+from hafence.ha.usage import Usage, make_usage
 
 _uid_counter = itertools.count()
 
@@ -52,6 +62,19 @@ def _new_uid(sid: str, state: str, now: float) -> str:
 _FREEZE_ON_DISARM = frozenset(
     {"started", "stopped", "request_stop", "request_start", "request_start_balance"}
 )
+# leftover guest locks that are safe to drop once the guest's node was fenced (reset)
+REMOVABLE_LOCKS = (
+    "backup",
+    "mounted",
+    "migrate",
+    "clone",
+    "rollback",
+    "snapshot",
+    "snapshot-delete",
+    "suspending",
+    "suspended",
+)
+GROUP_MIGRATION_COOLDOWN = 6  # rounds between two tries to migrate groups to rules
 
 
 def service_type(sid: str) -> str:
@@ -63,6 +86,40 @@ def fenced_service_count(service_status: dict[str, Any], node: str) -> int:
     return sum(
         1 for sd in service_status.values() if sd.get("node") == node and sd.get("state") == "fence"
     )
+
+
+def active_service_count(service_status: dict[str, Any], node: str) -> int:
+    """Services ``node`` runs or receives (Proxmox's ``count_active_services``)."""
+    count = 0
+    for sd in service_status.values():
+        if sd.get("node") != node and sd.get("target") != node:
+            continue
+        if sd.get("state") in (None, "stopped", "freeze", "error", "request_start"):
+            continue
+        count += 1
+    return count
+
+
+def has_min_version(version: str, minimum: str) -> bool:
+    """``9.0.0~16`` style versions (``~N`` a pre-release revision)."""
+    pat = re.compile(r"^(\d+)\.(\d+)(?:\.|-)(\d+)(?:~(\d+))?")
+    have, want = pat.match(version), pat.match(minimum)
+    if have is None or want is None:
+        return False
+    a = [int(x) for x in have.groups()[:3]]
+    b = [int(x) for x in want.groups()[:3]]
+    if a != b:
+        return a > b
+    rev, min_rev = have.group(4), int(want.group(4) or 0)
+    return rev is None or int(rev) >= min_rev
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class GroupMigrationError(Exception):
+    pass
 
 
 class Manager:
@@ -88,17 +145,20 @@ class Manager:
             self.ms["disarm"] = old["disarm"]
         self.sc: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, Any] = {}
-        self.rules: dict[str, Any] = {}
-        self.usage = NodeUsage([])
-        self._stays: set[tuple[Any, ...]] = set()
-        self.lrm_states: dict[str, str] = {}  # each node's LRM state, read every round
-        self.lrm_modes: dict[str, str] = {}  # and its mode (active, shutdown, restart ...)
-        self.lrm_times: dict[str, float] = {}  # and when its LRM wrote that status
-        self.closing: set[str] = set()  # nodes that receive no service (this round)
+        self.compiled: rl.CompiledRules | None = None
+        self.last_digests: tuple[str | None, ...] = ()
+        self.usage = Usage(env, [])
+        self.online: set[str] = set()  # the usage's nodes, as a set (this round)
+        self.lrm_modes: dict[str, str] = {}  # each node's LRM mode, read every round
         self.errors: dict[str, str] = {}  # what failed last round -> its error (logged once)
         self._last_lrm: dict[str, dict[str, Any]] = {}  # each node's last good LRM status
-        self.crs_mode = "basic"
-        self._update_crs_mode()
+        self.crs: dict[str, Any] = {"scheduler": None}
+        # rounds the imbalance stayed above the threshold (not kept across masters: the
+        # usage may have changed a lot meanwhile)
+        self.sustained_imbalance_round = 0
+        self.group_migration_round = 3  # wait a little first
+        self.all_lrms_disarmed = False
+        self.update_crs_scheduler_mode()
 
     # -- helpers -------------------------------------------------------------------------
     def _change(self, sid: str, new_state: str, **params: Any) -> None:
@@ -112,89 +172,75 @@ class Manager:
         sd["state"] = new_state
         text = ", ".join(f"{k} = {params[k]}" for k in sorted(params))
         sd.update(params)
-        if self.usage.mode == "basic":  # exact counts: only this service's load changes
-            self.usage.set_service(sid, sd)
-        else:  # float sums: recounted, so the scores never drift from a fresh count
-            self._recompute_usage()
+        self.usage.remove_service_usage(sid)
+        self.usage.add_service_usage(sid, sd)
         sd["uid"] = _new_uid(sid, new_state, self.env.get_time())
         suffix = f"  ({text})" if text else ""
         self.env.log(
             "info", f"service '{sid}': state changed from '{old_state}' to '{new_state}'{suffix}"
         )
 
-    def _update_crs_mode(self) -> None:
-        mode = (self.env.crs_options() or {}).get("ha") or "basic"
-        if mode not in ("basic", "static", "dynamic"):
-            mode = "basic"
-        if mode != self.crs_mode:
-            self.env.log("info", f"using scheduler mode '{mode}'")
-            self.crs_mode = mode
+    def update_crs_scheduler_mode(self) -> None:
         crs = self.env.crs_options() or {}
-        self.rebalance_on_start = bool(int(crs.get("ha-rebalance-on-start", 0) or 0))
-
-    def _recompute_usage(self) -> None:
-        online = self.ns.online_nodes()
-        if self.crs_mode in ("static", "dynamic"):
-            env = self.env
-            try:
-                if self.crs_mode == "dynamic":
-                    usage: NodeUsage = DynamicUsage(
-                        online,
-                        env.get_static_node_stats(),
-                        env.get_static_service_stats(),
-                        env.get_dynamic_service_stats(),
-                    )
-                else:
-                    usage = StaticUsage(
-                        online, env.get_static_node_stats(), env.get_static_service_stats()
-                    )
-            except ValueError as exc:
-                self.env.log("err", f"static scheduler unusable, counting services - {exc}")
-                usage = NodeUsage(online)
-        else:
-            usage = NodeUsage(online)
-        self.usage = usage.fill(self.ss)
-        self._stays: set[tuple[Any, ...]] = set()  # (group, failback, node) that keep theirs
-
-    def _select(self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any) -> str | None:
-        # Without rules, a service that stays put stays for its group and node alone
-        # (usage only matters for a move): decided once per round, not per service.
-        key = None
-        if not (self.rules or kw.get("try_next") or kw.get("best_scored")):
-            if kw.get("maintenance_fallback") is None:
-                key = (cd.get("group"), cd.get("failback", True), sd["node"])
-                if key in self._stays:
-                    return sd["node"]
-        target = self._select_node(sid, cd, sd, **kw)
-        if key is not None and target == sd["node"]:
-            self._stays.add(key)
-        return target
-
-    def _select_node(
-        self, sid: str, cd: dict[str, Any], sd: dict[str, Any], **kw: Any
-    ) -> str | None:
-        aff = service_affinity(sid, cd, self.groups, self.rules)
-        if self.rules:
-            aff.together, aff.separate = resource_affinity(sid, self.rules, self.ss, self.usage)
-        kw.setdefault("running", bool(sd.get("running")))
-        return select_service_node(aff, self.usage, sd["node"], sid=sid, avoid=self.closing, **kw)
-
-    def _closing_nodes(self) -> set[str]:
-        """Nodes whose LRM shuts down or restarts: they keep what they have (their LRM
-        stops or freezes it) but never receive a service, which would arrive at an LRM
-        that no longer starts anything. A node that came back since its LRM said so (a
-        reboot) is not closing: that status is from before."""
-        return {
-            n
-            for n, mode in self.lrm_modes.items()
-            if mode in ("shutdown", "restart")
-            and self.lrm_times.get(n, 0) >= self.ns.online_since.get(n, 0)
+        self.crs["rebalance_on_request_start"] = bool(crs.get("ha-rebalance-on-start"))
+        self.crs["auto_rebalance"] = {
+            "enable": bool(crs.get("ha-auto-rebalance")),
+            "threshold": float(crs.get("ha-auto-rebalance-threshold", 0.3)),
+            "method": crs.get("ha-auto-rebalance-method") or "bruteforce",
+            "hold_duration": int(crs.get("ha-auto-rebalance-hold-duration", 3)),
+            "margin": float(crs.get("ha-auto-rebalance-margin", 0.1)),
         }
+        old, new = self.crs["scheduler"], crs.get("ha") or "basic"
+        if old is None:
+            if new != "basic":
+                self.env.log("info", f"using scheduler mode '{new}'")
+        elif new == old:
+            return
+        else:
+            self.env.log("info", f"switching scheduler mode from '{old}' to '{new}'")
+        self.crs["scheduler"] = new
+
+    def recompute_online_node_usage(self) -> None:
+        online = self.ns.online_nodes()
+        usage, service_stats = make_usage(self.env, self.crs["scheduler"], online)
+        for sid in sorted(self.ss):
+            usage.add_service_usage(sid, self.ss[sid])
+        # resources HA does not manage load nodes too (their target is not known)
+        for sid in sorted(service_stats):
+            if sid not in self.ss:
+                stats = service_stats[sid]
+                usage.add_service_usage(
+                    sid, {k: stats.get(k) for k in ("node", "state", "running")}
+                )
+        self.usage = usage
+        self.online = set(usage.list_nodes())
+
+    def _select(self, sid: str, cd: dict[str, Any], preference: str) -> str | None:
+        c = self.compiled
+        assert c is not None
+        if (
+            preference == "none"
+            and sid not in c.node_affinity
+            and sid not in c.positive
+            and sid not in c.negative
+        ):
+            # select_service_node's answer without rules, without its cost for every
+            # service every round: stay, or go back to the maintenance fallback
+            sd, online = self.ss[sid], self.online
+            current, fallback = sd.get("node"), sd.get("maintenance_node")
+            if online and not cd.get("failback", True) and current in online:
+                return current
+            if fallback is not None and fallback in online:
+                return fallback
+            if current in online:
+                return current
+        return select_service_node(
+            self.compiled, self.usage, sid, cd, self.ss, preference, self.online
+        )
 
     def _read_lrm_status(self) -> tuple[dict[str, Any], dict[str, str]]:
         results: dict[str, Any] = {}
         modes: dict[str, str] = {}
-        self.lrm_states, self.lrm_modes = {}, modes
         for node in self.ns.nodes():
             what = f"lrm status of node '{node}'"
             try:
@@ -204,11 +250,215 @@ class Manager:
                 self._error_once(what, f"{what}: {exc}; using its last good version")
                 lrm = self._last_lrm.get(node, {})
             modes[node] = lrm.get("mode") or "active"
-            self.lrm_times[node] = float(lrm.get("timestamp") or 0)
-            self.lrm_states[node] = lrm.get("state") or "unknown"
             for uid, res in (lrm.get("results") or {}).items():
                 results.setdefault(uid, res)
+        self.lrm_modes = modes
         return results, modes
+
+    # -- rules ---------------------------------------------------------------------------
+    def _update_rules(self, sc: dict[str, Any], has_changed_nodelist: bool) -> None:
+        """Compile the rules again when they, the groups, the services or the nodes
+        changed; every rule dropped as infeasible is logged with the reason."""
+        raw = self.env.read_rules()
+        digests = (
+            _digest(raw),
+            _digest(self.groups),
+            self.env.service_config_digest(sc),
+        )
+        rl.migrate_groups_to_resources(self.groups, sc)
+        changed = digests[:2] != self.last_digests[:2] or (
+            digests[2] is not None and digests[2] != self.last_digests[2]
+        )
+        if self.compiled is not None and not has_changed_nodelist and not changed:
+            return
+        rules = rl.RuleSet.from_config(raw)
+        rl.migrate_groups_to_rules(rules, self.groups, sc)
+        nodes = self.ns.nodes()
+        for msg in rl.transform(rules, nodes):
+            self.env.log("info", msg)
+        self.compiled = rl.compile_rules(rules, nodes)
+        self.last_digests = digests
+
+    def _have_groups_been_migrated(self) -> bool:
+        return not self.env.read_groups()
+
+    def _assert_cluster_can_migrate_groups(self) -> None:
+        env, ns = self.env, self.ns
+        minimum = env.rules_min_version
+        if not env.quorate():
+            raise GroupMigrationError("cluster is not quorate")
+        nodes = ns.nodes()
+        if not nodes:
+            raise GroupMigrationError("node list is empty")
+        for node in nodes:
+            state = ns.get(node)
+            env.log("notice", f"ha groups migration: node '{node}' is in state '{state}'")
+            if state != "online":
+                raise GroupMigrationError(f"node '{node}' is not online")
+            lrm = env.read_lrm_status(node) or {}
+            lrm_state, lrm_mode = lrm.get("state"), lrm.get("mode")
+            if not lrm_state or not lrm_mode:
+                raise GroupMigrationError(f"could not retrieve state for lrm '{node}'")
+            env.log(
+                "notice",
+                f"ha groups migration: lrm '{node}' is in state '{lrm_state}' and mode "
+                f"'{lrm_mode}'",
+            )
+            idle = lrm_state == "wait_for_agent_lock" and not active_service_count(self.ss, node)
+            if lrm_state != "active" and not idle:
+                raise GroupMigrationError(f"lrm '{node}' is not in state 'active' or 'idle'")
+            if lrm_mode != "active":
+                raise GroupMigrationError(f"lrm '{node}' is not in mode 'active'")
+            version = env.get_node_version(node)
+            if not version:
+                raise GroupMigrationError(f"could not retrieve version from node '{node}'")
+            env.log("notice", f"ha groups migration: node '{node}' has version '{version}'")
+            if not has_min_version(version, minimum):
+                raise GroupMigrationError(
+                    f"node '{node}' needs at least {env.version_name} version '{minimum}'"
+                )
+
+    def _migrate_groups_persistently(self) -> bool:
+        env = self.env
+        try:
+            self._assert_cluster_can_migrate_groups()
+            resources = env.read_service_config()
+            groups = env.read_groups()
+            rules = rl.RuleSet.from_config(env.read_rules())
+            # the rules first: an admin can edit the migrated rules whatever happens next
+            rl.migrate_groups_to_rules(rules, groups, resources)
+            env.write_rules(rules.to_config())
+            env.log("notice", "ha groups migration: migration to rules config successful")
+            rl.migrate_groups_to_resources(groups, resources)
+            changes = {}
+            for sid, cd in resources.items():
+                if cd.get("group"):
+                    change: dict[str, Any] = {"group": None}
+                    if not cd.get("failback", True):
+                        change["failback"] = False
+                    changes[sid] = change
+            env.update_service_configs(changes)
+            env.log("notice", "ha groups migration: migration to resources config successful")
+            env.delete_groups()
+            env.log("notice", "ha groups migration: group config deletion successful")
+        except Exception as exc:
+            env.log("err", f"abort ha groups migration: {exc}")
+            return False
+        return True
+
+    def try_persistent_group_migration(self) -> None:
+        """Move HA groups into rules for good once every node reads rules."""
+        if self._have_groups_been_migrated():
+            return
+        self.group_migration_round -= 1
+        if self.group_migration_round > 0:
+            return
+        self.group_migration_round = GROUP_MIGRATION_COOLDOWN
+        env = self.env
+        env.log("notice", "start ha group migration...")
+        if self._migrate_groups_persistently():
+            env.log("notice", "ha groups migration successful")
+        else:
+            env.log("err", "ha groups migration failed")
+            env.log(
+                "notice",
+                f"retry ha groups migration in {GROUP_MIGRATION_COOLDOWN} rounds (~ "
+                f"{GROUP_MIGRATION_COOLDOWN * 10} seconds)",
+            )
+
+    # -- auto-rebalancing ----------------------------------------------------------------
+    def _stationary_bundles(self) -> dict[str, list[str]]:
+        """Running, non-moving services with their positive peers on the same node, by
+        the bundle's first service id."""
+        assert self.compiled is not None
+        ss = self.ss
+        bundles: dict[str, list[str]] = {}
+        for sid in sorted(ss):
+            if ss[sid]["state"] != "started":
+                continue
+            members = [sid]
+            nodes = {ss[sid]["node"]}
+            positive, _ = self.compiled.affinitive(sid)
+            moving = False
+            for csid in positive:
+                csd = ss.get(csid)
+                if csd is None:
+                    continue
+                if csd["state"] in ("migrate", "relocate"):
+                    moving = True
+                    break
+                if csd["state"] != "started":
+                    continue
+                nodes.add(csd["node"])
+                members.append(csid)
+            if moving or len(nodes) > 1:
+                continue
+            members.sort()
+            bundles[members[0]] = members
+        return bundles
+
+    def _migration_candidates(self) -> list[dict[str, Any]]:
+        assert self.compiled is not None
+        out = []
+        bundles = self._stationary_bundles()
+        for leader in sorted(bundles):
+            current = self.ss[leader]["node"]
+            _, targets = get_node_affinity(self.compiled, leader, self.online)
+            targets = set(targets)
+            _, separate = get_resource_affinity(self.compiled, leader, self.ss, self.online)
+            apply_negative_resource_affinity(separate, targets)
+            targets.discard(current)
+            if targets:
+                out.append(
+                    {"leader": leader, "nodes": sorted(targets), "resources": bundles[leader]}
+                )
+        return out
+
+    def _any_motion_queued_or_running(self) -> bool:
+        for sd in self.ss.values():
+            if sd["state"] in ("migrate", "relocate"):
+                return True
+            cmd = sd.get("cmd")
+            if cmd and cmd[0] in ("migrate", "relocate"):
+                return True
+        return False
+
+    def load_balance(self) -> None:
+        """Queue the move that evens the cluster's load out most, once the imbalance
+        stayed above the threshold for ``hold_duration`` rounds and the move improves it
+        by at least ``margin`` (relative)."""
+        opts = self.crs["auto_rebalance"]
+        if not opts["enable"] or self.crs["scheduler"] not in ("static", "dynamic"):
+            return
+        if self._any_motion_queued_or_running():
+            return
+        imbalance = self.usage.calculate_node_imbalance()
+        # '<=': a perfectly balanced cluster never triggers
+        if imbalance <= opts["threshold"]:
+            self.sustained_imbalance_round = 0
+            return
+        self.sustained_imbalance_round += 1
+        if self.sustained_imbalance_round < opts["hold_duration"]:
+            return
+        self.sustained_imbalance_round = 0
+        method = opts["method"]
+        if method not in ("bruteforce", "topsis"):
+            return
+        best = self.usage.select_best_balancing_migration(
+            self._migration_candidates(), topsis=method == "topsis"
+        )
+        if best is None:
+            return
+        if (imbalance - best.imbalance) / imbalance < opts["margin"]:
+            return
+        mig = best.migration
+        task = "migrate" if service_type(mig.sid) == "vm" else "relocate"
+        self.env.log(
+            "info",
+            f"auto rebalance - {task} {mig.sid} to {mig.target} (expected change for imbalance "
+            f"from {imbalance:.2f} to {best.imbalance:.2f})",
+        )
+        self._queue_resource_motion(f"{task} {mig.sid} {mig.target}", task, mig.sid, mig.target)
 
     # -- CRM commands --------------------------------------------------------------------
     def _update_crm_commands(self) -> None:
@@ -235,15 +485,14 @@ class Manager:
             elif node == sd.get("node"):
                 env.log("info", f"ignore crm command - service already on target node: {line}")
             else:
-                self._queue_move(line, cmd, sid, node)
+                self._queue_resource_motion(line, cmd, sid, node)
         elif cmd == "stop":
             sid, timeout = args
-            sd = ss.get(sid)
-            if sd is None:
+            if ss.get(sid) is None:
                 env.log("err", f"crm command error - no such service: {line}")
             else:
                 env.log("info", f"got crm command: {line}")
-                sd["cmd"] = ["stop", int(timeout)]
+                ss[sid]["cmd"] = ["stop", int(timeout)]
         elif cmd == "enable-node-maintenance":
             node = args[0]
             state = ns.get(node)
@@ -261,6 +510,17 @@ class Manager:
                 )
             else:
                 env.log("err", f"crm command error - node not online: {line}")
+        elif cmd == "disable-node-maintenance":
+            node = args[0]
+            state = ns.get(node)
+            if state != "maintenance":
+                env.log(
+                    "warning",
+                    f"clearing maintenance of node {node} requested, but it's in state {state}",
+                )
+            req = self.ms.get("node_request", {}).get(node)
+            if req:
+                req.pop("maintenance", None)
         elif cmd == "disarm-ha":
             disarm = self.ms.get("disarm")
             if disarm:
@@ -280,10 +540,11 @@ class Manager:
                 env.log("notice", "ignoring arm-ha command - HA stack is not disarmed")
                 return
             env.log("info", f"got crm command: {line}")
-            if disarm.get("applied") and disarm["mode"] == "ignore":
-                # services an admin moved by hand while HA looked away
+            if disarm.get("mode") == "ignore":
+                # services an admin may have moved by hand while HA looked away
+                sc = env.read_service_config()
                 for sid in sorted(ss):
-                    cd = self.sc.get(sid)
+                    cd = sc.get(sid)
                     if cd and cd.get("node") and cd["node"] != ss[sid].get("node"):
                         env.log(
                             "info",
@@ -295,91 +556,90 @@ class Manager:
         elif cmd == "fence-ack":
             node, by, at = args
             self.ns.acknowledge(node, by, int(at))
-        elif cmd == "disable-node-maintenance":
-            node = args[0]
-            state = ns.get(node)
-            if state != "maintenance":
-                env.log(
-                    "warning",
-                    f"clearing maintenance of node {node} requested, but it's in state {state}",
-                )
-            req = self.ms.get("node_request", {}).get(node)
-            if req:
-                req.pop("maintenance", None)
 
-    def _queue_move(self, line: str, cmd: str, sid: str, node: str) -> None:
-        """A migrate/relocate command, checked against resource-affinity rules: refused
-        onto a node a negative peer uses; positive peers move along."""
+    def _queue_resource_motion(self, line: str, task: str, sid: str, target: str) -> None:
+        """A migrate/relocate, checked against resource-affinity rules: refused onto a
+        node a negative peer uses; positive peers move along."""
+        assert self.compiled is not None
         env, ss = self.env, self.ss
-        positive, negative = affinity_peers(sid, self.rules)
-        for peer in negative:
-            if node in used_nodes(ss.get(peer) or {}):
-                env.log(
-                    "err",
-                    f"crm command '{line}' error - service '{peer}' on node '{node}' in "
-                    f"negative affinity with service '{sid}'",
-                )
-                return
+        for csid in blocking_peers(self.compiled, sid, ss, target)[:1]:  # one is enough
+            env.log(
+                "err",
+                f"crm command '{line}' error - service '{csid}' on node '{target}' in "
+                f"negative affinity with service '{sid}'",
+            )
+            return
+        together = self.compiled.affinitive(sid)[0]
         env.log("info", f"got crm command: {line}")
-        ss[sid]["cmd"] = [cmd, node]
-        for peer in positive:
-            psd = ss.get(peer)
-            if psd is None or psd.get("node") == node:
+        ss[sid]["cmd"] = [task, target]
+        for csid in sorted(together):
+            csd = ss.get(csid)
+            if csd is None or csd.get("state") == "ignored":
+                continue
+            if csd.get("node") == target or csd.get("target") == target:
                 continue
             env.log(
                 "info",
-                f"crm command '{line}' - {cmd} service '{peer}' to node '{node}' (service "
-                f"'{peer}' in positive affinity with service '{sid}')",
+                f"crm command '{line}' - {task} service '{csid}' to node '{target}' (service "
+                f"'{csid}' in positive affinity with service '{sid}')",
             )
-            psd["cmd"] = [cmd, node]
+            csd["cmd"] = [task, target]
 
     # -- the round -----------------------------------------------------------------------
     def manage(self) -> None:
         env, ns, ss = self.env, self.ns, self.ss
         node_info = env.get_node_info()
+        has_changed_nodelist = ns.check_for_changed_nodelist(node_info)
         lrm_results, lrm_modes = self._read_lrm_status()
         ns.update(node_info, lrm_modes)
-        self.closing = self._closing_nodes()
         if not ns.is_operational(env.nodename):
             env.log("info", "master seems offline")
             return
-        self._update_crs_mode()
+        self.update_crs_scheduler_mode()
+        self.try_persistent_group_migration()
         self.sc = sc = env.read_service_config()
         self.groups = env.read_groups()
-        self.rules = env.read_rules()
 
-        for sid in sorted(sc):
-            if sid in ss:
-                continue
-            cd = sc[sid]
-            if cd.get("state") == "ignored":
-                continue
-            env.log("info", f"adding new service '{sid}' on node '{cd['node']}'")
-            state = "request_start" if cd.get("state") == "started" else "request_stop"
-            ss[sid] = {
-                "state": state,
-                "node": cd["node"],
-                "uid": _new_uid(sid, "started", env.get_time()),
-            }
-        for sid in sorted(ss):
-            cd = sc.get(sid)
-            if cd is not None and cd.get("state") != "ignored":
-                continue
-            reason = "ignored state requested" if cd is not None else "no config"
-            env.log("info", f"removing stale service '{sid}' ({reason})")
-            del ss[sid]
+        # a disarmed stack adds and drops nothing: handle_disarm owns the service status
+        if not self.ms.get("disarm"):
+            for sid in sorted(sc):
+                if sid in ss:
+                    continue
+                cd = sc[sid]
+                if cd.get("state") == "ignored":
+                    continue
+                env.log("info", f"adding new service '{sid}' on node '{cd['node']}'")
+                # assume it runs: a running service is not relocated when it is added
+                state = "request_start" if cd.get("state") == "started" else "request_stop"
+                ss[sid] = {
+                    "state": state,
+                    "node": cd["node"],
+                    "uid": _new_uid(sid, "started", env.get_time()),
+                }
+            for sid in sorted(ss):
+                cd = sc.get(sid)
+                if cd is not None and cd.get("state") != "ignored":
+                    continue
+                reason = "ignored state requested" if cd is not None else "no config"
+                env.log("info", f"removing stale service '{sid}' ({reason})")
+                del ss[sid]
 
+        self.recompute_online_node_usage()
+        self._update_rules(sc, has_changed_nodelist)
         self._update_crm_commands()
+
         deferred: set[str] | None = None
         if self.ms.get("disarm"):
-            deferred = self._handle_disarm()
+            deferred = self._handle_disarm(lrm_modes)
             if deferred is None:  # disarm in effect: no service changes at all
-                self.flush()
                 return
+        else:
+            # no new migrations while a disarm waits for the transitions in flight
+            self.load_balance()
+        self.all_lrms_disarmed = False
 
         while True:
             repeat = False
-            self._recompute_usage()
             for sid in sorted(ss):
                 sd = ss[sid]
                 last = sd["state"]
@@ -440,12 +700,15 @@ class Manager:
         if handler is not None:
             handler(self, sid, cd, sd, lrm_res)
         elif last == "freeze":
-            if lrm_modes.get(sd.get("node") or "") == "active":
+            if lrm_modes.get(sd.get("node") or "") == "active":  # unfreeze when active again
                 self._change(sid, "started" if cd["state"] == "started" else "request_stop")
-        elif last != "fence":
+        elif last != "fence":  # fence: wait until the node is fenced
             self.env.log("err", f"service '{sid}': unknown service state '{last}'")
-        mode = lrm_modes.get(sd.get("node") or "")
-        if mode == "restart" and sd["state"] in ("started", "stopped", "request_stop"):
+        if lrm_modes.get(sd.get("node") or "") == "restart" and sd["state"] in (
+            "started",
+            "stopped",
+            "request_stop",
+        ):
             self._change(sid, "freeze")
 
     @contextlib.contextmanager
@@ -514,13 +777,14 @@ class Manager:
         )
         return ms
 
-    def _handle_disarm(self) -> set[str] | None:
+    def _handle_disarm(self, lrm_modes: dict[str, str]) -> set[str] | None:
         """Advance a requested disarm (Proxmox's ``handle_disarm``).
 
         While services are in fence, recovery, migrate or relocate it waits and returns
         them: their transitions must finish with the watchdogs still armed. Then it
         freezes (mode freeze) or stops tracking (mode ignore) every service, and the stack
-        is fully disarmed once no LRM is active any more; None: skip the service steps.
+        is fully disarmed once every online node's LRM is in disarm mode; None: skip the
+        service steps (the status is written here).
         """
         disarm = self.ms["disarm"]
         env, ss = self.env, self.ss
@@ -537,27 +801,30 @@ class Manager:
                 deferred.add(sid)
         if deferred:
             return deferred
-        # runtime data (failed_nodes, cmd, target ...) dies with the disarm; a service
-        # keeps where to go back to after maintenance
+        # runtime data (failed_nodes, cmd, target ...) dies with the disarm, so the state
+        # machine starts fresh when re-armed; a service keeps where to go back to after
+        # maintenance
         keep = ("state", "node", "uid", "maintenance_node")
         for sid in sorted(ss):
             sd = ss[sid]
-            if mode == "freeze" and sd["state"] in _FREEZE_ON_DISARM:
+            if mode == "freeze":
+                if sd["state"] not in _FREEZE_ON_DISARM:
+                    continue
                 env.log("info", f"disarm: freezing service '{sid}' (was '{sd['state']}')")
+                for key in [k for k in sd if k not in keep]:
+                    del sd[key]
                 sd["state"] = "freeze"
                 sd["uid"] = _new_uid(sid, "freeze", env.get_time())
-            for key in [k for k in sd if k not in keep]:
-                del sd[key]
-        disarm["applied"] = True
-        if disarm["state"] == "disarming":
-            active = [
-                n
-                for n in self.ns.nodes()
-                if self.ns.is_operational(n) and self.lrm_states.get(n) == "active"
-            ]
-            if not active:
-                env.log("info", "all LRMs disarmed, HA stack is now fully disarmed")
-                disarm["state"] = "disarmed"
+            else:
+                for key in [k for k in sd if k not in keep]:
+                    del sd[key]
+        all_disarmed = all(lrm_modes.get(n, "unknown") == "disarm" for n in self.ns.online_nodes())
+        if all_disarmed and disarm["state"] != "disarmed":
+            env.log("info", "all LRMs disarmed, HA stack is now fully disarmed")
+            disarm["state"] = "disarmed"
+        # once disarmed it stays so: a node coming back catches up within a round
+        self.all_lrms_disarmed = disarm["state"] == "disarmed"
+        self.flush()
         return None
 
     def flush(self) -> None:
@@ -584,24 +851,12 @@ class Manager:
                 f"ignore service '{sid}' {what} request - service already on node '{target}'",
             )
             return False
-        if target in self.closing:
-            self.env.log(
-                "err", f"ignore service '{sid}' {what} request - node '{target}' is shutting down"
-            )
-            return False
         return True
 
     def _next_request_start(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         node = sd["node"]
-        if self.rebalance_on_start:
-            target = self._select(
-                sid,
-                cd,
-                sd,
-                tried_nodes=sd.get("failed_nodes") or [],
-                maintenance_fallback=sd.get("maintenance_node"),
-                best_scored=True,
-            )
+        if self.crs["rebalance_on_request_start"]:
+            target = self._select(sid, cd, "best-score")
             if target:
                 which = "new" if target != node else "current"
                 self.env.log(
@@ -626,14 +881,18 @@ class Manager:
                     return
             elif cmd[0] == "stop":
                 env.log("info", f"ignore service '{sid}' stop request - service already stopped")
+            else:
+                env.log("err", f"unknown command '{cmd[0]}' for service '{sid}'")
         if cd["state"] == "disabled":
-            return  # the LRM keeps it stopped; no result to wait for
+            # the LRM keeps it stopped (also without a master); no result to wait for
+            return
         if ns.offline_delayed(sd["node"]) and ns.get(sd["node"]) != "maintenance":
             self._change(sid, "fence")
             return
         if cd["state"] == "stopped":
-            return
+            return  # like 'disabled', but it gets recovered
         if cd["state"] == "started":
+            # next_started moves it when it is on the wrong node
             self._change(sid, "request_start", node=sd["node"])
             return
         env.log("err", f"service '{sid}' - unknown state '{cd['state']}' in service configuration")
@@ -657,19 +916,18 @@ class Manager:
             if code == st.SUCCESS:
                 self._change(sid, req_state, node=sd["target"])
                 return
-            if code == st.IGNORED:
+            if code == st.EWRONG_NODE:
+                self.env.log(
+                    "err", f"service '{sid}' - migration failed: service registered on wrong node!"
+                )
+                self._change(sid, "error")
+            elif code == st.IGNORED:
                 self.env.log(
                     "info",
                     f"service '{sid}' - rebalance-on-start request ignored - service already "
                     "running",
                 )
                 self._change(sid, req_state, node=sd["node"])
-                return
-            if code == st.EWRONG_NODE:
-                self.env.log(
-                    "err", f"service '{sid}' - migration failed: service registered on wrong node!"
-                )
-                self._change(sid, "error")
             else:
                 self.env.log("err", f"service '{sid}' - migration failed (exit code {code})")
                 self._change(sid, req_state, node=sd["node"])
@@ -712,9 +970,11 @@ class Manager:
                     )
                 self._change(sid, "request_stop", timeout=timeout)
                 env.update_service_config(sid, {"state": "stopped"})
+            else:
+                env.log("err", f"unknown command '{cmd[0]}' for service '{sid}'")
             return
 
-        try_next = False
+        preference = "none"
         if lrm_res:
             code = lrm_res.get("exit_code")
             if code == st.SUCCESS:
@@ -725,12 +985,12 @@ class Manager:
                         f"failed nodes: {', '.join(sd['failed_nodes'])}",
                     )
                 sd.pop("failed_nodes", None)
-                sd["running"] = 1
+                sd["running"] = 1  # a successful start, valid while 'started'
             elif code in (st.ERROR, st.EWRONG_NODE):
                 sd.pop("running", None)
                 sd.setdefault("failed_nodes", []).append(node)
                 if len(sd["failed_nodes"]) <= int(cd.get("max_relocate", 1)):
-                    try_next = True
+                    preference = "try-next"
                     env.log(
                         "warning",
                         f"starting service {sid} on node '{node}' failed, relocating service.",
@@ -744,18 +1004,12 @@ class Manager:
                     self._change(sid, "error")
                     return
             else:
-                env.log("err", f"service '{sid}' got unrecoverable error (exit code {code}))")
+                sd.setdefault("failed_nodes", []).append(node)
+                env.log("err", f"service '{sid}' got unrecoverable error (exit code {code})")
                 self._change(sid, "error")
                 return
 
-        target = self._select(
-            sid,
-            cd,
-            sd,
-            try_next=try_next,
-            tried_nodes=sd.get("failed_nodes") or [],
-            maintenance_fallback=sd.get("maintenance_node"),
-        )
+        target = self._select(sid, cd, preference)
         if target and target != node:
             fallback = sd.get("maintenance_node")
             if fallback is not None:
@@ -776,13 +1030,15 @@ class Manager:
                 env.log("info", f"relocate service '{sid}' to node '{target}'")
                 self._change(sid, "relocate", node=node, target=target)
             return
-        if try_next and target is None:
+        if preference == "try-next" and target is None:
             env.log(
                 "warning",
                 f"Start Error Recovery: Tried all available nodes for service '{sid}', retry "
                 f"start on current node. Tried nodes: {', '.join(sd.get('failed_nodes') or [])}",
             )
         if sd.get("maintenance_node") and sd["maintenance_node"] == node and ns.is_online(node):
+            # it never ran elsewhere since (the whole cluster went down with the 'migrate'
+            # policy): the node is out of maintenance and runs it, so that is stale
             env.log(
                 "info",
                 f"service '{sid}': clearing stale maintenance node '{node}' setting (is current "
@@ -793,12 +1049,28 @@ class Manager:
             # a new uid makes the LRM check (and restart) the service again
             sd["uid"] = _new_uid(sid, sd["state"], env.get_time())
 
+    def _fence_recovery_cleanup(self, sid: str, fenced_node: str) -> None:
+        """Drop a leftover guest lock that would block the start: the guest's node was
+        reset, so whatever held the lock (a backup, a migration ...) is gone."""
+        rtype, _, rid = sid.partition(":")
+        plugin = self.env.resource_types().get(rtype)
+        if plugin is None:
+            raise ValueError(f"unknown resource type '{rtype}'")
+        removed = plugin.remove_locks(rid, REMOVABLE_LOCKS, fenced_node)
+        if removed:
+            self.env.log(
+                "warning",
+                f"removed leftover lock '{removed}' from recovered service '{sid}' to allow "
+                "its start.",
+            )
+
     def _next_recovery(self, sid: str, cd: dict, sd: dict, lrm_res: dict | None) -> None:
         env = self.env
         fenced_node = sd["node"]
-        target = self._select(sid, cd, sd, best_scored=True)
+        target = self._select(sid, cd, "best-score")
         if target:
             if target == fenced_node:
+                # a strict rule and the node came back fine
                 env.log(
                     "info",
                     f"recover service '{sid}' to previous failed and fenced node '{fenced_node}' "
@@ -809,6 +1081,7 @@ class Manager:
                     "info",
                     f"recover service '{sid}' from fenced node '{fenced_node}' to node '{target}'",
                 )
+            self._fence_recovery_cleanup(sid, fenced_node)
             try:
                 env.steal_service(sid, fenced_node, target)
             except ServiceLocationConflict as exc:
@@ -821,12 +1094,14 @@ class Manager:
                 sid, "started" if cd["state"] == "started" else "request_stop", node=target
             )
             return
+        # no node now, but recovery is retried every round: it must become available
         env.log(
             "err",
             f"recovering service '{sid}' from fenced node '{fenced_node}' failed, "
             "no recovery node found",
         )
         if cd["state"] == "disabled":
+            # an admin may take it out of recovery by disabling it (never via request_stop)
             sd.pop("failed_nodes", None)
             self._change(sid, "stopped")
 
@@ -862,7 +1137,7 @@ class Manager:
 
     _HANDLERS = {
         "request_start": _next_request_start,
-        "queued": _next_request_start,
+        "queued": _next_request_start,  # an old name of request_start, in old status files
         "started": _next_started,
         "stopped": _next_stopped,
         "request_stop": _next_request_stop,

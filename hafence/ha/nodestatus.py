@@ -27,7 +27,6 @@ class NodeStatus:
         self.last_online: dict[str, float] = {}
         self.fence_delay = fence_delay
         self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
-        self.online_since: dict[str, float] = {}  # when a node last came (back) online
         # nodes an admin confirmed off by hand (fence-ack): {node: {"by": who, "at": time}}
         self.acked: dict[str, dict[str, Any]] = {}
 
@@ -49,7 +48,7 @@ class NodeStatus:
 
     def offline_delayed(self, node: str, delay: float | None = None) -> bool:
         """Whether ``node`` has been offline for at least the fence delay."""
-        if node not in self.status:
+        if self.get(node) == "online":
             return False
         delay = self.fence_delay if delay is None else delay
         now = self.env.get_time()
@@ -59,20 +58,24 @@ class NodeStatus:
             return False
         return now - last >= delay
 
+    def check_for_changed_nodelist(self, node_info: dict[str, dict[str, Any]]) -> bool:
+        """Whether cluster members joined or left since the last round."""
+        return set(node_info) != set(self.status)
+
     # -- changes -------------------------------------------------------------------------
     def _set(self, node: str, state: str) -> None:
         old = self.get(node)
+        if state == old:
+            return
         self.env.log("info", f"node '{node}': state changed from '{old}' => '{state}'")
         self.status[node] = state
-        if state == "online" and old != "maintenance":
-            self.online_since[node] = self.env.get_time()
 
     def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
         now = self.env.get_time()
         for node in sorted(node_info):
             if not node_info[node].get("online"):
                 continue
-            self.last_online[node] = now
+            self.last_online[node] = now  # for the fence delay
             if self.acked.pop(node, None) is not None:
                 self.env.log("warning", f"fencing: node '{node}' is online: its fence-ack is void")
             state = self.get(node)
@@ -81,7 +84,7 @@ class NodeStatus:
                 if maint:
                     self._set(node, "maintenance")
             elif state in ("unknown", "gone"):
-                self._set(node, "maintenance" if maint else "online")
+                self._set(node, "online")
             elif state == "maintenance":
                 if not maint:
                     self._set(node, "online")
@@ -89,17 +92,21 @@ class NodeStatus:
         for node in sorted(self.status):
             if node_info.get(node, {}).get("online"):
                 continue
+            # not in the quorate partition, maybe still running
             state = self.get(node)
             if state == "online":
                 self._set(node, "unknown")
+            elif state == "maintenance":
+                if lrm_modes.get(node) != "maintenance":
+                    self._set(node, "unknown")
             elif state == "unknown" and node not in node_info:
                 self._set(node, "gone")  # no longer a cluster member at all
             elif state == "gone" and self.offline_delayed(node, GONE_DELAY):
-                self.env.log("info", f"deleting gone node '{node}', not a cluster member anymore.")
+                self.env.log(
+                    "notice", f"deleting gone node '{node}', not a cluster member anymore."
+                )
                 del self.status[node]
                 self.last_online.pop(node, None)
-            # maintenance: its services were moved away; any left get fenced by the
-            # service step once the node has been offline for the fence delay
 
     def fence_node(self, node: str) -> bool:
         """Drive the fencing of ``node`` one step; True once it is safely fenced."""

@@ -27,6 +27,14 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   nothing with ``watchdog_socket=None`` (tests and development; the daemons warn loudly).
 - **log**: one line per decision through ``logging`` (logger ``hafence.ha``), prefixed
   ``<node>/<role>:`` like Proxmox's HA log.
+- **scheduler figures**: each LRM puts its node's size and load (``hafence.ha.nodestats``)
+  and its services' maxima and usage (the resource types' ``static_stats`` /
+  ``dynamic_stats``) into its LRM status, refreshed every ``stats_interval`` seconds,
+  with the hafence version it runs; the CRM reads them from there for the ``static`` and
+  ``dynamic`` schedulers (Proxmox: pvestatd's broadcasts).
+- **cluster state update**: the round starts by reading the datacenter options (the
+  round's copy); a store that cannot answer makes the round a skipped one, as Proxmox's
+  failed ``cfs_update``.
 """
 
 from __future__ import annotations
@@ -41,15 +49,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hafence import __version__
 from hafence.errors import HafenceError
+from hafence.ha import config as hacfg
 from hafence.ha import state as st
-from hafence.ha.cfgfiles import ConfigFiles
+from hafence.ha.cfgfiles import DATACENTER, GROUPS, RULES, ConfigFiles
 from hafence.ha.env import (
     Env,
     ServiceLocationConflict,
 )
 from hafence.ha.fencerun import FenceRunner, FenceSource
-from hafence.ha.resources import ResourceType, load_resource_types
+from hafence.ha.nodestats import NodeSampler
+from hafence.ha.resources import ResourceError, ResourceType, load_resource_types, split_sid
+from hafence.ha.rules import format_rules
 from hafence.ha.statefile import StateFileError, check_lrm_status, check_manager_status
 from hafence.ha.timings import Timings
 from hafence.store import Store, StoreUnavailable
@@ -109,6 +121,7 @@ class RealEnv(Env):
         registry: Any = None,
         shutdown_probe: Callable[[], tuple[bool, bool]] = systemd_shutdown_probe,
         stop_timeout: float = 180.0,
+        stats_interval: float = 10.0,
     ) -> None:
         if role not in ("crm", "lrm"):
             raise ValueError("role must be 'crm' or 'lrm'")
@@ -125,6 +138,13 @@ class RealEnv(Env):
         self._resource_types = resource_types
         self.config = ConfigFiles(store, self.log)
         self._last_options: dict[str, Any] = {"shutdown_policy": "conditional", "max_worker": 4}
+        self._datacenter: dict[str, Any] | None = None  # this round's datacenter options
+        # HAFENCE_STATS_ROOT: where /proc and /sys/fs/cgroup are read (a test plays
+        # several machines on one)
+        self.sampler = NodeSampler(os.environ.get("HAFENCE_STATS_ROOT") or "/")
+        self.stats_interval = stats_interval
+        self._stats: tuple[float, dict[str, Any]] | None = None  # (when, figures)
+        self._known_figures: dict[str, dict[str, float]] = {}  # the CRM's last seen, by sid
         self._status_nodes: set[str] | None = None  # nodes the last good manager status named
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
@@ -240,6 +260,8 @@ class RealEnv(Env):
             data = self.store.read_manager_status()
         except StoreUnavailable:
             raise
+        except OSError as exc:  # the store cannot be read (as pmxcfs not mounted)
+            raise StoreUnavailable(f"{where}: {exc.strerror or exc}") from None
         except Exception as exc:  # not JSON, not UTF-8, a torn write
             raise StateFileError(where, "", f"unreadable: {exc}") from None
         ms = check_manager_status(data, where)
@@ -258,6 +280,8 @@ class RealEnv(Env):
             data = self.store.read_lrm_status(node)
         except StoreUnavailable:
             raise
+        except OSError as exc:
+            raise StoreUnavailable(f"{where}: {exc.strerror or exc}") from None
         except Exception as exc:
             raise StateFileError(where, "", f"unreadable: {exc}") from None
         return check_lrm_status(data, where)
@@ -269,12 +293,40 @@ class RealEnv(Env):
         # never "every service was removed" because of a damaged file (hafence.ha.cfgfiles)
         return self.config.resources()
 
+    def service_config_digest(self, services: dict[str, dict[str, Any]]) -> str | None:
+        return self.config.resources_digest()
+
     def read_groups(self) -> dict[str, dict[str, Any]]:
         return self.config.groups()
 
+    def cluster_state_update(self) -> bool:
+        """Read this round's datacenter options; False when the store cannot answer."""
+        try:
+            text = self.store.read_text(DATACENTER)
+        except StoreUnavailable as exc:
+            self.log("warning", f"cluster file system update failed - {exc}")
+            self._datacenter = None
+            return False
+        except Exception:  # a damaged file: ConfigFiles keeps the last good version
+            text = None
+        if text is None:
+            self._datacenter = None
+        else:
+            try:
+                self._datacenter = hacfg.parse_datacenter(text, self.store.location(DATACENTER))
+            except (HafenceError, ValueError):
+                self._datacenter = None
+        return True
+
+    def _dc(self) -> dict[str, Any]:
+        return self._datacenter if self._datacenter is not None else self.config.datacenter()
+
     def ha_options(self) -> dict[str, Any]:
-        self._last_options = self.config.ha_options()
+        self._last_options = dict(self._dc()["ha"])
         return self._last_options
+
+    def crs_options(self) -> dict[str, Any]:
+        return dict(self._dc().get("crs") or {})
 
     def take_crm_commands(self) -> list[str]:
         return self.store.take_crm_commands()
@@ -283,15 +335,38 @@ class RealEnv(Env):
         return bool(self.store.read_crm_commands())
 
     def read_rules(self) -> dict[str, dict[str, Any]]:
-        """``rules.cfg`` in the store (Proxmox 9 node-affinity rules); none: ``{}``."""
+        """``rules.cfg`` in the store (Proxmox 9 rules); none: ``{}``."""
         return self.config.rules()
 
+    def write_rules(self, rules: dict[str, dict[str, Any]]) -> None:
+        text = format_rules(rules)
+        with self.store.locked():
+            self.store.write_text(RULES, text)
+
+    def delete_groups(self) -> None:
+        with self.store.locked():
+            self.store.write_text(GROUPS, "")
+
+    rules_min_version = __version__  # every hafence reads rules.cfg
+    version_name = "hafence"
+
+    def get_node_version(self, node: str) -> str | None:
+        try:
+            return (self.read_lrm_status(node) or {}).get("version")
+        except StateFileError:
+            return None
+
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
+        self.update_service_configs({sid: changes})
+
+    def update_service_configs(self, changes: dict[str, dict[str, Any]]) -> None:
         def change(resources: dict[str, dict[str, Any]]) -> bool:
-            if sid not in resources:
-                return False
-            resources[sid].update(changes)
-            return True
+            done = False
+            for sid, ch in changes.items():
+                if sid in resources:
+                    resources[sid].update(ch)
+                    done = True
+            return done
 
         self.config.rewrite_resources(change)
 
@@ -308,6 +383,109 @@ class RealEnv(Env):
             return True
 
         self.config.rewrite_resources(change)
+
+    def steal_service(self, sid: str, fenced_node: str, new_node: str) -> None:
+        """The master recovers a fenced node's service: what of it is bound to the
+        fenced node (a guest's config on Proxmox's cluster filesystem) moves first, then
+        the service config."""
+        rtype, rid = split_sid(sid)
+        plugin = self.resource_types().get(rtype)
+        if plugin is not None:
+            plugin.steal(rid, fenced_node, new_node)
+        self.change_service_location(sid, fenced_node, new_node)
+
+    # -- scheduler figures -------------------------------------------------------------------
+    def lrm_status_extra(self) -> dict[str, Any]:
+        """What this node's LRM publishes besides its state: its version, its size and
+        load and its services' figures (sampled every ``stats_interval`` seconds)."""
+        if self.crs_options().get("ha") not in ("static", "dynamic"):
+            self._stats = None  # the basic scheduler counts services: no figures needed
+            return {"version": __version__}
+        now = time.monotonic()
+        mine = self._local_sids()
+        # sampled every stats_interval, and at once for a service that just arrived
+        if (
+            self._stats is None
+            or now - self._stats[0] >= self.stats_interval
+            or set(self._stats[1].get("service_stats", {})) != mine
+        ):
+            self._stats = (now, self._sample_stats(mine))
+        return {"version": __version__, **self._stats[1]}
+
+    def _local_sids(self) -> set[str]:
+        try:
+            conf = self.read_service_config()
+        except StoreUnavailable:
+            return set()
+        return {sid for sid, cd in conf.items() if cd.get("node") == self.nodename}
+
+    def _sample_stats(self, sids: set[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            out["node_stats"] = self.sampler.sample()
+        except (OSError, ValueError) as exc:
+            self.log("warning", f"cannot read this node's size and load: {exc}")
+        services: dict[str, dict[str, float]] = {}
+        types = self.resource_types()
+        for sid in sorted(sids):
+            rtype, rid = split_sid(sid)
+            plugin = types.get(rtype)
+            if plugin is None:
+                continue
+            entry: dict[str, float] = {}
+            for fn in (plugin.static_stats, plugin.dynamic_stats):
+                try:
+                    entry.update(fn(rid) or {})
+                except ResourceError as exc:
+                    self.log("warning", f"service {sid}: no scheduler figures: {exc.message}")
+            services[sid] = entry
+        out["service_stats"] = services
+        return out
+
+    def _lrm_figures(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for node in self.known_nodes():
+            try:
+                out[node] = self.read_lrm_status(node) or {}
+            except StateFileError:
+                out[node] = {}
+        return out
+
+    def _service_stats(self, keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Each service's figures as its node's LRM reports them; a service that just
+        moved has them from the node it left until its new node's next sample."""
+        lrms = self._lrm_figures()
+        reported = {n: lrm.get("service_stats") or {} for n, lrm in lrms.items()}
+        stats = self.get_basic_service_stats()
+        for sid, entry in stats.items():
+            here = reported.get(entry.get("node") or "", {}).get(sid)
+            figures = here or next((r[sid] for _, r in sorted(reported.items())
+                                    if r.get(sid)), None)  # fmt: skip
+            if figures:
+                self._known_figures[sid] = figures
+            else:  # between the two nodes' samples: as last seen
+                figures = self._known_figures.get(sid, {})
+            entry["usage"] = {k: figures[k] for k in keys if k in figures}
+        for sid in set(self._known_figures) - set(stats):
+            del self._known_figures[sid]
+        return stats
+
+    def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
+        return self._service_stats(("maxcpu", "maxmem"))
+
+    def get_dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
+        return self._service_stats(("maxcpu", "maxmem", "cpu", "mem"))
+
+    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            n: {k: s[k] for k in ("maxcpu", "maxmem") if k in s}
+            for n, lrm in self._lrm_figures().items()
+            if (s := lrm.get("node_stats"))
+        }
+
+    def get_dynamic_node_stats(self) -> dict[str, dict[str, Any]]:
+        figures = self._lrm_figures()
+        return {n: dict(s) for n, lrm in figures.items() if (s := lrm.get("node_stats"))}
 
     # -- fencing -------------------------------------------------------------------------
     def fence_start(self, node: str) -> str:

@@ -125,6 +125,26 @@ class ResourceType:
         """What an admin should do when ``enabled_outside_ha`` is True."""
         return "disable its automatic start outside HA"
 
+    def remove_locks(self, rid: str, locks: Sequence[str], node: str) -> str | None:
+        """The master recovers the resource from fenced ``node``: drop a leftover lock
+        that would block its start when it is one of ``locks`` (safe once that node was
+        reset); the lock removed, or None."""
+        return None
+
+    def steal(self, rid: str, fenced_node: str, new_node: str) -> None:
+        """Move whatever of the resource is bound to ``fenced_node`` (a guest's config)
+        to ``new_node``; the master calls it when it recovers the resource there."""
+
+    def static_stats(self, rid: str) -> dict[str, float] | None:
+        """``{"maxcpu": cores, "maxmem": bytes}`` the resource may use at most (maxcpu
+        0: no limit), for the static scheduler; None: unknown."""
+        return None
+
+    def dynamic_stats(self, rid: str) -> dict[str, float] | None:
+        """``{"cpu": cores, "mem": bytes}`` the resource uses now (it runs on this node),
+        for the dynamic scheduler; None: unknown."""
+        return None
+
     # -- helpers for subclasses -----------------------------------------------------
     def sid(self, rid: str) -> str:
         return f"{self.name}:{rid}"

@@ -72,11 +72,15 @@ LRM_STATES = ("startup", "wait_for_agent_lock", "active", "lost_agent_lock", "ma
 LRM_MODES = ("active", "restart", "shutdown", "maintenance", "disarm")
 
 # Exit codes of a resource command as the LRM reports them (Proxmox's values).
-SUCCESS = 0
-ERROR = 1
-ETRY_AGAIN = 2
-EWRONG_NODE = 3
-IGNORED = 4
+SUCCESS = 0  # done as asked
+ERROR = 1  # failed
+ETRY_AGAIN = 2  # failed, the LRM tries again (restart policy)
+EWRONG_NODE = 3  # the service's config names another node
+EUNKNOWN_SERVICE_TYPE = 4  # no resource type for the SID's prefix
+EUNKNOWN_COMMAND = 5
+EINVALID_PARAMETER = 6  # e.g. a move without a target
+EUNKNOWN_SERVICE = 7  # no config for the service
+IGNORED = 8  # not done for a good reason (a balanced start of a running service)
 
 MANAGER_LOCK = "ha_manager_lock"
 

@@ -51,7 +51,7 @@ class SimEnv(Env):
         return self.hw.node_info()[0]
 
     def _lock(self, name: str, unlock: bool = False) -> bool:
-        if not self.quorate() or not self.hw.cfs_rw(self.nodename):
+        if not self.quorate():  # (the cluster filesystem is not asked: as Proxmox's simulator)
             return False
         locks = self.hw.cluster_locks
         now = self.cur_time
@@ -86,56 +86,91 @@ class SimEnv(Env):
         self._lock(f"ha_agent_{self.nodename}_lock", unlock=True)
 
     # -- shared state --------------------------------------------------------------------
+    # Every access to the cluster filesystem fails while this node's cfs fails reads and
+    # writes ('cfs NODE rw fail'), as pmxcfs does when it is not mounted.
+    @property
+    def process_state(self) -> dict[str, Any]:
+        return self.hw.shared  # one process runs every node's daemons in the harness
+
+    def _cfs(self) -> None:
+        if not self.hw.cfs_rw(self.nodename):
+            raise OSError("cfs connection refused - not mounted?")
+
     def cluster_state_update(self) -> bool:
         return self.hw.cfs_update_ok(self.nodename)
 
     def read_manager_status(self) -> dict[str, Any]:
-        # a failed cfs update leaves the last state readable (stale, the step skips)
+        self._cfs()
         return _copy_status(self.hw.manager_status)
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
+        self._cfs()
         self.hw.manager_status = _copy_status(status)
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
+        self._cfs()
         lrm = self.hw.lrm_status.get(node or self.nodename, {})
         results = {uid: dict(res) for uid, res in (lrm.get("results") or {}).items()}
         return {**lrm, "results": results} if "results" in lrm else dict(lrm)
 
     def write_lrm_status(self, status: dict[str, Any]) -> None:
-        if not self.hw.cfs_rw(self.nodename):
-            raise OSError("cfs connection refused - not mounted?")
+        self._cfs()
         self.hw.lrm_status[self.nodename] = copy.deepcopy(status)
 
     def read_service_config(self) -> dict[str, dict[str, Any]]:
-        return {sid: dict(cd) for sid, cd in self.hw.service_config.items()}  # flat values
+        self._cfs()
+        # flat values; failback defaults on, as the harness reads the config
+        return {sid: {"failback": True, **cd} for sid, cd in self.hw.service_config.items()}
+
+    def service_config_digest(self, services: dict[str, dict[str, Any]]) -> str | None:
+        return None  # Proxmox's simulator does not recompile rules for service changes
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
+        self._cfs()
         return copy.deepcopy(self.hw.groups)
 
+    def delete_groups(self) -> None:
+        self._cfs()
+        self.hw.groups = {}
+
     def read_rules(self) -> dict[str, dict[str, Any]]:
+        self._cfs()
         return copy.deepcopy(self.hw.rules)
+
+    def write_rules(self, rules: dict[str, dict[str, Any]]) -> None:
+        self._cfs()
+        self.hw.rules = copy.deepcopy(rules)
+
+    def get_node_version(self, node: str) -> str | None:
+        return self.hw.status.get(node, {}).get("pve-manager-version") or "9.0.0~2"
 
     def crs_options(self) -> dict[str, Any]:
         return dict(self.hw.datacenter.get("crs") or {})
 
-    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
-        return {
-            n: {k: s[k] for k in ("maxcpu", "maxmem") if k in s} for n, s in self.hw.status.items()
-        }
+    def get_basic_service_stats(self) -> dict[str, dict[str, Any]]:
+        return self.hw.cluster_service_stats()
 
     def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
-        return copy.deepcopy(self.hw.service_stats)
+        return self.hw.static_service_stats()
 
     def get_dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
-        return copy.deepcopy(self.hw.dynamic_stats)
+        return self.hw.dynamic_service_stats()
+
+    def get_static_node_stats(self) -> dict[str, dict[str, Any]]:
+        return self.hw.static_node_stats()
+
+    def get_dynamic_node_stats(self) -> dict[str, dict[str, Any]]:
+        return self.hw.dynamic_node_stats()
 
     def ha_options(self) -> dict[str, Any]:
         return dict(self.hw.datacenter.get("ha") or {})
 
     def crm_commands_pending(self) -> bool:
+        self._cfs()
         return bool(self.hw.crm_commands)
 
     def take_crm_commands(self) -> list[str]:
+        self._cfs()
         cmds, self.hw.crm_commands = self.hw.crm_commands, []
         return cmds
 
@@ -143,13 +178,19 @@ class SimEnv(Env):
         self.hw.change_service_location(sid, current_node, new_node)
 
     def steal_service(self, sid: str, fenced_node: str, new_node: str) -> None:
+        self._cfs()
         for cb in self.hw.on_recover:  # the safety checker judges every recovery
             cb(sid, fenced_node, new_node)
         super().steal_service(sid, fenced_node, new_node)
 
     def update_service_config(self, sid: str, changes: dict[str, Any]) -> None:
-        if sid in self.hw.service_config:
-            self.hw.service_config[sid].update(changes)
+        cd = self.hw.service_config.get(sid)
+        if cd is not None:
+            for key, value in changes.items():
+                if value is None:
+                    cd.pop(key, None)
+                else:
+                    cd[key] = value
 
     # -- fencing -------------------------------------------------------------------------
     # the real fence runner and fencer, on the hardware's virtual time (hafence.sim.power)

@@ -33,6 +33,10 @@ from hafence.sim.power import DeviceState, SimFencing
 
 WATCHDOG_TIMEOUT = 60
 MAX_SIM_TIME = 100_000
+MIB = 1024**2
+DEFAULT_SERVICE_CPU, DEFAULT_SERVICE_MAXCPU = 2.0, 4.0
+DEFAULT_SERVICE_MEM, DEFAULT_SERVICE_MAXMEM = 2048 * MIB, 4096 * MIB
+DEFAULT_NODE_MAXCPU, DEFAULT_NODE_MAXMEM = 24.0, 131072 * MIB
 
 
 class SimError(HafenceError):
@@ -52,13 +56,13 @@ class SimNode:
 
 @dataclass
 class LogLine:
-    level: str
+    level: str  # a daemon's level is cut to 4 letters, the hardware's is not (as Proxmox's)
     time: int
     tag: str
     msg: str
 
     def __str__(self) -> str:
-        return f"{self.level[:4]:<5} {self.time:5d} {self.tag:>12}: {self.msg}"
+        return f"{self.level:<5} {self.time:5d} {self.tag:>12}: {self.msg}"
 
 
 @dataclass
@@ -69,8 +73,10 @@ class Hardware:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     datacenter: dict[str, Any] = field(default_factory=dict)
     manager_status: dict[str, Any] = field(default_factory=dict)
-    service_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dynamic_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # static (maxcpu, maxmem) and dynamic (cpu, mem) service usage; None: the harness's
+    # defaults for every service (4 cores, 4 GiB; using 2 cores, 2 GiB)
+    service_stats: dict[str, dict[str, Any]] | None = None
+    dynamic_stats: dict[str, dict[str, Any]] | None = None
     cmdlist: list[list[str]] = field(default_factory=list)
     echo: Callable[[str], None] | None = None
     # how far one daemon iteration advances its clock (Proxmox's harness: 1 s). Big
@@ -103,7 +109,9 @@ class Hardware:
             for n in sorted(self.status)
         }
         self.loop_count = 0
-        self.skip_crm_rounds = 0
+        self.skip_rounds = {"crm": 0, "lrm": 0}
+        # what every daemon of the harness shares, as Perl module variables do
+        self.shared: dict[str, Any] = {}
         self.next_cmd_at = 0.0
         self.last_command_time = 0.0
         # observers (the safety checker): called after every change of running services
@@ -119,9 +127,21 @@ class Hardware:
         self.fence_acks: dict[str, tuple[float, bool]] = {}
         for cd in self.service_config.values():
             normalize_service(cd)
+        if self.service_stats is None:
+            self.service_stats = {
+                sid: {"maxcpu": DEFAULT_SERVICE_MAXCPU, "maxmem": DEFAULT_SERVICE_MAXMEM}
+                for sid in self.service_config
+            }
+        if self.dynamic_stats is None:
+            self.dynamic_stats = {
+                sid: {"cpu": DEFAULT_SERVICE_CPU, "mem": DEFAULT_SERVICE_MEM}
+                for sid in self.service_stats
+            }
 
     # -- log -----------------------------------------------------------------------------
     def log(self, level: str, msg: str, tag: str = "hardware", time: float | None = None) -> None:
+        if time is not None:  # a daemon's line (its own clock)
+            level = level[:4]
         line = LogLine(level, int(self.cur_time if time is None else time), tag, msg)
         self.lines.append(line)
         if self.echo is not None:
@@ -137,13 +157,74 @@ class Hardware:
             for n, s in self.status.items()
         }
         online = sum(1 for d in info.values() if d["online"])
-        return info, online * 2 > len(info)
+        quorate = online * 2 > len(info)
+        if not quorate:  # without quorum nobody is seen online (as Proxmox's harness)
+            for d in info.values():
+                d["online"] = False
+        return info, quorate
 
     def cfs_rw(self, node: str) -> bool:
         return self.cfs[node]["rw"]
 
     def cfs_update_ok(self, node: str) -> bool:
         return self.cfs[node]["update"]
+
+    # -- usage figures (the CRS schedulers) ----------------------------------------------
+    def cluster_service_stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            sid: {"node": cd["node"], "state": cd["state"], "running": cd["state"] == "started",
+                  "usage": {}}
+            for sid, cd in self.service_config.items()
+        }  # fmt: skip
+
+    def static_service_stats(self) -> dict[str, dict[str, Any]]:
+        stats = self.cluster_service_stats()
+        for sid, entry in stats.items():
+            if sid in (self.service_stats or {}):
+                entry["usage"] = dict(self.service_stats[sid])  # type: ignore[index]
+        return stats
+
+    def dynamic_service_stats(self) -> dict[str, dict[str, Any]]:
+        stats = self.cluster_service_stats()
+        for sid, entry in stats.items():
+            usage = {**(self.service_stats or {}).get(sid, {}),
+                     **(self.dynamic_stats or {}).get(sid, {})}  # fmt: skip
+            entry["usage"] = usage
+            if usage.get("cpu", 0) > usage.get("maxcpu", 0):
+                self.log("warning", f"overcommitted cpu on '{sid}'")
+            if usage.get("mem", 0) > usage.get("maxmem", 0):
+                self.log("warning", f"overcommitted mem on '{sid}'")
+        return stats
+
+    def static_node_stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            n: {k: s[k] for k in ("maxcpu", "maxmem") if k in s} for n, s in self.status.items()
+        }
+
+    def dynamic_node_stats(self) -> dict[str, dict[str, Any]]:
+        """Each node's size and what the services it runs use (as its LRM last saw)."""
+        stats = {
+            n: {"maxcpu": s.get("maxcpu", DEFAULT_NODE_MAXCPU), "cpu": 0.0,
+                "maxmem": s.get("maxmem", DEFAULT_NODE_MAXMEM), "mem": 0}
+            for n, s in self.static_node_stats().items()
+        }  # fmt: skip
+        services = self.dynamic_service_stats()
+        for sid, cd in self.service_config.items():
+            node = cd["node"]
+            if sid not in self.running.get(node, ()):
+                continue
+            usage = services[sid]["usage"]
+            if usage.get("cpu") is None:
+                raise SimError(f"unknown cpu load for '{sid}'")
+            stats[node]["cpu"] += usage["cpu"]
+            if stats[node]["cpu"] > stats[node]["maxcpu"]:
+                self.log("warning", f"overcommitted cpu on '{node}'")
+            if usage.get("mem") is None:
+                raise SimError(f"unknown memory usage for '{sid}'")
+            stats[node]["mem"] += usage["mem"]
+            if stats[node]["mem"] > stats[node]["maxmem"]:
+                self.log("warning", f"overcommitted mem on '{node}'")
+        return stats
 
     # -- services ------------------------------------------------------------------------
     def start_service(self, node: str, sid: str) -> None:
@@ -158,6 +239,13 @@ class Hardware:
             self.running[node].discard(sid)
             for cb in self.on_service_change:
                 cb(node, sid, False)
+
+    def unlock_service(self, sid: str, lock: str | None = None) -> str | None:
+        """Remove ``sid``'s lock (only if it is ``lock``, when given); the lock removed."""
+        held = self.service_locks.get(sid)
+        if held is None or (lock is not None and held != lock):
+            return None
+        return self.service_locks.pop(sid)
 
     def change_service_location(self, sid: str, current: str, new: str) -> None:
         cd = self.service_config.get(sid)
@@ -231,6 +319,7 @@ class Hardware:
                 if d.lrm is None:
                     d.lrm = LRM(d.lrm_env)
                 d.lrm_restart = False
+                self.cfs[node] = {"rw": True, "update": True}
             else:
                 self._mark_live(node)
                 self.last_down[node] = self.last_poweroff[node] = self.cur_time
@@ -279,9 +368,9 @@ class Hardware:
         elif what == "delay":
             self.next_cmd_at = self.cur_time + int(obj)
         elif what == "skip-round":
-            if obj != "crm":
+            if obj not in ("crm", "lrm"):
                 raise SimError(f"cannot skip rounds of '{obj}'")
-            self.skip_crm_rounds = int(action or 1)
+            self.skip_rounds[obj] += int(action or 1)
         elif what == "cfs":
             if action not in ("rw", "update") or len(rest) < 2 or rest[1] not in ("work", "fail"):
                 raise SimError(f"bad cfs command '{cmdstr}'")
@@ -301,7 +390,9 @@ class Hardware:
         elif what == "service":
             self._service_cmd(obj, action, rest[1:], cmdstr)
         elif what == "pve-manager-version":
-            pass  # node software versions only matter to group->rule migration
+            if action != "set" or len(rest) < 2:
+                raise SimError(f"bad command '{cmdstr}'")
+            self.status[obj]["pve-manager-version"] = rest[1]
         else:
             raise SimError(f"unknown command '{cmdstr}'")
 
@@ -339,13 +430,15 @@ class Hardware:
             if not args:
                 raise SimError(f"missing timeout in '{cmdstr}'")
             self.crm_commands.append(f"stop {sid} {args[0]}")
-        elif action == "add":
+        elif action == "add":  # add NODE [STATE [RUNNING]]
             if not args:
                 raise SimError(f"missing node in '{cmdstr}'")
+            if sid in self.service_config:
+                raise SimError(f"resource ID '{sid}' already defined")
             cd = {"node": args[0], "state": args[1] if len(args) > 1 else "started"}
-            if len(args) > 2:
-                cd["failback"] = bool(int(args[2]))
             self.service_config[sid] = normalize_service(cd)
+            if len(args) > 2 and int(args[2]):
+                self.start_service(args[0], sid)  # it already runs there
         elif action == "manual-migrate":
             # an admin moves a guest by hand (HA disarmed): it arrives stopped
             cd = self.service_config.get(sid)
@@ -355,18 +448,26 @@ class Hardware:
             cd["node"] = args[0]
         elif action == "delete":
             self.service_config.pop(sid, None)
+            (self.service_stats or {}).pop(sid, None)
         elif action == "lock":
             self.service_locks[sid] = args[0] if args else "backup"
         elif action == "unlock":
-            self.service_locks.pop(sid, None)
+            self.unlock_service(sid, args[0] if args else None)
         elif action in ("set-static-stats", "set-dynamic-stats"):
-            # "maxcpu 2 maxmem 1024" / "cpu 5.9 mem 2744": figures for the CRS schedulers
-            stats = self.service_stats if action == "set-static-stats" else self.dynamic_stats
-            if len(args) % 2:
+            # "maxcpu 2 maxmem 1024" / "cpu 5.9 mem 2744" (memory in MiB): CRS figures
+            static = action == "set-static-stats"
+            stats = self.service_stats if static else self.dynamic_stats
+            assert stats is not None
+            if sid not in self.service_config:
+                raise SimError(f"no such service '{sid}'")
+            if not args or len(args) % 2:
                 raise SimError(f"bad stats in '{cmdstr}'")
+            keys = ("maxcpu", "maxmem") if static else ("cpu", "mem")
             entry = stats.setdefault(sid, {})
             for key, value in zip(args[::2], args[1::2], strict=True):
-                entry[key] = float(value)
+                if key not in keys:
+                    raise SimError(f"unknown target stat '{key}' for '{action}' command")
+                entry[key] = float(value) if key.endswith("cpu") else int(value) * MIB
         else:
             raise SimError(f"unsupported service command '{cmdstr}'")
 
@@ -379,7 +480,11 @@ class Hardware:
         self.cur_time = max(self.cur_time, env.cur_time)
         return alive
 
-    def _run_node(self, d: SimNode, skip_crm: bool = False) -> None:
+    def _run_node(
+        self, d: SimNode, skip_crm: bool = False, skip_lrm: bool = False, first: bool = False
+    ) -> None:
+        if d.crm is not None and skip_crm and first:
+            self.log("info", "skipping CRM round", "run-loop")
         if d.crm is not None and not skip_crm and not self._iterate(d.crm_env, d.crm):
             d.crm_env.log("info", "exit (loop end)")
             d.crm = None
@@ -390,7 +495,9 @@ class Hardware:
             elif not d.crm_stop:
                 raise SimError(f"unexpected CRM exit on {d.name}")
             d.crm_stop = False
-        if d.lrm is not None:
+        if d.lrm is not None and skip_lrm and first:
+            self.log("info", "skipping LRM round", "run-loop")
+        if d.lrm is not None and not skip_lrm:
             alive = self._iterate(d.lrm_env, d.lrm)
             if not alive:
                 d.lrm_env.log("info", "exit (loop end)")
@@ -400,11 +507,11 @@ class Hardware:
                     d.lrm_restart = False
                     d.lrm = LRM(d.lrm_env)
                 elif shutdown in ("reboot", "shutdown"):
+                    # the LRM exits before the CRM, as on a real node (without a CRM
+                    # running, nothing powers the node off: as Proxmox's harness)
                     if d.crm is not None:
                         d.crm_stop = True
-                        self.cmd(f"crm {d.name} stop", shutdown)
-                    else:
-                        self._power_cycle(d.name, shutdown)
+                    self.cmd(f"crm {d.name} stop", shutdown)
                 else:
                     raise SimError(f"unexpected LRM exit on {d.name}")
 
@@ -419,17 +526,17 @@ class Hardware:
         start = self.cur_time
         names = sorted(self.nodes)
         looptime = max(20, 2 * len(names) * self.iteration_seconds)
-        skip_crm = self.skip_crm_rounds > 0
-        if skip_crm:
-            self.skip_crm_rounds -= 1
-            self.log("info", "skipping CRM round", "run-loop")
-        for name in names:
-            self._run_node(self.nodes[name], skip_crm)
+        skip = {what: self.skip_rounds[what] > 0 for what in ("crm", "lrm")}
+        for i, name in enumerate(names):
+            self._run_node(self.nodes[name], skip["crm"], skip["lrm"], first=i == 0)
             self.fencing.advance(self.cur_time)
             for n in names:
                 if not self._watchdog_ok(n):
                     self.cmd(f"power {n} off", "watchdog")
                     self.log("info", f"server '{n}' stopped by poweroff (watchdog)")
+        for what in ("crm", "lrm"):
+            if skip[what]:
+                self.skip_rounds[what] -= 1
         if self.cur_time - start < looptime:
             self.fencing.advance(start + looptime)  # devices act at their own times
             self.cur_time = start + looptime

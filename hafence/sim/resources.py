@@ -53,7 +53,15 @@ class SimGuest(ResourceType):
             self.hw.start_service(self.node, self.sid(rid))
 
     def stop(self, rid: str, timeout: float) -> None:
-        self.hw.stop_service(self.node, self.sid(rid))
+        if not self._locked(rid, "shutdown"):
+            self.hw.stop_service(self.node, self.sid(rid))
+
+    def remove_locks(self, rid: str, locks: tuple[str, ...], node: str) -> str | None:
+        for lock in locks:
+            removed = self.hw.unlock_service(self.sid(rid), lock)
+            if removed:
+                return removed
+        return None
 
     def migrate(self, rid: str, target: str, online: bool) -> None:
         sid, env = self.sid(rid), self.env

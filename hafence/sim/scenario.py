@@ -11,10 +11,6 @@ optional ``fence.cfg`` (the real syntax, driver ``sim_power``, see
 one device of its own that fails N times first, -1 for always) and an optional
 ``fence_options`` (JSON: ``{"retries": N, "backoff": SECONDS}`` of each CRM's fencer;
 default 0 retries: the CRM starts a new attempt every round).
-
-Features outside hafence's scope (the CRS static/dynamic schedulers, resource-affinity
-rules, HA group -> rule migration, disarming the HA stack) are detected up front:
-:func:`unsupported_reason` names them so a test can count them separately.
 """
 
 from __future__ import annotations
@@ -44,16 +40,9 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise ConfigError(f"invalid JSON: {exc.msg}", file=str(path), line=exc.lineno) from None
 
 
-def unsupported_reason(scenario: Path) -> str | None:
-    """Why hafence does not simulate this scenario (yet), or None when it does."""
-    dc = _read_json(scenario / "datacenter.cfg", {})
-    crs = dc.get("crs") or {}
-    for opt in ("ha-auto-rebalance",):
-        if crs.get(opt):
-            return f"CRS option '{opt}' (rebalancing)"
-    if (scenario / "groups").exists():
-        return "HA group to rules migration (Proxmox 9 upgrade path)"
-    return None
+def _optional_json(path: Path) -> Any:
+    """A file's JSON, or None when there is no such file (the harness's defaults)."""
+    return _read_json(path, {}) if path.exists() else None
 
 
 def load(scenario: Path | str, echo: Any = None) -> Hardware:
@@ -79,8 +68,8 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         rules=rules,
         datacenter=_read_json(d / "datacenter.cfg", {}),
         manager_status=_read_json(d / "manager_status", {}),
-        service_stats=_read_json(d / "static_service_stats", {}),
-        dynamic_stats=_read_json(d / "dynamic_service_stats", {}),
+        service_stats=_optional_json(d / "static_service_stats"),
+        dynamic_stats=_optional_json(d / "dynamic_service_stats"),
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )

@@ -10,11 +10,17 @@ Its pid is kept in
 ``$HAFENCE_STATE_DIR/resources/NODE``), so several simulated nodes on one machine keep
 separate state. ``stop`` sends SIGTERM, then SIGKILL after the timeout; ``status``
 checks that the recorded pid is alive and still is our process (pid reuse).
+
+For the schedulers a dummy may use at most 1 core and 64 MiB, and uses what its process
+uses (CPU time between two samples, resident memory). A drill can declare other
+figures: ``HAFENCE_DUMMY_STATS`` names a JSON file ``{"NAME": {"maxcpu": 2, "maxmem":
+BYTES, "cpu": 1.5, "mem": BYTES}}`` (any of them) the same for every node.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -23,10 +29,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from hafence.ha.nodestats import process_usage
 from hafence.ha.resources import RUNNING, STOPPED, ResourceError, ResourceType
 from hafence.store.atomic import write_atomic
 
 MARKER = "hafence-dummy"
+DEFAULT_MAXCPU, DEFAULT_MAXMEM = 1.0, 64 * 1024**2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]*$")
 
 
@@ -57,6 +65,42 @@ class DummyType(ResourceType):
     name = "dummy"
     description = "a real process per service (tests and demos)"
     marker = MARKER  # the word that says "ours" (with the SID) when pid files are read
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self._cpu_samples: dict[int, tuple[float, float]] = {}  # pid -> (time, cpu s)
+
+    def _declared(self, rid: str) -> dict[str, float]:
+        path = os.environ.get("HAFENCE_DUMMY_STATS")
+        if not path:
+            return {}
+        try:
+            entry = json.loads(Path(path).read_text()).get(rid) or {}
+            return {k: float(entry[k]) for k in ("maxcpu", "maxmem", "cpu", "mem") if k in entry}
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise ResourceError(self.sid(rid), "config", f"{path}: {exc}") from None
+
+    def static_stats(self, rid: str) -> dict[str, float] | None:
+        declared = self._declared(rid)
+        return {
+            "maxcpu": declared.get("maxcpu", DEFAULT_MAXCPU),
+            "maxmem": declared.get("maxmem", DEFAULT_MAXMEM),
+        }
+
+    def dynamic_stats(self, rid: str) -> dict[str, float] | None:
+        pid = self.pid(rid)
+        usage = process_usage(pid) if pid is not None else None
+        if pid is None or usage is None:
+            return None
+        now = time.monotonic()
+        last = self._cpu_samples.get(pid)
+        self._cpu_samples = {pid: (now, usage[0])} | {
+            p: v for p, v in self._cpu_samples.items() if p != pid and now - v[0] < 600
+        }
+        cpu = (usage[0] - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        declared = self._declared(rid)
+        return {"cpu": declared.get("cpu", round(max(0.0, cpu), 2)),
+                "mem": declared.get("mem", float(usage[1]))}  # fmt: skip
 
     def _dir(self) -> Path:
         base = self.state_dir if self.state_dir is not None else default_state_dir(self.node)

@@ -6,6 +6,8 @@ Ids listed in STATE/fail fail start/stop/shutdown/migrate; ids in STATE/missing 
 exist; ids in STATE/statusfail make every status query fail; ids in STATE/respawn come
 back ``activating`` after a stop (systemd restarting a crash-looping unit); ids in
 STATE/enabled are enabled at boot (``is-enabled``; for qm/pct ``onboot: 1`` in config).
+STATE/<id>.conf adds lines to ``config``; STATE/<id>.verbose to ``status --verbose``;
+STATE/<id>.props answers ``systemctl show --property=...`` (KEY=VALUE lines).
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ case "$sub" in status|is-active)
   if listed statusfail; then echo "$sub $id: status unavailable" >&2; exit 1; fi
 esac
 case "$sub" in
-  show) echo loaded ;;
-  config) echo "name: x"; if listed enabled; then echo "onboot: 1"; fi ;;
+  show) case "$*" in *--property=LoadState*|*--value*) echo loaded ;;
+     *) cat "$D/$id.props" 2>/dev/null || true ;; esac ;;
+  config) echo "name: x"; if listed enabled; then echo "onboot: 1"; fi
+     cat "$D/$id.conf" 2>/dev/null || true ;;
   is-enabled) if listed enabled; then echo enabled; else echo disabled; exit 1; fi ;;
-  status) echo "status: $(cat "$D/$id" 2>/dev/null || echo stopped)" ;;
+  status) echo "status: $(cat "$D/$id" 2>/dev/null || echo stopped)"
+     case "$*" in *--verbose*) cat "$D/$id.verbose" 2>/dev/null || true ;; esac ;;
   is-active) s=$(cat "$D/$id" 2>/dev/null || echo stopped)
      case "$s" in running) echo active; exit 0;; stopped) echo inactive; exit 3;;
        *) echo "$s"; exit 3;; esac ;;

@@ -202,7 +202,7 @@ def test_exec_wrong_node_and_unknown_type(lrm_env: Any, caplog: Any) -> None:
     with caplog.at_level(logging.INFO, "hafence.ha"):
         assert exec_resource_agent(e, "dummy:web", conf, "started", {}) == st.EWRONG_NODE
         assert e.resource_types()["dummy"].status("web") == "stopped"
-        assert exec_resource_agent(e, "nope:x", here, "started", {}) == st.ERROR
+        assert exec_resource_agent(e, "nope:x", here, "started", {}) == st.EUNKNOWN_SERVICE_TYPE
         assert exec_resource_agent(e, "vm:100", here, "started", {}) == st.ERROR
     assert "service type 'nope' not implemented" in caplog.text
     assert "vm:100: started failed (unavailable)" in caplog.text

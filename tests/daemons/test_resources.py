@@ -236,7 +236,8 @@ def test_vm_commands(fake_bin: Path) -> None:
     log = calls(fake_bin)
     assert "qm start 100" in log
     assert "qm shutdown 100 --timeout 30 --forceStop 1" in log
-    assert "qm migrate 100 node2 --online" in log
+    # as Proxmox's HA migrates: local disks along, local resources allowed
+    assert "qm migrate 100 node2 --with-local-disks 1 --force 1 --online 1" in log
 
 
 def test_vm_status_unknown_and_start_failure(fake_bin: Path) -> None:
@@ -253,12 +254,15 @@ def test_vm_status_unknown_and_start_failure(fake_bin: Path) -> None:
     assert ei.value.reason == "not_found"
 
 
-def test_ct_online_migrate_is_restart_mode(fake_bin: Path) -> None:
+def test_a_container_is_always_stopped_and_relocated(fake_bin: Path) -> None:
     t = CtType("node1")
-    t.migrate("200", "node3", online=True)
-    t.migrate("200", "node3", online=False)
+    for online in (True, False):  # a container never moves live (Proxmox's PVECT.pm)
+        (fake_bin / "200").write_text("running")
+        t.migrate("200", "node3", online=online)
     log = calls(fake_bin)
-    assert "pct migrate 200 node3 --restart" in log and "pct migrate 200 node3" in log
+    assert log.count("pct migrate 200 node3") == 2 and "--restart" not in " ".join(log)
+    first = log.index("pct shutdown 200 --timeout 60 --forceStop 1")
+    assert first < log.index("pct migrate 200 node3")
 
 
 def test_command_timeout_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,7 +283,7 @@ def test_vm_offline_move_shuts_the_guest_down_first(fake_bin: Path) -> None:
     VmType("node1").migrate("100", "node2", online=False)
     log = calls(fake_bin)
     shutdown = log.index("qm shutdown 100 --timeout 60 --forceStop 1")
-    assert shutdown < log.index("qm migrate 100 node2")
+    assert shutdown < log.index("qm migrate 100 node2 --with-local-disks 1 --force 1")
 
 
 def test_enabled_outside_ha(fake_bin: Path, tmp_path: Path) -> None:

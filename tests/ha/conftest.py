@@ -9,4 +9,4 @@ from pathlib import Path
 SCENARIOS = Path(os.environ.get("HAFENCE_PVE_HA_TESTS", Path(__file__).parent / "scenarios"))
 
 # filled by test_scenarios.py, printed at the end of the run (tests/conftest.py)
-RESULTS: dict[str, list[str]] = {"matched": [], "mismatched": [], "unsupported": []}
+RESULTS: dict[str, list[str]] = {"matched": [], "mismatched": []}

@@ -84,21 +84,27 @@ def test_one_services_error_is_logged_once_and_the_others_go_on(
     assert ss["vm:101"]["state"] == "started" and ss["vm:100"]["state"] == "request_start"
 
 
-def test_a_master_that_cannot_make_progress_steps_aside() -> None:
+def test_a_master_whose_store_fails_keeps_its_lock_and_changes_nothing() -> None:
+    """As Proxmox's CRM with pmxcfs down: it renews its lock (and feeds its watchdog),
+    logs the failure every round, and the cluster goes on once the store is back."""
     hw = Hardware(
         status={n: {"power": "off", "network": "off", "shutdown": None} for n in NODES},
         service_config={"vm:100": {"node": "node3", "state": "started"}},
-        cmdlist=[[f"power {n} on" for n in NODES]],
-    )
-
-    def broken_write(status: dict[str, Any]) -> None:
-        raise OSError("No space left on device")  # only node1's writes fail
-
-    hw.nodes["node1"].crm_env.write_manager_status = broken_write  # type: ignore[method-assign]
+        cmdlist=[[f"power {n} on" for n in NODES], ["cfs node1 rw fail"],
+                 ["service vm:100 stopped"], ["cfs node1 rw work"]],
+    )  # fmt: skip
     checker = SafetyChecker(hw)
     hw.run()
     log = hw.log_text()
-    assert "node1/crm: no progress for 6 rounds, giving the manager lock up" in log
-    assert hw.manager_status["master_node"] != "node1"
-    assert "vm:100" in hw.running["node3"]
+    assert log.count("node1/crm: could not read manager status: cfs connection refused") >= 9
+    assert log.count("node1/crm: got unexpected error - cfs connection refused") >= 9
+    assert "node1/lrm: unable to write lrm status file - cfs connection refused" in log
+    assert "status change master =>" not in log and "watchdog:" not in log
+    assert hw.manager_status["master_node"] == "node1"
+    # the stop asked for while the store failed happens once it works again
+    lines = log.splitlines()
+    back = next(i for i, ln in enumerate(lines) if "execute cfs node1 rw work" in ln)
+    assert any("'vm:100': state changed from 'started' to 'request_stop'" in ln
+               for ln in lines[back:])  # fmt: skip
+    assert "vm:100" not in hw.running["node3"]
     assert checker.violations == []
