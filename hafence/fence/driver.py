@@ -248,6 +248,13 @@ COMMON_PARAMS: tuple[Param, ...] = (
 
 ACTIONS: tuple[str, ...] = ("status", "off", "on", "reboot", "list", "monitor")
 
+# What a confirmed 'off' of a device means (docs/fencing.md): POWER cuts the target's
+# power (a BMC, a PDU outlet, a relay), so the node has stopped; FABRIC cuts it off (a
+# switch port, a SAN zone) and it may run on, so only its watchdog can stop it.
+POWER = "power"
+FABRIC = "fabric"
+KINDS = (POWER, FABRIC)
+
 
 @dataclass
 class _Schema:
@@ -263,6 +270,9 @@ class FenceDriver(abc.ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     # Actions the driver implements itself; 'reboot' missing means the fencer composes it.
     actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
+    # POWER only for a device whose confirmed off means the target lost its power; a
+    # driver that does not say is FABRIC, the safe default (recovery waits for the lease).
+    kind: ClassVar[str] = FABRIC
 
     def __init__(self, options: Mapping[str, Any], *, label: str | None = None) -> None:
         self.options: dict[str, Any] = self.validate(options)

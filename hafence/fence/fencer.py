@@ -34,7 +34,7 @@ from hafence.errors import (
     UnreachableError,
 )
 from hafence.fence.chain import ChainDevice, Level, build_driver
-from hafence.fence.driver import FenceDriver, PowerState
+from hafence.fence.driver import POWER, FenceDriver, PowerState
 from hafence.fence.history import FenceHistory, FenceRecord
 from hafence.secrets import MASK, Secret
 
@@ -64,6 +64,7 @@ class ActionResult:
     duration: float = 0.0
     driver: str = ""
     ports: list[dict[str, str]] | None = None  # for 'list'
+    kind: str = ""  # the driver's kind: power or fabric (hafence.fence.driver)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +111,15 @@ class FenceResult:
             return []
         last = self.attempts[-1]
         return [d.device for lv in last.levels if lv.ok for d in lv.devices]
+
+    @property
+    def power_off(self) -> bool:
+        """A confirmed off by a level whose devices all cut power: the node has stopped
+        (a ``fabric`` device only cut it off). See docs/fencing.md."""
+        if not self.ok or self.action != "off" or not self.attempts:
+            return False
+        devs = [d for lv in self.attempts[-1].levels if lv.ok for d in lv.devices]
+        return bool(devs) and all(d.kind == POWER for d in devs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -409,7 +419,7 @@ class Fencer:
         self, driver: FenceDriver, action: str, *, node: str | None, level: int | None = None
     ) -> ActionResult:
         t0 = time.monotonic()
-        res = ActionResult(driver.label, action, False, driver=driver.name)
+        res = ActionResult(driver.label, action, False, driver=driver.name, kind=driver.kind)
         where = _where(node, level, driver.label)
         try:
             if action == "off":
