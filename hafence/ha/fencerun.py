@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,38 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw.strip()).hexdigest() if raw.strip() else "none"
 
 
+class _Progress:
+    """What ``ha-manager status`` shows of one node's fence: the chain, the attempt, how
+    the last one went. Fed by the Fencer as its history (one record per attempt)."""
+
+    def __init__(self, chain: list[Any], history: Any, kinds: dict[str, str]) -> None:
+        self.history = history
+        self.path = getattr(history, "path", None)
+        self.info: dict[str, Any] = {
+            "state": "fencing",
+            "since": round(time.time(), 3),
+            "attempt": 1,
+            "levels": [
+                {"name": lv.name, "devices": [{"name": d.label, "kind": kinds.get(d.label, "")}
+                                              for d in lv.devices]}
+                for lv in chain
+            ],
+        }  # fmt: skip
+
+    def append(self, rec: Any) -> None:  # the Fencer's history interface
+        if not rec.ok:
+            self.info.update(attempt=rec.attempt + 1, error=rec.error_kind or "failed")
+        if self.history is not None:
+            self.history.append(rec)
+
+
 class FenceRunner:
     """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
 
-    A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only).
+    A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only). A fence
+    that ends calls ``on_done`` (from the fence thread): the daemon loop wakes and the
+    master acts on the result at once. :meth:`confirmed` says what a confirmed off was
+    (a power level?), :meth:`progress` how a fence goes.
     """
 
     def __init__(
@@ -127,8 +156,12 @@ class FenceRunner:
         registry: Any = None,
         retries: int = 1,
         backoff: float = 1.0,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
         self.source = source
+        self.on_done = on_done
+        self._confirmed: dict[str, dict[str, Any]] = {}  # node -> how its off was confirmed
+        self._progress: dict[str, _Progress] = {}
         self.actor = actor
         self.history_path = history_path
         self._log = log_fn
@@ -170,6 +203,35 @@ class FenceRunner:
             return None
         return cfg is not None and bool(cfg.chain(node))
 
+    def power_chain(self, node: str) -> bool:
+        """Whether ``node``'s chain has a level of power devices only (whose confirmed
+        off recovers at once); False when fence.cfg cannot be used."""
+        from hafence.fence.driver import POWER
+
+        try:
+            cfg = self._load()
+            chain = cfg.chain(node) if cfg is not None else []
+            kinds = self._kinds(chain)
+        except Exception:
+            return False
+        return any(all(kinds[d.label] == POWER for d in lv.devices) for lv in chain)
+
+    def _kinds(self, chain: list[Any]) -> dict[str, str]:
+        """Each device's kind (power/fabric), from its driver (built, never contacted)."""
+        from hafence.fence import build_driver
+
+        return {d.label: build_driver(d, self.registry).kind for lv in chain for d in lv.devices}
+
+    def confirmed(self, node: str) -> dict[str, Any] | None:
+        """How the last fence of ``node`` confirmed the off: ``{"power": bool, "devices":
+        [...], "level": name, "at": epoch}``; None while none did."""
+        return self._confirmed.get(node)
+
+    def progress(self, node: str) -> dict[str, Any] | None:
+        """The running or last fence of ``node`` for ``ha-manager status``, or None."""
+        prog = self._progress.get(node)
+        return dict(prog.info) if prog is not None else None
+
     def start(self, node: str) -> str:
         fut = self._futures.get(node)
         if fut is not None and not fut.done():
@@ -189,19 +251,28 @@ class FenceRunner:
             return FENCE_NONE
         levels = ", ".join(lv.name for lv in chain)
         self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
-        self._futures[node] = asyncio.run_coroutine_threadsafe(
-            self._fence(cfg, node), self._ensure_loop()
-        )
-        return FENCE_PENDING
-
-    async def _fence(self, cfg: Any, node: str) -> Any:
-        from hafence.fence import FenceHistory, Fencer
+        self._confirmed.pop(node, None)
+        try:
+            kinds = self._kinds(chain)
+        except Exception:  # the fence fails on it and says why
+            kinds = {}
+        from hafence.fence import FenceHistory
 
         history = FenceHistory(self.history_path) if self.history_path is not None else None
+        self._progress[node] = prog = _Progress(chain, history, kinds)
+        fut = asyncio.run_coroutine_threadsafe(self._fence(cfg, node, prog), self._ensure_loop())
+        self._futures[node] = fut
+        if self.on_done is not None:
+            fut.add_done_callback(lambda _f: self.on_done() if self.on_done else None)
+        return FENCE_PENDING
+
+    async def _fence(self, cfg: Any, node: str, history: _Progress) -> Any:
+        from hafence.fence import Fencer
+
         fencer = Fencer(
             cfg,
             self.registry,
-            history,
+            history,  # a FenceHistory that also tracks the progress
             retries=self.retries,
             backoff=self.backoff,
             actor=self.actor,
@@ -224,15 +295,23 @@ class FenceRunner:
             self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
             self._results[node] = FENCE_FAILED
             return FENCE_FAILED
+        prog = self._progress.get(node)
         if res.ok:
             devs = ", ".join(res.devices)
+            kind = "power" if res.power_off else "fabric"
             self._log(
                 "notice",
                 f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
-                f"in {res.duration:.1f}s",
+                f"in {res.duration:.1f}s ({kind})",
             )
+            self._confirmed[node] = {"power": res.power_off, "devices": list(res.devices),
+                                     "level": res.level_name, "at": time.time()}  # fmt: skip
+            if prog is not None:
+                prog.info.update(state="confirmed", power=res.power_off, devices=res.devices)
             self._results[node] = FENCE_OK
         else:
+            if prog is not None:
+                prog.info.update(state="failed", error=res.error_kind or "failed")
             self._log(
                 "err",
                 f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
@@ -242,6 +321,8 @@ class FenceRunner:
 
     def reset(self, node: str) -> None:
         self._results.pop(node, None)
+        self._confirmed.pop(node, None)
+        self._progress.pop(node, None)
         fut = self._futures.pop(node, None)
         if fut is not None:
             fut.cancel()
