@@ -320,8 +320,9 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         store.keep_leases_until(None)
         for s, h in old.items():
             signal.signal(s, h)
-        if env.role == "lrm":
-            env.leave()
+        # The membership lease is left to expire: the node's other daemon shares it, and a
+        # node read offline while its CRM runs would be fenced (no fence delay with a
+        # power device).
         env.close()
         store.close()
     log.info("%s: exit (loop end)", what)
@@ -335,12 +336,14 @@ def _sleep(
     changed: threading.Event,
     wake: threading.Event,
 ) -> None:
-    """Until ``due``, a stop request, or a store change once ``earliest`` has passed."""
-    while not stop.is_set():
+    """Until ``due``, or a stop request or a store change once ``earliest`` has passed (a
+    daemon that cannot stop yet must not spin)."""
+    while True:
         now = time.monotonic()
-        if now >= due or (changed.is_set() and now >= earliest):
+        soon = changed.is_set() or stop.is_set()
+        if now >= due or (soon and now >= earliest):
             return
-        wake.wait((earliest if changed.is_set() else due) - now)
+        wake.wait((earliest if soon else due) - now)
         wake.clear()
 
 

@@ -32,6 +32,7 @@ class NodeStatus:
         self.fence_delay = fence_delay
         self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
         self.online_since: dict[str, float] = {}  # when a node last came (back) online
+        self.seen_online: set[str] = set()  # members online in the last update
         # nodes an admin confirmed off by hand (fence-ack): {node: {"by": who, "at": time}}
         self.acked: dict[str, dict[str, Any]] = {}
         # each fence under way, for ha-manager status: {node: {"step": ..., chain details}}
@@ -54,8 +55,9 @@ class NodeStatus:
         return self.get(node) in ("online", "maintenance")
 
     def offline_delayed(self, node: str, delay: float | None = None) -> bool:
-        """Whether ``node`` has been offline for at least the fence delay."""
-        if node not in self.status:
+        """Whether ``node`` has been offline for at least the fence delay (a node seen
+        online in the last update, e.g. one in maintenance, never is, even with none)."""
+        if node not in self.status or node in self.seen_online:
             return False
         delay = self.env.fence_delay_for(node, self.fence_delay) if delay is None else delay
         now = self.env.get_time()
@@ -75,6 +77,7 @@ class NodeStatus:
 
     def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
         now = self.env.get_time()
+        self.seen_online = {n for n, i in node_info.items() if i.get("online")}
         for node in sorted(node_info):
             if not node_info[node].get("online"):
                 continue

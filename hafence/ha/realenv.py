@@ -23,8 +23,9 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   ``ha_node_<node>_alive`` is held. Both daemons of the node renew it every loop
   (:meth:`heartbeat`, owner = node name, ttl ``node_timeout``), so an LRM restart alone
   does not take the node offline, as a corosync member stays online while pve-ha-lrm
-  restarts. A node whose daemons stopped renewing (crash, power loss, cut from the store)
-  turns offline once the lease expires, judged by the store (etcd's lease clock, or the
+  restarts; a daemon that stops leaves the lease to expire, as the other one shares it.
+  A node whose daemons stopped renewing (crash, power loss, cut from the store) turns
+  offline once the lease expires, judged by the store (etcd's lease clock, or the
   embedded store's clock). The node list is every node that has an LRM status or appears
   in the manager status.
 - **fencing**: ``hafence.ha.fencerun.FenceRunner`` runs ``hafence.fence.Fencer`` in a
@@ -230,13 +231,6 @@ class RealEnv(Env):
     def node_alive(self, node: str) -> bool:
         """Whether ``node``'s membership lease is alive (its daemons run and reach us)."""
         return self.store.lease_owner(node_alive_lease(node)) == node
-
-    def leave(self) -> None:
-        """Drop the membership lease (clean LRM stop): the node reads offline at once."""
-        self._lease_call(
-            "leave",
-            lambda: self.store.release_lease(node_alive_lease(self.nodename), self.nodename),
-        )
 
     def known_nodes(self) -> list[str]:
         nodes = set(self.store.lrm_nodes())
