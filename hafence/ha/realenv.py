@@ -178,6 +178,7 @@ class RealEnv(Env):
         self._said: dict[str, str] = {}  # what was logged once per episode, by topic
         self._master_down: dict[str, float] = {}  # a master's node seen offline since
         self._power_chain: dict[str, tuple[float, bool]] = {}  # node -> (checked at, answer)
+        self._verdicts: dict[str, str] = {}  # node -> the last takeover verdict (status)
 
     # -- clock and log -------------------------------------------------------------------
     def get_time(self) -> float:
@@ -354,6 +355,7 @@ class RealEnv(Env):
         """Whether ``node`` fell silent since its fence began; a node that renews after its
         power-off was confirmed is a lying device: alerted once, lease expiry from then."""
         verdict = self.takeover.judge(node, locks)
+        self._verdicts[node] = verdict
         if verdict == LYING:
             conf = self.fencer.confirmed(node) or {}
             devs = ", ".join(conf.get("devices") or []) or "its fence device"
@@ -484,13 +486,25 @@ class RealEnv(Env):
     def fence_reset(self, node: str) -> None:
         self.fencer.reset(node)
         self.takeover.end(node)
+        self._verdicts.pop(node, None)
         for topic in (f"lying:{node}", f"silent:{node}", f"master:{node}"):
             self._said.pop(topic, None)
 
     def fence_progress(self, node: str) -> dict[str, Any] | None:
         prog = self.fencer.progress(node)
-        if prog is not None and self.fencer.poll(node) == FENCE_PENDING:
+        if prog is None:
+            return None
+        if self.fencer.poll(node) == FENCE_PENDING:
             prog["state"] = "fencing"
+        conf = self.fencer.confirmed(node)
+        if conf is not None:  # how the agent lock is to be had
+            verdict = self._verdicts.get(node)
+            prog["lock"] = (
+                "lease expiry (not a power device)" if not conf["power"]
+                else "lease expiry: the node renews after its power-off (lying device)"
+                if verdict == LYING
+                else "taking over at once once the node is silent"
+            )  # fmt: skip
         return prog
 
     # -- watchdog ------------------------------------------------------------------------
