@@ -214,13 +214,20 @@ def test_a_node_renewing_after_its_power_off_is_a_lying_device(
 def test_a_crm_fences_a_dead_masters_node_and_takes_the_manager_lock(
     tmp_path: Path, spec: str, store: Store, bmc: IpmiSim, procs: Any, caplog: Any
 ) -> None:
-    node_leases(procs, spec, "node1", "--alive", "1", "--agent", "60", "--manager", "60")
-    procs[-1].wait()  # the master's node died holding the manager lock
+    # the master's node: its daemons renew its membership, the manager lock stays its own
+    node1 = node_leases(procs, spec, "node1", "--alive", "1", "--agent", "60",
+                        "--manager", "60", "--renew", "0.2")  # fmt: skip
     for n in ("node2", "node3"):  # nodes whose LRMs run
         store.write_lrm_status(n, {"state": "wait_for_agent_lock"})
     node2 = master(tmp_path, store, bmc_cfg(bmc))
     node3 = master(tmp_path, store, bmc_cfg(bmc), node="node3")
     try:
+        for _ in range(3):  # a live master's node is never fenced for its lock
+            assert not node2.get_ha_manager_lock()
+            time.sleep(0.3)
+        assert node2.fencer.progress("node1") is None and bmc.power == "on"
+        node1.kill()  # now it dies holding the manager lock
+        node1.wait()
         until(lambda: not node2.node_alive("node1"), "node1's membership to run out")
 
         def rounds() -> bool:  # both CRMs' rounds: heartbeat, then try for the lock
