@@ -297,7 +297,7 @@ class RealEnv(Env):
         if hw in (FENCE_IDLE, FENCE_FAILED):
             self._once(f"master:{old}", "notice", f"fencing: master node '{old}' is offline: "
                        "fencing it to take over the manager lock")  # fmt: skip
-            self.fence_start(old)
+            self._start_fence(old)  # no status of ours yet: its services stay 'started'
             return False
         locks = [st.MANAGER_LOCK, st.agent_lock_name(old)]
         if hw != FENCE_OK or not self._silent(old, locks):
@@ -473,6 +473,14 @@ class RealEnv(Env):
 
     # -- fencing -------------------------------------------------------------------------
     def fence_start(self, node: str) -> str:
+        """The master powers a node off only once the manager status it wrote says the
+        node is fenced: a node powered on again then finds its services in 'fence' and
+        starts none of them (docs/fencing.md). Until then the fence is pending."""
+        if node not in self._written_fence:
+            return FENCE_PENDING
+        return self._start_fence(node)
+
+    def _start_fence(self, node: str) -> str:
         if not self.takeover.watching(node):  # the first attempt: note the node's leases
             try:
                 self.takeover.begin(node, [st.agent_lock_name(node)])

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hafence.ha import state as st
-from hafence.ha.env import FENCE_OK
+from hafence.ha.env import FENCE_IDLE, FENCE_OK, FENCE_PENDING
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.realenv import RealEnv, StatusWriteRefused, Timings, node_alive_lease
 from hafence.store import Store, open_store
@@ -154,6 +154,27 @@ def test_a_power_off_confirmed_and_a_silent_node_free_its_lock_at_once(
         env.close()
 
 
+def test_no_power_off_before_the_status_says_fence(
+    tmp_path: Path, spec: str, store: Store, bmc: IpmiSim, procs: Any
+) -> None:
+    """A node powered on again must find its services in 'fence' (and start none): the
+    master powers it off only once the status it wrote says so."""
+    env = master(tmp_path, store, bmc_cfg(bmc))
+    try:
+        assert env.get_ha_manager_lock()
+        dead_node1(procs, spec, env)
+        ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
+        assert not ns.fence_node("node1") and ns.get("node1") == "fence"
+        assert env.fence_start("node1") == FENCE_PENDING
+        time.sleep(1)  # an ipmi_sim power-off takes well under a second
+        assert bmc.power == "on" and bmc.power_calls() == []
+        env.write_manager_status({"node_status": dict(ns.status), "service_status": {}})
+        assert fence_rounds(env, ns)
+        assert bmc.power == "off"
+    finally:
+        env.close()
+
+
 def test_a_fabric_device_keeps_the_lease_expiry_rule(
     tmp_path: Path, spec: str, store: Store, procs: Any, caplog: Any
 ) -> None:
@@ -190,9 +211,9 @@ def test_a_node_renewing_after_its_power_off_is_a_lying_device(
         dead_node1(procs, spec, env)
         ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
         with caplog.at_level(logging.INFO, "hafence.ha"):
-            ns.fence_node("node1")  # the fence begins: the master notes node1's leases
-            env.write_manager_status({"node_status": dict(ns.status), "service_status": {}})
-            # node1 thaws (a frozen node): it renews again, and its BMC says off anyway
+            fence_rounds(env, ns, lambda: env.fence_poll("node1") != FENCE_IDLE)
+            # the fence began (the master noted node1's leases); now node1 thaws (a frozen
+            # node): it renews again, and its BMC says off anyway
             node_leases(procs, spec, "node1", "--alive", "2", "--agent", "60", "--renew", "0.3")
             until(lambda: env.fence_poll("node1") == FENCE_OK, "the BMC to report off")
             assert bmc.power == "off"
