@@ -58,7 +58,7 @@ def make(fast: bool, power_nodes: set[str] = frozenset()) -> tuple[NodeStatus, F
 
 
 def test_confirmed_off_and_silent_takes_the_lock_at_once() -> None:
-    ns, env, hw = make(fast=True)
+    ns, env, _ = make(fast=True)
     assert not ns.fence_node("node1")  # the fence runs
     assert ns.fencing["node1"]["step"] == "fencing" and env.takeovers == []
     env.hw_result = FENCE_OK
@@ -68,7 +68,7 @@ def test_confirmed_off_and_silent_takes_the_lock_at_once() -> None:
 
 
 def test_without_the_fast_path_the_lease_must_expire() -> None:
-    ns, env, hw = make(fast=False)  # a fabric device, a lying BMC, a node not yet silent
+    ns, env, _ = make(fast=False)  # a fabric device, a lying BMC, a node not yet silent
     env.hw_result = FENCE_OK
     assert not ns.fence_node("node1")
     assert ns.fencing["node1"]["step"] == "confirmed off, waiting for agent lock"
@@ -77,7 +77,7 @@ def test_without_the_fast_path_the_lease_must_expire() -> None:
 
 
 def test_a_fence_ack_never_takes_the_fast_path() -> None:
-    ns, env, hw = make(fast=True)
+    ns, env, _ = make(fast=True)
     ns.update({"node2": {"online": True}}, {})
     assert ns.acknowledge("node1", "root@node2", 0)
     assert not ns.fence_node("node1")  # a person's word: the lock must still expire
@@ -96,7 +96,7 @@ def test_a_node_with_a_power_device_is_fenced_without_delay() -> None:
 
 
 def test_a_node_seen_online_is_never_offline_delayed() -> None:
-    ns, env, _ = make(fast=True, power_nodes={"node1"})
+    ns, _, _ = make(fast=True, power_nodes={"node1"})
     ns.update(NODES, {"node1": "maintenance"})  # online, but not 'online': maintenance
     assert ns.get("node1") == "maintenance"
     assert not ns.offline_delayed("node1")
@@ -202,3 +202,47 @@ def test_a_lock_the_master_holds_is_not_the_node_renewing(world: Any) -> None:
     clock.now += 15  # the agent lock expired; the master takes it (lease expiry rule)
     assert store.acquire_lease(AGENT, "node2", 20)
     assert t.judge("node1", [AGENT]) == SILENT
+
+
+# -- the LRM acts on a status read after its lock ----------------------------------------
+
+
+class ChangesWhileLocking(SimEnv):
+    """The master changes the manager status between the LRM's first read of a round
+    and its lock: ``change`` applied to the status when the lock is taken."""
+
+    change: Any = None
+
+    def get_ha_agent_lock(self, node: str | None = None) -> bool:
+        got = super().get_ha_agent_lock(node)
+        type(self).change(self.hw.manager_status)
+        return got
+
+
+def _recovered_elsewhere(ms: dict[str, Any]) -> None:
+    ms["service_status"]["vm:100"].update(node="n2", uid="u2")
+    ms["node_status"]["n1"] = "unknown"
+
+
+def _node_fenced(ms: dict[str, Any]) -> None:
+    ms["node_status"]["n1"] = "fence"
+
+
+@pytest.mark.parametrize("change", [_recovered_elsewhere, _node_fenced])
+def test_an_lrm_acts_only_on_a_status_read_after_its_lock(change: Any) -> None:
+    from hafence.ha.lrm import LRM
+
+    hw = Hardware(status={n: {"power": "on", "network": "on", "shutdown": None}
+                          for n in ("n1", "n2")},
+                  service_config={"vm:100": {"node": "n1", "state": "started"}})  # fmt: skip
+    hw.manager_status = {
+        "master_node": "n2",
+        "node_status": {"n1": "online", "n2": "online"},
+        "service_status": {"vm:100": {"state": "started", "node": "n1", "uid": "u1"}},
+    }
+    env = type("Env", (ChangesWhileLocking,), {"change": staticmethod(change)})(hw, "n1", "lrm")
+    lrm = LRM(env)
+    env.loop_start(10)
+    assert lrm.do_one_iteration()
+    assert lrm.status == "active"  # it took the lock on the first read ...
+    assert "vm:100" not in hw.running.get("n1", set())  # ... and acted on the second
