@@ -141,6 +141,7 @@ class FenceRunner:
     """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
 
     A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only). A fence
+    starts only once ``ready(node)`` (the master wrote that the node is fenced); one
     that ends calls ``on_done`` (from the fence thread): the daemon loop wakes and the
     master acts on the result at once. :meth:`confirmed` says what a confirmed off was
     (a power level?), :meth:`progress` how a fence goes.
@@ -157,9 +158,11 @@ class FenceRunner:
         retries: int = 1,
         backoff: float = 1.0,
         on_done: Callable[[], None] | None = None,
+        ready: Callable[[str], bool] = lambda _node: True,
     ) -> None:
         self.source = source
         self.on_done = on_done
+        self.ready = ready  # whether a node may be powered off now (else: pending)
         self._confirmed: dict[str, dict[str, Any]] = {}  # node -> how its off was confirmed
         self._progress: dict[str, _Progress] = {}
         self.actor = actor
@@ -249,6 +252,8 @@ class FenceRunner:
         self._results.pop(node, None)  # a new attempt, or no hardware fencing any more
         if not chain:
             return FENCE_NONE
+        if not self.ready(node):
+            return FENCE_PENDING  # asked again next round
         levels = ", ".join(lv.name for lv in chain)
         self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
         self._confirmed.pop(node, None)

@@ -172,6 +172,7 @@ class RealEnv(Env):
             log_fn=self.log,
             registry=registry,
             on_done=self._wake,
+            ready=self._fence_written,
         )
         self.takeover = Takeover(store, node_alive_lease)
         self._written_fence: set[str] = set()  # nodes in 'fence' in the last status written
@@ -297,7 +298,7 @@ class RealEnv(Env):
         if hw in (FENCE_IDLE, FENCE_FAILED):
             self._once(f"master:{old}", "notice", f"fencing: master node '{old}' is offline: "
                        "fencing it to take over the manager lock")  # fmt: skip
-            self._start_fence(old)  # no status of ours yet: its services stay 'started'
+            self.fence_start(old)
             return False
         locks = [st.MANAGER_LOCK, st.agent_lock_name(old)]
         if hw != FENCE_OK or not self._silent(old, locks):
@@ -472,15 +473,14 @@ class RealEnv(Env):
         self.config.rewrite_resources(change)
 
     # -- fencing -------------------------------------------------------------------------
-    def fence_start(self, node: str) -> str:
+    def _fence_written(self, node: str) -> bool:
         """The master powers a node off only once the manager status it wrote says the
         node is fenced: a node powered on again then finds its services in 'fence' and
-        starts none of them (docs/fencing.md). Until then the fence is pending."""
-        if node not in self._written_fence:
-            return FENCE_PENDING
-        return self._start_fence(node)
+        starts none of them (docs/fencing.md). A CRM fencing a dead master's node (not
+        master yet, it writes no status) leaves that node's services 'started'."""
+        return node in self._written_fence or node in self._master_down
 
-    def _start_fence(self, node: str) -> str:
+    def fence_start(self, node: str) -> str:
         if not self.takeover.watching(node):  # the first attempt: note the node's leases
             try:
                 self.takeover.begin(node, [st.agent_lock_name(node)])

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,14 +196,6 @@ class Cluster:
         """The log of one run of ``node``'s LRM (each start appends to the file)."""
         text = (self.tmp / f"{node}-lrm.log").read_text(errors="replace")
         return f"{node}/lrm: timings".join(text.split(f"{node}/lrm: timings")[run:])
-
-
-@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "ha")
-    url = request.getfixturevalue("etcd_url")
-    return f"{url.replace('http://', 'etcd://')}/t{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

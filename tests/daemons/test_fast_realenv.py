@@ -8,11 +8,11 @@ docs/fencing.md lists which premise each test breaks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # the fast path or nothing
 T = Timings(interval=0.5, lease_ttl=60, watchdog_timeout=5, fence_delay=30, node_timeout=2)
 AGENT1 = st.agent_lock_name("node1")
-
-
-@pytest.fixture(params=["embedded", pytest.param("etcd", marks=pytest.mark.peer("etcd"))])
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "embedded":
-        return str(tmp_path / "ha")
-    url = request.getfixturevalue("etcd_url")
-    return f"{url.replace('http://', 'etcd://')}/t{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture
@@ -107,6 +99,18 @@ def dead_node1(procs: list[Any], spec: str, env: RealEnv) -> None:
     until(lambda: not env.node_alive("node1"), "node1's membership to run out")
 
 
+@contextlib.contextmanager
+def fencing(tmp_path: Path, spec: str, store: Store, procs: Any, cfg: str) -> Iterator[Any]:
+    """node2 as master with fence.cfg ``cfg``, node1 dead: ``(node2's env, its NodeStatus)``."""
+    env = master(tmp_path, store, cfg)
+    try:
+        assert env.get_ha_manager_lock()
+        dead_node1(procs, spec, env)
+        yield env, NodeStatus(env, {"node1": "unknown", "node2": "online"})
+    finally:
+        env.close()
+
+
 def fence_rounds(env: RealEnv, ns: NodeStatus, stop: Any = None, limit: float = 30.0) -> bool:
     """The master's fence step, a round at a time, until it is done (True) or ``stop()``
     holds after a round (False); the status is written each round, as the master's flush
@@ -138,20 +142,14 @@ def rounds_after_confirmation(env: RealEnv, n: int = 3) -> Any:
 def test_a_power_off_confirmed_and_a_silent_node_free_its_lock_at_once(
     tmp_path: Path, spec: str, store: Store, bmc: IpmiSim, procs: Any, caplog: Any
 ) -> None:
-    env = master(tmp_path, store, bmc_cfg(bmc))
-    try:
-        assert env.get_ha_manager_lock()
-        dead_node1(procs, spec, env)
+    with fencing(tmp_path, spec, store, procs, bmc_cfg(bmc)) as (env, ns):
         assert env.fence_delay_for("node1", T.fence_delay) == 0  # a power device: no delay
-        ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
         with caplog.at_level(logging.INFO, "hafence.ha"):
             assert fence_rounds(env, ns)  # long before the 60 s lock could expire
         assert bmc.power == "off"
         assert store.lease_owner(AGENT1) == "node2"
         assert "confirmed off by power device(s) bmc1 and silent since: took over its agent " \
             "lock" in caplog.text  # fmt: skip
-    finally:
-        env.close()
 
 
 def test_no_power_off_before_the_status_says_fence(
@@ -159,11 +157,7 @@ def test_no_power_off_before_the_status_says_fence(
 ) -> None:
     """A node powered on again must find its services in 'fence' (and start none): the
     master powers it off only once the status it wrote says so."""
-    env = master(tmp_path, store, bmc_cfg(bmc))
-    try:
-        assert env.get_ha_manager_lock()
-        dead_node1(procs, spec, env)
-        ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
+    with fencing(tmp_path, spec, store, procs, bmc_cfg(bmc)) as (env, ns):
         assert not ns.fence_node("node1") and ns.get("node1") == "fence"
         assert env.fence_start("node1") == FENCE_PENDING
         time.sleep(1)  # an ipmi_sim power-off takes well under a second
@@ -171,8 +165,6 @@ def test_no_power_off_before_the_status_says_fence(
         env.write_manager_status({"node_status": dict(ns.status), "service_status": {}})
         assert fence_rounds(env, ns)
         assert bmc.power == "off"
-    finally:
-        env.close()
 
 
 def test_a_fabric_device_keeps_the_lease_expiry_rule(
@@ -184,12 +176,8 @@ def test_a_fabric_device_keeps_the_lease_expiry_rule(
     with snmp_agent(workdir=tmp_path / "snmp") as sw:
         cfg = (f"device sw snmp_ifmib {sw.cfg_args()} timeout=3 power_timeout=4\n"
                "connect sw node=node1 plug=Gi1/0/1\n")  # fmt: skip
-        env = master(tmp_path, store, cfg)
-        try:
-            assert env.get_ha_manager_lock()
-            dead_node1(procs, spec, env)
+        with fencing(tmp_path, spec, store, procs, cfg) as (env, ns):
             assert env.fence_delay_for("node1", T.fence_delay) == T.fence_delay
-            ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
             # its port is shut, nothing more: rounds after that still wait for the lock
             assert not fence_rounds(env, ns, rounds_after_confirmation(env))
             assert sw.get_admin_status(1) == 2
@@ -198,18 +186,12 @@ def test_a_fabric_device_keeps_the_lease_expiry_rule(
             assert store.lease_owner(AGENT1) == "node1"  # its lock still runs out
             assert "took over" not in caplog.text
             assert ns.fencing["node1"]["lock"] == "lease expiry (not a power device)"
-        finally:
-            env.close()
 
 
 def test_a_node_renewing_after_its_power_off_is_a_lying_device(
     tmp_path: Path, spec: str, store: Store, bmc: IpmiSim, procs: Any, caplog: Any
 ) -> None:
-    env = master(tmp_path, store, bmc_cfg(bmc))
-    try:
-        assert env.get_ha_manager_lock()
-        dead_node1(procs, spec, env)
-        ns = NodeStatus(env, {"node1": "unknown", "node2": "online"})
+    with fencing(tmp_path, spec, store, procs, bmc_cfg(bmc)) as (env, ns):
         with caplog.at_level(logging.INFO, "hafence.ha"):
             fence_rounds(env, ns, lambda: env.fence_poll("node1") != FENCE_IDLE)
             # the fence began (the master noted node1's leases); now node1 thaws (a frozen
@@ -228,8 +210,6 @@ def test_a_node_renewing_after_its_power_off_is_a_lying_device(
         until(lambda: not env.node_alive("node1"), "node1's membership to run out")
         assert not fence_rounds(env, ns, rounds_after_confirmation(env))
         assert ns.fencing["node1"]["lock"].startswith("lease expiry: the node renews")
-    finally:
-        env.close()
 
 
 def test_a_crm_fences_a_dead_masters_node_and_takes_the_manager_lock(

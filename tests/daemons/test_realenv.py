@@ -263,13 +263,17 @@ def _fence_env(tmp_path: Path, cfg_text: str | None) -> RealEnv:
     if cfg_text is not None:
         cfg = tmp_path / "fence.cfg"
         cfg.write_text(cfg_text)
-    return RealEnv(
+    env = RealEnv(
         "node2",
         EmbeddedStore(tmp_path / "ha"),
         timings=T,
         fence_config=cfg,
         fence_history=tmp_path / "history.jsonl",
     )
+    # the master powers node1 off only once the status it wrote says node1 is fenced
+    assert env.get_ha_manager_lock()
+    env.write_manager_status({"node_status": {"node1": "fence"}, "service_status": {}})
+    return env
 
 
 def _poll_done(e: RealEnv, node: str) -> str:
