@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # resource-agents: OCF agents for the ocf: resource type; pacemaker + pacemaker-cli-utils:
-# Pacemaker's own fencer and stonith_admin run fence_hafence in tests/fence_hafence.
+# Pacemaker's own fencer and stonith_admin run fence_hafence in tests/fence_hafence;
+# nftables: hafence lab's partitions and lossy links (tc is in iproute2).
 APT_PACKAGES=(openipmi ipmitool fence-agents snmp snmpd etcd-server etcd-client iproute2
-              resource-agents pacemaker pacemaker-cli-utils)
+              resource-agents pacemaker pacemaker-cli-utils nftables)
 need=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")

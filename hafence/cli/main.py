@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "hafence.cli.demo:demo",
     "watchdog": "hafence.cli.watchdog:watchdog",
     "sim": "hafence.cli.sim:sim",
+    "lab": "hafence.cli.lab:lab",
 }
 
 

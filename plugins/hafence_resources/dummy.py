@@ -3,7 +3,9 @@
 ``dummy:NAME`` started on a node runs ``sleep infinity`` under the name
 ``hafence-dummy dummy:NAME NODE`` (its argv[0], so ``ps`` shows whose it is) in its own
 session, as a guest outlives the LRM that started it; a few hundred of them cost next to
-nothing. Its pid is kept in
+nothing. Subclasses (``writer``) run another program: :meth:`DummyType.argv`,
+:meth:`DummyType.executable` and :meth:`DummyType.ours` say what and how to recognise it.
+Its pid is kept in
 ``STATE_DIR/dummy/NAME.pid``; STATE_DIR is per node (default
 ``$HAFENCE_STATE_DIR/resources/NODE``), so several simulated nodes on one machine keep
 separate state. ``stop`` sends SIGTERM, then SIGKILL after the timeout; ``status``
@@ -54,10 +56,11 @@ def _reap(pid: int) -> None:
 class DummyType(ResourceType):
     name = "dummy"
     description = "a real process per service (tests and demos)"
+    marker = MARKER  # the word that says "ours" (with the SID) when pid files are read
 
     def _dir(self) -> Path:
         base = self.state_dir if self.state_dir is not None else default_state_dir(self.node)
-        return base / "dummy"
+        return base / self.name
 
     def pidfile(self, rid: str) -> Path:
         if not _NAME.match(rid) or "/" in rid:
@@ -72,9 +75,11 @@ class DummyType(ResourceType):
             return None
         _reap(pid)
         argv = _cmdline(pid)
-        if not argv or argv[0].split()[:2] != [MARKER, self.sid(rid)]:
-            return None
-        return pid
+        return pid if argv and self.ours(argv, rid) else None
+
+    def ours(self, argv: list[str], rid: str) -> bool:
+        """Whether a process' argv is this service's (pid reuse)."""
+        return argv[0].split()[:2] == [self.marker, self.sid(rid)]
 
     def exists(self, rid: str) -> bool:
         self.pidfile(rid)  # validates the name
@@ -86,6 +91,14 @@ class DummyType(ResourceType):
     def status(self, rid: str) -> str:
         return RUNNING if self.pid(rid) is not None else STOPPED
 
+    def argv(self, rid: str) -> list[str]:
+        """The service process' argv; argv[0] labels it for ``ps`` and :meth:`ours`."""
+        return [f"{self.marker} {self.sid(rid)} {self.node}", "infinity"]
+
+    def executable(self) -> str | None:
+        """The program to run (None: argv[0])."""
+        return shutil.which("sleep") or "/bin/sleep"
+
     def start(self, rid: str) -> None:
         if self.pid(rid) is not None:
             return
@@ -93,8 +106,8 @@ class DummyType(ResourceType):
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.Popen(
-                [f"{MARKER} {self.sid(rid)} {self.node}", "infinity"],
-                executable=shutil.which("sleep") or "/bin/sleep",
+                self.argv(rid),
+                executable=self.executable(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -15,8 +15,9 @@ Why snmpsim (PyPI ``snmpsim``) and not net-snmp ``snmpd`` in a network namespace
   port and runs the same as root or not, so every engineer's test run can use it.
 * Running as root: snmpsim drops to ``--process-user``, but under pyenv the
   interpreter lives in /root (mode 0700), so the dropped process can no longer import
-  its lazily-loaded modules (dbm.dumb for the data index first). The agent only ever
-  listens on 127.0.0.1, so it runs with ``SNMPSIM_ALLOW_ROOT=true`` instead.
+  its lazily-loaded modules (dbm.dumb for the data index first). The agent listens
+  on 127.0.0.1 (or the private address ``SnmpAgent(host=...)`` is given, as hafence
+  lab's switch does), so it runs with ``SNMPSIM_ALLOW_ROOT=true`` instead.
 
 Addressing: v1/v2c requests select the data file by community (``<community>.snmprec``).
 v3 requests carry a context name, which real switches leave empty; snmpsim unregisters
@@ -232,10 +233,11 @@ class SnmpAgent:
         (data_dir / f"{self.community}.snmprec").write_text(table)
         (data_dir / V3_DATA_FILE).write_text(table)
         (data_dir / f"{self.ro_community}.snmprec").write_text(snmprec(self.ports, read_only=True))
-        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
+        # unbuffered: snmpsim logs to stdout, and set_requests() reads that log at once
+        env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true", PYTHONUNBUFFERED="1")
         exe = _responder_exe()
         for _attempt in range(1 if port else 5):
-            candidate = port or free_udp_port()
+            candidate = port or free_udp_port(self.host)
             candidate6 = (port6 or free_udp_port(HOST6)) if self.ipv6 else None
             with open(self.log_path, "ab") as log:
                 proc = subprocess.Popen(
@@ -248,7 +250,7 @@ class SnmpAgent:
                 )
             self.process = proc  # set before waiting, so stop() always finds it
             # snmpsim binds every endpoint before it serves any: IPv4 answering is enough
-            if _wait_ready(proc, candidate, self.community, self.start_timeout):
+            if _wait_ready(proc, self.host, candidate, self.community, self.start_timeout):
                 self.port, self.port6 = candidate, candidate6 or 0
                 return
             self.stop()
@@ -363,7 +365,7 @@ def _command(
         "--log-level=info",
         "--v3-engine-id=auto",
         f"--data-dir={data_dir}",
-        f"--agent-udpv4-endpoint={HOST}:{port}",
+        f"--agent-udpv4-endpoint={agent.host}:{port}",
         *v6,
         f"--v3-user={agent.v3_user}",
         f"--v3-auth-key={agent.v3_auth_key}",
@@ -448,14 +450,16 @@ def snmp_agent(
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, community: str, bound: float) -> bool:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], host: str, port: int, community: str, bound: float
+) -> bool:
     """Poll with GET sysDescr until the agent answers; False if it exits or never answers."""
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            if _raw_get(HOST, port, community, SYS_DESCR_OID, 0.2) is not None:
+            if _raw_get(host, port, community, SYS_DESCR_OID, 0.2) is not None:
                 return True
         except OSError:
             pass

@@ -1,0 +1,89 @@
+"""The nodes' BMCs: one OpenIPMI ``ipmi_sim`` per node, outside the node.
+
+Each BMC listens on its own address on the lab bridge (``layout.bmc_addr``), keeps the
+node's power state in a file (its ``chassis_control`` program) and is what
+``hafence-crm`` fences through (driver ``ipmi``). The supervisor reads that file: off
+kills the node's namespace, on boots it (see :mod:`hafence.lab.physics`).
+
+Faults: *dead* stops the ipmi_sim process (SIGSTOP: requests time out, as with a BMC
+that hangs or lost its network), *stuck* makes it accept power-off and keep the power
+on (the chassis program's stuck mode), *flaky* is dead on and off (physics toggles it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+
+from hafence.lab.layout import Layout
+from hafence.lab.timings import LabTimings
+from hafence.testing.peers.ipmi_sim import IpmiSim
+
+USER = "admin"
+
+
+class Bmcs:
+    def __init__(self, layout: Layout, password: str, ports: dict[str, int] | None = None):
+        self.layout = layout
+        ports = ports or {}
+        self.sims = {
+            n: IpmiSim(
+                user=USER,
+                password=password,
+                host=layout.bmc_addr(n),
+                port=ports.get(n),
+                workdir=layout.bmc_dir(n),
+            )
+            for n in layout.nodes
+        }
+        self.dead: set[str] = set()
+
+    def start(self) -> dict[str, int]:
+        """Start every BMC (power on); their UDP ports."""
+        for sim in self.sims.values():
+            sim.start()
+        return self.ports()
+
+    def ports(self) -> dict[str, int]:
+        return {n: sim.port for n, sim in self.sims.items()}
+
+    def stop(self) -> None:
+        for node in list(self.dead):
+            self.set_dead(node, False)  # a stopped process group ignores SIGTERM
+        for sim in self.sims.values():
+            sim.stop()
+
+    # -- the hardware --------------------------------------------------------------------
+    def powered(self, node: str) -> bool:
+        return self.sims[node].power == "on"
+
+    def press_power(self, node: str, on: bool) -> None:
+        """The power button (not through IPMI)."""
+        self.sims[node].set_power(on)
+
+    def set_dead(self, node: str, dead: bool) -> None:
+        pid = self.sims[node].pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGSTOP if dead else signal.SIGCONT)
+        (self.dead.add if dead else self.dead.discard)(node)
+
+    def set_stuck(self, node: str, stuck: bool) -> None:
+        self.sims[node].set_stuck(stuck)
+
+    def stuck(self, node: str) -> bool:
+        return self.sims[node].stuck
+
+    # -- fence.cfg -------------------------------------------------------------------------
+    def fence_cfg(self, password_file: str, timings: LabTimings) -> str:
+        """fence.cfg lines: level 1 of every node's chain, its BMC (declared first)."""
+        t = f"{timings.fence_timeout:g}"
+        out = ""
+        for node, sim in self.sims.items():
+            out += (
+                f"device bmc-{node} ipmi ip={sim.host} port={sim.port} username={USER} "
+                f"password_file={password_file} lanplus=1 timeout={t} power_timeout={t} "
+                f"poll_interval=0.2\nconnect bmc-{node} node={node}\n"
+            )
+        return out

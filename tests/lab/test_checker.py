@@ -1,0 +1,166 @@
+"""The chaos checker's rules on hand-made evidence: each rule flags what breaks it and
+passes what does not (no lab needed), and the schedule generator is reproducible."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from hafence.lab.chaos import make_schedule, services_for
+from hafence.lab.checker import Checker, Copy
+from hafence.lab.layout import Layout
+from hafence.lab.timings import preset
+
+NODES = ("node1", "node2", "node3")
+T0 = 1_900_000_000.0
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Layout:
+    lay = Layout(tmp_path, "hlzzzz", "10.255.255", NODES)
+    lay.writer_dir.mkdir(parents=True)
+    for n in NODES:
+        lay.log_dir(n).mkdir(parents=True)
+    return lay
+
+
+def checker(layout: Layout) -> Checker:
+    return Checker(layout, preset("fast"))
+
+
+def events(layout: Layout, *recs: tuple[float, str, str]) -> None:
+    with open(layout.events_file, "a") as fh:
+        for t, event, node in recs:
+            fh.write(json.dumps({"t": T0 + t, "event": event, "node": node}) + "\n")
+
+
+def crm(layout: Layout, node: str, *lines: tuple[float, str]) -> None:
+    with open(layout.log_dir(node) / "crm.log", "a") as fh:
+        for t, text in lines:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(T0 + t))
+            ms = round((T0 + t) % 1 * 1000)
+            fh.write(f"{stamp},{ms:03d} INFO    {node}/crm: {text}\n")
+
+
+def writes(layout: Layout, sid: str, node: str, token: str, start: float, end: float) -> None:
+    with open(layout.writer_dir / f"{sid.split(':')[1]}.log", "a") as fh:
+        t, n = start, 0
+        while t <= end:
+            n += 1
+            fh.write(f"{T0 + t:.3f} {node} {sid} {token} {n}\n")
+            t += 0.05
+
+
+def sample(c: Checker, t: float, *copies: tuple[str, str]) -> None:
+    c.samples.append(
+        (T0 + t, [Copy(sid, node, 1000 + i, False) for i, (sid, node) in enumerate(copies)])
+    )
+
+
+def rules(c: Checker, t0: float = 0, t1: float = 100) -> list[str]:
+    return [f.rule for f in c.judge(T0 + t0, T0 + t1).findings]
+
+
+def test_two_sampled_copies_are_a_violation_unless_one_node_is_cut_off(layout: Layout):
+    c = checker(layout)
+    sample(c, 1, ("dummy:a", "node1"))
+    sample(c, 2, ("dummy:a", "node1"), ("dummy:a", "node2"))
+    sample(c, 2.1, ("dummy:a", "node1"), ("dummy:a", "node2"))
+    assert rules(c) == ["twice"]  # one finding per episode
+
+    c = checker(layout)
+    events(layout, (1.5, "link_down", "node1"))  # its switch port is shut
+    sample(c, 2, ("dummy:a", "node1"), ("dummy:a", "node2"))
+    assert rules(c) == []
+
+
+def test_interleaved_writers_are_a_violation_a_handover_is_not(layout: Layout) -> None:
+    writes(layout, "writer:w", "node1", "11-aa", 0, 3)
+    writes(layout, "writer:w", "node2", "22-bb", 3.2, 6)  # starts after node1's copy ended
+    assert rules(checker(layout)) == []
+    writes(layout, "writer:w", "node1", "33-cc", 5, 5.5)  # a frozen copy thawed: two at once
+    assert rules(checker(layout)) == ["twice"]
+
+
+def test_writes_of_a_node_cut_off_at_its_switch_port_do_not_count(layout: Layout) -> None:
+    events(layout, (2.0, "link_down", "node1"), (8.0, "link_up", "node1"))
+    writes(layout, "writer:w", "node1", "11-aa", 0, 6)  # keeps writing while isolated
+    writes(layout, "writer:w", "node2", "22-bb", 4, 10)
+    assert rules(checker(layout)) == []
+    writes(layout, "writer:w", "node1", "11-aa", 8.5, 9)  # link back while node2 writes
+    assert rules(checker(layout)) == ["twice"]
+
+
+def test_recovery_needs_an_acknowledged_fence_and_the_old_copy_gone(layout: Layout) -> None:
+    crm(layout, "node2", (10, "recover service 'dummy:a' from fenced node 'node1' to node 'node2'"))
+    assert rules(checker(layout)) == ["early-recovery"]  # no agent lock taken
+
+
+def test_recovery_after_the_agent_lock_is_fine_unless_the_copy_still_runs(layout: Layout):
+    crm(
+        layout,
+        "node2",
+        (9.9, "fencing: acknowledged - got agent lock for node 'node1'"),
+        (10, "recover service 'dummy:a' from fenced node 'node1' to node 'node2'"),
+    )
+    c = checker(layout)
+    sample(c, 9.9)
+    assert rules(c) == []
+    c = checker(layout)
+    sample(c, 10.05, ("dummy:a", "node1"))  # node1 still runs it: never reset
+    assert rules(c) == ["early-recovery"]
+
+
+def test_a_confirmed_off_must_be_a_real_power_off_or_link_down(layout: Layout) -> None:
+    crm(
+        layout,
+        "node2",
+        (10, "fencing: node 'node1' confirmed off by level 1 (bmc-node1) in 0.1s"),
+        (20, "fencing: node 'node3' confirmed off by level 2 (switch) in 0.3s"),
+    )
+    assert rules(checker(layout)) == ["false-fence", "false-fence"]
+    events(layout, (9.95, "power_off", "node1"), (20.1, "link_down", "node3"))
+    assert rules(checker(layout)) == []
+
+
+def test_recovery_time_is_measured_from_the_death_of_the_node(layout: Layout) -> None:
+    c = checker(layout)
+    events(layout, (2.0, "died", "node1"))
+    sample(c, 1, ("dummy:a", "node1"))
+    sample(c, 2.05)
+    sample(c, 20)
+    sample(c, 21.05, ("dummy:a", "node2"))
+    v = c.judge(T0, T0 + 100)
+    assert v.findings == [] and v.recoveries == [pytest.approx(19.0)]
+
+
+def test_schedules_are_reproducible_and_cover_every_fault_kind() -> None:
+    t = preset("fast")
+    nodes, services = list(NODES), services_for(3)
+    assert make_schedule(7, nodes, services, t) == make_schedule(7, nodes, services, t)
+    seen = set()
+    for seed in range(300):
+        s = make_schedule(seed, nodes, services, t)
+        assert [st.at for st in s.steps] == sorted(st.at for st in s.steps)
+        assert s.length >= max(st.at for st in s.steps)
+        seen |= {st.action for st in s.steps}
+    assert seen >= {
+        "kill",
+        "freeze",
+        "thaw",
+        "partition",
+        "heal",
+        "slow-net",
+        "link-down",
+        "bmc-dead",
+        "bmc-stuck",
+        "bmc-flaky",
+        "etcd-stop",
+        "kill-daemon",
+        "restart",
+        "power-off",
+        "ha-manager",
+    }
