@@ -32,6 +32,7 @@ from hafence.testing.peers.ipmi_sim import IpmiSim
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 from hafence.watchdog.muxproc import MuxProcess
 from tests.daemons.holdproxy import HoldProxy
+from tests.daemons.test_daemons_e2e import wait_for
 
 NODES = ("node1", "node2", "node3")
 SID = "dummy:web"
@@ -52,16 +53,6 @@ def dummy_pid(state_dir: Path, sid: str = SID) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return pid if sid.encode() in cmd[0].split() and stat not in ("Z", "X") else None
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    """A bound against hangs, not a speed assertion."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Cluster:

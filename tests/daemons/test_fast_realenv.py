@@ -26,6 +26,7 @@ from hafence.ha.realenv import RealEnv, StatusWriteRefused, Timings, node_alive_
 from hafence.store import Store, open_store
 from hafence.testing.peers.ipmi_sim import IpmiSim
 from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from tests.daemons.test_realenv import until
 
 ROOT = Path(__file__).resolve().parents[2]
 # locks long enough that nothing in a test can be their expiry: what happens early is
@@ -68,15 +69,6 @@ def node_leases(procs: list[Any], spec: str, node: str, *args: str) -> subproces
     procs.append(p)
     assert p.stdout is not None and p.stdout.readline().strip() == "held"
     return p
-
-
-def until(pred: Any, what: str, limit: float = 30.0) -> None:
-    """A bound against hangs, not a speed assertion."""
-    deadline = time.monotonic() + limit
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def master(tmp_path: Path, store: Store, fence_cfg: str, node: str = "node2") -> RealEnv:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,6 +49,15 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = run(sys.executable, "-m", "venv", "--system-site-packages", env_dir)
     assert r.returncode == 0, r.stderr
     py = env_dir / "bin" / "python"
+    # --system-site-packages means the BASE interpreter's: when this suite runs from a
+    # virtualenv (a worktree's), hafence is the one installed there, so the new venv must
+    # see that one too, ahead of any other install of hafence in the base interpreter
+    r = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    assert r.returncode == 0, r.stderr
+    own = [p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix)]
+    if sys.prefix != sys.base_prefix and own:
+        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in own)
+        (Path(r.stdout.strip()) / "00-hafence-under-test.pth").write_text(lines)
     r = run(py, "-m", "pip", "install", "--no-build-isolation", "--no-index", "-q",
             "--disable-pip-version-check", src)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
