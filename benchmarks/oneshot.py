@@ -57,7 +57,7 @@ def commands(sim: IpmiSim, pw_file: Path) -> dict[str, tuple[list[str], str | No
     """tool -> (argv, stdin, text its output must contain)."""
     hafence = [
         hafence_script(), "device", "status", "--driver", "ipmi",
-        "-o", f"ip={sim.host}", "-o", f"port={sim.port}", "-o", f"username={sim.user}",
+        "-o", f"ip={sim.host}", "-o", f"ipport={sim.port}", "-o", f"username={sim.user}",
         "--password-file", str(pw_file),
     ]  # fmt: skip
     stdin = "".join(

@@ -11,6 +11,9 @@ it provides is needed:
   everything it provides there;
 * a plugin without a manifest may provide anything: it is imported whenever a lookup
   needs every plugin (a name no manifest declares, a list of all drivers of a kind);
+* a hook that answers a question (``hafence_fence_agent_driver``) asks the plugins that
+  declare it in the group :data:`HOOK_MANIFEST` (``HOOK = MODULE``) and those without a
+  manifest;
 * fence events go to every plugin, so :meth:`~PluginRegistry.notify_fence_event` and
   :meth:`~PluginRegistry.load_all` import them all.
 
@@ -42,6 +45,8 @@ MANIFESTS = {
     "hafence_watchdog_drivers": ("hafence.watchdog_drivers", "watchdog"),
     "hafence_resource_types": ("hafence.resource_types", "resource"),
 }
+# hooks other than the driver lists that a plugin with a manifest implements
+HOOK_MANIFEST = "hafence.hooks"
 
 
 @dataclass
@@ -73,6 +78,7 @@ class PluginRegistry:
         # hook -> driver name -> plugin that declares it in its manifest
         self._declared: dict[str, dict[str, str]] = {hook: {} for hook in MANIFESTS}
         self._declaring: set[str] = set()  # plugins with a manifest
+        self._hooks: dict[str, set[str]] = {}  # HOOK_MANIFEST: hook -> declaring plugins
         if load_entry_points:
             self.load_entry_points()
 
@@ -99,6 +105,14 @@ class PluginRegistry:
                     continue
                 self._declared[hook].setdefault(ep.name, plugin)
                 self._declaring.add(plugin)
+        for ep in eps.select(group=HOOK_MANIFEST):
+            plugin = by_module.get(ep.value)
+            if plugin is None or not hasattr(self.pm.hook, ep.name):
+                what = "no such hook" if plugin else f"no '{group}' entry point names it"
+                self._fail(ep.value, f"{HOOK_MANIFEST} declares hook '{ep.name}': {what}")
+                continue
+            self._hooks.setdefault(ep.name, set()).add(plugin)
+            self._declaring.add(plugin)
 
     def register(self, obj: Any, name: str) -> None:
         """Register a plugin object directly (tests, embedding applications)."""
@@ -215,6 +229,34 @@ class PluginRegistry:
     def resource_types(self) -> dict[str, type]:
         return self._all("hafence_resource_types", _named_class)
 
+    def fence_agent_driver(self, agent: str) -> type | None:
+        """A driver class for the ClusterLabs agent ``agent`` (``fence_*``) from the first
+        plugin that answers ``hafence_fence_agent_driver``; None when none does.
+
+        Raises :class:`UnknownDriverError` when the answering plugin says the agent is
+        not installed; a plugin whose hook fails otherwise is reported and skipped.
+        """
+        hook_name = "hafence_fence_agent_driver"
+        wanted = {p for p in self.plugins if p not in self._declaring}
+        wanted |= self._hooks.get(hook_name, set())
+        self._load(wanted)
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):  # pluggy's order
+            try:
+                found = impl.function(agent=agent)
+            except UnknownDriverError:
+                raise
+            except Exception as exc:
+                self._fail(impl.plugin_name, f"{hook_name}({agent!r}) raised {exc!r}")
+                continue
+            if found is None:
+                continue
+            problem = _fence_driver_class(found)
+            if problem:
+                self._fail(impl.plugin_name, f"{hook_name}({agent!r}): {found!r} {problem}")
+                continue
+            return found
+        return None
+
     def notify_fence_event(self, event: dict[str, Any]) -> None:
         self.load_all()
         for impl in self.pm.hook.hafence_fence_event.get_hookimpls():
@@ -245,6 +287,19 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "hafence_watchdog_drivers": _named_class,
     "hafence_resource_types": _named_class,
 }
+
+
+class DriverPlugin:
+    """A plugin object that provides the given fence driver classes, for registering in
+    code (``registry.register(DriverPlugin(MyDriver), "name")``): the conformance kit,
+    the simulator."""
+
+    def __init__(self, *drivers: type) -> None:
+        self.drivers = drivers
+
+    @hookspecs.hookimpl
+    def hafence_fence_drivers(self) -> list[type]:
+        return list(self.drivers)
 
 
 @cache

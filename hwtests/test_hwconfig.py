@@ -34,15 +34,15 @@ def load(tmp_path: Path, text: str | bytes):
 def test_example_loads(tmp_path: Path, example: str) -> None:
     cfg, _ = load(tmp_path, example)
     assert [d.name for d in cfg.devices] == ["node3-bmc", "rack1-switch-port7"]
-    assert cfg.devices[0].options["port"] == 623
+    assert cfg.devices[0].options["ipport"] == 623
 
 
 @pytest.mark.parametrize(
     ("old", "new", "line", "field", "says"),
     [
-        ("port = 623", "port = 70000", 18, "fence.node3-bmc.port", "out of range (1..65535)"),
-        ("port = 623", "port = -1", 18, "fence.node3-bmc.port", "out of range"),
-        ("port = 623", "port = 623.5", 18, "fence.node3-bmc.port", "expected integer"),
+        ("ipport = 623", "ipport = 70000", 18, "fence.node3-bmc.ipport", "out of range (1..65535)"),
+        ("ipport = 623", "ipport = -1", 18, "fence.node3-bmc.ipport", "out of range"),
+        ("ipport = 623", "ipport = 623.5", 18, "fence.node3-bmc.ipport", "expected integer"),
         ("timeout = 5", "timeout = inf", 22, "fence.node3-bmc.timeout", "finite"),
         ("timeout = 5", "timeout = nan", 22, "fence.node3-bmc.timeout", "finite"),
         ("timeout = 5", "timeout = true", 22, "fence.node3-bmc.timeout", "got True"),

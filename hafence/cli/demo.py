@@ -46,7 +46,7 @@ def write_demo_config(workdir: Path, bmc: Any) -> Path:
     cfg = workdir / "fence.cfg"
     text = (
         "# demo: one IPMI BMC (OpenIPMI ipmi_sim on loopback) fences node1\n"
-        f"device {DEVICE} ipmi ip={bmc.host} port={bmc.port} username={bmc.user} "
+        f"device {DEVICE} ipmi ip={bmc.host} ipport={bmc.port} username={bmc.user} "
         f"password_file={pw_file} lanplus=1 timeout=5 power_timeout=10 poll_interval=0.1\n"
         f"connect {DEVICE} node={NODE}\n"
     )

@@ -11,11 +11,14 @@ Pacemaker (and anything else that speaks the fence-agents protocol) runs it like
   ``-S/--password-script``, ``-v/--verbose``, ``-D/--debug-file``, ``--driver=NAME``,
   and ``--any-driver-param=VALUE`` for every parameter of the chosen hafence driver.
 
-``driver=`` picks the hafence driver (``ipmi``, ``redfish``, ``snmp_ifmib``...). fence-agents'
-``port`` is always the target (= ``plug``); a driver parameter literally called ``port``
-(the IPMI UDP port) is reached through its alias ``ipport``. A secret parameter ``X`` may
-also come as ``X_file=PATH``, ``X_env=VARIABLE`` or ``X_script=COMMAND`` (its first output
-line, as fence-agents' ``--password-script``).
+``driver=`` picks the hafence driver (``ipmi``, ``redfish``, ``snmp_ifmib``...). Drivers take
+their standard parameters from hafence's catalogue (``hafence.fence.params``), named as
+fence-agents names them, so the options map one to one: ``ipport`` is the network port,
+fence-agents' ``port`` is always the target (= ``plug``). A driver's deprecated names are
+not offered; a vendor driver parameter named like one of the agent's own words is shown
+under its first alias that is not. A secret parameter ``X`` may also come as
+``X_file=PATH``, ``X_env=VARIABLE`` or ``X_script=COMMAND`` (its first output line, as
+fence-agents' ``--password-script``).
 
 Actions run through hafence's fencer (its time bounds, delays and off/on verification by
 status polling). Exit codes are fence-agents': 0 success; ``status`` 0 = on, 2 = off;
@@ -135,7 +138,7 @@ def exposed_name(p: Param) -> str | None:
     """The name a driver parameter has in fence-agents terms (None: the agent's own).
 
     ``plug`` is the agent's target; a driver parameter named like one of the agent's
-    reserved words is shown under its first alias that is not (ipmi: port -> ipport).
+    reserved words (a vendor's ``port``) is shown under its first alias that is not.
     """
     if "plug" in (p.name, *p.aliases):
         return None

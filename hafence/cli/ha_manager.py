@@ -193,9 +193,27 @@ def add(c: Ctx, sid: str, rtype: str | None, node: str | None, **opts: Any) -> N
         conf = hacfg.default_resource()
         conf["node"] = node
         _apply_resource(conf, groups, **opts)
+        _check_definition(sid)
         resources[sid] = conf
         store.write_resources(resources)
     _warn_outside_ha(sid)
+
+
+def _check_definition(sid: str) -> None:
+    """Refuse a service whose definition is wrong everywhere (an ``ocf:`` service missing
+    from ocf.cfg, or with a parameter its agent does not take). What only this machine
+    lacks (the unit, the guest, the agent) is the LRM's to find on the node."""
+    from hafence.ha.resources import ResourceError, load_resource_types, split_sid
+
+    rtype, rid = split_sid(sid)
+    plugin = load_resource_types(platform.node().split(".")[0]).get(rtype)
+    if plugin is None:
+        return
+    try:
+        plugin.check_config(rid)
+    except ResourceError as exc:
+        if exc.reason == "config":
+            _fail(str(exc))
 
 
 def _warn_outside_ha(sid: str) -> None:

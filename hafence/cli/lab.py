@@ -8,6 +8,7 @@ SNMP switch. See docs/lab.md.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,7 +273,9 @@ def ha_manager_cmd(args: tuple[str, ...]) -> None:
     """Run ha-manager against the lab's etcd (e.g. ``hafence lab ha-manager status``)."""
     from hafence.cli.ha_manager import cli as ha_manager
 
-    ha_manager.main(args=_lab().ha_manager_argv(list(args)), prog_name="ha-manager")
+    lab = _lab()
+    os.environ["HAFENCE_OCF_CFG"] = str(lab.layout.ocf_cfg)  # the lab's ocf: definitions
+    ha_manager.main(args=lab.ha_manager_argv(list(args)), prog_name="ha-manager")
 
 
 @lab.command("chaos")

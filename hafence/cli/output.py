@@ -333,6 +333,14 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
             fail_usage(exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except OSError as exc:  # the machine said no (a path too long, no permission)
+            where = f"{exc.filename}: " if exc.filename else ""
+            message = scrub(f"{where}{exc.strerror or exc}")
+            if st.json:
+                emit_json({"ok": False, "error_kind": "os_error", "message": message})
+            else:
+                echo(f"error: {message}", err=True)
+            raise SystemExit(EXIT_FAILED) from None
         except Exception as exc:  # never a raw traceback: it could carry a secret
             message = scrub(f"{type(exc).__name__}: {exc}")
             if st.verbose >= 2:

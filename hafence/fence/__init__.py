@@ -19,20 +19,26 @@ fence.cfg (``hafence.fence.config``)
     per-try command view; secrets masked unless asked).
     ``write_fence_config(cfg, path)``: atomic (temp + fsync + os.replace), mode 0600.
 
-chains (``hafence.fence.chain``)
+chains (``hafence.fence.chain``, ``hafence.fence.check``)
     ``Level(number, name, devices)``: ``number`` is 1-based; all ``devices`` must
     confirm. ``ChainDevice``: one sub-device for one node (``.label``, ``.driver``,
     ``.options()``, ``.command()``). ``build_driver(spec, registry=None) ->
     FenceDriver`` validates options against the driver's Param schema and raises
     ``ConfigError`` naming file, line, field. DRIVER is a hafence driver or a
-    ClusterLabs ``fence_*`` agent (through the ``fence_agent`` bridge plugin).
+    ClusterLabs ``fence_*`` agent (answered by the ``hafence_fence_agent_driver`` hook).
     ``check_drivers(cfg, registry=None)`` builds every device for every node without
-    contacting any and raises ``FenceConfigErrors`` listing all option errors.
+    contacting any and raises ``FenceConfigErrors`` listing all option errors; it
+    returns the drivers' warnings (deprecated names, secrets on a command line).
     Reprs of config objects mask credential values.
 
-fencer (``hafence.fence.fencer``)
+parameters (``hafence.fence.params``, ``hafence.fence.driver``)
+    ``Param`` (typed, ranged, secret, aliases, deprecated names); the catalogue of
+    standard ones, named as fence-agents names them: ``standard("ip"|"ipport"|
+    "username"|"password"|"plug"|timing, ...)``; ``COMMON_PARAMS`` (timing).
+
+fencer (``hafence.fence.fencer``: the chain; ``hafence.fence.engine``: one device)
     ``Fencer(config, registry=None, history=None, *, retries=2, backoff=1.0,
-    backoff_max=30.0, actor=hostname)``.
+    backoff_max=30.0, actor=hostname, rng=None, clock=SYSTEM_CLOCK)``.
     ``await fencer.fence(node, action="off"|"reboot"|"on") -> FenceResult``
     (``.ok`` only after a whole level confirmed; ``.level`` 1-based, ``.attempts``,
     ``.error_kind``, ``.to_dict()``/``.to_json()``).
@@ -40,8 +46,13 @@ fencer (``hafence.fence.fencer``)
     device, nothing powered off; ``.budget_seconds`` worst case of ``fence``).
     ``await fencer.run_device(driver, action, node=None) -> ActionResult``
     (status/off/on/reboot/list/monitor on one driver, off/on verified by polling).
-    Results are dataclasses; ``error_kind`` is a ``FenceError.kind`` or
-    ``config_error`` / ``no_device``.
+    Results (``hafence.fence.results``) are dataclasses; ``error_kind`` is a
+    ``FenceError.kind`` or ``config_error`` / ``no_device``.
+
+time (``hafence.fence.clock``)
+    The fencer's every wait goes through a ``Clock`` that follows its event loop:
+    ``ThreadLoop`` (a real loop in a thread, the daemons) or ``VirtualLoop`` (virtual
+    time, advanced by its owner with ``run_until``: the simulator, timing tests).
 
 history (``hafence.fence.history``)
     ``FenceHistory(path=None, max_bytes=1 MiB)``: JSON lines, fsync'ed, mode 0600,
@@ -50,7 +61,9 @@ history (``hafence.fence.history``)
     ``.last(node)``.
 """
 
-from hafence.fence.chain import ChainDevice, Level, build_driver, check_drivers, driver_class
+from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
+from hafence.fence.check import check_drivers
+from hafence.fence.clock import Clock, LoopClock, ThreadLoop, VirtualLoop
 from hafence.fence.config import (
     FenceConfig,
     FenceConfigErrors,
@@ -58,24 +71,28 @@ from hafence.fence.config import (
     parse_fence_config,
     write_fence_config,
 )
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
-from hafence.fence.fencer import (
+from hafence.fence.driver import FenceDriver, Port, PowerState
+from hafence.fence.engine import DeviceEngine
+from hafence.fence.fencer import Fencer
+from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
+from hafence.fence.params import Param, standard
+from hafence.fence.results import (
     ActionResult,
     AttemptResult,
     CheckReport,
     DeviceCheck,
-    Fencer,
     FenceResult,
     LevelResult,
 )
-from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
 
 __all__ = [
     "ActionResult",
     "AttemptResult",
     "ChainDevice",
     "CheckReport",
+    "Clock",
     "DeviceCheck",
+    "DeviceEngine",
     "FenceConfig",
     "FenceConfigErrors",
     "FenceDriver",
@@ -85,14 +102,18 @@ __all__ = [
     "Fencer",
     "Level",
     "LevelResult",
+    "LoopClock",
     "Param",
     "Port",
     "PowerState",
+    "ThreadLoop",
+    "VirtualLoop",
     "build_driver",
     "check_drivers",
     "default_history_path",
     "driver_class",
     "load_fence_config",
     "parse_fence_config",
+    "standard",
     "write_fence_config",
 ]

@@ -3,24 +3,19 @@
 A *level* is one device name of fence.cfg: all its sub-devices connected to the node
 (``power:1`` and ``power:2`` for dual power supplies) must confirm off for the level to
 succeed. Levels are tried in declaration order.
+
+This module reads a parsed fence.cfg through the shape it needs (:class:`ChainSource`)
+and never imports :mod:`hafence.fence.config`, which builds on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from hafence.errors import ConfigError, ConfigWarning, ParamError, UnknownDriverError
-from hafence.fence.config import (
-    Arg,
-    FenceConfig,
-    FenceConfigErrors,
-    SubDevice,
-    is_secret_key,
-    masked_args,
-    shell_quote,
-)
+from hafence.errors import ConfigError, ParamError, UnknownDriverError
+from hafence.fence.args import Arg, is_secret_key, masked_args, shell_quote
 from hafence.fence.driver import FLAG
 from hafence.secrets import MASK
 
@@ -28,12 +23,20 @@ if TYPE_CHECKING:
     from hafence.fence.driver import FenceDriver
     from hafence.plugins import PluginRegistry
 
+
+class ChainSource(Protocol):
+    """What a chain is read from: a parsed fence.cfg (``hafence.fence.config.FenceConfig``)."""
+
+    path: str | None
+
+    @property
+    def devices(self) -> Mapping[str, Any]: ...
+
+
 # Options fence.cfg may carry for ClusterLabs agents that the fencer itself owns, and
 # the values Proxmox's configs give them (the fencer chooses the action per call).
 FENCER_OWNED = frozenset({"action"})
 FENCER_ACTIONS = ("off", "reboot")
-
-BRIDGE_DRIVER = "fence_agent"
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Level:
     devices: tuple[ChainDevice, ...]
 
 
-def node_chain(cfg: FenceConfig, node: str) -> list[Level]:
+def node_chain(cfg: ChainSource, node: str) -> list[Level]:
     """The levels that can fence ``node``, in order; empty if no device reaches it."""
     levels: list[Level] = []
     for dev in cfg.devices.values():
@@ -128,7 +131,7 @@ def node_chain(cfg: FenceConfig, node: str) -> list[Level]:
     return levels
 
 
-def render_tries(cfg: FenceConfig, nodes: Iterable[str], reveal_secrets: bool = False) -> str:
+def render_tries(cfg: ChainSource, nodes: Iterable[str], reveal_secrets: bool = False) -> str:
     """Proxmox's test view: per try (level, from 0), the commands each node gets.
 
     Stops after the first try where no node has a command left.
@@ -155,7 +158,8 @@ def render_tries(cfg: FenceConfig, nodes: Iterable[str], reveal_secrets: bool = 
 
 
 def driver_class(name: str, registry: PluginRegistry | None = None) -> type[FenceDriver]:
-    """A hafence driver by name, or the fence_agent bridge for a ClusterLabs ``fence_*``.
+    """A hafence driver by name, else a driver for a ClusterLabs ``fence_*`` agent from
+    the plugin that implements the ``hafence_fence_agent_driver`` hook.
 
     Raises :class:`UnknownDriverError`.
     """
@@ -165,17 +169,13 @@ def driver_class(name: str, registry: PluginRegistry | None = None) -> type[Fenc
         registry = get_registry()
     try:  # imports only the plugin providing it (see hafence.plugins)
         return registry.fence_driver(name)
-    except UnknownDriverError as exc:
-        if not name.startswith("fence_") or name == BRIDGE_DRIVER:
-            raise
-        unknown = exc
-    try:
-        bridge: Any = registry.fence_driver(BRIDGE_DRIVER)
     except UnknownDriverError:
-        bridge = None
-    if not hasattr(bridge, "for_agent"):
-        raise unknown
-    return bridge.for_agent(name)
+        if not name.startswith("fence_"):
+            raise
+        agent = registry.fence_agent_driver(name)
+        if agent is None:
+            raise
+        return agent
 
 
 def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> FenceDriver:
@@ -201,76 +201,3 @@ def build_driver(spec: ChainDevice, registry: PluginRegistry | None = None) -> F
             line=spec.device_line,
             field="driver",
         ) from None
-
-
-def check_drivers(cfg: FenceConfig, registry: PluginRegistry | None = None) -> list[ConfigWarning]:
-    """Build every device for every node it is connected to, without contacting any;
-    a device connected to no node is checked with its own arguments (a required option
-    may still come from a ``connect`` line added later).
-
-    Raises :class:`FenceConfigErrors` with every driver/option error (file, line, field).
-    Returns the warnings the drivers have about their options (e.g. a fence agent that
-    would put a password on a command line), each naming file, line and field.
-    """
-    errors: list[ConfigError] = []
-    warnings: list[ConfigWarning] = []
-    seen: set[tuple[str, int | None, str | None]] = set()
-    specs = [(spec, False) for n in cfg.nodes() for lv in node_chain(cfg, n) for spec in lv.devices]
-    specs += [(_unconnected(cfg, sub), True) for sub in _unconnected_subdevices(cfg)]
-    for spec, partial in specs:
-        try:
-            driver = build_driver(spec, registry)
-        except ConfigError as exc:
-            if partial and _missing_required(spec, exc, registry):
-                continue
-            key = (str(exc), exc.line, exc.field)
-            if key not in seen:
-                seen.add(key)
-                errors.append(exc)
-            continue
-        for fld, message in _driver_warnings(driver):
-            warning = ConfigWarning(message, spec.file, spec.device_line, fld)
-            if warning not in warnings:
-                warnings.append(warning)
-    if errors:
-        errors.sort(key=lambda e: e.line or 0)
-        raise FenceConfigErrors(cfg.path or "fence.cfg", errors)
-    return sorted(warnings, key=lambda w: w.line or 0)
-
-
-def _unconnected_subdevices(cfg: FenceConfig) -> list[SubDevice]:
-    return [s for d in cfg.devices.values() for s in d.sorted_subdevices() if not s.connections]
-
-
-def _unconnected(cfg: FenceConfig, sub: SubDevice) -> ChainDevice:
-    return ChainDevice(
-        node="",
-        device=sub.name,
-        index=sub.index,
-        driver=sub.driver,
-        device_args=tuple(sub.args),
-        connect_args=(),
-        file=cfg.path,
-        device_line=sub.line,
-        label=sub.label,
-    )
-
-
-def _missing_required(spec: ChainDevice, exc: ConfigError, registry: PluginRegistry | None) -> bool:
-    """Whether ``exc`` only says a required option is missing (for a device connected
-    to no node, that option may belong on its future ``connect`` lines)."""
-    try:
-        params = driver_class(spec.driver, registry).all_params()
-    except UnknownDriverError:
-        return False
-    given = {k for k, _ in spec.args}
-    return any(
-        p.required and exc.field == p.name and not given & {p.name, *p.aliases} for p in params
-    )
-
-
-def _driver_warnings(driver: FenceDriver) -> list[tuple[str, str]]:
-    """``(field, message)`` pairs a driver reports through an optional
-    ``config_warnings()`` method (the fence-agent bridge has one)."""
-    method = getattr(driver, "config_warnings", None)
-    return list(method()) if callable(method) else []

@@ -21,40 +21,44 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from hafence.cfgtext import config_lines, decode_config, read_bytes
 from hafence.errors import ConfigError, ConfigErrors
-from hafence.secrets import MASK
+from hafence.fence.args import (
+    Arg,
+    format_args,
+    is_secret_key,
+    masked_args,
+    parse_args,
+    shell_quote,
+)
+from hafence.fence.chain import Level, node_chain, render_tries
 from hafence.store.atomic import write_atomic
 
-if TYPE_CHECKING:
-    from hafence.fence.chain import Level
-
-Arg = tuple[str, str | None]
-"""One ``key=value`` argument; the value is None for a bare flag."""
-
-# Keys whose values are credentials when no driver schema is at hand (fence-agents:
-# password/passwd, snmp_priv_passwd, community...). Their values never show in a repr.
-_SECRET_KEY = re.compile(r"pass|secret|community|token|^key$|private|_kg$", re.IGNORECASE)
+__all__ = [  # the argument helpers are re-exported: callers know them from here
+    "Arg",
+    "Connection",
+    "Device",
+    "FenceConfig",
+    "FenceConfigErrors",
+    "SubDevice",
+    "format_args",
+    "is_secret_key",
+    "load_fence_config",
+    "masked_args",
+    "parse_args",
+    "parse_fence_config",
+    "shell_quote",
+    "write_fence_config",
+]
 
 _STATEMENT = re.compile(r"^(device|connect)\s+(\S+)\s+(\S+)(?:\s+(.*))?$")
 _DEVICE_NAME = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)(?::([0-9]{1,9}))?$")
 _NODE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
-
-
-def is_secret_key(key: str) -> bool:
-    return bool(_SECRET_KEY.search(key))
-
-
-def masked_args(args: Iterable[Arg]) -> list[Arg]:
-    """Arguments with credential values replaced by the mask, for display."""
-    return [(k, MASK if v is not None and is_secret_key(k) else v) for k, v in args]
 
 
 class FenceConfigErrors(ConfigErrors):
@@ -135,8 +139,6 @@ class FenceConfig:
 
     def chain(self, node: str) -> list[Level]:
         """The node's fence chain: levels in order, each with its sub-devices for node."""
-        from hafence.fence.chain import node_chain
-
         return node_chain(self, node)
 
     def subdevice(self, label: str) -> SubDevice:
@@ -201,8 +203,6 @@ class FenceConfig:
         Secrets are masked unless ``reveal_secrets=True``; only the comparison with
         Proxmox's reference output asks for cleartext.
         """
-        from hafence.fence.chain import render_tries
-
         names = list(nodes) if nodes is not None else self.nodes()
         return render_tries(self, names, reveal_secrets)
 
@@ -237,15 +237,6 @@ def _shape(cfg: FenceConfig) -> list:
 
 
 # -- parsing ------------------------------------------------------------------------
-def parse_args(text: str) -> list[Arg]:
-    """Split an argument string like a POSIX shell into (key, value|None) pairs."""
-    out: list[Arg] = []
-    for word in shlex.split(text, comments=False, posix=True):
-        key, eq, value = word.partition("=")
-        out.append((key, value if eq else None))
-    return out
-
-
 def parse_fence_config(text: str | bytes, path: str = "fence.cfg") -> FenceConfig:
     """Parse fence.cfg text (or its bytes); raise :class:`FenceConfigErrors` listing
     every error."""
@@ -334,30 +325,6 @@ def load_fence_config(path: str | os.PathLike[str]) -> FenceConfig:
 
 
 # -- writing ------------------------------------------------------------------------
-_SAFE_WORD = re.compile(r"^[A-Za-z0-9_!%+,\-./:=@^]+$")
-
-
-def shell_quote(value: str) -> str:
-    """Quote like Perl's String::ShellQuote (what Proxmox prints): bare if safe."""
-    if value and _SAFE_WORD.match(value):
-        return value
-    quoted = "'" + value.replace("'", "'\\''") + "'"
-    # String::ShellQuote drops the empty '' pairs that escaping leaves at either end.
-    if len(quoted) > 2 and quoted.startswith("''"):
-        quoted = quoted[2:]
-    if len(quoted) > 2 and quoted.endswith("''") and not quoted.endswith("\\''"):
-        quoted = quoted[:-2]
-    return quoted
-
-
-def format_args(args: Iterable[Arg]) -> str:
-    """``key=value`` words for fence.cfg, quoted so :func:`parse_args` reads them back."""
-    words = []
-    for key, value in args:
-        words.append(key if value is None else f"{key}={shlex.quote(value)}")
-    return " ".join(words)
-
-
 def write_fence_config(cfg: FenceConfig, path: str | os.PathLike[str] | None = None) -> None:
     """Write atomically (temp file in the same directory, fsync, os.replace), mode 0600.
 

@@ -5,28 +5,51 @@ async actions on one target (a BMC, a switch port, a PDU outlet...). The driver 
 *asks* the device; the fencer owns delays, time bounds, retries and the off-then-verify
 loop, so no driver can report a fence as done without a confirmed off.
 
-Every driver also accepts the :data:`COMMON_PARAMS` (timeouts, delays), which the
-fencer reads from the same options. A secret parameter ``X`` may instead be given as
-``X_file=PATH``, ``X_env=VARIABLE`` or ``X_script=COMMAND`` (its first output line) so
-that no password needs to sit in a config file or on a command line.
+Parameters (:class:`Param`) and the catalogue of standard ones (``ip``, ``ipport``,
+``username``, ``password``, ``plug`` and the timing ones) live in
+:mod:`hafence.fence.params`. Every driver also accepts the :data:`COMMON_PARAMS`
+(timeouts, delays), which the fencer reads from the same options. A secret parameter
+``X`` may instead be given as ``X_file=PATH``, ``X_env=VARIABLE`` or ``X_script=COMMAND``
+(its first output line) so that no password needs to sit in a config file or on a
+command line.
 """
 
 from __future__ import annotations
 
 import abc
-import math
-import re
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from hafence.cfgtext import bad_character
 from hafence.errors import NotSupportedError, ParamError, SecretError
+from hafence.fence.params import (
+    COMMON_PARAMS,
+    FLAG,
+    INT_RANGE,
+    PORT_RANGE,
+    SECONDS_RANGE,
+    Param,
+    deprecation_message,
+)
 from hafence.secrets import MASK, SECRET_SOURCES, Secret, secret_from_source
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+__all__ = [  # Param and the common parameters are re-exported: drivers import them here
+    "ACTIONS",
+    "COMMON_PARAMS",
+    "FLAG",
+    "INT_RANGE",
+    "PORT_RANGE",
+    "SECONDS_RANGE",
+    "FenceDriver",
+    "Param",
+    "Port",
+    "PowerState",
+]
+
+log = logging.getLogger("hafence.fence")
+_WARNED: set[tuple[str, str]] = set()  # (driver, old name): deprecations logged so far
 
 
 class PowerState(StrEnum):
@@ -48,204 +71,6 @@ class Port:
     state: PowerState = PowerState.UNKNOWN
 
 
-# Bounds of a value whose Param declares none: no count, index or port of a fence device
-# is negative or beyond 2**31, and no time bound exceeds a day (a bigger one is a typo that
-# would stall a fence just like ``inf``).
-INT_RANGE = (0, 2**31 - 1)
-PORT_RANGE = (1, 65535)
-SECONDS_RANGE = (0.0, 86400.0)
-_PORT_NAMES = frozenset({"port", "ipport", "udpport", "tcpport"})
-_INT_TEXT = re.compile(r"^[+-]?[0-9]{1,20}$|^0[xX][0-9a-fA-F]{1,16}$")
-_FLOAT_TEXT = re.compile(r"^[+-]?([0-9]{1,20}(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$")
-
-
-class _Flag:
-    """A bare ``key`` without ``=value`` (fence.cfg, ``-o key``): a boolean's True, for
-    any other parameter a missing value."""
-
-    def __repr__(self) -> str:
-        return "FLAG"
-
-
-FLAG: Any = _Flag()
-
-
-@dataclass(frozen=True)
-class Param:
-    """One driver parameter: its type, whether it is required, its default, if secret.
-
-    ``min``/``max`` bound an int or float value (inclusive). Without them an int is
-    0..2**31-1 (a parameter named ``port``/``ipport``: 1..65535) and a float (seconds)
-    0..86400. A float is always finite.
-    """
-
-    name: str
-    type: type = str
-    required: bool = False
-    default: Any = None
-    secret: bool = False
-    help: str = ""
-    choices: tuple[str, ...] = ()
-    # Alternative names, e.g. fence-agents' "ipaddr" for "ip" or "login" for "username".
-    aliases: tuple[str, ...] = ()
-    min: float | None = None
-    max: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.type not in (str, int, float, bool):
-            raise TypeError(f"Param {self.name}: type must be str, int, float or bool")
-
-    @property
-    def type_name(self) -> str:
-        return {str: "string", int: "integer", float: "second", bool: "boolean"}[self.type]
-
-    @property
-    def bounds(self) -> tuple[float, float] | None:
-        """The inclusive (low, high) range of a number, None for strings and booleans."""
-        if self.type is int:  # by its own name: "port" is an outlet's alias elsewhere
-            lo, hi = PORT_RANGE if self.name in _PORT_NAMES else INT_RANGE
-        elif self.type is float:
-            lo, hi = SECONDS_RANGE
-        else:
-            return None
-        return (lo if self.min is None else self.min, hi if self.max is None else self.max)
-
-    def coerce(self, raw: Any) -> Any:
-        """Convert a raw value (usually a string from a config file) to the param type.
-
-        Raises :class:`ParamError` naming the parameter: a flag without a value for a
-        non-boolean, a number that is not finite or outside :attr:`bounds`, a value not in
-        ``choices``, a control character in a string, an empty secret or required string.
-        """
-        if raw is FLAG:
-            if self.type is not bool:
-                raise ParamError(self.name, f"needs a value ({self.name}=VALUE), not a bare flag")
-            raw = True
-        if self.secret:
-            return self._secret(raw)
-        if isinstance(raw, Secret):
-            raise ParamError(self.name, "is not a secret parameter")
-        value = self._convert(raw)
-        bounds = self.bounds
-        if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            raise ParamError(self.name, f"{value!r} out of range ({bounds[0]:g}..{bounds[1]:g})")
-        # The fence-agent bridge passes one option per stdin line, and a device must see
-        # what the file says: no line breaks or other control characters.
-        bad = bad_character(value) if isinstance(value, str) else None
-        if bad is not None:
-            raise ParamError(self.name, f"must not contain {bad}")
-        if value == "" and self.required:
-            raise ParamError(self.name, "must not be empty (it is required)")
-        if self.choices and str(value) not in self.choices:
-            raise ParamError(self.name, f"must be one of {', '.join(self.choices)}, got {value!r}")
-        return value
-
-    def _convert(self, raw: Any) -> Any:
-        bad = ParamError(self.name, f"expected {self.type_name}, got {_show(raw)}")
-        if self.type is bool:
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, (str, int)):
-                text = str(raw).strip().lower()
-                if text in _TRUE:
-                    return True
-                if text in _FALSE:
-                    return False
-            raise bad
-        if isinstance(raw, bool):  # True is an int in Python, never in a config file
-            raise bad
-        if self.type is int:
-            if isinstance(raw, int):
-                return raw
-            if isinstance(raw, str) and _INT_TEXT.match(raw.strip()):
-                text = raw.strip()
-                return int(text, 16) if text[:2] in ("0x", "0X") else int(text, 10)
-            raise bad
-        if self.type is float:
-            if isinstance(raw, int):
-                return float(raw)
-            if isinstance(raw, float) and math.isfinite(raw):
-                return raw
-            if isinstance(raw, str) and _FLOAT_TEXT.match(raw.strip()):
-                value = float(raw.strip())
-                if math.isfinite(value):
-                    return value
-            raise ParamError(self.name, f"expected a finite number of seconds, got {_show(raw)}")
-        if isinstance(raw, str):
-            return raw
-        if isinstance(raw, int):
-            return str(raw)
-        raise bad
-
-    def _secret(self, raw: Any) -> Secret:
-        if isinstance(raw, Secret):
-            value = raw.reveal()
-        elif isinstance(raw, str):
-            value = raw
-        else:
-            raise ParamError(self.name, "expected a string (the secret itself)")
-        if not value:
-            raise ParamError(self.name, "is empty")
-        bad = bad_character(value)
-        if bad is not None:
-            raise ParamError(self.name, f"must not contain {bad}")
-        return raw if isinstance(raw, Secret) else Secret(value)
-
-
-def _show(raw: Any) -> str:
-    """A rejected value for an error message: its repr, cut short."""
-    text = repr(raw)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# Options every driver accepts; the fencer, not the driver, acts on most of them.
-COMMON_PARAMS: tuple[Param, ...] = (
-    Param(
-        "timeout",
-        float,
-        default=10.0,
-        min=0.01,
-        max=3600.0,
-        help="Time bound of one request to the device",
-    ),
-    Param(
-        "power_timeout",
-        float,
-        default=20.0,
-        max=3600.0,
-        help="How long to poll status for the target to reach the requested state",
-    ),
-    Param(
-        "power_wait",
-        float,
-        default=0.0,
-        max=3600.0,
-        help="Wait this long after a power command before the first status poll",
-    ),
-    Param(
-        "poll_interval",
-        float,
-        default=0.2,
-        min=0.01,
-        max=60.0,
-        help="Interval between status polls",
-    ),
-    Param(
-        "delay",
-        float,
-        default=0.0,
-        max=3600.0,
-        help="Fixed delay before 'off', so two nodes fencing each other do not both win",
-    ),
-    Param(
-        "delay_max",
-        float,
-        default=0.0,
-        max=3600.0,
-        help="Random extra delay (0..delay_max) added to 'delay'",
-    ),
-)
-
 ACTIONS: tuple[str, ...] = ("status", "off", "on", "reboot", "list", "monitor")
 
 # What a confirmed 'off' of a device means (docs/fencing.md): POWER cuts the target's
@@ -260,6 +85,7 @@ KINDS = (POWER, FABRIC)
 class _Schema:
     params: dict[str, Param] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)  # name or alias -> canonical
+    old: dict[str, str] = field(default_factory=dict)  # deprecated name -> canonical
 
 
 class FenceDriver(abc.ABC):
@@ -269,15 +95,24 @@ class FenceDriver(abc.ABC):
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     # Actions the driver implements itself; 'reboot' missing means the fencer composes it.
-    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
     # POWER only for a device whose confirmed off means the target lost its power; a
     # driver that does not say is FABRIC, the safe default (recovery waits for the lease).
     kind: ClassVar[str] = FABRIC
+    actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
+    # True when the device confirms off/on itself before answering (a ClusterLabs agent
+    # polls status): the fencer still verifies, and bounds those calls by bound().
+    self_verifying: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any], *, label: str | None = None) -> None:
         self.options: dict[str, Any] = self.validate(options)
         #: How this device is named in logs and errors (fence.cfg device name).
         self.label = label or self.name
+        #: ``(old name as given, its message)`` for each deprecated name in ``options``
+        self.deprecations: list[tuple[str, str]] = self.deprecated_names(options)
+        for old, message in self.deprecations:
+            if (self.name, old) not in _WARNED:  # once per process: a fence runs often
+                _WARNED.add((self.name, old))
+                log.warning("device '%s': %s", self.label, message)
 
     # -- schema ---------------------------------------------------------------------
     @classmethod
@@ -292,7 +127,24 @@ class FenceDriver(abc.ABC):
             schema.params[p.name] = p
             for n in (p.name, *p.aliases):
                 schema.names[n] = p.name
+            for n in p.deprecated:
+                schema.names.setdefault(n, p.name)
+                schema.old[n] = p.name
         return schema
+
+    @classmethod
+    def deprecated_names(cls, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(key, warning)`` for every key of ``options`` that is a deprecated name
+        (or a secret source of one, ``X_file``...)."""
+        schema = cls._schema()
+        out = []
+        for key in options:
+            base, _, src = key.rpartition("_")
+            old = key if key in schema.old else base if src in SECRET_SOURCES else None
+            if old in schema.old and schema.names.get(key) in (None, schema.old[old]):
+                new = schema.old[old] + key[len(old) :]
+                out.append((key, deprecation_message(key, new, cls.name)))
+        return out
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -317,7 +169,12 @@ class FenceDriver(abc.ABC):
                     raise ParamError(key, str(exc)) from None
             if canon in out:
                 raise ParamError(key, f"given twice (as '{canon}' too)")
-            out[canon] = schema.params[canon].coerce(raw)
+            try:
+                out[canon] = schema.params[canon].coerce(raw)
+            except ParamError as exc:  # name the field as it was written (alias, old name)
+                if key == canon or exc.field != canon:
+                    raise
+                raise ParamError(key, exc.message) from None
         for p in schema.params.values():
             if p.name not in out:
                 if p.required:
@@ -358,6 +215,20 @@ class FenceDriver(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def bound(self, action: str) -> float:
+        """How long one call of ``action`` may take: ``timeout``, plus ``power_wait`` and
+        ``power_timeout`` for an off/on/reboot of a self-verifying driver."""
+        timeout = float(self.options.get("timeout") or 10.0)
+        if self.self_verifying and action in ("off", "on", "reboot"):
+            timeout += float(self.options.get("power_wait") or 0.0)
+            timeout += float(self.options.get("power_timeout") or 20.0)
+        return timeout
+
+    def config_warnings(self) -> list[tuple[str, str]]:
+        """``(option, message)`` pairs about these options that ``hafence config check``
+        shows: deprecated names here; a driver adds its own (calling this one)."""
+        return list(self.deprecations)
 
     # -- display --------------------------------------------------------------------
     def public_options(self) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The fencer: fences one node through its chain, and never claims an unconfirmed off.
 
 For each attempt the chain's levels are tried in order; the devices of a level act
-concurrently and the level succeeds only when *every* one of them confirmed off by
-polling ``status``. A failed attempt (no level succeeded) is retried with exponential
-back-off. Every driver call is bounded by the device's ``timeout``; the off-then-verify
-loop by ``power_wait`` + ``power_timeout``. Each attempt is written to the fence history
-and announced to plugins (``hafence_fence_event``).
+concurrently and the level succeeds only when *every* one of them confirmed off (each
+through the single-device engine, :mod:`hafence.fence.engine`). A failed attempt (no
+level succeeded) is retried with exponential back-off. Each attempt is written to the
+fence history and announced to plugins (``hafence_fence_event``). All waiting goes
+through the injected clock (:mod:`hafence.fence.clock`), so the same code fences on a
+daemon's real loop and in the simulator's virtual time.
 
 Logs are one line per decision, naming the node and device, e.g.::
 
@@ -15,158 +16,59 @@ Logs are one line per decision, naming the node and device, e.g.::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hafence.errors import (
-    AuthError,
-    DeviceError,
-    FenceError,
-    FenceTimeoutError,
-    HafenceError,
-    StillOnError,
-    UnreachableError,
-)
+from hafence.errors import HafenceError
 from hafence.fence.chain import ChainDevice, Level, build_driver
-from hafence.fence.driver import POWER, FenceDriver, PowerState
+from hafence.fence.clock import SYSTEM_CLOCK, Clock
+from hafence.fence.driver import FenceDriver
+from hafence.fence.engine import DEVICE_ACTIONS, FENCE_ACTIONS, DeviceEngine, budget
 from hafence.fence.history import FenceHistory, FenceRecord
-from hafence.secrets import MASK, Secret
+from hafence.fence.results import (
+    ActionResult,
+    AttemptResult,
+    CheckReport,
+    DeviceCheck,
+    FenceResult,
+    LevelResult,
+)
 
 if TYPE_CHECKING:
     from hafence.fence.config import FenceConfig
     from hafence.plugins import PluginRegistry
 
-log = logging.getLogger("hafence.fence")
+__all__ = [  # the results are re-exported: callers know them from here
+    "CONFIG_ERROR_KIND",
+    "DEVICE_ACTIONS",
+    "FENCE_ACTIONS",
+    "NO_DEVICE_KIND",
+    "ActionResult",
+    "AttemptResult",
+    "CheckReport",
+    "DeviceCheck",
+    "FenceResult",
+    "Fencer",
+    "LevelResult",
+]
 
-FENCE_ACTIONS = ("off", "on", "reboot")
-DEVICE_ACTIONS = ("status", "off", "on", "reboot", "list", "monitor")
+_log = logging.getLogger("hafence.fence")
+
 CONFIG_ERROR_KIND = "config_error"
 NO_DEVICE_KIND = "no_device"
 
 
-# -- results --------------------------------------------------------------------------
-@dataclass
-class ActionResult:
-    """One action on one device. ``ok`` for off means a *confirmed* off."""
-
-    device: str
-    action: str
-    ok: bool
-    state: str = PowerState.UNKNOWN.value  # last power state seen
-    error_kind: str | None = None
-    message: str = ""
-    duration: float = 0.0
-    driver: str = ""
-    ports: list[dict[str, str]] | None = None  # for 'list'
-    kind: str = ""  # the driver's kind: power or fabric (hafence.fence.driver)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class LevelResult:
-    level: int  # 1-based
-    name: str
-    ok: bool
-    devices: list[ActionResult] = field(default_factory=list)
-
-
-@dataclass
-class AttemptResult:
-    attempt: int  # 1-based
-    ok: bool
-    level: int | None  # the level that succeeded
-    levels: list[LevelResult] = field(default_factory=list)
-    started: float = 0.0  # epoch seconds
-    duration: float = 0.0
-    backoff: float = 0.0  # seconds waited after this attempt before the next one
-
-
-@dataclass
-class FenceResult:
-    """The outcome of fencing one node. ``ok`` only when a whole level confirmed."""
-
-    node: str
-    action: str
-    ok: bool
-    level: int | None = None  # 1-based level that succeeded
-    level_name: str | None = None
-    attempts: list[AttemptResult] = field(default_factory=list)
-    duration: float = 0.0
-    actor: str = ""
-    error_kind: str | None = None
-    message: str = ""
-
-    @property
-    def devices(self) -> list[str]:
-        """Devices of the level that succeeded."""
-        if not self.ok or not self.attempts:
-            return []
-        last = self.attempts[-1]
-        return [d.device for lv in last.levels if lv.ok for d in lv.devices]
-
-    @property
-    def power_off(self) -> bool:
-        """A confirmed off by a level whose devices all cut power: the node has stopped
-        (a ``fabric`` device only cut it off). See docs/fencing.md."""
-        if not self.ok or self.action != "off" or not self.attempts:
-            return False
-        devs = [d for lv in self.attempts[-1].levels if lv.ok for d in lv.devices]
-        return bool(devs) and all(d.kind == POWER for d in devs)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-
-@dataclass
-class DeviceCheck:
-    """Dry-run verdict for one device: built, reachable, credentials good, status read."""
-
-    level: int
-    device: str
-    driver: str
-    ok: bool
-    state: str = PowerState.UNKNOWN.value
-    error_kind: str | None = None
-    message: str = ""
-    duration: float = 0.0
-    budget_seconds: float = 0.0  # worst case of a verified off on this device
-
-
-@dataclass
-class CheckReport:
-    """``fence NODE --dry-run``: every device checked, nothing powered off."""
-
-    node: str
-    ok: bool
-    devices: list[DeviceCheck] = field(default_factory=list)
-    levels: int = 0
-    attempt_budget_seconds: float = 0.0  # one pass over the chain, every level failing
-    budget_seconds: float = 0.0  # all attempts plus back-off: the worst case of fence()
-    retries: int = 0
-    message: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# -- the fencer ---------------------------------------------------------------------
 class Fencer:
     """Fences nodes through their fence.cfg chains.
 
     ``retries`` extra passes over the whole chain after the first fails, waiting
     ``backoff * 2**(n-1)`` seconds (at most ``backoff_max``) before pass ``n+1``.
     ``actor`` names who fences in logs and history (default: this host's name).
+    ``clock`` is where its time comes from (the running loop's, unless told otherwise),
+    ``rng`` draws the random part of ``delay_max``, ``log`` gets its decisions.
     """
 
     def __init__(
@@ -181,6 +83,8 @@ class Fencer:
         actor: str | None = None,
         rng: random.Random | None = None,
         driver_factory: Callable[[ChainDevice], FenceDriver] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        log: logging.Logger = _log,
     ) -> None:
         if retries < 0 or backoff < 0 or backoff_max < 0:
             raise ValueError("retries, backoff and backoff_max must not be negative")
@@ -191,7 +95,9 @@ class Fencer:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.actor = actor or socket.gethostname()
-        self.rng = rng or random.Random()
+        self.clock = clock
+        self.log = log
+        self.engine = DeviceEngine(clock, rng or random.Random(), log)
         self._factory = driver_factory
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -231,14 +137,14 @@ class Fencer:
             return await self._fence(node, action)
 
     async def _fence(self, node: str, action: str) -> FenceResult:
-        t0 = time.monotonic()
+        t0 = self.clock.now()
         result = FenceResult(node=node, action=action, ok=False, actor=self.actor)
         levels = self.chain(node)
         if not levels:
             result.error_kind = NO_DEVICE_KIND
             result.message = "no fence device configured for this node"
-            log.error("fence node '%s': FAILED - %s", node, result.message)
-            self._record(result, AttemptResult(1, False, None, started=time.time()), [])
+            self.log.error("fence node '%s': FAILED - %s", node, result.message)
+            self._record(result, AttemptResult(1, False, None, started=self.clock.wall()), [])
             return result
         delays = self.backoff_delays()
         total = self.retries + 1
@@ -254,21 +160,21 @@ class Fencer:
             result.error_kind = failed[-1].error_kind if failed else "failed"
             result.message = failed[-1].message if failed else ""
             if failed and all(d.error_kind == CONFIG_ERROR_KIND for d in failed):
-                log.error("fence node '%s': configuration errors, not retrying", node)
+                self.log.error("fence node '%s': configuration errors, not retrying", node)
                 break
             if n < total:
                 attempt.backoff = delays[n - 1]
-                log.error(
+                self.log.error(
                     "fence node '%s': attempt %d/%d failed on every level, retrying in %gs",
                     node,
                     n,
                     total,
                     attempt.backoff,
                 )
-                await asyncio.sleep(attempt.backoff)
-        result.duration = time.monotonic() - t0
+                await self.clock.sleep(attempt.backoff)
+        result.duration = self.clock.now() - t0
         if result.ok:
-            log.info(
+            self.log.info(
                 "fence node '%s': %s confirmed by level %d (%s) after %d attempt(s), %.2fs",
                 node,
                 action,
@@ -278,7 +184,7 @@ class Fencer:
                 result.duration,
             )
         else:
-            log.error(
+            self.log.error(
                 "fence node '%s': FAILED after %d attempt(s): %s - node is NOT fenced",
                 node,
                 len(result.attempts),
@@ -287,10 +193,10 @@ class Fencer:
         return result
 
     async def _attempt(self, node: str, action: str, levels: list[Level], n: int) -> AttemptResult:
-        attempt = AttemptResult(attempt=n, ok=False, level=None, started=time.time())
-        t0 = time.monotonic()
+        attempt = AttemptResult(attempt=n, ok=False, level=None, started=self.clock.wall())
+        t0 = self.clock.now()
         for level in levels:
-            log.info(
+            self.log.info(
                 "fence node '%s': attempt %d level %d (%s): %s via %s",
                 node,
                 n,
@@ -304,8 +210,8 @@ class Fencer:
             if lres.ok:
                 attempt.ok, attempt.level = True, level.number
                 break
-            log.error("fence node '%s': level %d (%s) failed", node, level.number, level.name)
-        attempt.duration = time.monotonic() - t0
+            self.log.error("fence node '%s': level %d (%s) failed", node, level.number, level.name)
+        attempt.duration = self.clock.now() - t0
         self._record(None, attempt, levels, node=node, action=action)
         return attempt
 
@@ -315,7 +221,7 @@ class Fencer:
                 driver = self.build(spec)
             except Exception as exc:  # a plugin's constructor may raise anything
                 msg = str(exc) if isinstance(exc, HafenceError) else f"{type(exc).__name__}: {exc}"
-                log.error(
+                self.log.error(
                     "fence node '%s': level %d device '%s' %s failed: %s (%s)",
                     node,
                     level.number,
@@ -333,10 +239,9 @@ class Fencer:
                     driver=spec.driver,
                 )
             try:
-                res = await self._act(driver, action, node=node, level=level.number)
+                return await self.engine.act(driver, action, node=node, level=level.number)
             finally:
-                await _close(driver)
-            return res
+                await self.engine.close(driver)
 
         results = await asyncio.gather(*(one(d) for d in level.devices))
         return LevelResult(level.number, level.name, all(r.ok for r in results), list(results))
@@ -379,13 +284,17 @@ class Fencer:
             try:
                 self.history.append(rec)
             except OSError as exc:  # losing history must not turn a fence into a failure
-                log.error("fence history %s: cannot append: %s", self.history.path, exc)
+                self.log.error("fence history %s: cannot append: %s", self.history.path, exc)
         try:
             self.registry.notify_fence_event(rec.to_dict())
         except Exception as exc:  # notification is best effort
-            log.error("fence event notification failed: %r", exc)
+            self.log.error("fence event notification failed: %r", exc)
 
     # -- one device ----------------------------------------------------------------
+    @property
+    def rng(self) -> random.Random:
+        return self.engine.rng
+
     async def run_device(
         self, driver: FenceDriver, action: str, *, node: str | None = None, record: bool = True
     ) -> ActionResult:
@@ -397,8 +306,8 @@ class Fencer:
         """
         if action not in DEVICE_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(DEVICE_ACTIONS)}")
-        started = time.time()
-        res = await self._act(driver, action, node=node)
+        started = self.clock.wall()
+        res = await self.engine.act(driver, action, node=node)
         if record and action in FENCE_ACTIONS:
             rec = FenceRecord(
                 actor=self.actor,
@@ -415,137 +324,10 @@ class Fencer:
             self._store(rec)
         return res
 
-    async def _act(
-        self, driver: FenceDriver, action: str, *, node: str | None, level: int | None = None
-    ) -> ActionResult:
-        t0 = time.monotonic()
-        res = ActionResult(driver.label, action, False, driver=driver.name, kind=driver.kind)
-        where = _where(node, level, driver.label)
-        try:
-            if action == "off":
-                await self._delay(driver, where)
-                res.state = (await self._power(driver, "off", PowerState.OFF)).value
-            elif action == "on":
-                res.state = (await self._power(driver, "on", PowerState.ON)).value
-            elif action == "reboot":
-                await self._delay(driver, where)
-                res.state, res.message = await self._reboot(driver, where)
-            elif action == "status":
-                res.state = _state(await self._call(driver, "status")).value
-            elif action == "monitor":
-                await self._call(driver, "monitor")
-            elif action == "list":
-                ports = await self._call(driver, "list")
-                res.ports = [
-                    {"id": p.id, "name": p.name, "alias": p.alias, "state": str(p.state)}
-                    for p in ports
-                ]
-            res.ok = True
-        except asyncio.CancelledError:
-            raise
-        except FenceError as exc:
-            res.error_kind, res.message = exc.kind, exc.message
-        except Exception as exc:  # anything unexpected is a device error, never success
-            res.error_kind = DeviceError.kind
-            res.message = f"{type(exc).__name__}: {exc}"
-        res.duration = time.monotonic() - t0
-        res.message = _scrub(res.message, driver)
-        if res.ok:
-            if action in FENCE_ACTIONS:
-                log.info("%s %s confirmed %s in %.2fs", where, action, res.state, res.duration)
-        else:
-            log.error("%s %s failed: %s (%s)", where, action, res.error_kind, res.message)
-        return res
-
-    async def _call(self, driver: FenceDriver, method: str) -> Any:
-        """One bounded driver call; low-level errors mapped to typed fence errors."""
-        timeout = _bound(driver, method)
-        try:
-            return await asyncio.wait_for(getattr(driver, method)(), timeout or None)
-        except TimeoutError:
-            raise FenceTimeoutError(
-                f"{method} got no answer within {timeout:g}s", device=driver.label
-            ) from None
-        except FenceError:
-            raise
-        except ConnectionError as exc:
-            raise UnreachableError(f"{method}: {exc}", device=driver.label) from None
-        except OSError as exc:
-            raise UnreachableError(f"{method}: {exc}", device=driver.label) from None
-
-    async def _delay(self, driver: FenceDriver, where: str) -> None:
-        base, spread = _opt(driver, "delay", 0.0), _opt(driver, "delay_max", 0.0)
-        wait = base + (self.rng.uniform(0, spread) if spread > 0 else 0.0)
-        if wait > 0:
-            log.info("%s delaying by %.2fs (delay=%g delay_max=%g)", where, wait, base, spread)
-            await asyncio.sleep(wait)
-
-    async def _power(self, driver: FenceDriver, method: str, target: PowerState) -> PowerState:
-        await self._call(driver, method)
-        return await self._wait_for(driver, target)
-
-    async def _wait_for(self, driver: FenceDriver, target: PowerState) -> PowerState:
-        """Poll status until ``target`` within power_timeout (after power_wait)."""
-        power_wait = _opt(driver, "power_wait", 0.0)
-        power_timeout = _opt(driver, "power_timeout", 20.0)
-        interval = max(_opt(driver, "poll_interval", 0.2), 0.01)
-        if power_wait > 0:
-            await asyncio.sleep(power_wait)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + power_timeout
-        state = PowerState.UNKNOWN
-        last_error: FenceError | None = None
-        while True:
-            try:
-                state = _state(await self._call(driver, "status"))
-                last_error = None
-            except AuthError:
-                raise
-            except FenceError as exc:  # keep polling: a busy BMC may answer next time
-                state, last_error = PowerState.UNKNOWN, exc
-            if state == target:
-                return state
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(interval, remaining))
-        if last_error is not None:
-            raise type(last_error)(
-                f"could not confirm {target}: {last_error.message}", device=driver.label
-            )
-        if target == PowerState.OFF:
-            raise StillOnError(
-                f"status still {state} {power_timeout:g}s after off", device=driver.label
-            )
-        raise FenceTimeoutError(
-            f"status still {state} {power_timeout:g}s after on", device=driver.label
-        )
-
-    async def _reboot(self, driver: FenceDriver, where: str) -> tuple[str, str]:
-        if "reboot" in driver.actions:
-            await self._call(driver, "reboot")
-            return (await self._wait_for(driver, PowerState.ON)).value, "native reboot"
-        await self._power(driver, "off", PowerState.OFF)
-        try:
-            state = await self._power(driver, "on", PowerState.ON)
-        except FenceError as exc:
-            # The target is confirmed off, which is what fencing needs; say so loudly.
-            log.error("%s reboot: off confirmed but power on failed: %s", where, exc.kind)
-            return PowerState.OFF.value, f"off confirmed; power on failed: {exc.kind}"
-        return state.value, "off, verified, on"
-
     # -- dry run -----------------------------------------------------------------
     def device_budget(self, driver: FenceDriver) -> float:
         """Worst-case seconds of a verified off on this device."""
-        o = lambda k, d: _opt(driver, k, d)  # noqa: E731
-        return (
-            o("delay", 0.0)
-            + o("delay_max", 0.0)
-            + _bound(driver, "off")  # the off request
-            + o("power_wait", 0.0)
-            + o("power_timeout", 20.0)
-            + _bound(driver, "status")  # a status poll still in flight at the deadline
-        )
+        return budget(driver)
 
     async def check(self, node: str) -> CheckReport:
         """Verify every device of the node's chain without powering anything off.
@@ -557,17 +339,17 @@ class Fencer:
         report = CheckReport(node=node, ok=False, levels=len(levels), retries=self.retries)
         if not levels:
             report.message = "no fence device configured for this node"
-            log.error("fence node '%s': check failed - %s", node, report.message)
+            self.log.error("fence node '%s': check failed - %s", node, report.message)
             return report
 
         async def one(level: Level, spec: ChainDevice) -> DeviceCheck:
-            t0 = time.monotonic()
+            t0 = self.clock.now()
             chk = DeviceCheck(level.number, spec.label, spec.driver, False)
             try:
                 driver = self.build(spec)
             except Exception as exc:  # a plugin's constructor may raise anything
                 chk.error_kind, chk.message = CONFIG_ERROR_KIND, str(exc)
-                log.error(
+                self.log.error(
                     "fence node '%s': check level %d device '%s': %s (%s)",
                     node, level.number, spec.label, chk.error_kind, chk.message,
                 )  # fmt: skip
@@ -575,7 +357,7 @@ class Fencer:
             chk.budget_seconds = self.device_budget(driver)
             try:
                 for action in ("monitor", "status"):
-                    res = await self._act(driver, action, node=node, level=level.number)
+                    res = await self.engine.act(driver, action, node=node, level=level.number)
                     if not res.ok:
                         chk.error_kind, chk.message = res.error_kind, f"{action}: {res.message}"
                         break
@@ -583,10 +365,10 @@ class Fencer:
                 else:
                     chk.ok = True
             finally:
-                await _close(driver)
-                chk.duration = time.monotonic() - t0
+                await self.engine.close(driver)
+                chk.duration = self.clock.now() - t0
             if chk.ok:
-                log.info(
+                self.log.info(
                     "fence node '%s': check level %d device '%s' ok, status %s",
                     node, level.number, spec.label, chk.state,
                 )  # fmt: skip
@@ -606,57 +388,3 @@ class Fencer:
             bad = [c for c in checks if not c.ok]
             report.message = f"{len(bad)} of {len(checks)} device(s) failed the check"
         return report
-
-
-# -- helpers ------------------------------------------------------------------------
-def _where(node: str | None, level: int | None, label: str) -> str:
-    parts = []
-    if node:
-        parts.append(f"fence node '{node}':")
-    if level is not None:
-        parts.append(f"level {level}")
-    parts.append(f"device '{label}'")
-    return " ".join(parts)
-
-
-def _bound(driver: FenceDriver, method: str) -> float:
-    """Time bound of one driver call: ``timeout``, plus the power wait and timeout for
-    drivers that verify power changes themselves (e.g. ClusterLabs agents)."""
-    timeout = _opt(driver, "timeout", 10.0)
-    if method in FENCE_ACTIONS and getattr(driver, "self_verifying", False):
-        bound = getattr(driver, "bound", None)
-        if callable(bound):
-            return float(bound(method))
-        timeout += _opt(driver, "power_wait", 0.0) + _opt(driver, "power_timeout", 20.0)
-    return timeout
-
-
-def _opt(driver: FenceDriver, key: str, default: float) -> float:
-    value = driver.options.get(key)
-    return float(default if value is None else value)
-
-
-def _state(value: Any) -> PowerState:
-    if isinstance(value, PowerState):
-        return value
-    try:
-        return PowerState(str(value).lower())
-    except ValueError:
-        raise DeviceError(f"status returned {value!r}, not on/off") from None
-
-
-def _scrub(message: str, driver: FenceDriver) -> str:
-    """Remove any secret value of the driver from a message (belt and braces)."""
-    for value in driver.options.values():
-        if isinstance(value, Secret):
-            clear = value.reveal()
-            if clear and clear in message:
-                message = message.replace(clear, MASK)
-    return message
-
-
-async def _close(driver: FenceDriver) -> None:
-    try:
-        await asyncio.wait_for(driver.close(), _opt(driver, "timeout", 10.0) or None)
-    except Exception as exc:  # closing must never change a fence verdict
-        log.warning("device '%s': close failed: %r", driver.label, exc)

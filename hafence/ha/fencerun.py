@@ -1,8 +1,11 @@
-"""The master's hardware fencing on a real node: one fence.cfg for the whole cluster.
+"""The master's hardware fencing: one fence.cfg for the whole cluster, one fencer.
 
-:class:`FenceRunner` runs ``hafence.fence.Fencer`` in a background asyncio thread so the
-CRM step never blocks; the step starts and polls. fence.cfg is read again for every
-attempt, so fixing or removing a node's entry takes effect without a restart.
+:class:`FenceRunner` runs ``hafence.fence.Fencer`` on an executor so the CRM step never
+blocks; the step starts and polls. The executor is where the fence's time comes from: a
+real asyncio loop in a background thread on a daemon (``hafence.fence.ThreadLoop``), the
+simulator's virtual-time loop (``hafence.fence.VirtualLoop``) in ``hafence.sim``, either in
+tests. fence.cfg is read again for every attempt, so fixing or removing a node's entry
+takes effect without a restart.
 
 Where fence.cfg comes from (``hafence-crm --fence-config``):
 
@@ -20,24 +23,68 @@ believes hardware fencing is on.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import json
+import logging
 import os
-import threading
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hafence.errors import HafenceError
+from hafence.fence import (
+    FenceHistory,
+    Fencer,
+    ThreadLoop,
+    build_driver,
+    check_drivers,
+    parse_fence_config,
+)
+from hafence.fence.clock import Executor, Pollable
+from hafence.fence.driver import POWER
 from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, FENCE_PENDING
 from hafence.store import Store
 
 STORE = "store"  # --fence-config store: the cluster's fence.cfg kept in the store
 FENCE_CFG = "fence.cfg"  # its name in the store
 DIGESTS = "fence_cfg_digests"  # {node: sha256 of the fence.cfg its CRM uses}
+
+
+class Source(Protocol):
+    """Where a fence runner reads fence.cfg from."""
+
+    @property
+    def configured(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+    def read(self) -> bytes: ...
+
+    def check_agreement(self, raw: bytes) -> None: ...
+
+
+class StaticSource:
+    """A fence.cfg held in memory (the simulator, tests): every CRM uses the same one.
+    ``text`` may be a callable, read at every attempt as a file would be."""
+
+    def __init__(self, text: str | Callable[[], str], name: str = FENCE_CFG) -> None:
+        self._text = text
+        self.name = name
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return self.name
+
+    def read(self) -> bytes:
+        return (self._text() if callable(self._text) else self._text).encode()
+
+    def check_agreement(self, raw: bytes) -> None:
+        pass  # one copy by construction
 
 
 class FenceSource:
@@ -138,18 +185,22 @@ class _Progress:
 
 
 class FenceRunner:
-    """Hardware fencing in a background asyncio loop; the CRM step only starts and polls.
+    """Hardware fencing on an executor; the CRM step only starts and polls.
 
-    A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only). A fence
+    A node without a chain in fence.cfg is FENCE_NONE (watchdog fencing only). Without
+    an ``executor`` the runner starts its own :class:`~hafence.fence.ThreadLoop` (and
+    stops it in :meth:`close`); ``rng`` draws the devices' random ``delay_max`` part and
+    ``fencer_log`` receives the fencer's own lines (each level and device); the runner
+    logs the start and the outcome of every fence in the HA log (``log_fn``). A fence
     starts only once ``ready(node)`` (the master wrote that the node is fenced); one
-    that ends calls ``on_done`` (from the fence thread): the daemon loop wakes and the
+    that ends calls ``on_done`` (from the fence's loop): the daemon loop wakes and the
     master acts on the result at once. :meth:`confirmed` says what a confirmed off was
     (a power level?), :meth:`progress` how a fence goes.
     """
 
     def __init__(
         self,
-        source: FenceSource,
+        source: Source,
         *,
         actor: str,
         history_path: str | os.PathLike[str] | None = None,
@@ -157,6 +208,9 @@ class FenceRunner:
         registry: Any = None,
         retries: int = 1,
         backoff: float = 1.0,
+        executor: Executor | None = None,
+        rng: random.Random | None = None,
+        fencer_log: logging.Logger | None = None,
         on_done: Callable[[], None] | None = None,
         ready: Callable[[str], bool] = lambda _node: True,
     ) -> None:
@@ -171,25 +225,15 @@ class FenceRunner:
         self.registry = registry
         self.retries = retries
         self.backoff = backoff
-        self._futures: dict[str, concurrent.futures.Future[Any]] = {}
+        self._own_executor = executor is None
+        self.executor: Executor = executor if executor is not None else ThreadLoop()
+        self.rng = rng
+        self.fencer_log = fencer_log
+        self._futures: dict[str, Pollable[Any]] = {}
         self._results: dict[str, str] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                t = threading.Thread(target=loop.run_forever, name="hafence-fencer", daemon=True)
-                t.start()
-                self._loop, self._thread = loop, t
-            return self._loop
 
     def _load(self) -> Any:
         """The fence config to use now, None for none; raises when it cannot be used."""
-        from hafence.fence import check_drivers, parse_fence_config
-
         raw = self.source.read()
         self.source.check_agreement(raw)
         if not self.source.configured:
@@ -209,8 +253,6 @@ class FenceRunner:
     def power_chain(self, node: str) -> bool:
         """Whether ``node``'s chain has a level of power devices only (whose confirmed
         off recovers at once); False when fence.cfg cannot be used."""
-        from hafence.fence.driver import POWER
-
         try:
             cfg = self._load()
             chain = cfg.chain(node) if cfg is not None else []
@@ -221,8 +263,6 @@ class FenceRunner:
 
     def _kinds(self, chain: list[Any]) -> dict[str, str]:
         """Each device's kind (power/fabric), from its driver (built, never contacted)."""
-        from hafence.fence import build_driver
-
         return {d.label: build_driver(d, self.registry).kind for lv in chain for d in lv.devices}
 
     def confirmed(self, node: str) -> dict[str, Any] | None:
@@ -261,19 +301,15 @@ class FenceRunner:
             kinds = self._kinds(chain)
         except Exception:  # the fence fails on it and says why
             kinds = {}
-        from hafence.fence import FenceHistory
-
         history = FenceHistory(self.history_path) if self.history_path is not None else None
         self._progress[node] = prog = _Progress(chain, history, kinds)
-        fut = asyncio.run_coroutine_threadsafe(self._fence(cfg, node, prog), self._ensure_loop())
+        fut = self.executor.submit(self._fence(cfg, node, prog))
         self._futures[node] = fut
-        if self.on_done is not None:
+        if self.on_done is not None:  # once done: a poll then sees the result
             fut.add_done_callback(lambda _f: self.on_done() if self.on_done else None)
         return FENCE_PENDING
 
     async def _fence(self, cfg: Any, node: str, history: _Progress) -> Any:
-        from hafence.fence import Fencer
-
         fencer = Fencer(
             cfg,
             self.registry,
@@ -281,6 +317,9 @@ class FenceRunner:
             retries=self.retries,
             backoff=self.backoff,
             actor=self.actor,
+            rng=self.rng,
+            clock=self.executor.clock,
+            log=self.fencer_log or logging.getLogger("hafence.fence"),
         )
         return await fencer.fence(node, "off")
 
@@ -295,6 +334,8 @@ class FenceRunner:
             return FENCE_PENDING
         del self._futures[node]
         try:
+            if fut.cancelled():
+                raise HafenceError("cancelled")
             res = fut.result()
         except Exception as exc:  # a fencer bug must read as a failed fence, never success
             self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
@@ -333,13 +374,9 @@ class FenceRunner:
             fut.cancel()
 
     def close(self) -> None:
-        with self._lock:
-            loop, t = self._loop, self._thread
-            self._loop = self._thread = None
+        """Cancel running fences (and stop the runner's own loop)."""
         for fut in self._futures.values():
             fut.cancel()
-        if loop is not None and t is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            t.join(timeout=5)
-            if not t.is_alive():
-                loop.close()
+        self._futures.clear()
+        if self._own_executor and isinstance(self.executor, ThreadLoop):
+            self.executor.close()

@@ -6,8 +6,12 @@ node's power state in a file (its ``chassis_control`` program) and is what
 kills the node's namespace, on boots it (see :mod:`hafence.lab.physics`).
 
 Faults: *dead* stops the ipmi_sim process (SIGSTOP: requests time out, as with a BMC
-that hangs or lost its network), *stuck* makes it accept power-off and keep the power
-on (the chassis program's stuck mode), *flaky* is dead on and off (physics toggles it).
+that hangs or lost its network); it comes back as a hung BMC does, reset by its own
+watchdog: a fresh ipmi_sim on the same port with the same power state, so requests sent
+while it hung are lost, not carried out late (a stopped process would find them queued
+in its socket and power the node off long after the fence gave up on it). *stuck* makes
+it accept power-off and keep the power on (the chassis program's stuck mode), *flaky* is
+dead on and off (physics toggles it).
 """
 
 from __future__ import annotations
@@ -49,8 +53,12 @@ class Bmcs:
         return {n: sim.port for n, sim in self.sims.items()}
 
     def stop(self) -> None:
-        for node in list(self.dead):
-            self.set_dead(node, False)  # a stopped process group ignores SIGTERM
+        for node in list(self.dead):  # a stopped process group ignores SIGTERM
+            pid = self.sims[node].pid
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        self.dead.clear()
         for sim in self.sims.values():
             sim.stop()
 
@@ -63,10 +71,15 @@ class Bmcs:
         self.sims[node].set_power(on)
 
     def set_dead(self, node: str, dead: bool) -> None:
-        pid = self.sims[node].pid
+        sim = self.sims[node]
+        if dead == (node in self.dead):
+            return
+        pid = sim.pid
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGSTOP if dead else signal.SIGCONT)
+                os.killpg(pid, signal.SIGSTOP if dead else signal.SIGKILL)
+        if not dead:
+            sim.restart()  # the BMC's reset: what queued up while it hung is gone
         (self.dead.add if dead else self.dead.discard)(node)
 
     def set_stuck(self, node: str, stuck: bool) -> None:
@@ -82,7 +95,7 @@ class Bmcs:
         out = ""
         for node, sim in self.sims.items():
             out += (
-                f"device bmc-{node} ipmi ip={sim.host} port={sim.port} username={USER} "
+                f"device bmc-{node} ipmi ip={sim.host} ipport={sim.port} username={USER} "
                 f"password_file={password_file} lanplus=1 timeout={t} power_timeout={t} "
                 f"poll_interval=0.2\nconnect bmc-{node} node={node}\n"
             )

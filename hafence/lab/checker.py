@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from hafence.lab.events import EventLog
-from hafence.lab.layout import Layout
-from hafence.lab.network import ns_inode
+from hafence.lab.layout import VIP_SERVICE, Layout
+from hafence.lab.network import Network, ns_inode
 
 MARKERS = ("hafence-dummy", "hafence-writer")
 SAMPLE_INTERVAL = 0.1
@@ -127,10 +127,15 @@ class ProcessScanner:
 
 
 def running_copies(layout: Layout) -> dict[str, list[str]]:
-    """``{sid: [node, ...]}``: where each service's process runs right now."""
+    """``{sid: [node, ...]}``: where each service's process runs right now, and which
+    nodes hold the service address of ``ocf:vip``."""
     out: dict[str, list[str]] = defaultdict(list)
     for c in ProcessScanner(layout).scan():
         out[c.sid].append(c.node + (" (frozen)" if c.frozen else ""))
+    net = Network(layout)
+    for node in layout.nodes:
+        if os.path.exists(net.ns_path(node)) and layout.vip_addr in net.addresses(node):
+            out[VIP_SERVICE].append(node)
     return dict(out)
 
 

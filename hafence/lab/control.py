@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hafence.ha.realenv import node_alive_lease
 from hafence.lab import cleanup
 from hafence.lab.checker import running_copies
 from hafence.lab.etcd import member_health
@@ -228,6 +229,8 @@ class Lab:
             ms = store.read_manager_status() or {}
             out["manager_lock"] = store.lease_owner("ha_manager_lock")
             out["lrm"] = {n: store.read_lrm_status(n) or {} for n in lay.nodes}
+            # an unchanged LRM status is rewritten only now and then: its lease is the pulse
+            out["alive"] = {n: store.lease_owner(node_alive_lease(n)) == n for n in lay.nodes}
             out["resources"] = store.read_resources()
             out["quorate"] = True
         except StoreUnavailable as exc:
@@ -248,8 +251,12 @@ class Lab:
             return f"etcd members not healthy: {', '.join(down)}"
         if not view["quorate"]:
             return f"no quorum: {view.get('error')}"
-        fresh = time.time() - 2 * self.timings.node_timeout - self.timings.interval
-        stale = [n for n, s in view["lrm"].items() if (s.get("timestamp") or 0) < fresh]
+        booted = self._last_boots()
+        stale = [
+            n
+            for n, s in view["lrm"].items()
+            if not view["alive"].get(n) or (s.get("timestamp") or 0) < booted.get(n, 0)
+        ]
         if stale:
             return f"LRMs not reporting: {', '.join(stale)}"
         if not master:
@@ -271,6 +278,19 @@ class Lab:
                     f"running on {', '.join(where) or 'no node'}"
                 )
         return None
+
+    def _last_boots(self) -> dict[str, float]:
+        """When each node last booted (wall time): its LRM reports after that."""
+        out: dict[str, float] = {}
+        try:
+            lines = self.layout.events_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            rec = json.loads(line) if '"boot"' in line else {}
+            if rec.get("event") == "boot":
+                out[rec["node"]] = rec["t"]
+        return out
 
     def _refused_daemons(self) -> list[str]:
         """A daemon that refused its options (exit 2) is not restarted; say what it said."""
@@ -328,9 +348,11 @@ class Lab:
         """Run ``ha-manager`` as an admin would (a process of its own); its output."""
         argv = [executable("ha-manager"), *self.ha_manager_argv(list(args))]
         try:
+            env = {**os.environ, "HAFENCE_OCF_CFG": str(self.layout.ocf_cfg)}
             out = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
+                argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                env=env,
+            )  # fmt: skip
         except subprocess.TimeoutExpired:
             raise LabError(f"ha-manager {' '.join(args)}: no answer in {timeout:.0f}s") from None
         if out.returncode != 0:

@@ -124,7 +124,7 @@ class Layout:
     def node_addr(self, node: str) -> str:
         return f"{self.subnet}.{10 + self.index(node)}"
 
-    def bmc_addr(self, node: str) -> str:
+    def bmc_addr(self, node: str) -> str:  # 100 + index: below the service address
         return f"{self.subnet}.{100 + self.index(node)}"
 
     def etcd_endpoints(self, first: str | None = None) -> list[str]:
@@ -178,6 +178,16 @@ class Layout:
         return self.state_dir / "fence.cfg"
 
     @property
+    def ocf_cfg(self) -> Path:
+        """``ocf.cfg`` of every node: ``ocf:vip`` is IPaddr2 with :attr:`vip_addr`."""
+        return self.state_dir / "ocf.cfg"
+
+    @property
+    def vip_addr(self) -> str:
+        """The service address of ``ocf:vip``: it answers from the node that runs it."""
+        return f"{self.subnet}.200"
+
+    @property
     def writer_dir(self) -> Path:
         """The 'shared storage' of ``writer:`` services: outside every namespace."""
         return self.state_dir / "shared"
@@ -189,3 +199,14 @@ class Layout:
     @property
     def supervisor_log(self) -> Path:
         return self.state_dir / "supervisor.log"
+
+
+VIP_SERVICE = "ocf:vip"
+
+
+def ocf_cfg(layout: Layout) -> str:
+    """The lab's ocf.cfg: ``ocf:vip``, a service address through resource-agents' IPaddr2."""
+    return (
+        f"ocf: {VIP_SERVICE.split(':', 1)[1]}\n\tagent heartbeat:IPaddr2\n"
+        f"\tip {layout.vip_addr}\n\tcidr_netmask 24\n\tnic eth0\n"
+    )

@@ -154,6 +154,22 @@ class Network:
             sh("ip", "-n", ns, "link", "set", "lo", "up")
 
     # -- faults ------------------------------------------------------------------------------
+    def reset_addresses(self, node: str) -> None:
+        """Only the node's own address on eth0, as after a boot: a dead machine answers
+        for no service address (IPaddr2's) the namespace would otherwise keep."""
+        ns, own = self.layout.netns(node), f"{self.layout.node_addr(node)}/24"
+        for a in json.loads(sh("ip", "-n", ns, "-j", "-4", "addr", "show", "dev", "eth0")):
+            for info in a.get("addr_info", []):
+                addr = f"{info['local']}/{info['prefixlen']}"
+                if addr != own:
+                    sh("ip", "-n", ns, "addr", "del", addr, "dev", "eth0", check=False)
+
+    def addresses(self, node: str) -> list[str]:
+        """The node's IPv4 addresses on eth0."""
+        out = sh("ip", "-n", self.layout.netns(node), "-j", "-4", "addr", "show", "dev", "eth0",
+                 check=False)  # fmt: skip
+        return [i["local"] for a in json.loads(out or "[]") for i in a.get("addr_info", [])]
+
     def set_link(self, node: str, up: bool) -> None:
         sh("ip", "link", "set", self.layout.veth(node), "up" if up else "down")
 

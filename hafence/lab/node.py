@@ -35,7 +35,13 @@ DAEMONS = ("etcd", "mux", "lrm", "crm")
 RESTARTED = ("etcd", "lrm", "crm")  # Restart=on-failure; the mux is Restart=no
 USAGE_ERROR = 2  # a daemon that refused its options exits so (click); not restarted
 # Environment a node's processes do not inherit from whoever started the lab.
-_SCRUB = ("HAFENCE_WATCHDOG_FAKE", "HAFENCE_STORE", "HAFENCE_HA_DIR", "HAFENCE_FENCE_CFG")
+_SCRUB = (
+    "HAFENCE_WATCHDOG_FAKE",
+    "HAFENCE_STORE",
+    "HAFENCE_HA_DIR",
+    "HAFENCE_FENCE_CFG",
+    "HAFENCE_OCF_CFG",
+)
 
 
 def executable(name: str) -> str:
@@ -127,6 +133,7 @@ class Node:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
         env["HAFENCE_WRITER_DIR"] = str(self.layout.writer_dir)
+        env["HAFENCE_OCF_CFG"] = str(self.layout.ocf_cfg)
         return env
 
     def spawn(self, daemon: str) -> None:
@@ -174,6 +181,7 @@ class Node:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(5)
         self.procs.clear()
+        self.net.reset_addresses(self.name)  # what agents added lived in its memory
         self.frozen.clear()
         self.restart_at.clear()
         self.restarting.clear()

@@ -32,7 +32,7 @@ from typing import Any
 from hafence.lab.bmc import Bmcs
 from hafence.lab.events import EventLog
 from hafence.lab.faults import Faults
-from hafence.lab.layout import LabError, Layout
+from hafence.lab.layout import LabError, Layout, ocf_cfg
 from hafence.lab.network import Network, sh
 from hafence.lab.node import DAEMONS, Node
 from hafence.lab.physics import Machines, Physics
@@ -83,6 +83,7 @@ class Supervisor:
         cfg = self.bmcs.fence_cfg(self.password_file, self.timings)
         cfg += self.switch.fence_cfg(self.community_file, self.timings)
         write_atomic(lay.fence_cfg, cfg, mode=0o600)
+        write_atomic(lay.ocf_cfg, ocf_cfg(lay), mode=0o644)
         lay.save(
             supervisor={"pid": os.getpid(), "started": self.started},
             bmc_ports=bmc_ports,

@@ -39,6 +39,8 @@ class LabTimings:
     def daemon_args(self) -> list[str]:
         """The timing options of ``hafence-crm`` / ``hafence-lrm``."""
         return [
+            "--timings",  # the name in the daemons' logs; every value is given below
+            "fast" if self.name == "fast" else "pve",
             "--interval",
             f"{self.interval:g}",
             "--lease-ttl",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from hafence.ha.env import FENCE_NONE, Env
+from hafence.ha.env import Env
 from hafence.ha.resources import ResourceType
 from hafence.sim.resources import SIM_TYPES
 
@@ -152,17 +152,15 @@ class SimEnv(Env):
             self.hw.service_config[sid].update(changes)
 
     # -- fencing -------------------------------------------------------------------------
+    # the real fence runner and fencer, on the hardware's virtual time (hafence.sim.power)
     def fence_start(self, node: str) -> str:
-        return self.hw.fence_start(node, self)
+        return self.hw.fencing.start(self, node)
 
     def fence_poll(self, node: str) -> str:
-        dev = self.hw.fence_devices.get(node)
-        return FENCE_NONE if dev is None else dev.poll()
+        return self.hw.fencing.poll(self, node)
 
     def fence_reset(self, node: str) -> None:
-        dev = self.hw.fence_devices.get(node)
-        if dev is not None:
-            dev.reset()
+        self.hw.fencing.reset(self, node)
 
     # -- watchdog ------------------------------------------------------------------------
     def watchdog_open(self) -> Any:

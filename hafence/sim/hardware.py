@@ -26,15 +26,10 @@ from typing import Any
 
 from hafence.errors import HafenceError
 from hafence.ha.crm import CRM
-from hafence.ha.env import (
-    FENCE_FAILED,
-    FENCE_IDLE,
-    FENCE_NONE,
-    FENCE_OK,
-    ServiceLocationConflict,
-)
+from hafence.ha.env import ServiceLocationConflict
 from hafence.ha.lrm import LRM
 from hafence.sim.env import SimEnv
+from hafence.sim.power import DeviceState, SimFencing
 
 WATCHDOG_TIMEOUT = 60
 MAX_SIM_TIME = 100_000
@@ -42,34 +37,6 @@ MAX_SIM_TIME = 100_000
 
 class SimError(HafenceError):
     """A scenario asked for something the simulator cannot do."""
-
-
-@dataclass
-class SimFenceDevice:
-    """A node's simulated fence device: powers its node off, unless told to fail."""
-
-    hw: Hardware
-    node: str
-    fails: int = 0  # how many attempts fail before one works (-1: always fails)
-    result: str = FENCE_IDLE
-    attempts: int = 0
-    last_ok: float | None = None  # cluster time of the last confirmed power off
-
-    def start(self) -> str:
-        self.attempts += 1
-        if self.fails < 0 or self.attempts <= self.fails:
-            self.result = FENCE_FAILED
-        else:
-            self.hw.power_off(self.node, "fence")
-            self.result = FENCE_OK
-            self.last_ok = self.hw.cur_time
-        return self.result
-
-    def poll(self) -> str:
-        return self.result
-
-    def reset(self) -> None:
-        self.result = FENCE_IDLE
 
 
 @dataclass
@@ -109,6 +76,10 @@ class Hardware:
     # how far one daemon iteration advances its clock (Proxmox's harness: 1 s). Big
     # clusters want less: a loop over all nodes must stay well within the watchdog.
     iteration_seconds: float = 1.0
+    # a real watchdog resets its node up to this long after its timeout (the mux stops
+    # feeding the hardware watchdog, which then counts its own timeout down); drawn per
+    # arming. Proxmox's harness: 0, the reset comes at the timeout exactly.
+    watchdog_slack: float = 0.0
 
     def __post_init__(self) -> None:
         self.cur_time = 0.0
@@ -120,7 +91,8 @@ class Hardware:
         self._wd_ids = 0
         self.running: dict[str, set[str]] = {n: set() for n in self.status}
         self.service_locks: dict[str, str] = {}
-        self.fence_devices: dict[str, SimFenceDevice] = {}
+        # fence.cfg, simulated fence devices and each CRM's fence runner (hafence.sim.power)
+        self.fencing = SimFencing(self)
         self.cfs: dict[str, dict[str, bool]] = {
             n: {"rw": True, "update": True} for n in self.status
         }
@@ -141,7 +113,8 @@ class Hardware:
         # a recovery from a node is safe only if it lost power after it dropped out
         self.last_down: dict[str, float] = {}
         self.last_poweroff: dict[str, float] = {}
-        self.last_active: dict[str, float] = {}  # last round each node's LRM was active
+        self.out_since: dict[str, float] = {}  # nodes out of the cluster: since when
+        self.last_live: dict[str, float] = {}  # when each node last could run services
         # fence-acks given: node -> (when, whether the node really was off then)
         self.fence_acks: dict[str, tuple[float, bool]] = {}
         for cd in self.service_config.values():
@@ -175,11 +148,13 @@ class Hardware:
     # -- services ------------------------------------------------------------------------
     def start_service(self, node: str, sid: str) -> None:
         self.running[node].add(sid)
+        self._mark_live(node)
         for cb in self.on_service_change:
             cb(node, sid, True)
 
     def stop_service(self, node: str, sid: str) -> None:
         if sid in self.running[node]:
+            self._mark_live(node)
             self.running[node].discard(sid)
             for cb in self.on_service_change:
                 cb(node, sid, False)
@@ -197,7 +172,9 @@ class Hardware:
     # -- watchdogs -----------------------------------------------------------------------
     def watchdog_open(self, node: str) -> int:
         self._wd_ids += 1
-        self.watchdogs[self._wd_ids] = {"node": node, "update_time": self.cur_time}
+        slack = self.fencing.rng.uniform(0, self.watchdog_slack) if self.watchdog_slack else 0.0
+        self.watchdogs[self._wd_ids] = {"node": node, "update_time": self.cur_time, "slack": slack}
+        self._mark_live(node)
         return self._wd_ids
 
     def watchdog_update(self, handle: int) -> None:
@@ -205,29 +182,39 @@ class Hardware:
         if wd is None:
             raise SimError(f"no such watchdog handle '{handle}'")
         wd["update_time"] = self.cur_time
+        self._mark_live(wd["node"])
 
     def watchdog_close(self, handle: int) -> None:
+        if handle in self.watchdogs:
+            self._mark_live(self.watchdogs[handle]["node"])
         self.watchdogs.pop(handle, None)
 
     def _watchdog_ok(self, node: str) -> bool:
         ok = True
         for handle, wd in list(self.watchdogs.items()):
-            if wd["node"] == node and self.cur_time - wd["update_time"] > WATCHDOG_TIMEOUT:
+            late = self.cur_time - wd["update_time"] - wd["slack"]
+            if wd["node"] == node and late > WATCHDOG_TIMEOUT:
+                self._mark_live(node)
                 del self.watchdogs[handle]
                 ok = False
         return ok
 
-    # -- fencing -------------------------------------------------------------------------
-    def add_fence_device(self, node: str, fails: int = 0) -> SimFenceDevice:
-        dev = self.fence_devices[node] = SimFenceDevice(self, node, fails)
-        return dev
+    def is_live(self, node: str) -> bool:
+        """Whether ``node`` could run services now: powered, and running some or holding
+        an armed watchdog (an LRM or CRM that holds, or held, its lock)."""
+        if self.status[node]["power"] != "on":
+            return False
+        return bool(self.running[node]) or any(wd["node"] == node for wd in self.watchdogs.values())
 
-    def fence_start(self, node: str, env: SimEnv) -> str:
-        dev = self.fence_devices.get(node)
-        if dev is None:
-            return FENCE_NONE
-        env.log("notice", f"fencing: start hardware fence of node '{node}'")
-        return dev.start()
+    def _mark_live(self, node: str) -> None:
+        if self.is_live(node):
+            self.last_live[node] = self.cur_time
+
+    # -- fencing -------------------------------------------------------------------------
+    def add_fence_device(self, node: str, fails: int = 0, **options: Any) -> DeviceState:
+        """A fence device of its own for ``node`` (one more level of its chain); see
+        :meth:`hafence.sim.power.SimFencing.add_device`."""
+        return self.fencing.add_device(node, fails, **options)
 
     # -- power ---------------------------------------------------------------------------
     def power_off(self, node: str, why: str) -> None:
@@ -238,16 +225,20 @@ class Hardware:
         d = self.nodes[node]
         if st["power"] != action:
             if action == "on":
+                self.fencing.powered_on(node)
                 if d.crm is None:
                     d.crm = CRM(d.crm_env)
                 if d.lrm is None:
                     d.lrm = LRM(d.lrm_env)
                 d.lrm_restart = False
             else:
+                self._mark_live(node)
                 self.last_down[node] = self.last_poweroff[node] = self.cur_time
+                self.out_since.setdefault(node, self.cur_time)
                 if d.crm is not None:
                     d.crm_env.log("info", "killed by poweroff")
                     d.crm = None
+                self.fencing.crashed(node)  # its fences die with its CRM
                 if d.lrm is not None:
                     d.lrm_env.log("info", "killed by poweroff")
                     d.lrm = None
@@ -258,6 +249,8 @@ class Hardware:
             st["shutdown"] = None  # a pending shutdown/reboot is over once power changes
         st["power"] = action
         st["network"] = action
+        if action == "on":
+            self.out_since.pop(node, None)
 
     # -- commands ------------------------------------------------------------------------
     def cmd(self, cmdstr: str, source: str = "cmdlist") -> None:
@@ -279,8 +272,10 @@ class Hardware:
                 raise SimError(f"unknown network action in '{cmdstr}'")
             st = self.status[obj]
             if action == "off" and st["network"] == "on" and st["power"] == "on":
-                self.last_down[obj] = self.cur_time
+                self.last_down[obj] = self.out_since[obj] = self.cur_time
             self.status[obj]["network"] = action
+            if action == "on" and st["power"] == "on":
+                self.out_since.pop(obj, None)
         elif what == "delay":
             self.next_cmd_at = self.cur_time + int(obj)
         elif what == "skip-round":
@@ -388,6 +383,7 @@ class Hardware:
         if d.crm is not None and not skip_crm and not self._iterate(d.crm_env, d.crm):
             d.crm_env.log("info", "exit (loop end)")
             d.crm = None
+            self.fencing.crashed(d.name)
             shutdown = self.status[d.name].get("shutdown")
             if shutdown in ("reboot", "shutdown"):
                 self._power_cycle(d.name, shutdown)
@@ -395,10 +391,7 @@ class Hardware:
                 raise SimError(f"unexpected CRM exit on {d.name}")
             d.crm_stop = False
         if d.lrm is not None:
-            started = self.cur_time
             alive = self._iterate(d.lrm_env, d.lrm)
-            if d.lrm.status == "active":
-                self.last_active[d.name] = started
             if not alive:
                 d.lrm_env.log("info", "exit (loop end)")
                 d.lrm = None
@@ -432,11 +425,13 @@ class Hardware:
             self.log("info", "skipping CRM round", "run-loop")
         for name in names:
             self._run_node(self.nodes[name], skip_crm)
+            self.fencing.advance(self.cur_time)
             for n in names:
                 if not self._watchdog_ok(n):
                     self.cmd(f"power {n} off", "watchdog")
                     self.log("info", f"server '{n}' stopped by poweroff (watchdog)")
         if self.cur_time - start < looptime:
+            self.fencing.advance(start + looptime)  # devices act at their own times
             self.cur_time = start + looptime
         if self.cur_time > MAX_SIM_TIME:
             raise SimError("simulation took too long")
@@ -460,6 +455,7 @@ class Hardware:
         self.log("info", "starting simulation")
         while self.step():
             pass
+        self.fencing.close()
         self.log("info", "exit simulation - done")
         return self.log_text()
 

@@ -1,19 +1,31 @@
 """Randomized fault injection on the simulator, checked against the simulated hardware.
 
 :func:`random_cluster` builds a cluster from a seed: 3-5 nodes, services spread over them,
-some nodes with a hardware fence device (working, flaky or broken), sometimes an HA group
-and a resource-affinity rule, a random shutdown
+for some nodes a fence chain of one to three levels (a BMC, a pair of PDU outlets that
+must both switch off, a second BMC) whose devices work, fail a few times, never answer,
+flake, stick (accept off, stay on), lie (report off, stay on) or answer slowly, fenced by
+the real fencer with 0-2 retries and back-off; watchdogs that reset up to 10 s after
+their timeout; sometimes an HA group and a resource-affinity rule, a random shutdown
 policy, and a command list of crashes, network cuts, reboots, shutdowns, LRM restarts,
 maintenance, disarming the HA stack, migrations and service state changes.
-:class:`SafetyChecker` watches the *hardware truth* (which node really runs what, which
-node is really down), never the CRM's own view, and records every violation of:
+
+:class:`SafetyChecker` judges only the *hardware truth* (which node really runs what,
+really has power, really has an armed watchdog, was really switched off by a fence
+device, and when), never the CRM's or LRM's bookkeeping or what a fence device answered,
+and records every violation of:
 
 1. a service never runs on two nodes at once;
-2. a fenced node's service is recovered only when that node is really gone: it runs no
-   copy; its LRM is not active unless the node lost power (watchdog or fence device) after
-   it dropped out of the cluster; and when it has a fence device, that device confirmed
-   the power-off after the node's LRM was last active (a failed hardware fence blocks
-   recovery).
+2. a fenced node's service is recovered only when that node really cannot run it: it is
+   not *live* (powered and running services or holding an armed watchdog, i.e. an LRM
+   or CRM that holds or held its lock and has not been reset);
+3. a node with a fence chain is recovered only after every device of one of its levels
+   really switched its supply off (or found it off) on an off request since the node was
+   last live, or an admin acknowledged it by hand while it really was off: a failed
+   hardware fence blocks recovery. A chain with a device declared ``fault=lying`` in
+   fence.cfg is exempt, since no fencer can tell a liar (rule 2 still holds: the node's
+   watchdog must have reset it);
+4. a fence device cuts a node only after that node has been out of the cluster for the
+   fence delay (less one simulator round, by which the master's view may lag).
 """
 
 from __future__ import annotations
@@ -21,19 +33,28 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from hafence.fence import Level, parse_fence_config
+from hafence.ha.nodestatus import FENCE_DELAY
 from hafence.sim.hardware import Hardware
+from hafence.sim.power import DeviceState
 
 
 @dataclass
 class SafetyChecker:
+    """Watches one simulated cluster; ``fence_delay`` is the delay the cluster runs with
+    (a setting of the cluster, so a broken product cannot change the checker's view)."""
+
     hw: Hardware
+    fence_delay: float = FENCE_DELAY
     violations: list[str] = field(default_factory=list)
     starts: int = 0
     recoveries: int = 0
+    fence_cuts: int = 0
 
     def __post_init__(self) -> None:
         self.hw.on_service_change.append(self._service_change)
         self.hw.on_recover.append(self._recover)
+        self.hw.fencing.on_cut.append(self._cut)
 
     def _service_change(self, node: str, sid: str, started: bool) -> None:
         if not started:
@@ -46,23 +67,60 @@ class SafetyChecker:
     def _recover(self, sid: str, fenced: str, target: str) -> None:
         self.recoveries += 1
         hw = self.hw
+        if target == fenced:
+            return  # back to the node itself, once it is up again: no second copy
         if sid in hw.running[fenced]:
             self._violation(f"{sid} recovered to {target} while still running on {fenced}")
-        down = hw.last_down.get(fenced, 0.0)
-        lrm = hw.nodes[fenced].lrm
-        if lrm is not None and lrm.status == "active" and hw.last_poweroff.get(fenced, -1.0) < down:
+        elif hw.is_live(fenced):
+            armed = any(wd["node"] == fenced for wd in hw.watchdogs.values())
+            what = "an armed watchdog" if armed else f"services {sorted(hw.running[fenced])}"
+            self._violation(f"{sid} recovered to {target} while {fenced} had power and {what}")
+        chain = self._chain(fenced)
+        if not chain or self._lying(chain):
+            return
+        live = hw.last_live.get(fenced, 0.0)
+        acked, really_off = hw.fence_acks.get(fenced, (-1.0, False))
+        if not self._fenced(fenced, chain, live) and not (really_off and acked >= live):
             self._violation(
-                f"{sid} recovered to {target} while {fenced} never lost power and its LRM is active"
+                f"{sid} recovered from {fenced} without a confirmed hardware fence: no level "
+                f"of its chain switched it off since it last could run services (t={int(live)})"
             )
-        dev = hw.fence_devices.get(fenced)
-        if dev is not None and target != fenced:
-            # the device must have confirmed the power-off after the LRM last ran there,
-            # or an admin who acknowledged it by hand while the node really was off
-            active = hw.last_active.get(fenced, -1.0)
-            acked, really_off = hw.fence_acks.get(fenced, (-1.0, False))
-            by_device = dev.last_ok is not None and dev.last_ok >= active
-            if not by_device and not (really_off and acked >= active):
-                self._violation(f"{sid} recovered from {fenced} without a confirmed hardware fence")
+
+    def _cut(self, node: str, when: float) -> None:
+        self.fence_cuts += 1
+        hw = self.hw
+        info, _ = hw.node_info()
+        if info[node]["online"]:
+            return  # back already: an attempt started while it was out may still finish
+        out_for = when - hw.out_since.get(node, 0.0)
+        lag = max(20.0, 2 * len(hw.nodes) * hw.iteration_seconds) + 2 * hw.iteration_seconds
+        if out_for < self.fence_delay - lag:
+            self._violation(
+                f"a fence device cut {node} {out_for:g}s after it dropped out, before the "
+                f"fence delay ({self.fence_delay:g}s)"
+            )
+
+    def _chain(self, node: str) -> list[Level]:
+        if not self.hw.fencing.config:
+            return []
+        return parse_fence_config(self.hw.fencing.config).chain(node)
+
+    def _fenced(self, node: str, chain: list[Level], since: float) -> bool:
+        """Whether at some time from ``since`` on every device of one level had its supply
+        of ``node`` really off through its own off request: the hardware's side of a
+        confirmed fence."""
+        devices = self.hw.fencing.devices
+        for level in chain:
+            states = [devices.get((d.label, node), DeviceState()) for d in level.devices]
+            moments = {since} | {start for st in states for start, _ in st.offs if start > since}
+            if any(all(st.off_at(t) for st in states) for t in moments):
+                return True
+        return False
+
+    @staticmethod
+    def _lying(chain: list[Level]) -> bool:
+        devices = (d for level in chain for d in level.devices)
+        return any(d.options().get("fault") == "lying" for d in devices)
 
     def _violation(self, msg: str) -> None:
         self.violations.append(f"t={int(self.hw.cur_time)}: {msg}")
@@ -115,14 +173,56 @@ def random_cluster(seed: int) -> Hardware:
         rules=rules,
         datacenter={"ha": {"shutdown_policy": policy}},
         cmdlist=cmdlist,
+        watchdog_slack=10.0,
     )
-    for n in nodes:
-        kind = rnd.random()
-        if kind < 0.4:
-            continue  # watchdog self-fencing only
-        fails = 0 if kind < 0.7 else (-1 if kind > 0.9 else rnd.randint(1, 3))
-        hw.add_fence_device(n, fails)
+    hw.fencing.rng.seed(seed)
+    hw.fencing.retries = rnd.choice((0, 0, 1, 2))
+    hw.fencing.backoff = rnd.choice((0.5, 2.0, 8.0))
+    hw.fencing.set_config(random_fence_config(rnd, nodes))
     return hw
+
+
+# fault= of a random device, with weights: mostly working, every fault kind now and then
+_FAULTS = {"none": 40, "fails": 10, "always": 8, "flaky": 10, "stuck": 14, "lying": 6,
+           "unreachable": 8}  # fmt: skip
+
+
+def _device_args(rnd: random.Random) -> str:
+    fault = rnd.choices(list(_FAULTS), weights=list(_FAULTS.values()))[0]
+    args = [f"fault={fault}"]
+    if fault == "fails":
+        args.append(f"fault_count={rnd.randint(1, 3)}")
+    if rnd.random() < 0.3:  # slow; beyond timeout= it runs into the fencer's bound
+        args.append(f"latency={rnd.choice((0.5, 3, 12))}")
+    if rnd.random() < 0.3:
+        args.append(f"power_timeout={rnd.choice((5, 20))} poll_interval={rnd.choice((0.5, 2))}")
+    if rnd.random() < 0.2:
+        args.append(f"power_wait={rnd.choice((1, 4))}")
+    if rnd.random() < 0.2:
+        args.append(f"delay={rnd.choice((0, 5))} delay_max={rnd.choice((0, 10))}")
+    return " ".join(args)
+
+
+def random_fence_config(rnd: random.Random, nodes: list[str]) -> str:
+    """fence.cfg for some of ``nodes``: chains of up to three levels in this order, each
+    present or not per node: its own BMC, a shared PDU whose two outlets feed the node's
+    two supplies (both must switch off), a second BMC of its own."""
+    fenced = [n for n in nodes if rnd.random() < 0.6]  # the others: watchdog only
+    chains = {n: rnd.choice(((1,), (1,), (2,), (1, 2), (1, 3), (1, 2, 3))) for n in fenced}
+    lines: list[str] = []
+    for n in fenced:
+        if 1 in chains[n]:
+            lines += [f"device bmc-{n} sim_power {_device_args(rnd)}",
+                      f"connect bmc-{n} node={n} plug={n}"]  # fmt: skip
+    pdu = [n for n in fenced if 2 in chains[n]]
+    for outlet in (1, 2) if pdu else ():
+        lines.append(f"device pdu:{outlet} sim_power {_device_args(rnd)}")
+        lines += [f"connect pdu:{outlet} node={n} plug={n} supply=psu{outlet}" for n in pdu]
+    for n in fenced:
+        if 3 in chains[n]:
+            lines += [f"device ipmi-{n} sim_power {_device_args(rnd)}",
+                      f"connect ipmi-{n} node={n} plug={n}"]  # fmt: skip
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _random_event(rnd: random.Random, nodes: list[str], sids: list[str]) -> str:
@@ -131,9 +231,9 @@ def _random_event(rnd: random.Random, nodes: list[str], sids: list[str]) -> str:
     roll = rnd.random()
     if roll < 0.15:
         return f"power {node} off"
-    if roll < 0.30:
+    if roll < 0.27:
         return f"power {node} on"
-    if roll < 0.42:
+    if roll < 0.44:
         return f"network {node} off"
     if roll < 0.52:
         return f"network {node} on"

@@ -5,8 +5,12 @@ A scenario holds ``hardware_status`` (JSON: node -> power/network), ``service_co
 (``groups.cfg`` syntax), ``rules_config`` (``rules.cfg`` syntax), ``manager_status``
 (JSON), ``datacenter.cfg`` (JSON: ``{"ha": {"shutdown_policy": ...}}``), a ``cmdlist``
 (JSON: a list of command lists, one per 100 s round) and ``log.expect``, the HA log the
-reference implementation wrote. hafence adds an optional ``fence_devices`` (JSON: node ->
-``{"fails": N}``, a simulated fence device that fails N times first, -1 for always).
+reference implementation wrote. hafence adds fencing through simulated devices: an
+optional ``fence.cfg`` (the real syntax, driver ``sim_power``, see
+:mod:`hafence.sim.power`), an optional ``fence_devices`` (JSON: node -> ``{"fails": N}``,
+one device of its own that fails N times first, -1 for always) and an optional
+``fence_options`` (JSON: ``{"retries": N, "backoff": SECONDS}`` of each CRM's fencer;
+default 0 retries: the CRM starts a new attempt every round).
 
 Features outside hafence's scope (the CRS static/dynamic schedulers, resource-affinity
 rules, HA group -> rule migration, disarming the HA stack) are detected up front:
@@ -80,11 +84,16 @@ def load(scenario: Path | str, echo: Any = None) -> Hardware:
         cmdlist=_read_json(d / "cmdlist", []),
         echo=echo,
     )
-    # hafence extension: simulated fence devices, {"node1": {"fails": 2}} (-1: never works)
-    for node, dev in _read_json(d / "fence_devices", {}).items():
+    # hafence extension: fencing through simulated devices (hafence.sim.power)
+    if (d / "fence.cfg").exists():
+        hw.fencing.set_config((d / "fence.cfg").read_text())
+    for node, dev in _read_json(d / "fence_devices", {}).items():  # {"node1": {"fails": 2}}
         if node not in hw_status:
             raise ConfigError(f"unknown node '{node}'", file=str(d / "fence_devices"))
         hw.add_fence_device(node, int(dev.get("fails", 0)))
+    opts = _read_json(d / "fence_options", {})
+    hw.fencing.retries = int(opts.get("retries", hw.fencing.retries))
+    hw.fencing.backoff = float(opts.get("backoff", hw.fencing.backoff))
     return hw
 
 

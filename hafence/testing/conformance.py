@@ -77,8 +77,8 @@ from hafence.fence.config import parse_fence_config
 from hafence.fence.driver import ACTIONS, FenceDriver, Param, Port, PowerState
 from hafence.fence.fencer import ActionResult
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
-from hafence.hookspecs import hookimpl
-from hafence.plugins import PluginRegistry
+from hafence.fence.params import standard_misuse
+from hafence.plugins import DriverPlugin, PluginRegistry
 from hafence.secrets import Secret
 
 __all__ = ["CHECKS", "DriverConformance", "PowerProbe", "wrong_credentials"]
@@ -90,6 +90,7 @@ T = TypeVar("T")
 CHECKS: tuple[str, ...] = (
     "metadata",
     "schema",
+    "standard_params",
     "required",
     "bad_values",
     "secrets",
@@ -129,17 +130,6 @@ def _wrong(clear: str) -> str:
     size = max(len(clear), 1)
     wrong = (WRONG_PREFIX * (size // len(WRONG_PREFIX) + 1))[:size]
     return wrong if wrong != clear else wrong.swapcase()
-
-
-class _KitPlugin:
-    """A plugin object providing exactly the driver under test (for fence.cfg checks)."""
-
-    def __init__(self, cls: type[FenceDriver]) -> None:
-        self.cls = cls
-
-    @hookimpl
-    def hafence_fence_drivers(self) -> list[type[FenceDriver]]:
-        return [self.cls]
 
 
 class DriverConformance:
@@ -194,7 +184,7 @@ class DriverConformance:
 
     def _fencer(self, tmp_path: Path, config: Any = None) -> Fencer:
         registry = PluginRegistry(load_entry_points=False)
-        registry.register(_KitPlugin(self.driver_class()), "conformance-kit")
+        registry.register(DriverPlugin(self.driver_class()), "conformance-kit")
         history = FenceHistory(tmp_path / "kit-history.jsonl")
         return Fencer(config, registry, history, retries=0, backoff=0.0, actor="conformance")
 
@@ -295,6 +285,15 @@ class DriverConformance:
                 p.coerce(p.default)  # a default must pass its own type check
             if p.secret:
                 assert p.default is None, f"{cls.name}: secret '{p.name}' has a default"
+
+    def test_standard_params(self) -> None:
+        """The standard names (ip, ipport, username, password, plug, the timing ones and
+        their aliases) mean in this driver what the catalogue says: no 'port' for a
+        network port, no 'login' for anything but the user name."""
+        self._skip("standard_params")
+        cls = self.driver_class()
+        misuse = standard_misuse(cls.all_params())
+        assert not misuse, f"{cls.name}: " + "; ".join(misuse)
 
     # -- parameters --------------------------------------------------------------------
     def test_required_params_enforced(self, device_options: dict[str, Any], tmp_path: Path) -> None:

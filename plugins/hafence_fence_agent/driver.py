@@ -208,7 +208,8 @@ class FenceAgentDriver(FenceDriver):
 
     def config_warnings(self) -> list[tuple[str, str]]:
         """``(option, message)`` for each secret this agent may put on a command line,
-        where ``ps`` and /proc/*/cmdline show it to every local user."""
+        where ``ps`` and /proc/*/cmdline show it to every local user; and deprecated names."""
+        out = super().config_warnings()
         given = [p.name for p in self.params if p.secret and self.options.get(p.name) is not None]
         if self.agent.runs_ipmitool:
             exposed = [n for n in given if n != "password" or self._env_password is None]
@@ -218,8 +219,8 @@ class FenceAgentDriver(FenceDriver):
             exposed = given
             why = "runs other programs and may put it on their command lines"
         else:
-            return []
-        return [
+            return out
+        return out + [
             (name, f"{self.agent.name} {why}, where ps shows it to every local user")
             for name in exposed
         ]

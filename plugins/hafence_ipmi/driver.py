@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from hafence.errors import DeviceError, FenceError, NotSupportedError, ParamError
 from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
+from hafence.fence.params import standard
 
 from .session import POOL, PRIVILEGE_LEVELS, SessionPool, Target, raw, run
 
@@ -39,15 +40,13 @@ class IpmiDriver(FenceDriver):
         "diagnostic interrupt; sessions are reused"
     )
     params: ClassVar[tuple[Param, ...]] = (
-        Param("ip", str, required=True, aliases=("ipaddr",), help="BMC address"),
-        Param("port", int, default=623, aliases=("ipport",), help="BMC UDP port"),
-        Param("username", str, default="", aliases=("login",), help="IPMI user name"),
-        Param(
+        standard("ip", required=True, help="BMC address"),
+        # 'port' was this driver's name of the UDP port; in fence-agents it is the plug
+        standard("ipport", default=623, help="BMC UDP port", deprecated=("port",)),
+        standard("username", default="", help="IPMI user name"),
+        standard(
             "password",
-            str,
             required=True,
-            secret=True,
-            aliases=("passwd",),
             help="IPMI password (or password_file=PATH / password_env=VARIABLE)",
         ),
         Param(
@@ -108,7 +107,7 @@ class IpmiDriver(FenceDriver):
             self.actions = frozenset({*type(self).actions, "reboot"})
         self.target = Target(
             host=self.options["ip"],
-            port=self.options["port"],
+            port=self.options["ipport"],
             user=self.options["username"],
             password=self.options["password"],
             privlvl=self.options["privlvl"],

@@ -37,6 +37,7 @@ from hafence.errors import (
     UnreachableError,
 )
 from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
+from hafence.fence.params import standard
 
 log = logging.getLogger("hafence.redfish")
 
@@ -67,8 +68,9 @@ class RedfishDriver(FenceDriver):
         {"status", "off", "on", "monitor", "list", "diag"}
     )
     params: ClassVar[tuple[Param, ...]] = (
-        Param("ip", str, required=True, aliases=("ipaddr",), help="BMC address or host name"),
-        Param("ipport", int, aliases=("port",), help="BMC HTTP(S) port (default 443 / 80)"),
+        standard("ip", required=True, help="BMC address or host name"),
+        # 'port' was an alias here; in fence-agents it is the plug
+        standard("ipport", help="BMC HTTP(S) port (default 443 / 80)", deprecated=("port",)),
         Param("ssl", bool, default=True, help="Use HTTPS (the default); ssl=0 for plain HTTP"),
         Param(
             "ssl_insecure",
@@ -77,18 +79,11 @@ class RedfishDriver(FenceDriver):
             help="Do not verify the BMC's TLS certificate (self-signed BMCs)",
         ),
         Param("ca_file", str, help="Verify the BMC's certificate against this CA bundle"),
-        Param("username", str, default="", aliases=("login",), help="BMC user name"),
-        Param(
-            "password",
-            str,
-            secret=True,
-            aliases=("passwd",),
-            help="BMC password (or password_file=PATH / password_env=VARIABLE)",
-        ),
-        Param(
-            "system",
-            str,
-            aliases=("plug", "systems_uri"),
+        standard("username", default="", help="BMC user name"),
+        standard("password", help="BMC password (or password_file=PATH / password_env=VARIABLE)"),
+        standard(
+            "plug",
+            aliases=("system", "systems_uri"),  # not 'port': the deprecated ipport above
             help="ComputerSystem: Id, Name or path (/redfish/v1/Systems/ID); "
             "default: the BMC's only system",
         ),
@@ -163,7 +158,7 @@ class RedfishDriver(FenceDriver):
         return self._conn
 
     def _system_path(self, conn: Any) -> str:
-        wanted = (self.options["system"] or "").strip()
+        wanted = (self.options["plug"] or "").strip()
         collection = conn.get_system_collection()
         members = list(collection.members_identities)
         if not wanted:

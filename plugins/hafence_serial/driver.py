@@ -42,6 +42,7 @@ from hafence.errors import (
     UnreachableError,
 )
 from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
+from hafence.fence.params import standard
 
 from .protocol import EOLS, Command, Pattern, command, show
 
@@ -116,10 +117,9 @@ class SerialDriver(FenceDriver):
             choices=tuple(EOLS),
             help="Line ending appended to every command (replies may end in CR and/or LF)",
         ),
-        Param(
+        standard(
             "plug",
-            str,
-            aliases=("port", "outlet"),
+            also=("outlet",),
             help="Outlet or relay number, put into commands in place of {plug}",
         ),
         Param(
@@ -145,12 +145,8 @@ class SerialDriver(FenceDriver):
         Param("reply_on", str, default="OK", help="Expected reply to cmd_on"),
         Param("status_on", str, default="ON", help="Status reply meaning on (text or re:REGEX)"),
         Param("status_off", str, default="OFF", help="Status reply meaning off"),
-        Param(
-            "password",
-            str,
-            secret=True,
-            aliases=("passwd",),
-            help="Switch password (or password_file=PATH / password_env=VARIABLE)",
+        standard(
+            "password", help="Switch password (or password_file=PATH / password_env=VARIABLE)"
         ),
         Param(
             "cmd_login",

@@ -29,6 +29,7 @@ from pysnmp.proto.rfc1902 import Integer
 
 from hafence.errors import AuthError, DeviceError, ParamError
 from hafence.fence.driver import FABRIC, FenceDriver, Param, Port, PowerState
+from hafence.fence.params import standard
 from hafence_snmp.client import (
     AUTH_PROTOCOLS,
     PRIV_PROTOCOLS,
@@ -61,20 +62,18 @@ class IfMibDriver(FenceDriver):
     )
     actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "list", "monitor"})
     params: ClassVar[tuple[Param, ...]] = (
-        Param("ip", str, required=True, aliases=("ipaddr",), help="Switch address"),
-        Param("ipport", int, default=161, help="SNMP UDP port"),
-        Param(
+        standard("ip", required=True, help="Switch address"),
+        standard("ipport", default=161, help="SNMP UDP port"),
+        standard(
             "plug",
-            str,
             required=True,
-            aliases=("port",),
             help="Switch port: ifIndex, ifName or ifDescr (prefix ifIndex:/ifName:/ifDescr: "
             "to force one)",
         ),
         Param("snmp_version", str, default="2c", choices=("1", "2c", "3"), help="SNMP version"),
         Param("community", str, secret=True, help="SNMP v1/v2c community (needs write access)"),
-        Param("username", str, aliases=("login",), help="SNMPv3 user (security name)"),
-        Param("password", str, secret=True, aliases=("passwd",), help="SNMPv3 auth password"),
+        standard("username", help="SNMPv3 user (security name)"),
+        standard("password", help="SNMPv3 auth password"),
         Param(
             "snmp_auth_prot",
             str,

@@ -66,7 +66,7 @@ def device_line(name: str, bmc: IpmiSim, password: str = PASSWORD, **extra: obje
     """A fence.cfg ``device`` line for an ipmi_sim BMC with small time bounds."""
     opts: dict[str, object] = {
         "ip": bmc.host,
-        "port": bmc.port,
+        "ipport": bmc.port,
         "username": bmc.user,
         "password": password,
         "lanplus": 1,
@@ -103,7 +103,7 @@ def ipmi_args(bmc: IpmiSim) -> list[str]:
         "-o",
         f"ip={bmc.host}",
         "-o",
-        f"port={bmc.port}",
+        f"ipport={bmc.port}",
         "-o",
         f"username={bmc.user}",
         "-o",

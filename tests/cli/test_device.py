@@ -166,7 +166,7 @@ def test_diag_not_offered_by_driver_is_usage_error(run, tmp_path):
 def test_unreachable_bmc_times_out_within_timeout(run, closed_udp_port, password_file):
     r = run(
         "--timeout", "1", "device", "status", "--driver", "ipmi", "-o", "ip=127.0.0.1",
-        "-o", f"port={closed_udp_port}", "--password-file", str(password_file),
+        "-o", f"ipport={closed_udp_port}", "--password-file", str(password_file),
         "--output", "json",
     )  # fmt: skip
     assert r.exit_code == 1
@@ -195,7 +195,7 @@ def test_device_from_fence_cfg(run, bmc, write_cfg):
 
 def test_device_from_fence_cfg_with_timeout_override(run, bmc, write_cfg, closed_udp_port):
     cfg = write_cfg(
-        f"{device_line('dead', bmc, port=closed_udp_port, timeout=30)}\nconnect dead node=n1\n"
+        f"{device_line('dead', bmc, ipport=closed_udp_port, timeout=30)}\nconnect dead node=n1\n"
     )
     r = run(
         "device", "status", "--config", str(cfg), "--device", "dead", "--timeout", "1",

@@ -174,7 +174,7 @@ def test_one_shot_device_status_imports_only_what_it_uses(bmc, password_file):
         "    print(' '.join(sorted(m for m in sys.modules if '.' not in m or 'cli.' in m)))\n"
     )
     args = ["device", "status", "--driver", "ipmi", "-o", f"ip={bmc.host}",
-            "-o", f"port={bmc.port}", "-o", f"username={bmc.user}",
+            "-o", f"ipport={bmc.port}", "-o", f"username={bmc.user}",
             "--password-file", str(password_file)]  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

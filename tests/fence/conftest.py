@@ -51,6 +51,7 @@ class ModelDevice:
     fail_first: int = 0  # this many 'off' calls fail (unreachable) before it works
     lag: int = 0  # status keeps saying on for this many polls after off
     calls: list[str] = field(default_factory=list)
+    at: list[float] = field(default_factory=list)  # the loop's time of each call
     closed: int = 0
 
 
@@ -71,6 +72,7 @@ class ModelDriver(FenceDriver):
     async def _gate(self, action: str) -> None:
         d = self.dev
         d.calls.append(action)
+        d.at.append(asyncio.get_running_loop().time())
         if d.behaviour == "unreachable":
             raise UnreachableError("connection refused", device=self.label)
         if d.behaviour == "auth":

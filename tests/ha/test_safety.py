@@ -2,18 +2,21 @@
 
 Each seed builds a random cluster (hafence.sim.safety.random_cluster): crashes, network
 cuts, reboots, shutdowns, LRM restarts, maintenance, migrations, config changes, and fence
-devices that work, fail a few times or never work. The checker watches the simulated
-hardware, not the CRM's bookkeeping.
+chains of one to three levels (PDU outlet pairs among them) whose devices work, fail a
+few times, never answer, flake, stick, lie or answer slowly, fenced by the real fencer
+with retries and back-off. The checker watches the simulated hardware, not the CRM's
+bookkeeping; tests/ha/test_safety_mutants.py shows it catches broken variants.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
 
-from hafence.ha.nodestatus import NodeStatus
 from hafence.sim.hardware import Hardware
+from hafence.sim.power import FENCER_LOG
 from hafence.sim.safety import SafetyChecker, check_seed
 
 SEEDS = int(os.environ.get("HAFENCE_SAFETY_SEEDS", "1000"))
@@ -35,18 +38,40 @@ def test_no_service_twice_and_no_recovery_before_fence(first: int) -> None:
     assert starts > 0 and recoveries > 0
 
 
-def _unsafe_fence_node(self: NodeStatus, node: str) -> bool:
-    """A broken fencer: acknowledges at once, without hardware fence or agent lock."""
-    if self.get(node) != "fence":
-        self._set(node, "fence")
-    self._set(node, "unknown")
-    return True
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
-def test_checker_catches_recovery_before_fencing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(NodeStatus, "fence_node", _unsafe_fence_node)
-    caught = [seed for seed in range(200) if check_seed(seed).violations]
-    assert caught, "an unsafe fencer went unnoticed over 200 seeds"
+def test_the_seeds_exercise_the_real_fencer() -> None:
+    """Levels, sub-devices, retries with back-off, verification and time bounds all run."""
+    handler = _Lines()
+    FENCER_LOG.addHandler(handler)
+    level = FENCER_LOG.level
+    FENCER_LOG.setLevel(logging.INFO)
+    try:
+        for seed in range(60):
+            check_seed(seed)
+    finally:
+        FENCER_LOG.removeHandler(handler)
+        FENCER_LOG.setLevel(level)
+    text = "\n".join(handler.lines)
+    for seen in (
+        "attempt 1 level 2 (pdu): off via 'pdu:1', 'pdu:2'",  # a level of two outlets
+        "attempt 1 level 3",  # a third level after two failed
+        "failed on every level, retrying in",  # back-off between attempts
+        "off failed: still_on",  # verification caught a device that did not switch
+        "off failed: timeout",  # the time bound of a device that never answers
+        "off failed: unreachable",
+        "off failed: device_error",
+        "delaying by",
+        "confirmed off",
+    ):
+        assert seen in text, f"no seed of 0-59 shows {seen!r}"
 
 
 def test_checker_catches_double_start() -> None:

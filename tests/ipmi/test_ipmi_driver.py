@@ -36,7 +36,8 @@ def test_registered_through_the_entry_point(registry: PluginRegistry) -> None:
 def test_metadata_documents_params() -> None:
     meta = driver_metadata(IpmiDriver)
     names = {p["name"] for p in meta["parameters"]}
-    assert {"ip", "port", "username", "password", "privlvl", "lanplus", "cipher", "method"} <= names
+    assert {"ip", "ipport", "username", "password", "privlvl", "lanplus", "cipher"} <= names
+    assert "method" in names and "port" not in names  # port: deprecated, never shown
     xml = driver_metadata_xml(IpmiDriver)
     assert 'name="ip"' in xml and 'obsoletes="ipaddr"' in xml
     assert {"status", "off", "on", "reboot", "list", "monitor", "diag"} <= set(meta["actions"])
@@ -60,7 +61,7 @@ def test_options_are_validated() -> None:
     assert err.value.field == "password"
     # fence_ipmilan spellings are accepted
     drv = IpmiDriver({"ipaddr": "10.0.0.1", "ipport": "6230", "login": "a", "passwd": "p"})
-    assert drv.options["ip"] == "10.0.0.1" and drv.options["port"] == 6230
+    assert drv.options["ip"] == "10.0.0.1" and drv.options["ipport"] == 6230
     assert drv.options["username"] == "a" and "reboot" not in drv.actions
     assert "reboot" in IpmiDriver({**base, "method": "cycle"}).actions
 

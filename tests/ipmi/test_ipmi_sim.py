@@ -84,6 +84,6 @@ def test_fence_cfg_args_round_trip(tmp_path: Path) -> None:
     cfg = parse_fence_config(f"device b ipmi {sim.fence_cfg_args()}\nconnect b node=n\n")
     (level,) = cfg.chain("n")
     opts = level.devices[0].options()
-    assert opts["password"] == sim.password and opts["port"] == str(sim.port)
+    assert opts["password"] == sim.password and opts["ipport"] == str(sim.port)
     agent = parse_fence_config(f"device f fence_ipmilan {sim.agent_args()}\nconnect f node=n\n")
     assert agent.chain("n")[0].devices[0].options()["cipher"] == "3"

@@ -206,6 +206,19 @@ class TestAliasClash(Base):
     skip_checks = only("schema")
 
 
+class PortMisuseDriver(ExamplePduDriver):
+    """Calls its TCP port 'port', which fence-agents (and the catalogue) call the plug."""
+
+    params = (*(p for p in ExamplePduDriver.params if p.name not in ("ipport", "plug")),
+              Param("port", int, default=5024, help="PDU TCP port"),
+              Param("outlet", int, required=True, help="Outlet number"))  # fmt: skip
+
+
+class TestPortMisuse(Base):
+    driver = PortMisuseDriver
+    skip_checks = only("standard_params")
+
+
 class RequiredLooseDriver(ExamplePduDriver):
     """Drops the required flag from validate(): a missing outlet reaches the device."""
 

@@ -37,6 +37,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "TestSecretDefault": {"test_param_schema": "secret 'api_key' has a default"},
     "TestAliasClash": {"test_param_schema": "'ipaddr' names both 'ip' and 'community'"},
     "TestRequiredLoose": {"test_required_params_enforced": "DID NOT RAISE"},
+    "TestPortMisuse": {"test_standard_params": "'port' is the standard name of 'plug'"},
 }
 
 

@@ -24,4 +24,4 @@ class TestIpmiConformance(DriverConformance):
 
     @pytest.fixture
     def unreachable_options(self, bmc: IpmiSim, closed_udp_port: int) -> dict[str, Any]:
-        return bmc.driver_options(port=closed_udp_port)
+        return bmc.driver_options(ipport=closed_udp_port)

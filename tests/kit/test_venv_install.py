@@ -3,8 +3,10 @@ plugin next to hafence (a regular, non-editable install of a copy of its directo
 ``hafence plugins list`` shows it, ``hafence device`` drives it against its test peer,
 and the plugin's own tests (the conformance kit) pass there.
 
-The venv uses --system-site-packages for hafence and its dependencies, and builds
-offline (--no-build-isolation --no-index): no network needed.
+The venv uses --system-site-packages for hafence's dependencies, sees the hafence of the
+interpreter running this test (its site-packages, ahead of the base interpreter's, which
+may hold another checkout's hafence), and builds offline (--no-build-isolation
+--no-index): no network needed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,15 +51,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     r = run(sys.executable, "-m", "venv", "--system-site-packages", env_dir)
     assert r.returncode == 0, r.stderr
     py = env_dir / "bin" / "python"
-    # --system-site-packages means the BASE interpreter's: when this suite runs from a
-    # virtualenv (a worktree's), hafence is the one installed there, so the new venv must
-    # see that one too, ahead of any other install of hafence in the base interpreter
+    # The hafence under test is this interpreter's (e.g. an editable install of this
+    # checkout): its site-packages go before the base interpreter's in the new venv.
     r = run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
     assert r.returncode == 0, r.stderr
-    own = [p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix)]
-    if sys.prefix != sys.base_prefix and own:
-        lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in own)
-        (Path(r.stdout.strip()) / "00-hafence-under-test.pth").write_text(lines)
+    here = sysconfig.get_paths()["purelib"]
+    pth = Path(r.stdout.strip()) / "_hafence_under_test.pth"
+    pth.write_text(f"import site; site.addsitedir({here!r})\n")
     r = run(py, "-m", "pip", "install", "--no-build-isolation", "--no-index", "-q",
             "--disable-pip-version-check", src)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr

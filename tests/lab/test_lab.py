@@ -240,8 +240,23 @@ def test_the_checker_sees_a_second_copy(
     rogue = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{lab.layout.netns(rogue_node)}", "--", *argv]
     )
+    log = lab.layout.writer_dir / "w2.log"
+    mine = f" {rogue_node} writer:w2 {rogue.pid}-"
+
+    def interleaved() -> bool:
+        """Three lines of the rogue with a line of the real writer after its first."""
+        lines = log.read_text(errors="replace").splitlines()
+        first = next((i for i, x in enumerate(lines) if mine in x), None)
+        if first is None or sum(mine in x for x in lines) < 3:
+            return False
+        return any(f" {home} writer:w2 " in x for x in lines[first:])
+
     try:
-        time.sleep(1.0)
+        # as long as a loaded machine needs to start it and let both write (not a timing)
+        deadline = time.monotonic() + 60
+        while not interleaved() and rogue.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert interleaved(), "the rogue writer never wrote beside the real one"
     finally:
         rogue.send_signal(signal.SIGKILL)
         rogue.wait()

@@ -64,7 +64,14 @@ def test_dummy_starts_migrates_and_stops_through_the_lrm(ocf_cluster: Cluster) -
 
 def test_a_definition_the_agent_refuses_never_starts(ocf_cluster: Cluster) -> None:
     c = ocf_cluster
-    assert c.ha("add", "ocf:broken", "--node", "node1").exit_code == 0
+    cfg = c.tmp / "ocf.cfg"
+    broken = cfg.read_text()
+    # ha-manager add refuses it; so the definition breaks after the add, in an edit
+    assert c.ha("add", "ocf:broken", "--node", "node1").exit_code != 0
+    cfg.write_text(broken.replace("\tcolour blue\n", "\tfake x\n"))
+    assert c.ha("add", "ocf:broken", "--node", "node1", "--state", "stopped").exit_code == 0
+    cfg.write_text(broken)
+    assert c.ha("set", "ocf:broken", "--state", "started").exit_code == 0
     wait_for(lambda: "colour" in c.log(), 30, "the LRM to report the bad parameter")
     line = next(ln for ln in c.log().splitlines() if "colour" in ln)
     # one log line naming the service, the file, the line and the field

@@ -203,12 +203,32 @@ def test_dummy_metadata_parsed() -> None:
     assert set(meta.params) == {"state", "fake"}
 
 
-def test_ha_manager_add_accepts_ocf(tmp_path: Path) -> None:
+def test_ha_manager_add_accepts_ocf(ocf_cfg: Path, tmp_path: Path) -> None:
+    ocf_cfg.write_text("ocf: web\n\tagent heartbeat:Dummy\n")
     r = CliRunner().invoke(ha_manager, ["--store", str(tmp_path / "ha"), "add", "ocf:web",
                                         "--node", "node1"])  # fmt: skip
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(ha_manager, ["--store", str(tmp_path / "ha"), "config"])
     assert "ocf:web" in r.output, r.output
+
+
+@pytest.mark.parametrize(
+    ("sid", "error"),
+    [
+        ("ocf:nothere", "no section 'ocf: nothere' (defined: web)"),
+        ("ocf:web", ":3: colour: agent heartbeat:Dummy has no parameter 'colour'"),
+    ],
+)
+def test_ha_manager_add_refuses_a_bad_ocf_definition(
+    ocf_cfg: Path, tmp_path: Path, sid: str, error: str
+) -> None:
+    ocf_cfg.write_text("ocf: web\n\tagent heartbeat:Dummy\n\tcolour red\n")
+    store = ["--store", str(tmp_path / "ha")]
+    r = CliRunner().invoke(ha_manager, [*store, "add", sid, "--node", "node1"])
+    assert r.exit_code != 0 and error in r.output, r.output
+    assert str(ocf_cfg) in r.output  # names the file
+    r = CliRunner().invoke(ha_manager, [*store, "config"])
+    assert sid not in r.output  # nothing was written
 
 
 def test_an_inline_secret_looking_parameter_is_masked(

@@ -47,7 +47,7 @@ def test_registered_through_its_entry_point() -> None:
     assert reg.fence_driver("redfish") is RedfishDriver
     meta = driver_metadata(RedfishDriver)
     names = {p["name"] for p in meta["parameters"]}
-    assert {"ip", "ipport", "ssl", "ssl_insecure", "ca_file", "system", "password"} <= names
+    assert {"ip", "ipport", "ssl", "ssl_insecure", "ca_file", "plug", "password"} <= names
 
 
 def test_without_sushy_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -339,3 +339,12 @@ def test_drill_timeout_is_whole_seconds(wd: Callable[..., Result], kernel: FakeK
     r = wd("test", "--timeout", "1.5", input="expire\n")
     assert r.exit_code == 2 and "--timeout 1.5: a watchdog timeout is whole seconds" in r.stderr
     assert not armed(kernel)
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_a_path_the_system_refuses_is_an_error_not_an_internal_one(output: str) -> None:
+    """A path the kernel refuses (too long) is named with the kernel's words, exit 1."""
+    root = "/" + "w" * 5000
+    r = CliRunner().invoke(cli, ["--output", output, "watchdog", "info", "--sysfs-root", root])
+    assert r.exit_code == 1, r.output
+    assert "File name too long" in r.output and "internal" not in r.output, r.output[-300:]

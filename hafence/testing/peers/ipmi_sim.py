@@ -344,7 +344,7 @@ class IpmiSim:
         """Options for hafence's ``ipmi`` driver (small timeouts and poll interval)."""
         opts: dict[str, Any] = {
             "ip": self.host,
-            "port": self.port,
+            "ipport": self.port,
             "username": self.user,
             "password": self.password,
             "lanplus": True,

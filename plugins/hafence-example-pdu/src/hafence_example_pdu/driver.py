@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from hafence.errors import AuthError, DeviceError, FenceTimeoutError, UnreachableError
 from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
+from hafence.fence.params import standard
 
 log = logging.getLogger("hafence.example_pdu")
 
@@ -29,18 +30,13 @@ class ExamplePduDriver(FenceDriver):
         "Example PDU (fictional): outlet power control over a line-based TCP protocol"
     )
     params: ClassVar[tuple[Param, ...]] = (
-        Param("ip", str, required=True, aliases=("ipaddr",), help="PDU address"),
-        Param("ipport", int, default=5024, help="PDU TCP port"),
-        Param("username", str, default="admin", aliases=("login",), help="PDU user"),
-        Param(
-            "password",
-            str,
-            required=True,
-            secret=True,
-            aliases=("passwd",),
-            help="PDU password (or password_file=PATH / password_env=VARIABLE)",
-        ),
-        Param("plug", int, required=True, aliases=("port", "outlet"), help="Outlet number"),
+        # the standard parameters (ip, ipport, username, password, plug), named and
+        # checked as in every driver; only the defaults and the help are the PDU's
+        standard("ip", required=True, help="PDU address"),
+        standard("ipport", default=5024, help="PDU TCP port"),
+        standard("username", default="admin", help="PDU user"),
+        standard("password", required=True, help="PDU password (or password_file=PATH)"),
+        standard("plug", int, required=True, also=("outlet",), help="Outlet number"),
     )
     actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "list", "monitor"})
     # [/guide:params]

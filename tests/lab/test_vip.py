@@ -1,0 +1,87 @@
+"""A service address (resource-agents' IPaddr2 as ``ocf:vip``) follows its node's failure:
+after the node crashes and is fenced, the address answers from another node, and at no
+time do two nodes hold it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from hafence.lab.checker import running_copies
+from hafence.lab.control import Lab
+from hafence.lab.layout import VIP_SERVICE
+from hafence.lab.network import netns_supported
+
+AGENT = "/usr/lib/ocf/resource.d/heartbeat/IPaddr2"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    why = netns_supported()
+    if why:
+        pytest.skip(f"hafence lab needs network namespaces: {why}")
+    if not shutil.which(AGENT):
+        pytest.skip("resource-agents' IPaddr2 is not installed (bash scripts/install.sh)")
+    lab = Lab(tmp_path_factory.mktemp("vip-lab"))
+    try:
+        lab.up(3, "fast", services=[VIP_SERVICE, "writer:w1"])
+        yield lab
+    finally:
+        lab.down()
+
+
+def holders(lab: Lab) -> list[str]:
+    return running_copies(lab.layout).get(VIP_SERVICE, [])
+
+
+def mac_of(lab: Lab, node: str) -> str:
+    ns = lab.layout.netns(node)
+    out = subprocess.run(["ip", "-n", ns, "-j", "link", "show", "eth0"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return json.loads(out)[0]["address"]
+
+
+def answers_from(lab: Lab) -> str | None:
+    """Knock on a closed TCP port of the address from the host (a reset is an answer);
+    the node whose MAC answered the ARP for it."""
+    vip = lab.layout.vip_addr
+    subprocess.run(["ip", "neigh", "flush", "to", vip], check=False)
+    try:
+        socket.create_connection((vip, 9), timeout=2).close()
+    except ConnectionRefusedError:
+        pass  # answered
+    except OSError:
+        return None
+    out = subprocess.run(["ip", "-j", "neigh", "show", "to", vip], capture_output=True,
+                         text=True).stdout  # fmt: skip
+    macs = {n.get("lladdr") for n in json.loads(out or "[]")}
+    return next((node for node in lab.layout.nodes if mac_of(lab, node) in macs), None)
+
+
+def test_the_service_address_moves_with_a_failed_node(lab: Lab) -> None:
+    (victim,) = holders(lab)
+    assert answers_from(lab) == victim
+    lab.fault(victim, "kill")
+    # as long as the stated recovery bound: the address must come back elsewhere
+    deadline = time.monotonic() + lab.timings.recovery_bound()
+    seen: list[list[str]] = []
+    while time.monotonic() < deadline:
+        now = holders(lab)
+        seen.append(now)
+        assert len(now) <= 1, f"{VIP_SERVICE} on {now}"
+        if now and now != [victim]:
+            break
+        time.sleep(0.2)
+    (new,) = holders(lab)
+    assert new != victim, seen
+    assert answers_from(lab) == new
+    lab.heal([victim])
+    lab.wait_ready(lab.timings.settle_bound())
+    assert holders(lab) == [new]  # the healed node took nothing back (nofailback or not)
+    assert answers_from(lab) == new
