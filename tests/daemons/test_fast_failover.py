@@ -160,9 +160,10 @@ class Cluster:
         for node in NODES:
             self.signal(node, signal.SIGCONT)
             self.kill_daemons(node)
-            pid = dummy_pid(self.state_dir(node))
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+            for rec in (self.state_dir(node) / "dummy").glob("*.pid"):  # every service
+                pid = dummy_pid(self.state_dir(node), f"dummy:{rec.stem}")
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
         for s in self.stores:
             s.close()
 
