@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from hafence.fence import Fencer
 from hafence.plugins import get_registry
-from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import IpmiSim
 
 ACTIONS = ("status", "off", "reboot")
 

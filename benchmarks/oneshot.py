@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 
-from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import IpmiSim
 
 PASSWORD = "oneshot-Pw-1"
 

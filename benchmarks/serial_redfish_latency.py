@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Fence latency of the ``serial`` and ``redfish`` drivers against their test peers.
 
-* serial: a power switch played on a pty (``hafence.testing.peers.serial_device``),
+* serial: a power switch played on a pty (``tests.peers.serial_device``),
   with a password login before every command, and the same switch behind an RFC 2217
   terminal server on loopback;
-* redfish: sushy-tools' emulator (``hafence.testing.peers.redfish``) over HTTP with
+* redfish: sushy-tools' emulator (``tests.peers.redfish``) over HTTP with
   basic auth and over HTTPS with a Redfish session, and, for comparison, ClusterLabs'
   ``fence_redfish`` (HTTPS, a new process per call, options on stdin) if installed.
 
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from hafence.fence import Fencer
 from hafence.plugins import get_registry
-from hafence.testing.peers.redfish import RedfishEmulator
-from hafence.testing.peers.serial_device import SerialDevice
+from tests.peers.redfish import RedfishEmulator
+from tests.peers.serial_device import SerialDevice
 
 FENCER = {"power_timeout": 10.0, "poll_interval": 0.02}
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from hafence.fence import Fencer
 from hafence.plugins import get_registry
-from hafence.testing.peers.snmp_agent import snmp_agent
+from hafence.simdevices.snmp_agent import snmp_agent
 
 FENCER = {"power_timeout": 10.0, "poll_interval": 0.02, "timeout": 5.0}
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from hafence.store import EmbeddedStore, Store, open_store
 from hafence.store.etcd import CHUNKS, MANAGER_STATUS, EtcdStore
-from hafence.testing.peers import etcd as peer
+from tests.peers import etcd as peer
 
 
 def manager_status(n: int, nodes: int, ts: int) -> dict[str, Any]:

@@ -251,7 +251,7 @@ def register_simulator(driver: str) -> Callable[[Simulator], Simulator]:
 @register_simulator("ipmi")
 @contextlib.contextmanager
 def _ipmi_sim(workdir: Path) -> Iterator[HwDevice]:
-    from hafence.testing.peers.ipmi_sim import IpmiSim, available
+    from hafence.simdevices.ipmi_sim import IpmiSim, available
 
     if not available():
         pytest.skip("no hardware configured and OpenIPMI ipmi_sim is not installed")

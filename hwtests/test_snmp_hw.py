@@ -31,7 +31,7 @@ pytestmark = pytest.mark.hw_driver("snmp_ifmib")
 def _snmpsim(workdir: Path) -> Iterator[HwDevice]:
     if not shutil.which("snmpsim-command-responder"):
         pytest.skip("no hardware configured and snmpsim is not installed")
-    from hafence.testing.peers.snmp_agent import snmp_agent
+    from hafence.simdevices.snmp_agent import snmp_agent
 
     with snmp_agent(workdir=workdir) as agent:
         opts = {**agent.driver_options("Gi1/0/1", version="3"), "timeout": 2}

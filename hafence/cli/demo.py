@@ -100,7 +100,7 @@ def demo() -> None:
     """Fence drill on a simulated BMC (ipmi_sim on loopback); cleans up after itself."""
     from hafence.cli.devices import device
     from hafence.cli.fence import config_check, fence_cmd, history_cmd
-    from hafence.testing.peers.ipmi_sim import IpmiSim, IpmiSimError, available
+    from hafence.simdevices.ipmi_sim import IpmiSim, IpmiSimError, available
 
     if out.state().json:
         raise UsageProblem("hafence demo prints a walkthrough; it has no JSON output")

@@ -22,7 +22,7 @@ import signal
 
 from hafence.lab.layout import Layout
 from hafence.lab.timings import LabTimings
-from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import IpmiSim
 
 USER = "admin"
 

@@ -16,7 +16,7 @@ from typing import Any
 from hafence.lab.layout import Layout
 from hafence.lab.timings import LabTimings
 from hafence.plugins import get_registry
-from hafence.testing.peers.snmp_agent import IF_ADMIN_STATUS, SimPort, SnmpAgent
+from hafence.simdevices.snmp_agent import IF_ADMIN_STATUS, SimPort, SnmpAgent
 
 _PORT_SET = re.compile(re.escape(IF_ADMIN_STATUS) + r"\.(\d+)=")
 

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from hafence.cli.main import cli
-from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port, started_sims
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.ipmi_sim import IpmiSim, free_udp_port, started_sims
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 
 PASSWORD = "Cli-s3cret!pw"  # the BMC's real password; no output may ever show it
 WRONG = "Wr0ng-guess!pw"  # a wrong one; no output may show it either

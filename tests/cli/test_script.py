@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hafence.testing.peers.snmp_agent import snmp_agent
+from hafence.simdevices.snmp_agent import snmp_agent
 from tests.cli.conftest import PASSWORD, WRONG, device_line, hafence_script, ipmi_args
 
 

@@ -99,6 +99,20 @@ def test_no_core_module_imports_a_plugin_package() -> None:
     assert bad == [], "the core must reach plugins through the registry:\n" + "\n".join(bad)
 
 
+def test_the_product_never_imports_the_test_peers() -> None:
+    """Peers only tests start live in tests/peers; the shipped package and plugins never
+    reach them (the lab's and the demo's simulated devices are hafence.simdevices)."""
+    shipped = [*CORE.rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]
+    bad = [
+        f"{path.relative_to(ROOT)}:{line}: imports {mod}"
+        for path in sorted(shipped)
+        if "tests" not in path.relative_to(ROOT).parts
+        for line, mod in imports(path)
+        if mod.split(".")[0] == "tests"
+    ]
+    assert bad == [], "\n".join(bad)
+
+
 def cycles(package: Path) -> list[list[str]]:
     """Every strongly connected group of more than one module in ``package`` (Tarjan)."""
     names = {module_name(p): p for p in package.rglob("*.py")}

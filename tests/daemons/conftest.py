@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.ipmi_sim import started_sims
 from hafence.store import EmbeddedStore, Store, open_store
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
-from hafence.testing.peers.ipmi_sim import started_sims
 from tests.store.conftest import spec
 from tests.store.etcd_peer import etcd_url
 

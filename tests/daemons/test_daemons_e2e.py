@@ -24,9 +24,9 @@ import pytest
 from click.testing import CliRunner
 
 from hafence.cli.ha_manager import cli as ha_manager
+from hafence.simdevices.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.store import EmbeddedStore
-from hafence.testing.peers.ipmi_sim import IpmiSim
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 
 NODES = ("node1", "node2", "node3")
 # self-fencing rule: lease 6 > watchdog 3 + hardware 2 (a mux configured so) + store 0.5

@@ -26,10 +26,10 @@ from click.testing import CliRunner
 
 from hafence.cli.ha_manager import cli as ha_manager
 from hafence.ha import state as st
+from hafence.simdevices.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.store import Store, open_store
 from hafence.store.base import MANAGER_STATUS
-from hafence.testing.peers.ipmi_sim import IpmiSim
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 from hafence.watchdog.muxproc import MuxProcess
 from tests.daemons.holdproxy import HoldProxy
 from tests.daemons.test_daemons_e2e import wait_for

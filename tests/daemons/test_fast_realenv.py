@@ -23,9 +23,9 @@ from hafence.ha import state as st
 from hafence.ha.env import FENCE_IDLE, FENCE_OK, FENCE_PENDING
 from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.realenv import RealEnv, StatusWriteRefused, Timings, node_alive_lease
+from hafence.simdevices.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.store import Store, open_store
-from hafence.testing.peers.ipmi_sim import IpmiSim
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
 from tests.daemons.test_realenv import until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def test_no_power_off_before_the_status_says_fence(
 def test_a_fabric_device_keeps_the_lease_expiry_rule(
     tmp_path: Path, spec: str, store: Store, procs: Any, caplog: Any
 ) -> None:
-    from hafence.testing.peers.snmp_agent import snmp_agent
+    from hafence.simdevices.snmp_agent import snmp_agent
 
     pytest.importorskip("pysnmp")
     with snmp_agent(workdir=tmp_path / "snmp") as sw:

@@ -16,8 +16,8 @@ from hafence.errors import AuthError, UnreachableError
 from hafence.fence.driver import FenceDriver, Param, PowerState
 from hafence.hookspecs import hookimpl
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port, started_sims
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.ipmi_sim import IpmiSim, free_udp_port, started_sims
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 
 
 # -- ipmi_sim -----------------------------------------------------------------------

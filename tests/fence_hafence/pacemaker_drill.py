@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import IpmiSim
 
 FENCED = "/usr/lib/pacemaker/pacemaker-fenced"
 

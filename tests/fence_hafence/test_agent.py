@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from hafence.testing.peers.ipmi_sim import IpmiSim
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 
 AGENT = shutil.which("fence_hafence") or str(Path(sys.executable).with_name("fence_hafence"))
 FENCE_RNG = Path("/usr/share/cluster/relaxng/metadata.rng")  # from Debian's fence-agents

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 
 FENCED = Path("/usr/lib/pacemaker/pacemaker-fenced")
 AGENT = shutil.which("fence_hafence") or str(Path(sys.executable).with_name("fence_hafence"))

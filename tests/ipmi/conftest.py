@@ -9,7 +9,7 @@ import pytest
 
 from hafence.fence import FenceHistory, Fencer, parse_fence_config
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.ipmi_sim import IpmiSim, available, started_sims
+from hafence.simdevices.ipmi_sim import IpmiSim, available, started_sims
 
 PASSWORD = "Ipmi-s3cret!pw"
 

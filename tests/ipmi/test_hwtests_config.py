@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hafence.errors import ConfigError
-from hafence.testing.peers.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import IpmiSim
 from hwtests.conftest import load_hw_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from hafence.fence import Fencer
 from hafence.fence.driver import PowerState
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.ipmi_sim import IpmiSim, free_udp_port
+from hafence.simdevices.ipmi_sim import IpmiSim, free_udp_port
 
 from .conftest import PASSWORD
 

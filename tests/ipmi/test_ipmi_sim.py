@@ -13,7 +13,7 @@ from hafence_ipmi.session import SessionPool
 
 from hafence.fence import parse_fence_config
 from hafence.fence.driver import PowerState
-from hafence.testing.peers.ipmi_sim import IpmiSim, IpmiSimError, available, rmcp_ping
+from hafence.simdevices.ipmi_sim import IpmiSim, IpmiSimError, available, rmcp_ping
 
 pytestmark = pytest.mark.skipif(not available(), reason="OpenIPMI ipmi_sim not installed")
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from hafence.testing.peers.ipmi_sim import IpmiSim
-from hafence.testing.peers.ipmi_sim import available as ipmi_sim_available
-from hafence.testing.peers.snmp_agent import SnmpAgent, snmp_agent
+from hafence.simdevices.ipmi_sim import IpmiSim
+from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
+from hafence.simdevices.snmp_agent import SnmpAgent, snmp_agent
 
 IPMI_PASSWORD = "Kit-ipmi!s3cret"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from hafence.simdevices.ipmi_sim import IpmiSim
 from hafence.testing import DriverConformance
-from hafence.testing.peers.ipmi_sim import IpmiSim
 
 
 class TestIpmiConformance(DriverConformance):

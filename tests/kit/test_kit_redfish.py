@@ -1,5 +1,5 @@
 """The redfish driver against the conformance kit, on sushy-tools' Redfish emulator
-(hafence.testing.peers.redfish) over TLS with its own CA."""
+(tests.peers.redfish) over TLS with its own CA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from hafence.testing import DriverConformance
 
-redfish = pytest.importorskip("hafence.testing.peers.redfish")
+redfish = pytest.importorskip("tests.peers.redfish")
 pytest.importorskip("sushy", reason="pip install -e '.[redfish]'")
 
 PASSWORD = "Kit-redfish!s3cret"

@@ -1,5 +1,5 @@
 """The serial driver against the conformance kit, on a power switch played on a
-pseudo-terminal (hafence.testing.peers.serial_device)."""
+pseudo-terminal (tests.peers.serial_device)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from hafence.testing import DriverConformance
 
-serial_device = pytest.importorskip("hafence.testing.peers.serial_device")
+serial_device = pytest.importorskip("tests.peers.serial_device")
 
 PASSWORD = "Kit-serial!s3cret"
 TIMING = {"timeout": 2.0, "power_timeout": 3.0, "poll_interval": 0.05}

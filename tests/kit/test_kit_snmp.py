@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from hafence.simdevices.snmp_agent import SnmpAgent
 from hafence.testing import DriverConformance
-from hafence.testing.peers.snmp_agent import SnmpAgent
 
 PORT = 1  # Gi1/0/1, up at start
 ADMIN = {1: "on", 2: "off"}  # ifAdminStatus up / down

@@ -10,9 +10,9 @@ import hafence_redfish
 import pytest
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers import redfish as peer
-from hafence.testing.peers.redfish import RedfishEmulator
 from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
+from tests.peers import redfish as peer
+from tests.peers.redfish import RedfishEmulator
 
 PASSWORD = "Redfish-s3cret!pw"
 SYSTEMS = ("node1", "node2")

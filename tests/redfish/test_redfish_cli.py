@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hafence.cli.main import cli
-from hafence.testing.peers.redfish import RedfishEmulator
+from tests.peers.redfish import RedfishEmulator
 
 from .conftest import PASSWORD
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hafence.testing import DriverConformance
-from hafence.testing.peers.redfish import RedfishEmulator
+from tests.peers.redfish import RedfishEmulator
 
 from .conftest import PASSWORD, _need_emulator
 

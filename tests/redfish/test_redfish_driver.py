@@ -20,7 +20,7 @@ from hafence.errors import (
 from hafence.fence.driver import PowerState
 from hafence.fence.metadata import driver_metadata
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.redfish import RedfishEmulator
+from tests.peers.redfish import RedfishEmulator
 
 from .conftest import PASSWORD
 

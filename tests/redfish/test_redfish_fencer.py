@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.redfish import RedfishEmulator
+from tests.peers.redfish import RedfishEmulator
 
 from .conftest import PASSWORD, cfg_args, make_fencer
 

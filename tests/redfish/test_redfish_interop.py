@@ -12,7 +12,7 @@ import hafence_redfish
 import pytest
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.redfish import RedfishEmulator
+from tests.peers.redfish import RedfishEmulator
 
 from .conftest import cfg_args, make_fencer
 

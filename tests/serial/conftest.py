@@ -9,8 +9,8 @@ import hafence_serial
 import pytest
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.serial_device import SerialDevice
 from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
+from tests.peers.serial_device import SerialDevice
 
 PASSWORD = "Serial-s3cret!pw"
 

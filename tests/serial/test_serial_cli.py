@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hafence.cli.main import cli
-from hafence.testing.peers.serial_device import SerialDevice
+from tests.peers.serial_device import SerialDevice
 
 from .conftest import PASSWORD
 

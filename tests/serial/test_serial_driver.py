@@ -21,7 +21,7 @@ from hafence.errors import (
 from hafence.fence.driver import PowerState
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.serial_device import SerialDevice
+from tests.peers.serial_device import SerialDevice
 
 from .conftest import PASSWORD
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.serial_device import SerialDevice
+from tests.peers.serial_device import SerialDevice
 
 from .conftest import PASSWORD, cfg_args, make_fencer
 

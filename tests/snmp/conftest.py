@@ -11,7 +11,7 @@ import hafence_snmp
 import pytest
 
 from hafence.plugins import PluginRegistry
-from hafence.testing.peers.snmp_agent import SnmpAgent, free_udp_port, snmp_agent
+from hafence.simdevices.snmp_agent import SnmpAgent, free_udp_port, snmp_agent
 from tests.fencing_helpers import cfg_args, make_fencer  # noqa: F401 (re-exported)
 
 

@@ -17,7 +17,7 @@ from hafence.fence.driver import Port, PowerState
 from hafence.fence.metadata import driver_metadata, driver_metadata_xml
 from hafence.plugins import get_registry
 from hafence.secrets import Secret
-from hafence.testing.peers.snmp_agent import EXTRA_V3_USERS, SimPort, SnmpAgent, V3User, snmp_agent
+from hafence.simdevices.snmp_agent import EXTRA_V3_USERS, SimPort, SnmpAgent, V3User, snmp_agent
 
 VERSIONS = ("1", "2c", "3")
 

@@ -18,8 +18,8 @@ from hafence.fence.driver import PowerState
 from hafence.ha.env import FENCE_OK, FENCE_PENDING
 from hafence.ha.fencerun import FenceRunner, FenceSource
 from hafence.plugins import PluginRegistry
+from hafence.simdevices.snmp_agent import SnmpAgent
 from hafence.store import EmbeddedStore
-from hafence.testing.peers.snmp_agent import SnmpAgent
 
 from .conftest import cfg_args, make_fencer
 

@@ -11,7 +11,7 @@ import pytest
 from hafence_snmp.ifmib import IfMibDriver
 
 from hafence.fence.driver import PowerState
-from hafence.testing.peers.snmp_agent import SnmpAgent
+from hafence.simdevices.snmp_agent import SnmpAgent
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("fence_ifmib"), reason="fence-agents (fence_ifmib) not installed"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hafence.testing.peers import etcd as peer
+from tests.peers import etcd as peer
 
 
 def _need_etcd() -> None:

@@ -20,7 +20,7 @@ from hafence.ha.realenv import node_alive_lease
 from hafence.ha.timings import Timings
 from hafence.store import StoreUnavailable, open_store
 from hafence.store.etcd import EtcdStore
-from hafence.testing.peers import etcd as peer
+from tests.peers import etcd as peer
 
 pytestmark = pytest.mark.peer("etcd")
 

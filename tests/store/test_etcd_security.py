@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hafence.store import StoreUnavailable, open_store
-from hafence.testing.peers import etcd as peer
+from tests.peers import etcd as peer
 from tests.store.certs import Pki, make_pki
 
 pytestmark = pytest.mark.peer("etcd")

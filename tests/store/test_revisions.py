@@ -16,7 +16,7 @@ from hafence.ha.realenv import node_alive_lease
 from hafence.store import Store, StoreFull, StoreUnavailable, open_store
 from hafence.store.base import encode_json
 from hafence.store.etcd import BUCKETS, CHUNKS, EtcdStore
-from hafence.testing.peers import etcd as peer
+from tests.peers import etcd as peer
 
 
 def _status(n: int, ts: int, state: str = "started") -> dict:

@@ -23,7 +23,7 @@ When the switch has a password, a command not preceded by a good LOGIN is answer
 
 API::
 
-    from hafence.testing.peers.serial_device import SerialDevice
+    from tests.peers.serial_device import SerialDevice
 
     with SerialDevice(outlets=2, password="pw", power_on=True) as dev:
         dev.path                       # /dev/pts/N, or rfc2217://127.0.0.1:PORT

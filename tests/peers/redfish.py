@@ -5,7 +5,7 @@ tests against: the full ``/redfish/v1`` tree, ``ComputerSystem.Reset`` with its
 allowable values, HTTP basic auth (bcrypt htpasswd file), optional TLS. Its ``--fake``
 backend needs no libvirt or cloud, but applies power changes 1-11 s late at random
 and keeps state where a test cannot reach it. This runner starts the emulator in a
-subprocess (``python -m hafence.testing.peers.redfish WORKDIR``) with the fake
+subprocess (``python -m tests.peers.redfish WORKDIR``) with the fake
 backend swapped for one that keeps each system's power in ``WORKDIR/power.json``
 and logs every reset to ``WORKDIR/calls.log``, the way the ipmi_sim runner keeps
 its chassis in a file: power changes apply after ``power_delay`` seconds (default
@@ -17,7 +17,7 @@ emulator's basic auth (``sessions=False`` leaves it out): POST
 ``/redfish/v1/SessionService/Sessions`` checks the same htpasswd file and returns an
 ``X-Auth-Token``; DELETE logs out; tests see the live sessions. ::
 
-    from hafence.testing.peers.redfish import RedfishEmulator
+    from tests.peers.redfish import RedfishEmulator
 
     with RedfishEmulator(systems=("node1", "node2"), tls=True) as bmc:
         bmc.url                        # https://127.0.0.1:PORT
@@ -58,7 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hafence.testing.peers.procs import stop_group
+from hafence.simdevices.procs import stop_group
 
 __all__ = ["RedfishEmulator", "RedfishEmulatorError", "available"]
 
@@ -209,7 +209,7 @@ class RedfishEmulator:
         log = open(self.workdir / "emulator.log", "ab")  # the child writes to it
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "hafence.testing.peers.redfish", str(self.workdir),
+                [sys.executable, "-m", "tests.peers.redfish", str(self.workdir),
                  str(self.port)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,

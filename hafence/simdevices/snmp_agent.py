@@ -43,7 +43,7 @@ API::
         agent.set_requests()                    # [(oid, value)] of every SET received
         agent.restart(ports=...)                # a switch reboot (state reset)
 
-``python -m hafence.testing.peers.snmp_agent`` runs one until Ctrl-C.
+``python -m hafence.simdevices.snmp_agent`` runs one until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def _wait_ready(
     return False
 
 
-if __name__ == "__main__":  # manual use: python -m hafence.testing.peers.snmp_agent
+if __name__ == "__main__":  # manual use: python -m hafence.simdevices.snmp_agent
     # SIGTERM as Ctrl-C, so the agent process is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with snmp_agent() as agent:

@@ -6,7 +6,7 @@ suites 0-3) on a UDP port. This runner gives it a lan.conf of its own (one admin
 program that keeps the power state in a file and logs every call, so tests can read
 and change the "hardware" directly::
 
-    from hafence.testing.peers.ipmi_sim import IpmiSim
+    from hafence.simdevices.ipmi_sim import IpmiSim
 
     with IpmiSim(password="pw") as bmc:          # or: bmc = IpmiSim().start(); bmc.stop()
         bmc.host, bmc.port, bmc.user, bmc.password
@@ -47,7 +47,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hafence.testing.peers.procs import stop_group
+from hafence.simdevices.procs import stop_group
 
 __all__ = ["IpmiSim", "IpmiSimError", "available", "free_udp_port", "rmcp_ping"]
 

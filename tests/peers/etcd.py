@@ -22,8 +22,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hafence.simdevices.procs import stop_group
 from hafence.testing.netutil import closed_tcp_port
-from hafence.testing.peers.procs import stop_group
 
 HOST = "127.0.0.1"
 

@@ -1,1 +1,0 @@
-"""hafence.testing.peers."""
