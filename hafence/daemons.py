@@ -15,9 +15,10 @@ self-fencing, for development only: it is logged loudly at start.
 
 Each round's store calls end by the round's start + the store deadline
 (``--store-deadline``, :attr:`Timings.store_latency`, which the timing rules count);
-between rounds the daemon sleeps until the interval is over or the store changes (an
-etcd watch, a short poll of the embedded directory), but never starts rounds closer than
-``MIN_GAP_FRACTION`` of the interval.
+between rounds the daemon sleeps until the interval is over, the store changes (an
+etcd watch, a short poll of the embedded directory) or a hardware fence ends (the master
+acts on its result at once), but never starts rounds closer than ``MIN_GAP_FRACTION`` of
+the interval.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def _options(f: Any) -> Any:
         timing("lease-ttl", "Seconds a manager/agent lock lives without renewal."),
         timing("watchdog-timeout", "Seconds the watchdog-mux waits for this daemon's feed."),
         timing("fence-delay", "Seconds a node stays unknown before its services are fenced."),
+        timing("power-fence-delay", "The fence delay of a node with a power fence device."),
         timing("node-timeout", "Seconds without heartbeat before a node counts as offline."),
         click.option("--store-deadline", type=float, default=None,
                      help="Seconds a round's store calls may take [the interval]."),
@@ -151,6 +153,7 @@ def _timings(role: str, o: dict[str, Any]) -> Timings:
         lease_ttl=o["lease_ttl"],
         watchdog_timeout=o["watchdog_timeout"],
         fence_delay=o["fence_delay"],
+        power_fence_delay=o["power_fence_delay"],
         node_timeout=o["node_timeout"],
         store_deadline=o["store_deadline"],
         hw_timeout=hw,
@@ -165,9 +168,10 @@ def _timings(role: str, o: dict[str, Any]) -> Timings:
         ) from None
     log.info(
         "%s/%s: timings %s: round %gs, lock %gs, watchdog %gs + hardware %gs + store %gs = "
-        "self-fence within %gs, node timeout %gs, fence delay %gs",
+        "self-fence within %gs, node timeout %gs, fence delay %gs (with a power device %gs)",
         o["node"], role, o["timings_preset"], t.interval, t.lease_ttl, t.watchdog_timeout,
         t.hw_timeout, t.store_latency, t.self_fence_time, t.node_timeout, t.fence_delay,
+        t.power_fence_delay,
     )  # fmt: skip
     return t
 
@@ -278,6 +282,12 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
     min_gap = min(interval * MIN_GAP_FRACTION, MAX_MIN_GAP)
     store = env.store
     watcher = _ChangeWatcher(store, wake)
+
+    def wakeup() -> None:  # news from inside the process (a fence ended): a round now
+        watcher.changed.set()
+        wake.set()
+
+    env.wakeup = wakeup
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     what = f"{env.nodename}/{env.role}"
     try:
@@ -310,8 +320,9 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
         store.keep_leases_until(None)
         for s, h in old.items():
             signal.signal(s, h)
-        if env.role == "lrm":
-            env.leave()
+        # The membership lease is left to expire: the node's other daemon shares it, and a
+        # node read offline while its CRM runs would be fenced (no fence delay with a
+        # power device).
         env.close()
         store.close()
     log.info("%s: exit (loop end)", what)
@@ -325,12 +336,14 @@ def _sleep(
     changed: threading.Event,
     wake: threading.Event,
 ) -> None:
-    """Until ``due``, a stop request, or a store change once ``earliest`` has passed."""
-    while not stop.is_set():
+    """Until ``due``, or a stop request or a store change once ``earliest`` has passed (a
+    daemon that cannot stop yet must not spin)."""
+    while True:
         now = time.monotonic()
-        if now >= due or (changed.is_set() and now >= earliest):
+        soon = changed.is_set() or stop.is_set()
+        if now >= due or (soon and now >= earliest):
             return
-        wake.wait((earliest if changed.is_set() else due) - now)
+        wake.wait((earliest if soon else due) - now)
         wake.clear()
 
 

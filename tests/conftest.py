@@ -30,6 +30,7 @@ from tests.ha import conftest as ha
 SLOW = (
     "tests/daemons/test_daemons_e2e.py",
     "tests/daemons/test_daemon_watchdog.py",
+    "tests/daemons/test_fast_failover.py",
     "tests/ha/test_safety.py",
     "tests/ipmi/test_benchmark_runs.py",
     "tests/ipmi/test_hwtests_config.py",

@@ -456,6 +456,48 @@ def _lrm_status_text(now: float, lrm: dict[str, Any], alive: bool = False) -> st
     return f"{text}, {time.ctime(lrm['timestamp'])}"
 
 
+def _fencing_mode(ms: dict[str, Any], crm_active: bool) -> str:
+    """Proxmox's ``fencing`` line: whether the master holds its watchdog (armed), none is
+    active (standby), or the HA stack is disarmed."""
+    disarm = ms.get("disarm")
+    if isinstance(disarm, dict):
+        state, mode = disarm.get("state", "unknown"), disarm.get("mode", "unknown")
+        wd = "released" if state == "disarmed" else "active"
+        return f"{state}, resource mode: {mode} (CRM watchdog {wd})"
+    return "armed (CRM watchdog active)" if crm_active else "standby (CRM watchdog standby)"
+
+
+def _fence_text(now: float, info: Any) -> str:
+    """One node's fence progress (the master's ``fencing`` entry): what it waits for, the
+    chain with each device's kind, the attempt, the last error, how long."""
+    if not isinstance(info, dict):
+        return "fencing"
+    parts = [str(info.get("step") or info.get("state") or "fencing")]
+    devices = info.get("devices")
+    if info.get("state") == "confirmed" and isinstance(devices, list):
+        kind = "power" if info.get("power") else "fabric"
+        parts.append(f"by {', '.join(map(str, devices))} ({kind})")
+        if info.get("lock"):
+            parts.append(f"agent lock: {info['lock']}")
+    else:
+        levels = [lv for lv in info.get("levels") or [] if isinstance(lv, dict)]
+        chain = " / ".join(
+            ", ".join(f"{d.get('name')} ({d.get('kind') or '?'})" for d in lv.get("devices") or []
+                      if isinstance(d, dict))
+            for lv in levels
+        )  # fmt: skip
+        if chain:
+            parts.append(f"chain {chain}")
+        if isinstance(info.get("attempt"), int):
+            parts.append(f"attempt {info['attempt']}")
+        if info.get("error"):
+            parts.append(f"last error {info['error']}")
+    since = info.get("since")
+    if isinstance(since, int | float) and not isinstance(since, bool):
+        parts.append(f"since {max(0, round(now - since))}s")
+    return ", ".join(parts)
+
+
 @cli.command()
 @click.option("--verbose", is_flag=True, help="Also print the full cluster state (JSON).")
 @pass_ctx
@@ -478,11 +520,16 @@ def status(c: Ctx, verbose: bool) -> None:
         )
         alive = {n: store.lease_owner(node_alive_lease(n)) == n for n in lrm_nodes}
     now = time.time()
+    crm_active = False
     if ms.get("master_node") and ms.get("timestamp"):
         age = _age_status(now, ms["timestamp"], master_alive)
+        crm_active = age == "active"
         click.echo(f"master {ms['master_node']} ({age}, {time.ctime(ms['timestamp'])})")
+    click.echo(f"fencing {_fencing_mode(ms, crm_active)}")
     for n in lrm_nodes:
         click.echo(f"lrm {n} ({_lrm_status_text(now, lrms[n], alive[n])})")
+    for n, info in sorted((ms.get("fencing") or {}).items()):
+        click.echo(f"fence {n} ({_fence_text(now, info)})")
     services = ms.get("service_status", {})
     for sid in sorted(resources):
         conf, ss = resources[sid], services.get(sid)

@@ -82,6 +82,9 @@ class Pollable(Protocol[T_co]):
 
     def result(self) -> T_co: ...
 
+    # the daemons wake their loop when a fence ends (docs/fencing.md)
+    def add_done_callback(self, fn: Callable[[Any], object], /) -> None: ...
+
 
 class Executor(Protocol):
     """Where a fence runs: ``submit`` a coroutine, poll the returned future."""

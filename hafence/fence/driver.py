@@ -73,6 +73,13 @@ class Port:
 
 ACTIONS: tuple[str, ...] = ("status", "off", "on", "reboot", "list", "monitor")
 
+# What a confirmed 'off' of a device means (docs/fencing.md): POWER cuts the target's
+# power (a BMC, a PDU outlet, a relay), so the node has stopped; FABRIC cuts it off (a
+# switch port, a SAN zone) and it may run on, so only its watchdog can stop it.
+POWER = "power"
+FABRIC = "fabric"
+KINDS = (POWER, FABRIC)
+
 
 @dataclass
 class _Schema:
@@ -88,6 +95,9 @@ class FenceDriver(abc.ABC):
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     # Actions the driver implements itself; 'reboot' missing means the fencer composes it.
+    # POWER only for a device whose confirmed off means the target lost its power; a
+    # driver that does not say is FABRIC, the safe default (recovery waits for the lease).
+    kind: ClassVar[str] = FABRIC
     actions: ClassVar[frozenset[str]] = frozenset({"status", "off", "on", "monitor"})
     # True when the device confirms off/on itself before answering (a ClusterLabs agent
     # polls status): the fencer still verifies, and bounds those calls by bound().

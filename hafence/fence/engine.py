@@ -57,7 +57,7 @@ class DeviceEngine:
         if action not in DEVICE_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(DEVICE_ACTIONS)}")
         t0 = self.clock.now()
-        res = ActionResult(driver.label, action, False, driver=driver.name)
+        res = ActionResult(driver.label, action, False, driver=driver.name, kind=driver.kind)
         where = _where(node, level, driver.label)
         try:
             if action == "off":

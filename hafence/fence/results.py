@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hafence.fence.driver import PowerState
+from hafence.fence.driver import POWER, PowerState
 
 
 @dataclass
@@ -26,6 +26,7 @@ class ActionResult:
     duration: float = 0.0
     driver: str = ""
     ports: list[dict[str, str]] | None = None  # for 'list'
+    kind: str = ""  # the driver's kind: power or fabric (hafence.fence.driver)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,15 @@ class FenceResult:
             return []
         last = self.attempts[-1]
         return [d.device for lv in last.levels if lv.ok for d in lv.devices]
+
+    @property
+    def power_off(self) -> bool:
+        """A confirmed off by a level whose devices all cut power: the node has stopped
+        (a ``fabric`` device only cut it off). See docs/fencing.md."""
+        if not self.ok or self.action != "off" or not self.attempts:
+            return False
+        devs = [d for lv in self.attempts[-1].levels if lv.ok for d in lv.devices]
+        return bool(devs) and all(d.kind == POWER for d in devs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

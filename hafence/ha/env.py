@@ -247,6 +247,21 @@ class Env(ABC):
     def fence_reset(self, node: str) -> None:
         """Forget the last fence result of ``node`` (it was recovered)."""
 
+    def take_over_agent_lock(self, node: str) -> bool:
+        """After ``node``'s fence confirmed the off: take its agent lock at once, without
+        waiting for it to expire - only where that is safe (power devices confirmed it and
+        the node fell silent; docs/fencing.md). False: the lease-expiry rule applies."""
+        return False
+
+    def fence_delay_for(self, node: str, default: float) -> float:
+        """The fence delay of ``node`` (a real node with a power device: none)."""
+        return default
+
+    def fence_progress(self, node: str) -> dict[str, Any] | None:
+        """How the hardware fence of ``node`` goes (chain, attempt, result), for
+        ``ha-manager status``; None when nothing is known."""
+        return None
+
     # -- watchdog ------------------------------------------------------------------------
     @abstractmethod
     def watchdog_open(self) -> Any:

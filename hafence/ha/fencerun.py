@@ -28,13 +28,22 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from hafence.errors import HafenceError
-from hafence.fence import FenceHistory, Fencer, ThreadLoop, check_drivers, parse_fence_config
+from hafence.fence import (
+    FenceHistory,
+    Fencer,
+    ThreadLoop,
+    build_driver,
+    check_drivers,
+    parse_fence_config,
+)
 from hafence.fence.clock import Executor, Pollable
+from hafence.fence.driver import POWER
 from hafence.ha.env import FENCE_FAILED, FENCE_IDLE, FENCE_NONE, FENCE_OK, FENCE_PENDING
 from hafence.store import Store
 
@@ -150,6 +159,31 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw.strip()).hexdigest() if raw.strip() else "none"
 
 
+class _Progress:
+    """What ``ha-manager status`` shows of one node's fence: the chain, the attempt, how
+    the last one went. Fed by the Fencer as its history (one record per attempt)."""
+
+    def __init__(self, chain: list[Any], history: Any, kinds: dict[str, str]) -> None:
+        self.history = history
+        self.path = getattr(history, "path", None)
+        self.info: dict[str, Any] = {
+            "state": "fencing",
+            "since": round(time.time(), 3),
+            "attempt": 1,
+            "levels": [
+                {"name": lv.name, "devices": [{"name": d.label, "kind": kinds.get(d.label, "")}
+                                              for d in lv.devices]}
+                for lv in chain
+            ],
+        }  # fmt: skip
+
+    def append(self, rec: Any) -> None:  # the Fencer's history interface
+        if not rec.ok:
+            self.info.update(attempt=rec.attempt + 1, error=rec.error_kind or "failed")
+        if self.history is not None:
+            self.history.append(rec)
+
+
 class FenceRunner:
     """Hardware fencing on an executor; the CRM step only starts and polls.
 
@@ -157,7 +191,11 @@ class FenceRunner:
     an ``executor`` the runner starts its own :class:`~hafence.fence.ThreadLoop` (and
     stops it in :meth:`close`); ``rng`` draws the devices' random ``delay_max`` part and
     ``fencer_log`` receives the fencer's own lines (each level and device); the runner
-    logs the start and the outcome of every fence in the HA log (``log_fn``).
+    logs the start and the outcome of every fence in the HA log (``log_fn``). A fence
+    starts only once ``ready(node)`` (the master wrote that the node is fenced); one
+    that ends calls ``on_done`` (from the fence's loop): the daemon loop wakes and the
+    master acts on the result at once. :meth:`confirmed` says what a confirmed off was
+    (a power level?), :meth:`progress` how a fence goes.
     """
 
     def __init__(
@@ -173,8 +211,14 @@ class FenceRunner:
         executor: Executor | None = None,
         rng: random.Random | None = None,
         fencer_log: logging.Logger | None = None,
+        on_done: Callable[[], None] | None = None,
+        ready: Callable[[str], bool] = lambda _node: True,
     ) -> None:
         self.source = source
+        self.on_done = on_done
+        self.ready = ready  # whether a node may be powered off now (else: pending)
+        self._confirmed: dict[str, dict[str, Any]] = {}  # node -> how its off was confirmed
+        self._progress: dict[str, _Progress] = {}
         self.actor = actor
         self.history_path = history_path
         self._log = log_fn
@@ -206,6 +250,31 @@ class FenceRunner:
             return None
         return cfg is not None and bool(cfg.chain(node))
 
+    def power_chain(self, node: str) -> bool:
+        """Whether ``node``'s chain has a level of power devices only (whose confirmed
+        off recovers at once); False when fence.cfg cannot be used."""
+        try:
+            cfg = self._load()
+            chain = cfg.chain(node) if cfg is not None else []
+            kinds = self._kinds(chain)
+        except Exception:
+            return False
+        return any(all(kinds[d.label] == POWER for d in lv.devices) for lv in chain)
+
+    def _kinds(self, chain: list[Any]) -> dict[str, str]:
+        """Each device's kind (power/fabric), from its driver (built, never contacted)."""
+        return {d.label: build_driver(d, self.registry).kind for lv in chain for d in lv.devices}
+
+    def confirmed(self, node: str) -> dict[str, Any] | None:
+        """How the last fence of ``node`` confirmed the off: ``{"power": bool, "devices":
+        [...], "level": name, "at": epoch}``; None while none did."""
+        return self._confirmed.get(node)
+
+    def progress(self, node: str) -> dict[str, Any] | None:
+        """The running or last fence of ``node`` for ``ha-manager status``, or None."""
+        prog = self._progress.get(node)
+        return dict(prog.info) if prog is not None else None
+
     def start(self, node: str) -> str:
         fut = self._futures.get(node)
         if fut is not None and not fut.done():
@@ -223,17 +292,28 @@ class FenceRunner:
         self._results.pop(node, None)  # a new attempt, or no hardware fencing any more
         if not chain:
             return FENCE_NONE
+        if not self.ready(node):
+            return FENCE_PENDING  # asked again next round
         levels = ", ".join(lv.name for lv in chain)
         self._log("notice", f"fencing: start hardware fence of node '{node}' (levels: {levels})")
-        self._futures[node] = self.executor.submit(self._fence(cfg, node))
+        self._confirmed.pop(node, None)
+        try:
+            kinds = self._kinds(chain)
+        except Exception:  # the fence fails on it and says why
+            kinds = {}
+        history = FenceHistory(self.history_path) if self.history_path is not None else None
+        self._progress[node] = prog = _Progress(chain, history, kinds)
+        fut = self.executor.submit(self._fence(cfg, node, prog))
+        self._futures[node] = fut
+        if self.on_done is not None:  # once done: a poll then sees the result
+            fut.add_done_callback(lambda _f: self.on_done() if self.on_done else None)
         return FENCE_PENDING
 
-    async def _fence(self, cfg: Any, node: str) -> Any:
-        history = FenceHistory(self.history_path) if self.history_path is not None else None
+    async def _fence(self, cfg: Any, node: str, history: _Progress) -> Any:
         fencer = Fencer(
             cfg,
             self.registry,
-            history,
+            history,  # a FenceHistory that also tracks the progress
             retries=self.retries,
             backoff=self.backoff,
             actor=self.actor,
@@ -261,15 +341,23 @@ class FenceRunner:
             self._log("err", f"fencing: fence of node '{node}' crashed: {exc!r}")
             self._results[node] = FENCE_FAILED
             return FENCE_FAILED
+        prog = self._progress.get(node)
         if res.ok:
             devs = ", ".join(res.devices)
+            kind = "power" if res.power_off else "fabric"
             self._log(
                 "notice",
                 f"fencing: node '{node}' confirmed off by level {res.level} ({devs}) "
-                f"in {res.duration:.1f}s",
+                f"in {res.duration:.1f}s ({kind})",
             )
+            self._confirmed[node] = {"power": res.power_off, "devices": list(res.devices),
+                                     "level": res.level_name, "at": time.time()}  # fmt: skip
+            if prog is not None:
+                prog.info.update(state="confirmed", power=res.power_off, devices=res.devices)
             self._results[node] = FENCE_OK
         else:
+            if prog is not None:
+                prog.info.update(state="failed", error=res.error_kind or "failed")
             self._log(
                 "err",
                 f"fencing: fence of node '{node}' failed ({res.error_kind}): {res.message}",
@@ -279,6 +367,8 @@ class FenceRunner:
 
     def reset(self, node: str) -> None:
         self._results.pop(node, None)
+        self._confirmed.pop(node, None)
+        self._progress.pop(node, None)
         fut = self._futures.pop(node, None)
         if fut is not None:
             fut.cancel()

@@ -112,6 +112,11 @@ class LRM:
                 self.mode = "active"
         return True
 
+    def _fence_request(self) -> bool:
+        """Whether the manager status read last says the master is fencing this node."""
+        node = self.env.nodename
+        return bool(fenced_service_count(self.service_status, node) or self.node_state == "fence")
+
     def _local_services(self) -> list[tuple[str, dict[str, Any]]]:
         node = self.env.nodename
         return [(s, d) for s, d in sorted(self.service_status.items()) if d.get("node") == node]
@@ -202,9 +207,7 @@ class LRM:
 
         self._update_service_status()
         # the master is fencing this node: never (re)take the lock it is waiting for
-        fence_request = (
-            fenced_service_count(self.service_status, env.nodename) or self.node_state == "fence"
-        )
+        fence_request = self._fence_request()
 
         state = self.status
         if state == "wait_for_agent_lock":
@@ -325,7 +328,10 @@ class LRM:
         env = self.env
         shutdown = False
         try:
-            if self._update_service_status():
+            # Nothing runs on a status read before this round's lock: read it again now
+            # (a node that took a fresh lock after a restart or a power-on acts on the
+            # current status only), and do nothing while it says this node is fenced.
+            if self._update_service_status() and not self._fence_request():
                 if self.shutdown_requested:
                     if self.mode == "restart":
                         workers = self._run_workers()

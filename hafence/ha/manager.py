@@ -833,6 +833,11 @@ class Manager:
             self.ms["fence_ack"] = dict(self.ns.acked)
         else:
             self.ms.pop("fence_ack", None)
+        fencing = {n: f for n, f in self.ns.fencing.items() if self.ns.get(n) == "fence"}
+        if fencing:  # progress for ha-manager status
+            self.ms["fencing"] = fencing
+        else:
+            self.ms.pop("fencing", None)
         self.ms["service_status"] = self.ss
         self.ms["timestamp"] = int(self.env.get_time())
         self.env.write_manager_status(self.ms)

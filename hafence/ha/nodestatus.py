@@ -3,10 +3,14 @@
 A node seen in the quorate membership is ``online`` (or ``maintenance`` while its LRM runs
 in maintenance mode). A node that drops out goes ``unknown`` at once (``gone`` when it is
 not even a cluster member any more, forgotten after an hour); its services are
-fenced once it has been offline for ``fence_delay`` seconds (``offline_delayed``). A node in
-``fence`` stays there until :meth:`fence_node` succeeds: its hardware fence (when one is
-configured) confirmed the power off *and* the master holds the node's agent lock, which
-proves the node's LRM, and with it the node's watchdog, is gone.
+fenced once it has been offline for ``fence_delay`` seconds (``offline_delayed``; the Env
+may give a node with a power device a delay of its own). A node in ``fence`` stays there
+until :meth:`fence_node` succeeds: its hardware fence (when one is configured) confirmed
+the power off *and* the master holds the node's agent lock, which proves the node's LRM,
+and with it the node's watchdog, is gone. The lock is taken at once when power devices
+confirmed the off and the node fell silent (the Env's ``take_over_agent_lock``, the fast
+path of docs/fencing.md); otherwise only once it expired. :attr:`NodeStatus.fencing` has
+each fence's progress for ``ha-manager status``.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ class NodeStatus:
         self.last_online: dict[str, float] = {}
         self.fence_delay = fence_delay
         self.fence_failed: set[str] = set()  # nodes whose failed hardware fence was mailed
+        self.seen_online: set[str] = set()  # members online in the last update
         # nodes an admin confirmed off by hand (fence-ack): {node: {"by": who, "at": time}}
         self.acked: dict[str, dict[str, Any]] = {}
+        # each fence under way, for ha-manager status: {node: {"step": ..., chain details}}
+        self.fencing: dict[str, dict[str, Any]] = {}
 
     # -- queries -------------------------------------------------------------------------
     def get(self, node: str) -> str:
@@ -47,15 +54,16 @@ class NodeStatus:
         return self.get(node) in ("online", "maintenance")
 
     def offline_delayed(self, node: str, delay: float | None = None) -> bool:
-        """Whether ``node`` has been offline for at least the fence delay."""
-        if self.get(node) == "online":
+        """Whether ``node`` has been offline for at least the fence delay (a node seen
+        online in the last update, e.g. one in maintenance, never is, even with none)."""
+        if node not in self.status or self.get(node) == "online" or node in self.seen_online:
             return False
-        delay = self.fence_delay if delay is None else delay
+        delay = self.env.fence_delay_for(node, self.fence_delay) if delay is None else delay
         now = self.env.get_time()
         last = self.last_online.get(node)
         if last is None:  # a new master: start counting now
             self.last_online[node] = now
-            return False
+            return delay <= 0
         return now - last >= delay
 
     def check_for_changed_nodelist(self, node_info: dict[str, dict[str, Any]]) -> bool:
@@ -72,6 +80,7 @@ class NodeStatus:
 
     def update(self, node_info: dict[str, dict[str, Any]], lrm_modes: dict[str, str]) -> None:
         now = self.env.get_time()
+        self.seen_online = {n for n, i in node_info.items() if i.get("online")}
         for node in sorted(node_info):
             if not node_info[node].get("online"):
                 continue
@@ -118,7 +127,7 @@ class NodeStatus:
         hw = FENCE_OK if ack is not None else env.fence_poll(node)
         if hw == FENCE_IDLE:
             env.fence_start(node)  # the Env logs the attempt (levels, devices)
-            return False
+            return self._progress(node, "fencing")
         if hw == FENCE_FAILED:
             env.log("err", f"fencing: hardware fence of node '{node}' failed, retrying")
             if node not in self.fence_failed:  # mail once per episode, log every round
@@ -127,12 +136,15 @@ class NodeStatus:
             # fence.cfg is read again for every attempt: a fixed entry takes effect now,
             # and a removed one means the node has no hardware fencing any more
             if env.fence_start(node) != FENCE_NONE:
-                return False
+                return self._progress(node, "failed, retrying")
             hw = FENCE_NONE
         if hw not in (FENCE_NONE, FENCE_OK):  # pending
-            return False
-        if not env.get_ha_agent_lock(node):
-            return False
+            return self._progress(node, "fencing")
+        # confirmed off by power devices, the node silent since: its lock now (fast path)
+        fast = hw == FENCE_OK and ack is None and env.take_over_agent_lock(node)
+        if not fast and not env.get_ha_agent_lock(node):
+            what = "confirmed off" if hw == FENCE_OK else "no hardware fence"
+            return self._progress(node, f"{what}, waiting for agent lock")
         msg = f"fencing: acknowledged - got agent lock for node '{node}'"
         env.log("info", msg)
         self._set(node, "unknown")
@@ -140,7 +152,17 @@ class NodeStatus:
         env.fence_reset(node)
         self.fence_failed.discard(node)
         self.acked.pop(node, None)
+        self.fencing.pop(node, None)
         return True
+
+    def _progress(self, node: str, step: str) -> bool:
+        """Note how the fence of ``node`` goes (ha-manager status); False: not done."""
+        info = dict(self.env.fence_progress(node) or {})
+        if node in self.acked:
+            step = "confirmed off by hand, waiting for agent lock"
+        info["step"] = step
+        self.fencing[node] = info
+        return False
 
     def acknowledge(self, node: str, by: str, at: int) -> bool:
         """An admin confirms ``node`` is off (its fence device cannot): the hardware fence

@@ -8,13 +8,24 @@ One :class:`RealEnv` serves one daemon (``role`` ``crm`` or ``lrm``) of one node
   directory or etcd); ``quorate()`` is the store's (etcd answers / always for embedded).
 - **locks** are store leases with ``lease_ttl`` (Proxmox: 120 s), owned by the node name:
   ``ha_manager_lock`` and ``ha_agent_<node>_lock``. The CRM takes a dead node's agent lock
-  with its own node as owner; the lease then proves that node's LRM is gone.
+  with its own node as owner; the lease then proves that node's LRM is gone. Each lease
+  names the daemon incarnation that took it (node, boot, process start): a daemon renews
+  only a lock its own process took, and drops one an earlier incarnation of its node
+  left behind (gone: the process ended, or the node booted since) to take a fresh one.
+  Only the manager lock's holder writes the manager status (the store refuses a deposed
+  master's late write).
+- **fast path** (docs/fencing.md): after a node's chain confirmed its power-off through
+  ``power`` devices only, the master takes the node's agent lock at once, in one store
+  transaction, provided the node has not renewed anything since the fence began
+  (:mod:`hafence.ha.takeover`); a CRM whose master's node went offline fences it and
+  takes the manager lock over the same way.
 - **membership** (there is no corosync): a node is *online* while its membership lease
   ``ha_node_<node>_alive`` is held. Both daemons of the node renew it every loop
   (:meth:`heartbeat`, owner = node name, ttl ``node_timeout``), so an LRM restart alone
   does not take the node offline, as a corosync member stays online while pve-ha-lrm
-  restarts. A node whose daemons stopped renewing (crash, power loss, cut from the store)
-  turns offline once the lease expires, judged by the store (etcd's lease clock, or the
+  restarts; a daemon that stops leaves the lease to expire, as the other one shares it.
+  A node whose daemons stopped renewing (crash, power loss, cut from the store) turns
+  offline once the lease expires, judged by the store (etcd's lease clock, or the
   embedded store's clock). The node list is every node that has an LRM status or appears
   in the manager status.
 - **fencing**: ``hafence.ha.fencerun.FenceRunner`` runs ``hafence.fence.Fencer`` in a
@@ -55,6 +66,10 @@ from hafence.ha import config as hacfg
 from hafence.ha import state as st
 from hafence.ha.cfgfiles import DATACENTER, GROUPS, RULES, ConfigFiles
 from hafence.ha.env import (
+    FENCE_FAILED,
+    FENCE_IDLE,
+    FENCE_OK,
+    FENCE_PENDING,
     Env,
     ServiceLocationConflict,
 )
@@ -63,9 +78,10 @@ from hafence.ha.nodestats import NodeSampler
 from hafence.ha.resources import ResourceError, ResourceType, load_resource_types, split_sid
 from hafence.ha.rules import format_rules
 from hafence.ha.statefile import StateFileError, check_lrm_status, check_manager_status
+from hafence.ha.takeover import LYING, SILENT, Takeover
 from hafence.ha.timings import Timings
-from hafence.store import Store, StoreUnavailable
-from hafence.store.base import MANAGER_STATUS
+from hafence.store import Store, StoreUnavailable, proc
+from hafence.store.base import MANAGER_STATUS, incarnation
 
 log = logging.getLogger("hafence.ha")
 
@@ -81,6 +97,24 @@ _LEVELS = {
 def node_alive_lease(node: str) -> str:
     """The membership lease an LRM renews while its node is up."""
     return f"ha_node_{node}_alive"
+
+
+class StatusWriteRefused(HafenceError):
+    """The store refused the manager status: this node no longer holds the manager lock."""
+
+
+def incarnation_gone(inc: str) -> bool:
+    """Whether the daemon incarnation ``node@boot:pid:start`` (of this node) has ended:
+    the node booted since, or that process is no longer running."""
+    try:
+        boot, pid, start = inc.partition("@")[2].split(":")
+        pid_no = int(pid)
+    except ValueError:
+        return False  # not ours to judge: wait for the lease to expire
+    if boot != proc.boot_id()[:8]:
+        return True
+    started = proc.start_time(pid_no)
+    return started is None or str(started) != start
 
 
 def systemd_shutdown_probe() -> tuple[bool, bool]:
@@ -149,13 +183,23 @@ class RealEnv(Env):
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._workers: dict[str, concurrent.futures.Future[Any]] = {}
+        self.incarnation = incarnation(node)  # this process, as the leases it takes name it
+        self.wakeup: Callable[[], None] | None = None  # the daemon loop's: run a round now
         self.fencer = FenceRunner(
             FenceSource(fence_config, store, node, self.node_alive),
             actor=node,
             history_path=fence_history,
             log_fn=self.log,
             registry=registry,
+            on_done=self._wake,
+            ready=self._fence_written,
         )
+        self.takeover = Takeover(store, node_alive_lease)
+        self._written_fence: set[str] = set()  # nodes in 'fence' in the last status written
+        self._said: dict[str, str] = {}  # what was logged once per episode, by topic
+        self._master_down: dict[str, float] = {}  # a master's node seen offline since
+        self._power_chain: dict[str, tuple[float, bool]] = {}  # node -> (checked at, answer)
+        self._verdicts: dict[str, str] = {}  # node -> the last takeover verdict (status)
 
     # -- clock and log -------------------------------------------------------------------
     def get_time(self) -> float:
@@ -166,6 +210,16 @@ class RealEnv(Env):
         # The tags let notifications (hafence.notify) and journal fields find node and role.
         log.log(_LEVELS.get(level, logging.INFO), "%s/%s: %s", self.nodename, self.role, msg,
                 extra=tags)  # fmt: skip
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup()
+
+    def _once(self, topic: str, level: str, msg: str) -> None:
+        """Log ``msg`` once while it stays the same for ``topic``."""
+        if self._said.get(topic) != msg:
+            self._said[topic] = msg
+            self.log(level, msg)
 
     # -- membership, quorum, locks ---------------------------------------------------------
     def quorate(self) -> bool:
@@ -200,13 +254,6 @@ class RealEnv(Env):
         """Whether ``node``'s membership lease is alive (its daemons run and reach us)."""
         return self.store.lease_owner(node_alive_lease(node)) == node
 
-    def leave(self) -> None:
-        """Drop the membership lease (clean LRM stop): the node reads offline at once."""
-        self._lease_call(
-            "leave",
-            lambda: self.store.release_lease(node_alive_lease(self.nodename), self.nodename),
-        )
-
     def known_nodes(self) -> list[str]:
         nodes = set(self.store.lrm_nodes())
         if self._status_nodes is None:  # the master knows what it wrote: read it once
@@ -218,19 +265,70 @@ class RealEnv(Env):
 
     def get_node_info(self) -> dict[str, dict[str, Any]]:
         try:
-            return {n: {"online": self.node_alive(n)} for n in self.known_nodes()}
+            info = {n: {"online": self.node_alive(n)} for n in self.known_nodes()}
         except StoreUnavailable as exc:
             self.log("err", f"node info: store unavailable: {exc}")
             return {}
+        for node, i in info.items():
+            if i["online"]:  # a node being fenced that renews its membership is alive
+                self.takeover.seen_alive(node)
+        return info
+
+    def _own_lock(self, name: str) -> bool:
+        """Take or renew this node's lock ``name`` - only one this process took: a lock an
+        earlier incarnation of this node left behind is dropped once that incarnation is
+        provably gone (and a fresh one taken), or left to expire otherwise."""
+        holder = self.store.lease_holder(name)
+        inc = holder["incarnation"] if holder and holder["owner"] == self.nodename else None
+        if inc is not None and inc != self.incarnation:
+            if not incarnation_gone(inc):
+                self._once(name, "warning", f"lock '{name}' is held by another process of this "
+                           f"node ({inc}): waiting for it to expire")  # fmt: skip
+                return False
+            if self.store.release_lease(name, self.nodename):
+                self.log("info", f"lock '{name}' of an earlier incarnation ({inc}) dropped: "
+                         "that process is gone; taking a fresh one")  # fmt: skip
+        self._said.pop(name, None)
+        return self.store.acquire_lease(name, self.nodename, self.timings.lease_ttl)
 
     def get_ha_manager_lock(self) -> bool:
         self._renewal_sent = time.monotonic()  # the watchdog feed that follows counts from here
-        return self._lease_call(
-            "manager lock",
-            lambda: self.store.acquire_lease(
-                st.MANAGER_LOCK, self.nodename, self.timings.lease_ttl
-            ),
-        )
+        if self._lease_call("manager lock", lambda: self._own_lock(st.MANAGER_LOCK)):
+            return True
+        return self._lease_call("manager lock", self._take_over_dead_master)
+
+    def _take_over_dead_master(self) -> bool:
+        """The master's node is offline: fence it through its power devices and take the
+        manager lock over at once (docs/fencing.md) instead of waiting for it to expire.
+        Only the first live node by name does it; the others wait for the lease."""
+        info = self.store.lease_info(st.MANAGER_LOCK)
+        if self.role != "crm" or info is None or info["owner"] == self.nodename:
+            return False
+        old, now = info["owner"], time.time()
+        if self.node_alive(old) or not self.node_alive(self.nodename):
+            self._master_down.pop(old, None)
+            return False
+        since = self._master_down.setdefault(old, now)
+        if now - since < self.fence_delay_for(old, self.timings.fence_delay):
+            return False
+        alive = [n for n in self.known_nodes() if n != old and self.node_alive(n)]
+        if not self.power_fencing(old) or (alive and min(alive) != self.nodename):
+            return False
+        hw = self.fence_poll(old)
+        if hw in (FENCE_IDLE, FENCE_FAILED):
+            self._once(f"master:{old}", "notice", f"fencing: master node '{old}' is offline: "
+                       "fencing it to take over the manager lock")  # fmt: skip
+            self.fence_start(old)
+            return False
+        locks = [st.MANAGER_LOCK, st.agent_lock_name(old)]
+        if hw != FENCE_OK or not self._silent(old, locks):
+            return False
+        if not self.store.take_over_lease(st.MANAGER_LOCK, self.nodename, self.timings.lease_ttl,
+                                          old, incarnation=info["incarnation"]):  # fmt: skip
+            return False
+        self.log("notice", f"fencing: took over the manager lock of fenced master node '{old}'")
+        self._master_down.pop(old, None)
+        return True
 
     def release_ha_manager_lock(self) -> None:
         self._lease_call(
@@ -241,10 +339,67 @@ class RealEnv(Env):
         name = st.agent_lock_name(node or self.nodename)
         if node in (None, self.nodename):
             self._renewal_sent = time.monotonic()  # the watchdog feed that follows counts from here
+            return self._lease_call(f"agent lock {name}", lambda: self._own_lock(name))
+        # a dead node's lock, once expired: it proves the node gone; never kept alive, so
+        # the node takes it again when it is back
         return self._lease_call(
             f"agent lock {name}",
-            lambda: self.store.acquire_lease(name, self.nodename, self.timings.lease_ttl),
+            lambda: self.store.acquire_lease(
+                name, self.nodename, self.timings.lease_ttl, keep=False
+            ),
         )
+
+    def take_over_agent_lock(self, node: str) -> bool:
+        """The fast path: ``node``'s power-off was confirmed by power devices only and the
+        node fell silent since its fence began: take its agent lock now, in one store
+        transaction from the incarnation judged (docs/fencing.md)."""
+        conf = self.fencer.confirmed(node)
+        if conf is None or not conf["power"] or node not in self._written_fence:
+            return False  # fabric only (or no 'fence' state written yet): lease expiry
+        name = st.agent_lock_name(node)
+        if not self._lease_call(f"agent lock {name}", lambda: self._silent(node, [name])):
+            return False
+        holder = self.store.lease_holder(name)
+        ttl = self.timings.lease_ttl
+        if holder is None:
+            taken = self.store.acquire_lease(name, self.nodename, ttl, keep=False)
+        else:
+            taken = self.store.take_over_lease(name, self.nodename, ttl, node, keep=False,
+                                               incarnation=holder["incarnation"])  # fmt: skip
+        if taken:
+            devs = ", ".join(conf["devices"])
+            self.log("notice", f"fencing: node '{node}' confirmed off by power device(s) {devs} "
+                     "and silent since: took over its agent lock")  # fmt: skip
+        return taken
+
+    def _silent(self, node: str, locks: list[str]) -> bool:
+        """Whether ``node`` fell silent since its fence began; a node that renews after its
+        power-off was confirmed is a lying device: alerted once, lease expiry from then."""
+        verdict = self.takeover.judge(node, locks)
+        self._verdicts[node] = verdict
+        if verdict == LYING:
+            conf = self.fencer.confirmed(node) or {}
+            devs = ", ".join(conf.get("devices") or []) or "its fence device"
+            self._once(f"lying:{node}", "email", (
+                f"fencing: node '{node}' still renews its leases after {devs} confirmed its "
+                "power off: the device does not tell the truth! Its services are recovered "
+                "only once its agent lock expired (its watchdog); check the device"))  # fmt: skip
+        elif verdict != SILENT:
+            self._once(f"silent:{node}", "info", f"fencing: node '{node}' confirmed off; waiting "
+                       "for its membership to run out before taking over its locks")  # fmt: skip
+        return verdict == SILENT
+
+    def power_fencing(self, node: str) -> bool:
+        """Whether ``node``'s chain has a level of power devices only (asked once a round)."""
+        now = time.monotonic()
+        known = self._power_chain.get(node)
+        if known is None or now - known[0] >= self.timings.interval:
+            known = (now, self.fencer.power_chain(node))
+            self._power_chain[node] = known
+        return known[1]
+
+    def fence_delay_for(self, node: str, default: float) -> float:
+        return self.timings.power_fence_delay if self.power_fencing(node) else default
 
     def release_ha_agent_lock(self) -> None:
         name = st.agent_lock_name(self.nodename)
@@ -269,8 +424,16 @@ class RealEnv(Env):
         return ms
 
     def write_manager_status(self, status: dict[str, Any]) -> None:
-        self.store.write_manager_status(status)
-        self._status_nodes = set(status.get("node_status") or {})
+        """Only while this node holds the manager lock: a deposed master's late write is
+        refused by the store (StatusWriteRefused), not just stopped by its watchdog."""
+        if not self.store.write_manager_status_as(self.nodename, status):
+            msg = (f"manager status write refused: node '{self.nodename}' no longer holds the "
+                   "manager lock (another master took over)")  # fmt: skip
+            self.log("err", msg)
+            raise StatusWriteRefused(msg)
+        nodes = status.get("node_status") or {}
+        self._status_nodes = set(nodes)
+        self._written_fence = {n for n, state in nodes.items() if state == "fence"}
 
     def read_lrm_status(self, node: str | None = None) -> dict[str, Any]:
         """``node``'s LRM status, checked (StateFileError naming file and field)."""
@@ -488,7 +651,19 @@ class RealEnv(Env):
         return {n: dict(s) for n, lrm in figures.items() if (s := lrm.get("node_stats"))}
 
     # -- fencing -------------------------------------------------------------------------
+    def _fence_written(self, node: str) -> bool:
+        """The master powers a node off only once the manager status it wrote says the
+        node is fenced: a node powered on again then finds its services in 'fence' and
+        starts none of them (docs/fencing.md). A CRM fencing a dead master's node (not
+        master yet, it writes no status) leaves that node's services 'started'."""
+        return node in self._written_fence or node in self._master_down
+
     def fence_start(self, node: str) -> str:
+        if not self.takeover.watching(node):  # the first attempt: note the node's leases
+            try:
+                self.takeover.begin(node, [st.agent_lock_name(node)])
+            except StoreUnavailable as exc:  # no baseline: no early takeover this episode
+                self.log("err", f"fencing: cannot read the leases of node '{node}': {exc}")
         return self.fencer.start(node)
 
     def fence_poll(self, node: str) -> str:
@@ -496,6 +671,27 @@ class RealEnv(Env):
 
     def fence_reset(self, node: str) -> None:
         self.fencer.reset(node)
+        self.takeover.end(node)
+        self._verdicts.pop(node, None)
+        for topic in (f"lying:{node}", f"silent:{node}", f"master:{node}"):
+            self._said.pop(topic, None)
+
+    def fence_progress(self, node: str) -> dict[str, Any] | None:
+        prog = self.fencer.progress(node)
+        if prog is None:
+            return None
+        if self.fencer.poll(node) == FENCE_PENDING:
+            prog["state"] = "fencing"
+        conf = self.fencer.confirmed(node)
+        if conf is not None:  # how the agent lock is to be had
+            verdict = self._verdicts.get(node)
+            prog["lock"] = (
+                "lease expiry (not a power device)" if not conf["power"]
+                else "lease expiry: the node renews after its power-off (lying device)"
+                if verdict == LYING
+                else "taking over at once once the node is silent"
+            )  # fmt: skip
+        return prog
 
     # -- watchdog ------------------------------------------------------------------------
     def watchdog_open(self) -> Any:

@@ -83,7 +83,7 @@ def check_manager_status(data: Any, where: str) -> dict[str, Any]:
             c.fail(f"{f}.cmd", f"expected a list, got {_kind(sd['cmd'])}")
     c.optional(ms, "master_node", "", c.text)
     c.optional(ms, "timestamp", "", c.number)
-    for key in ("node_request", "fence_ack"):
+    for key in ("node_request", "fence_ack", "fencing"):
         for node, req in c.obj(ms.get(key) or {}, key).items():
             c.obj(req, f"{key}.{node}")
     if ms.get("disarm") is not None:

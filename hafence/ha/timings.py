@@ -28,7 +28,11 @@ loop's store deadline; the interval unless set).
 
 Presets: ``pve`` (Proxmox VE's defaults, the daemons' defaults) and ``fast`` (1 s rounds,
 seconds to detect a failure, no fence delay: for clusters whose nodes have a power fence
-device, where recovery follows the confirmed power-off).
+device, where recovery follows the confirmed power-off). In both, a node whose chain has
+a power level is fenced without delay (``power_fence_delay``): its services run again as
+soon as its power-off is confirmed, and a delay would only add to the outage; a random
+delay against two nodes fencing each other belongs to the devices (``delay``,
+``delay_max``, as fence-agents' ``delay`` and Pacemaker's ``pcmk_delay_max``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class Timings:
     lease_ttl: float = 120.0  #: manager and agent locks
     watchdog_timeout: float = 60.0  #: the daemons' watchdog-mux client timeout
     fence_delay: float = 60.0  #: unknown node -> fence after this long
+    #: the same for a node whose chain has a level of power devices only: fencing it ends
+    #: in a confirmed power-off and recovers its services at once (docs/fencing.md)
+    power_fence_delay: float = 0.0
     node_timeout: float = 30.0  #: membership lease: offline after this long without a heartbeat
     hw_timeout: float = DEFAULT_HW_TIMEOUT  #: the mux's hardware watchdog timeout
     store_deadline: float | None = None  #: per-round bound on store calls; None: the interval
@@ -88,7 +95,7 @@ class Timings:
             del values["store_deadline"]  # the interval, checked as such
         bad = False
         for name, value in values.items():
-            positive = name != "fence_delay"
+            positive = name not in ("fence_delay", "power_fence_delay")
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 out.append(f"{_opt(name)} must be a finite number of seconds, got {value!r}")
                 bad = True

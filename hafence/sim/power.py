@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hafence.errors import ConfigError, DeviceError, UnreachableError
 from hafence.fence import Param, PowerState, VirtualLoop, check_drivers, parse_fence_config
-from hafence.fence.driver import FenceDriver
+from hafence.fence.driver import POWER, FenceDriver
 from hafence.fence.params import standard
 from hafence.ha.env import FENCE_NONE
 from hafence.ha.fencerun import FenceRunner, StaticSource
@@ -98,6 +98,7 @@ class SimPowerDriver(FenceDriver):
     """A simulated power switch for one node's chassis or one of its supplies."""
 
     name: ClassVar[str] = DRIVER
+    kind: ClassVar[str] = POWER  # it cuts a node's (simulated) supply
     description: ClassVar[str] = (
         "Simulated power switch of the simulator (hafence.sim): one node's chassis or "
         "one of its power supplies, on virtual time, with faults"

@@ -140,10 +140,12 @@ class Store(abc.ABC):
 
     # -- lease locks -------------------------------------------------------------------------
     @abc.abstractmethod
-    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+    def acquire_lease(self, name: str, owner: str, ttl: float, *, keep: bool = True) -> bool:
         """Take ``name`` for ``owner`` for ``ttl`` seconds; also extends one ``owner`` holds.
 
-        False when another owner holds an unexpired lease.
+        False when another owner holds an unexpired lease. ``keep=False``: never renewed
+        in the background (:meth:`keep_leases_until`): a lock the master takes from a
+        dead node only proves that node gone, and must expire so the node can come back.
         """
 
     @abc.abstractmethod
@@ -168,15 +170,33 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def lease_info(self, name: str) -> dict[str, Any] | None:
+        """:meth:`lease_holder` plus ``expires_in``: the seconds left before the lease
+        expires unless renewed (etcd: its lease's TTL, whole seconds). A renewal moves
+        the expiry up: how the master tells whether a node still renews its locks
+        (docs/fencing.md)."""
+
+    @abc.abstractmethod
     def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:
         """Write the manager status only while ``owner`` holds ``ha_manager_lock``; False
         (nothing written) otherwise, so a deposed master's late write is refused."""
 
     @abc.abstractmethod
-    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+    def take_over_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        from_owner: str,
+        *,
+        incarnation: str | None = None,
+        keep: bool = True,
+    ) -> bool:
         """Move lease ``name`` from ``from_owner`` to ``owner`` in one step, without waiting
         for it to expire (for a node whose power-off was confirmed). Also succeeds when
-        the lease is free; False when someone other than ``from_owner`` holds it."""
+        the lease is free; False when someone other than ``from_owner`` holds it, or,
+        with ``incarnation``, another incarnation of ``from_owner`` (one that took the
+        lock since the caller judged it). ``keep`` as for :meth:`acquire_lease`."""
 
     @abc.abstractmethod
     def change_token(self) -> str:

@@ -273,7 +273,7 @@ class EmbeddedStore(Store):
         rec = {"owner": owner, "expires": expires, "incarnation": inc or incarnation(owner)}
         self._put(f"leases/{name}", json.dumps(rec).encode())
 
-    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+    def acquire_lease(self, name: str, owner: str, ttl: float, *, keep: bool = True) -> bool:
         with self.locked():
             now = self.clock()
             cur = self._lease(name)
@@ -293,19 +293,37 @@ class EmbeddedStore(Store):
             self._set_lease(name, owner, now + ttl, cur)
             return True
 
-    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+    def take_over_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        from_owner: str,
+        *,
+        incarnation: str | None = None,
+        keep: bool = True,
+    ) -> bool:
         with self.locked():
             now = self.clock()
             cur = self._lease(name)
-            if cur and cur["expires"] > now and cur["owner"] not in (owner, from_owner):
-                return False
+            if cur and cur["expires"] > now and cur["owner"] != owner:
+                if cur["owner"] != from_owner:
+                    return False
+                if incarnation is not None and cur.get("incarnation") != incarnation:
+                    return False
             self._set_lease(name, owner, now + ttl, cur)
             return True
 
     def lease_holder(self, name: str) -> dict[str, str] | None:
+        info = self.lease_info(name)
+        return {"owner": info["owner"], "incarnation": info["incarnation"]} if info else None
+
+    def lease_info(self, name: str) -> dict[str, Any] | None:
         cur = self._lease(name)
-        if cur and cur["expires"] > self.clock():
-            return {"owner": cur["owner"], "incarnation": cur.get("incarnation") or ""}
+        now = self.clock()
+        if cur and cur["expires"] > now:
+            inc = cur.get("incarnation") or ""
+            return {"owner": cur["owner"], "incarnation": inc, "expires_in": cur["expires"] - now}
         return None
 
     def write_manager_status_as(self, owner: str, status: dict[str, Any]) -> bool:

@@ -623,21 +623,23 @@ class EtcdStore(Store):
         if self._keeper is not None:
             self._keeper.drop(lease)
 
-    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+    def acquire_lease(self, name: str, owner: str, ttl: float, *, keep: bool = True) -> bool:
         cur = self._lease_kv(name)
         if cur:
             held, _ = cur
             if held["owner"] != owner:
                 return False
             if self._keepalive(held["lease"]):
-                self._held(held["lease"], ttl)
+                if keep:
+                    self._held(held["lease"], ttl)
                 return True
             self._dropped(held["lease"])
             # our own lease expired between the read and the keepalive: create it anew
         lease = self._grant(ttl)
         value = self._lease_value(owner, lease)
         if self._create_with_lease(self._key(f"leases/{name}"), value, lease)[0]:
-            self._held(lease, ttl)
+            if keep:
+                self._held(lease, ttl)
             return True
         self._revoke(lease)
         return False
@@ -648,14 +650,26 @@ class EtcdStore(Store):
             {"owner": owner, "lease": lease, "incarnation": incarnation(owner)}
         ).encode()
 
-    def take_over_lease(self, name: str, owner: str, ttl: float, from_owner: str) -> bool:
+    def take_over_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        from_owner: str,
+        *,
+        incarnation: str | None = None,
+        keep: bool = True,
+    ) -> bool:
         """One transaction moves the key from ``from_owner``'s lease to a new one of ours
-        (compared on its exact value, so nobody came between); the old lease is revoked
-        after, when it no longer holds the key."""
+        (compared on its exact value, which names the lease and the incarnation, so
+        nobody came between); the old lease is revoked after, when it no longer holds
+        the key."""
         cur = self._lease_kv(name)
         if cur is None or cur[0]["owner"] == owner:
-            return self.acquire_lease(name, owner, ttl)
+            return self.acquire_lease(name, owner, ttl, keep=keep)
         if cur[0]["owner"] != from_owner:
+            return False
+        if incarnation is not None and cur[0].get("incarnation") != incarnation:
             return False
         key = _b64(self._key(f"leases/{name}"))
         lease = self._grant(ttl)
@@ -665,7 +679,8 @@ class EtcdStore(Store):
         if not self._txn(cmp, [put]).get("succeeded"):
             self._revoke(lease)
             return False
-        self._held(lease, ttl)
+        if keep:
+            self._held(lease, ttl)
         self._revoke(cur[0]["lease"])
         return True
 
@@ -674,6 +689,16 @@ class EtcdStore(Store):
         if cur is None:
             return None
         return {"owner": cur[0]["owner"], "incarnation": cur[0].get("incarnation") or ""}
+
+    def lease_info(self, name: str) -> dict[str, Any] | None:
+        cur = self._lease_kv(name)
+        if cur is None:
+            return None
+        ttl = int(self._call("/v3/lease/timetolive", {"ID": cur[0]["lease"]}).get("TTL", -1))
+        if ttl < 0:  # expired: etcd deletes the key with it
+            return None
+        inc = cur[0].get("incarnation") or ""
+        return {"owner": cur[0]["owner"], "incarnation": inc, "expires_in": float(ttl)}
 
     def renew_lease(self, name: str, owner: str, ttl: float) -> bool:
         # etcd renews to the TTL granted at acquire time; ``ttl`` is accepted for the interface

@@ -41,7 +41,7 @@ from hafence.errors import (
     UnknownDriverError,
     UnreachableError,
 )
-from hafence.fence.driver import COMMON_PARAMS, FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import COMMON_PARAMS, FABRIC, POWER, FenceDriver, Param, Port, PowerState
 from hafence.secrets import MASK, Secret
 from hafence_fence_agent.metadata import AgentInfo, find_agent, read_metadata
 
@@ -65,6 +65,19 @@ _UNREACHABLE = re.compile(
 )
 IPMITOOL_WRAPPER = Path(__file__).with_name("ipmitool_env.sh")
 DEFAULT_IPMITOOL = "/usr/bin/ipmitool"
+# Agents whose confirmed off means the target lost its power (BMCs, PDUs, blade chassis,
+# hypervisors and clouds stopping a VM); every other agent (switch ports, SAN zoning,
+# SCSI reservations, sbd, kdump, ping heuristics) is FABRIC: the node may run on.
+POWER_AGENTS = frozenset(
+    "fence_" + a
+    for a in """alom amt apc apc_snmp aws azure_arm bladecenter cdu cisco_ucs cyberpower_ssh
+    docker drac drac5 eaton_snmp ecloud emerson eps gce hpblade ibm_powervs ibm_vpc ibmblade
+    ibmz idrac ilo ilo2 ilo3 ilo3_ssh ilo4 ilo4_ssh ilo5 ilo5_ssh ilo_moonshot ilo_mp ilo_ssh
+    imm intelmodular ipdu ipmilan ipmilanplus ironic kubevirt ldom lindypdu lpar netio
+    openstack ovh powerman pve raritan raritan_px3 rcd_serial redfish rhevm rsa rsb skalar
+    tripplite_snmp vbox virsh vmware vmware_rest vmware_soap vmware_vcloud wti xenapi
+    zvmip""".split()
+)
 _STILL_ON = re.compile(r"timed out waiting to power off", re.IGNORECASE)
 _NO_LIST = re.compile(r"list option is not working", re.IGNORECASE)
 
@@ -117,6 +130,7 @@ class FenceAgentDriver(FenceDriver):
         info = type(self).info or _agent_class(self.options["agent"]).info
         assert info is not None
         self.agent: AgentInfo = info
+        self.kind = _kind(info.name)  # generic 'fence_agent': known from agent= only
         if label is None:
             self.label = info.name
 
@@ -308,6 +322,10 @@ def _strip_log(line: str) -> str:
     return re.sub(r"^\S+ \S+ (ERROR|DEBUG|INFO|WARNING): (\d+ +)?", "", line).strip()
 
 
+def _kind(agent: str) -> str:
+    return POWER if agent in POWER_AGENTS else FABRIC
+
+
 @functools.cache
 def _agent_class(agent: str) -> type[FenceAgentDriver]:
     path = find_agent(agent)
@@ -325,6 +343,7 @@ def _agent_class(agent: str) -> type[FenceAgentDriver]:
             "description": info.description or f"ClusterLabs {agent} through the bridge",
             "params": info.params,
             "info": info,
+            "kind": _kind(agent),
             "actions": frozenset({"status", "off", "on", "monitor"}) | (info.actions & {"list"}),
             "__module__": __name__,
         },

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from hafence.errors import DeviceError, FenceError, NotSupportedError, ParamError
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
 from hafence.fence.params import standard
 
 from .session import POOL, PRIVILEGE_LEVELS, SessionPool, Target, raw, run
@@ -33,6 +33,7 @@ CIPHERS = ("3", "17")
 
 class IpmiDriver(FenceDriver):
     name: ClassVar[str] = "ipmi"
+    kind: ClassVar[str] = POWER
     description: ClassVar[str] = (
         "IPMI 2.0 (lanplus) BMC power control through pyghmi: status, hard off, on, "
         "reboot (off/on verified by the fencer, or the BMC's power cycle/reset), "

@@ -36,7 +36,7 @@ from hafence.errors import (
     ParamError,
     UnreachableError,
 )
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
 from hafence.fence.params import standard
 
 log = logging.getLogger("hafence.redfish")
@@ -57,6 +57,7 @@ def _sushy() -> Any:
 
 class RedfishDriver(FenceDriver):
     name: ClassVar[str] = "redfish"
+    kind: ClassVar[str] = POWER
     description: ClassVar[str] = (
         "Redfish BMC power control through sushy: ComputerSystem.Reset ForceOff / On / "
         "ForceRestart, status from PowerState; system by Id, Name or the only one; TLS "

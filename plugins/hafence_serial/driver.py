@@ -41,7 +41,7 @@ from hafence.errors import (
     ParamError,
     UnreachableError,
 )
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
 from hafence.fence.params import standard
 
 from .protocol import EOLS, Command, Pattern, command, show
@@ -82,6 +82,7 @@ class _Budget:
 
 class SerialDriver(FenceDriver):
     name: ClassVar[str] = "serial"
+    kind: ClassVar[str] = POWER
     description: ClassVar[str] = (
         "Serial-attached power switch or relay (pyserial): configurable command lines, "
         "expected replies and status words, line settings, optional DTR/RTS pulse, "

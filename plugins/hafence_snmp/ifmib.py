@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from pysnmp.proto.rfc1902 import Integer
 
 from hafence.errors import AuthError, DeviceError, ParamError
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import FABRIC, FenceDriver, Param, Port, PowerState
 from hafence.fence.params import standard
 from hafence_snmp.client import (
     AUTH_PROTOCOLS,
@@ -55,6 +55,7 @@ _KINDS = {"ifindex": "ifIndex", "ifname": "ifName", "ifdescr": "ifDescr"}
 
 class IfMibDriver(FenceDriver):
     name = "snmp_ifmib"
+    kind = FABRIC
     description = (
         "Switch port through SNMP IF-MIB: off = ifAdminStatus down(2), on = up(1) "
         "(SNMP v1, v2c, v3 via pysnmp)"

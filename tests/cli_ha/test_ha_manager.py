@@ -65,10 +65,11 @@ def test_status_output(store_dir: Path) -> None:
     lines = r.output.splitlines()
     assert lines[0] == "quorum OK"
     assert lines[1].startswith("master node1 (active, ")
-    assert lines[2].startswith("lrm node1 (active, ")
-    assert lines[3].startswith("lrm node2 (idle, ")
-    assert lines[4].startswith("lrm node3 (maintenance mode, ")  # stale, but in maintenance
-    assert lines[5:] == ["service vm:100 (node1, started)", "service vm:102 (node2, error)"]
+    assert lines[2] == "fencing armed (CRM watchdog active)"  # as Proxmox prints it
+    assert lines[3].startswith("lrm node1 (active, ")
+    assert lines[4].startswith("lrm node2 (idle, ")
+    assert lines[5].startswith("lrm node3 (maintenance mode, ")  # stale, but in maintenance
+    assert lines[6:] == ["service vm:100 (node1, started)", "service vm:102 (node2, error)"]
     ts = EmbeddedStore(store_dir).read_manager_status()["timestamp"]
     assert lines[1] == f"master node1 (active, {time.ctime(ts)})"
 

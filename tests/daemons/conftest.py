@@ -12,9 +12,10 @@ import pytest
 from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.simdevices.ipmi_sim import started_sims
 from hafence.store import EmbeddedStore, Store, open_store
+from tests.store.conftest import spec
 from tests.store.etcd_peer import etcd_url
 
-__all__ = ["etcd_url"]
+__all__ = ["etcd_url", "spec"]  # spec: a store directory or an etcd URL, both backends
 
 
 class Clock:

@@ -86,12 +86,11 @@ def test_membership_from_lrm_heartbeat(tmp_path: Path, clock: Any) -> None:
     lrm2.heartbeat()
     clock.now += T.node_timeout / 2 + 0.1  # node1 silent for a whole node_timeout
     assert crm.get_node_info() == {"node1": {"online": False}, "node2": {"online": True}}
-    lrm2.leave()
-    assert crm.get_node_info()["node2"] == {"online": False}
 
 
 def test_membership_etcd_and_nodes_from_manager_status(store: Store) -> None:
     crm = env(store, "node1")
+    assert crm.get_ha_manager_lock()  # only the master writes the manager status
     crm.write_manager_status({"node_status": {"node3": "online"}, "service_status": {}})
     lrm = env(store, "node2", "lrm")
     lrm.write_lrm_status({"state": "active"})
@@ -124,6 +123,7 @@ def test_config_status_commands_round_trip(store: Store) -> None:
     assert e.read_groups() == {}
     assert e.ha_options()["max_worker"] == 4
     ms = {"master_node": "node1", "node_status": {"node1": "online"}, "service_status": {}}
+    assert e.get_ha_manager_lock()  # only the master writes the manager status
     e.write_manager_status(ms)
     assert e.read_manager_status() == ms
     lrm = env(store, "node1", "lrm")
@@ -263,13 +263,17 @@ def _fence_env(tmp_path: Path, cfg_text: str | None) -> RealEnv:
     if cfg_text is not None:
         cfg = tmp_path / "fence.cfg"
         cfg.write_text(cfg_text)
-    return RealEnv(
+    env = RealEnv(
         "node2",
         EmbeddedStore(tmp_path / "ha"),
         timings=T,
         fence_config=cfg,
         fence_history=tmp_path / "history.jsonl",
     )
+    # the master powers node1 off only once the status it wrote says node1 is fenced
+    assert env.get_ha_manager_lock()
+    env.write_manager_status({"node_status": {"node1": "fence"}, "service_status": {}})
+    return env
 
 
 def _poll_done(e: RealEnv, node: str) -> str:

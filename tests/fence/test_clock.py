@@ -119,7 +119,7 @@ def test_the_fence_runner_drives_the_fencer_on_a_virtual_loop(lab: Lab, loop) ->
     assert runner.poll("n1") == FENCE_OK and dev.power == "off"
     assert lines == [  # the duration is virtual: attempt, 5 s back-off, attempt
         ("notice", "fencing: start hardware fence of node 'n1' (levels: d)"),
-        ("notice", "fencing: node 'n1' confirmed off by level 1 (d) in 5.0s"),
+        ("notice", "fencing: node 'n1' confirmed off by level 1 (d) in 5.0s (fabric)"),
     ]
     dev.power, dev.fail_first = "on", 1
     runner.reset("n1")

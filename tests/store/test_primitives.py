@@ -4,6 +4,11 @@ that only the lease holder can make, and an atomic takeover of a dead node's lea
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+
+import pytest
 
 from hafence.store import Store, open_store
 from hafence.store.proc import boot_id
@@ -58,3 +63,70 @@ def test_take_over_a_dead_nodes_agent_lease_at_once(store: Store, spec: str) -> 
         assert store.take_over_lease("ha_agent_node3_lock", "node2", 60, from_owner="node3")
     finally:
         lrm1.close()
+
+
+def _take_in_another_process(spec: str, name: str, owner: str, ttl: float) -> str:
+    """``owner`` takes ``name`` from a process of its own (another incarnation) that then
+    exits; its incarnation."""
+    code = (
+        "import sys; from hafence.store import open_store\n"
+        "s = open_store(sys.argv[1]); assert s.acquire_lease(sys.argv[2], sys.argv[3], "
+        "float(sys.argv[4]), keep=False)\n"
+        "print(s.lease_holder(sys.argv[2])['incarnation']); s.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, spec, name, owner, str(ttl)],
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_lease_info_moves_up_with_a_renewal(store: Store) -> None:
+    assert store.lease_info("ha_agent_node1_lock") is None
+    assert store.acquire_lease("ha_agent_node1_lock", "node1", 60)
+    info = store.lease_info("ha_agent_node1_lock")
+    assert info is not None and info["owner"] == "node1"
+    assert 58 <= info["expires_in"] <= 60
+    assert info["incarnation"] == store.lease_holder("ha_agent_node1_lock")["incarnation"]
+
+
+def test_a_takeover_never_robs_an_incarnation_it_did_not_judge(store: Store, spec: str) -> None:
+    name = "ha_agent_node1_lock"
+    judged = _take_in_another_process(spec, name, "node1", 300)
+    assert store.lease_holder(name)["incarnation"] == judged
+    # node1 reboots and its new LRM takes a fresh lock (the old one released) before
+    # the master acts on what it judged: the takeover must fail
+    assert _release_in_another_process(spec, name, "node1")
+    fresh = _take_in_another_process(spec, name, "node1", 300)
+    assert fresh != judged
+    assert not store.take_over_lease(name, "node2", 60, from_owner="node1", incarnation=judged)
+    assert store.lease_holder(name)["incarnation"] == fresh
+    assert store.take_over_lease(name, "node2", 60, from_owner="node1", incarnation=fresh)
+    assert store.lease_owner(name) == "node2"
+
+
+def _release_in_another_process(spec: str, name: str, owner: str) -> bool:
+    code = (
+        "import sys; from hafence.store import open_store\n"
+        "s = open_store(sys.argv[1]); print(s.release_lease(sys.argv[2], sys.argv[3]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, spec, name, owner],
+                         capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return out.stdout.strip() == "True"
+
+
+def test_a_lock_taken_with_keep_false_is_not_kept_alive(spec: str) -> None:
+    """The master's background keep-alive renews its own locks, never one it took from a
+    dead node: that one must expire so the node can take it again when it is back."""
+    if not spec.startswith("etcd"):
+        pytest.skip("the embedded store renews nothing in the background")
+    master = open_store(spec)
+    try:
+        master.keep_leases_until(time.monotonic() + 60)
+        assert master.acquire_lease("ha_manager_lock", "node2", 2)
+        assert master.take_over_lease("ha_agent_node1_lock", "node2", 2, "node1", keep=False)
+        assert master.acquire_lease("ha_agent_node3_lock", "node2", 2, keep=False)
+        time.sleep(4)  # two lease lifetimes: the keeper renews every ttl/3
+        assert master.lease_owner("ha_manager_lock") == "node2"  # kept alive
+        assert master.lease_owner("ha_agent_node1_lock") is None  # expired
+        assert master.lease_owner("ha_agent_node3_lock") is None
+    finally:
+        master.close()

@@ -125,6 +125,11 @@ def test_non_finite_negative_and_zero_are_refused(bad: float, name: str, shown: 
 def test_fence_delay_may_be_zero_but_not_negative() -> None:
     Timings(fence_delay=0).check()
     assert Timings(fence_delay=-1).problems() == ["--fence-delay must be >= 0, got -1"]
+    Timings(power_fence_delay=0).check()
+    assert Timings(power_fence_delay=-1).problems() == ["--power-fence-delay must be >= 0, got -1"]
+    assert Timings(power_fence_delay=math.inf).problems() == [
+        "--power-fence-delay must be a finite number of seconds, got inf"
+    ]
 
 
 def test_every_broken_rule_is_reported_at_once() -> None:

@@ -14,7 +14,7 @@ import logging
 from typing import ClassVar
 
 from hafence.errors import AuthError, DeviceError, FenceTimeoutError, UnreachableError
-from hafence.fence.driver import FenceDriver, Param, Port, PowerState
+from hafence.fence.driver import POWER, FenceDriver, Param, Port, PowerState
 from hafence.fence.params import standard
 
 log = logging.getLogger("hafence.example_pdu")
@@ -25,6 +25,7 @@ GREETING = "EXAMPLE-PDU "
 # [guide:params]
 class ExamplePduDriver(FenceDriver):
     name: ClassVar[str] = "example_pdu"
+    kind: ClassVar[str] = POWER
     description: ClassVar[str] = (
         "Example PDU (fictional): outlet power control over a line-based TCP protocol"
     )
