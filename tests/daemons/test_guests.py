@@ -106,6 +106,7 @@ def test_recovery_moves_the_guest_config_and_drops_a_leftover_lock(
     crm = RealEnv("node2", store, role="crm", timings=T)
     for n in ("node2", "node3"):  # they are up; node1 is gone (no membership lease)
         assert store.acquire_lease(node_alive_lease(n), n, 60)
+    assert crm.get_ha_manager_lock()  # the master's: only its holder writes the status
     m = Manager(crm, fence_delay=0)
     with caplog.at_level(logging.INFO, "hafence.ha"):
         for _ in range(3):
