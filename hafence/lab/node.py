@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hafence.lab import etcd
 from hafence.lab.events import EventLog
+from hafence.lab.inbox import METRICS_PORTS
 from hafence.lab.layout import LabError, Layout
 from hafence.lab.network import Network
 from hafence.lab.timings import LabTimings
@@ -108,6 +109,8 @@ class Node:
             "--watchdog-socket",
             sock,
             *t.daemon_args(),
+            "--metrics",  # on the node's own address: the host scrapes it over the bridge
+            f"{lay.node_addr(node)}:{METRICS_PORTS.get(daemon, 0)}",
         ]
         nd = lay.node_dir(node)
         if daemon == "lrm":
@@ -127,6 +130,8 @@ class Node:
                 str(lay.fence_cfg),
                 "--fence-history",
                 str(nd / "fence-history.jsonl"),
+                "--notify-config",
+                str(lay.state_dir / "notify.cfg"),
             ]
         raise LabError(f"unknown daemon '{daemon}' (known: {', '.join(DAEMONS)})")
 

@@ -32,6 +32,7 @@ from typing import Any
 from hafence.lab.bmc import Bmcs
 from hafence.lab.events import EventLog
 from hafence.lab.faults import Faults
+from hafence.lab.inbox import Inbox, notify_cfg
 from hafence.lab.layout import LabError, Layout, ocf_cfg
 from hafence.lab.network import Network, sh
 from hafence.lab.node import DAEMONS, Node
@@ -67,6 +68,7 @@ class Supervisor:
         self.machines = Machines(layout, self.nodes, self.bmcs, self.switch, self.net, self.events)
         self.physics = Physics(self.machines, self.rng)
         self.faults = Faults(self.machines, self.physics)
+        self.inbox = Inbox(layout)
         self._stop = asyncio.Event()
         self.started = time.time()
 
@@ -84,6 +86,8 @@ class Supervisor:
         cfg += self.switch.fence_cfg(self.community_file, self.timings)
         write_atomic(lay.fence_cfg, cfg, mode=0o600)
         write_atomic(lay.ocf_cfg, ocf_cfg(lay), mode=0o644)
+        write_atomic(lay.state_dir / "notify.cfg", notify_cfg(lay), mode=0o600)
+        self.inbox.start()  # on the bridge's host address: after the network
         lay.save(
             supervisor={"pid": os.getpid(), "started": self.started},
             bmc_ports=bmc_ports,
@@ -95,7 +99,7 @@ class Supervisor:
         for node in self.nodes.values():
             if node.state != "off" or node.procs:
                 node.die("lab down")
-        for step in (self.bmcs.stop, self.switch.stop):
+        for step in (self.bmcs.stop, self.switch.stop, self.inbox.stop):
             with contextlib.suppress(Exception):
                 step()
         for node in self.layout.nodes:

@@ -5,16 +5,19 @@ time do two nodes hold it."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from hafence.lab.checker import running_copies
 from hafence.lab.control import Lab
+from hafence.lab.inbox import mails, metrics_url, webhooks
 from hafence.lab.layout import VIP_SERVICE
 from hafence.lab.network import netns_supported
 
@@ -85,3 +88,25 @@ def test_the_service_address_moves_with_a_failed_node(lab: Lab) -> None:
     lab.wait_ready(lab.timings.settle_bound())
     assert holders(lab) == [new]  # the healed node took nothing back (nofailback or not)
     assert answers_from(lab) == new
+    operator_sees_one_notice_and_the_fence_in_metrics(lab, victim)
+
+
+def operator_sees_one_notice_and_the_fence_in_metrics(lab: Lab, victim: str) -> None:
+    """The fence episode reached the operator once by mail and once by webhook, and the
+    master's metrics show the fence and how long its device took."""
+    subject = f"hafence: node '{victim}' fenced"
+    about = [m for m in mails(lab.layout) if m["Subject"] == subject]
+    assert len(about) == 1, [m["Subject"] for m in mails(lab.layout)]
+    assert VIP_SERVICE in about[0].get_payload()
+    hooks = [h for h in webhooks(lab.layout) if h.get("subject") == subject]
+    assert len(hooks) == 1, [h.get("subject") for h in webhooks(lab.layout)]
+    assert hooks[0]["node"] == victim
+    assert not any("secret" in m.as_string().lower() for m in mails(lab.layout))
+    master = lab.cluster()["master"]
+    text = urllib.request.urlopen(metrics_url(lab.layout, master), timeout=10).read().decode()
+    fenced = re.search(rf'hafence_fences_total{{[^}}]*target="{victim}"[^}}]*}} (\S+)', text)
+    assert fenced and float(fenced.group(1)) >= 1, text[-2000:]
+    took = re.search(
+        rf'hafence_fence_duration_seconds_sum{{[^}}]*target="{victim}"[^}}]*}} (\S+)', text
+    )
+    assert took and float(took.group(1)) > 0, text[-2000:]
