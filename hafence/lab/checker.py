@@ -362,9 +362,15 @@ class Checker:
     def _copy_on(
         self, samples: list[tuple[float, list[Copy]]], t: float, sid: str, node: str
     ) -> Copy | None:
-        """A copy of ``sid`` on ``node`` (link up) in the samples around ``t``."""
+        """A copy of ``sid`` on ``node`` (link up) in the samples around ``t``. A sample
+        taken before the node died (its processes killed by the physics, a death the event
+        log records once the kill is done) does not show a copy at ``t`` if the death came
+        before ``t``: a power-off confirmed and acted on within a sample interval."""
         near = [s for s in samples if t - SAMPLE_INTERVAL * 2 <= s[0] <= t + SAMPLE_INTERVAL * 2]
+        deaths = self.timeline.deaths(node)
         for st, copies in near:
+            if any(st <= d <= t for d in deaths):
+                continue
             for c in self._counted(copies, st).get(sid, []):
                 if c.node == node:
                     return c

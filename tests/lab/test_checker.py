@@ -114,6 +114,31 @@ def test_recovery_after_the_agent_lock_is_fine_unless_the_copy_still_runs(layout
     assert rules(c) == ["early-recovery"]
 
 
+def test_a_copy_sampled_just_before_its_node_died_is_not_running_at_the_recovery(
+    layout: Layout,
+) -> None:
+    """The fast path recovers within a sample interval of a confirmed power-off: the
+    copy seen before the node's death (recorded once its processes are killed) is gone,
+    and one seen after the recovery, or with no death in between, is not."""
+    crm(
+        layout,
+        "node2",
+        (9.9, "fencing: acknowledged - got agent lock for node 'node1'"),
+        (10, "recover service 'dummy:a' from fenced node 'node1' to node 'node2'"),
+    )
+    c = checker(layout)
+    sample(c, 9.85, ("dummy:a", "node1"))
+    assert rules(c) == ["early-recovery"]  # no death: it still ran
+    events(layout, (9.95, "died", "node1"))
+    c = checker(layout)
+    sample(c, 9.85, ("dummy:a", "node1"))
+    assert rules(c) == []
+    c = checker(layout)
+    sample(c, 9.85, ("dummy:a", "node1"))
+    sample(c, 10.05, ("dummy:a", "node1"))  # alive after the recovery: a death missed
+    assert rules(c) == ["early-recovery"]
+
+
 def test_a_confirmed_off_must_be_a_real_power_off_or_link_down(layout: Layout) -> None:
     crm(
         layout,
