@@ -325,6 +325,7 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         st = state()
         undo_logging = setup_logging(st.verbose)
+        known = set(_secrets)  # a command's secrets are its own (many run in one process)
         try:
             f(*args, **kwargs)
         except CommandFailed:
@@ -352,6 +353,7 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(EXIT_FAILED) from None
         finally:
             undo_logging()
+            _secrets.intersection_update(known)
 
     return global_options(wrapper)
 
