@@ -23,9 +23,10 @@ case "$op" in
       p="$1"; v="$2"; shift 2
       case "$p" in
         power)
-          if [ "$v" = 0 ] && [ "$MODE" = stuck ]; then :; else echo "$v" > "$STATE"; fi ;;
+          # a new file renamed over the old: a reader never sees it empty mid-write
+          if [ "$v" = 0 ] && [ "$MODE" = stuck ]; then :; else echo "$v" > "$STATE.new" && mv -f "$STATE.new" "$STATE"; fi ;;
         reset)    : ;;                       # pulse: power stays as it is
-        shutdown) [ "$MODE" = stuck ] || echo 0 > "$STATE" ;;  # soft off modelled as immediate
+        shutdown) [ "$MODE" = stuck ] || { echo 0 > "$STATE.new" && mv -f "$STATE.new" "$STATE"; } ;;  # soft off: immediate
         boot)     : ;;
         identify) shift ;;                   # identify takes two values (interval force)
         *) echo "Invalid parameter: $p"; exit 1 ;;

@@ -93,17 +93,23 @@ class Cluster:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            if self.node1_powered and self.bmc.power == "off":
-                # node1 lost power: everything on it dies
-                self.node1_powered = False
-                pid = _dummy_pid(self.state_dir("node1"))
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
-            copies = {n: p for n in NODES if (p := _dummy_pid(self.state_dir(n)))}
-            if len(copies) > self.max_copies:
-                self.max_copies = len(copies)
-                self.copies_seen.append((time.monotonic(), copies))
+            try:
+                self._look()
+            except Exception as exc:  # a watcher that died would see no copy at all: say so
+                self.copies_seen.append((time.monotonic(), {"watcher error": repr(exc)}))
             time.sleep(0.05)
+
+    def _look(self) -> None:
+        if self.node1_powered and self.bmc.power == "off":
+            # node1 lost power: everything on it dies
+            self.node1_powered = False
+            pid = _dummy_pid(self.state_dir("node1"))
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        copies = {n: p for n in NODES if (p := _dummy_pid(self.state_dir(n)))}
+        if len(copies) > self.max_copies:
+            self.max_copies = len(copies)
+            self.copies_seen.append((time.monotonic(), copies))
 
     def kill_daemons(self, node: str) -> None:
         for p in self.procs[node]:
