@@ -318,6 +318,15 @@ def fail_usage(exc: HafenceError) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _fail_failed(st: State, kind: str, message: str, prefix: str = "") -> NoReturn:
+    """Report a failure that is not the user's input (json: stdout) and exit 1."""
+    if st.json:
+        emit_json({"ok": False, "error_kind": kind, "message": message})
+    else:
+        echo(f"error: {prefix}{message}", err=True)
+    raise SystemExit(EXIT_FAILED) from None
+
+
 def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command: logging, global options, and errors mapped to exit codes."""
 
@@ -336,21 +345,12 @@ def command_body(f: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except OSError as exc:  # the machine said no (a path too long, no permission)
             where = f"{exc.filename}: " if exc.filename else ""
-            message = scrub(f"{where}{exc.strerror or exc}")
-            if st.json:
-                emit_json({"ok": False, "error_kind": "os_error", "message": message})
-            else:
-                echo(f"error: {message}", err=True)
-            raise SystemExit(EXIT_FAILED) from None
+            _fail_failed(st, "os_error", scrub(f"{where}{exc.strerror or exc}"))
         except Exception as exc:  # never a raw traceback: it could carry a secret
-            message = scrub(f"{type(exc).__name__}: {exc}")
             if st.verbose >= 2:
                 echo(scrub(traceback.format_exc()).rstrip(), err=True)
-            if st.json:
-                emit_json({"ok": False, "error_kind": "internal_error", "message": message})
-            else:
-                echo(f"error: internal error: {message}", err=True)
-            raise SystemExit(EXIT_FAILED) from None
+            message = scrub(f"{type(exc).__name__}: {exc}")
+            _fail_failed(st, "internal_error", message, prefix="internal error: ")
         finally:
             undo_logging()
             _secrets.intersection_update(known)

@@ -31,6 +31,7 @@ from hafence.ha.realenv import node_alive_lease
 from hafence.lab import cleanup
 from hafence.lab.checker import running_copies
 from hafence.lab.etcd import member_health
+from hafence.lab.events import records
 from hafence.lab.layout import (
     MAX_NODES,
     MIN_NODES,
@@ -281,28 +282,12 @@ class Lab:
 
     def _last_boots(self) -> dict[str, float]:
         """When each node last booted (wall time): its LRM reports after that."""
-        out: dict[str, float] = {}
-        try:
-            lines = self.layout.events_file.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return out
-        for line in lines:
-            rec = json.loads(line) if '"boot"' in line else {}
-            if rec.get("event") == "boot":
-                out[rec["node"]] = rec["t"]
-        return out
+        return {rec["node"]: rec["t"] for rec in records(self.layout.events_file, "boot")}
 
     def _refused_daemons(self) -> list[str]:
         """A daemon that refused its options (exit 2) is not restarted; say what it said."""
-        try:
-            lines = self.layout.events_file.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return []
         out = []
-        for line in lines:
-            rec = json.loads(line) if '"refused"' in line else {}
-            if rec.get("event") != "refused":
-                continue
+        for rec in records(self.layout.events_file, "refused"):
             node, daemon = rec["node"], rec["daemon"]
             log_file = self.layout.log_dir(node) / f"{daemon}.log"
             tail = log_file.read_text(errors="replace").strip().splitlines()[-6:]

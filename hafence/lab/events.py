@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 
+def records(path: Path, event: str) -> list[dict[str, Any]]:
+    """Every record of one kind in the log at ``path``, oldest first."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    marker = f'"{event}"'  # most lines are other events: parse only the candidates
+    out = [json.loads(line) for line in lines if marker in line]
+    return [rec for rec in out if rec.get("event") == event]
+
+
 class EventLog:
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -154,21 +154,25 @@ class Network:
             sh("ip", "-n", ns, "link", "set", "lo", "up")
 
     # -- faults ------------------------------------------------------------------------------
+    def _eth0_addrs(self, node: str, check: bool = True) -> list[str]:
+        """The node's IPv4 addresses on eth0, as ``ADDR/PREFIXLEN``."""
+        out = sh("ip", "-n", self.layout.netns(node), "-j", "-4", "addr", "show", "dev", "eth0",
+                 check=check)  # fmt: skip
+        infos = [i for a in json.loads(out or "[]") for i in a.get("addr_info", [])]
+        return [f"{i['local']}/{i['prefixlen']}" for i in infos]
+
     def reset_addresses(self, node: str) -> None:
         """Only the node's own address on eth0, as after a boot: a dead machine answers
         for no service address (IPaddr2's) the namespace would otherwise keep."""
-        ns, own = self.layout.netns(node), f"{self.layout.node_addr(node)}/24"
-        for a in json.loads(sh("ip", "-n", ns, "-j", "-4", "addr", "show", "dev", "eth0")):
-            for info in a.get("addr_info", []):
-                addr = f"{info['local']}/{info['prefixlen']}"
-                if addr != own:
-                    sh("ip", "-n", ns, "addr", "del", addr, "dev", "eth0", check=False)
+        own = f"{self.layout.node_addr(node)}/24"
+        for addr in self._eth0_addrs(node):
+            if addr != own:
+                sh("ip", "-n", self.layout.netns(node), "addr", "del", addr, "dev", "eth0",
+                   check=False)  # fmt: skip
 
     def addresses(self, node: str) -> list[str]:
         """The node's IPv4 addresses on eth0."""
-        out = sh("ip", "-n", self.layout.netns(node), "-j", "-4", "addr", "show", "dev", "eth0",
-                 check=False)  # fmt: skip
-        return [i["local"] for a in json.loads(out or "[]") for i in a.get("addr_info", [])]
+        return [a.partition("/")[0] for a in self._eth0_addrs(node, check=False)]
 
     def set_link(self, node: str, up: bool) -> None:
         sh("ip", "link", "set", self.layout.veth(node), "up" if up else "down")
