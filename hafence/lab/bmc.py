@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 
 from hafence.lab.layout import Layout
@@ -45,9 +46,26 @@ class Bmcs:
 
     def start(self) -> dict[str, int]:
         """Start every BMC (power on); their UDP ports."""
-        for sim in self.sims.values():
+        for node, sim in self.sims.items():
+            self._write_off_hook(node, sim)
             sim.start()
         return self.ports()
+
+    def _write_off_hook(self, node: str, sim: IpmiSim) -> None:
+        """Cut power kills the machine before the BMC answers "off": the hook kills every
+        process of the node's namespace and logs the death (the supervisor's physics sees
+        the power file a tick later and only tidies up; a fence confirmed in between must
+        never find the node's services still running)."""
+        lay = self.layout
+        hook = sim.power_file.with_name(sim.power_file.name + ".off-hook")
+        sim.workdir.mkdir(parents=True, exist_ok=True)
+        hook.write_text(
+            "#!/bin/sh\n"
+            f"for p in $(ip netns pids {shlex.quote(lay.netns(node))}); do kill -9 $p; done\n"
+            f'printf \'{{"t": %s, "event": "died", "node": "{node}", '
+            f'"why": "power cut"}}\\n\' "$(date +%s.%N)" >> {shlex.quote(str(lay.events_file))}\n'
+        )
+        hook.chmod(0o700)
 
     def ports(self) -> dict[str, int]:
         return {n: sim.port for n, sim in self.sims.items()}

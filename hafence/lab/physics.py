@@ -77,6 +77,12 @@ class Physics:
 
     async def step(self) -> None:
         now = time.monotonic()
+        # first: a flaky BMC coming back is a restart that blocks a moment, and a power-off
+        # it takes at once must kill the node in this step, as cut power does
+        for name, at in list(self.flaky.items()):
+            if now >= at:
+                self.m.bmcs.set_dead(name, name not in self.m.bmcs.dead)
+                self.flaky[name] = now + self.rng.uniform(0.5, 3.0)
         for name, node in self.m.nodes.items():
             powered = self.m.bmcs.powered(name)
             if not powered and node.state != "off":
@@ -96,7 +102,3 @@ class Physics:
             self.next_poll = now + PORT_POLL
         for name in sorted(ports):
             await self.cable(name)
-        for name, at in list(self.flaky.items()):
-            if now >= at:
-                self.m.bmcs.set_dead(name, name not in self.m.bmcs.dead)
-                self.flaky[name] = now + self.rng.uniform(0.5, 3.0)
