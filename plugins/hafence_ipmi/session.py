@@ -251,13 +251,23 @@ if getattr(pyghmi_session._io_wait, "__module__", None) != __name__:
 
 
 # -- running calls ------------------------------------------------------------------
-def call(target: Target, fn: Callable[[Any], T], *, pool: SessionPool = POOL) -> T:
+def call(
+    target: Target,
+    fn: Callable[[Any], T],
+    *,
+    pool: SessionPool = POOL,
+    deadline: float | None = None,
+) -> T:
     """Run ``fn(command)`` on the target's session (blocking; use :func:`run`).
 
-    A cached session that turns out dead is dropped and ``fn`` tried once more on a
-    fresh login; pyghmi and IPMI errors become typed :class:`FenceError`.
+    A session that dies under a request is dropped and ``fn`` tried again on a fresh
+    login: once without a ``deadline`` (``time.monotonic()`` when the caller gives up),
+    and with one as long as it has not passed. pyghmi declares a session gone by its
+    own timers, which a loaded machine outruns; whether the BMC is unreachable is
+    judged by our bound, and a fresh login that fails ends it. pyghmi and IPMI errors
+    become typed :class:`FenceError`.
     """
-    for attempt in (1, 2):
+    for attempt in range(1, _MAX_ATTEMPTS + 1):
         fresh = False
         try:
             before = pool.login_count(target)
@@ -279,11 +289,20 @@ def call(target: Target, fn: Callable[[Any], T], *, pool: SessionPool = POOL) ->
             # A refused request (NotSupported, DeviceError) came over a working session.
             if not isinstance(err, (NotSupportedError, DeviceError)):
                 pool.drop(target, cmd)
-            if isinstance(err, UnreachableError) and not fresh and attempt == 1:
+            if deadline is None:
+                again = not fresh and attempt == 1
+            else:
+                again = attempt < _MAX_ATTEMPTS and time.monotonic() < deadline
+            if isinstance(err, UnreachableError) and again:
                 log.info("ipmi %s: session lost (%s), logging in again", target, err.message)
                 continue
             raise err from None
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+# Logins per call at most: each one that succeeds shows the BMC answers, so a request
+# lost over it was the session's fault; this caps the work of a call left running.
+_MAX_ATTEMPTS = 4
 
 
 async def run(
@@ -294,7 +313,8 @@ async def run(
     No answer within the bound is :class:`UnreachableError`: a BMC that does not reply
     to IPMI in ``bound`` seconds cannot fence anything.
     """
-    fut = _in_thread(functools.partial(call, target, fn, pool=pool))
+    deadline = time.monotonic() + bound if bound > 0 else None
+    fut = _in_thread(functools.partial(call, target, fn, pool=pool, deadline=deadline))
     try:
         return await asyncio.wait_for(fut, bound if bound > 0 else None)
     except TimeoutError:

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from hafence_ipmi.driver import IpmiDriver
-from hafence_ipmi.session import SessionPool, raw, run
+from hafence_ipmi.session import SessionPool, call, raw, run
 
 from hafence.errors import AuthError, NotSupportedError, ParamError, UnreachableError
 from hafence.fence import Fencer
@@ -268,6 +269,33 @@ async def test_a_dead_session_reconnects(bmc: IpmiSim) -> None:
     bmc.set_power(False)
     assert await drv.status() == PowerState.OFF
     assert drv.logins == 2
+
+
+async def test_a_session_pyghmi_gave_up_on_is_retried_within_our_bound(bmc: IpmiSim) -> None:
+    # On a loaded machine pyghmi's own retransmit timer can run out before a busy BMC
+    # answers, and it then marks even a fresh session broken ("Session no longer
+    # connected"). Whether the BMC is unreachable is for the caller's bound to say.
+    target = driver(bmc).target
+    broken: list[int] = []
+
+    def status(cmd):  # the first request finds its session declared dead by pyghmi
+        if not broken:
+            broken.append(1)
+            cmd.ipmi_session._mark_broken()
+        return raw(cmd, 0x00, 0x01)[0] & 0x01
+
+    pool = SessionPool()
+    assert (
+        await asyncio.to_thread(call, target, status, pool=pool, deadline=time.monotonic() + 10)
+        == 1
+    )
+    assert pool.login_count(target) == 2
+    broken.clear()  # without a bound, a fresh session's loss is final, as before
+    with pytest.raises(UnreachableError, match="no longer connected"):
+        await asyncio.to_thread(call, target, status, pool=SessionPool())
+    broken.clear()  # and a bound that has passed is final too
+    with pytest.raises(UnreachableError):
+        await asyncio.to_thread(call, target, status, pool=SessionPool(), deadline=time.monotonic())
 
 
 # -- secrets ------------------------------------------------------------------------------------
