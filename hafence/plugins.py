@@ -1,7 +1,8 @@
 """The plugin manager: plugins are entry points of the ``hafence`` group, loaded lazily.
 
-Reading the entry points imports nothing. A plugin's module is imported when something
-it provides is needed:
+Reading the entry points imports nothing (not even :mod:`importlib.metadata`: see
+:mod:`hafence.plugins_index`). A plugin's module is imported when something it provides
+is needed:
 
 * a driver by name (:meth:`PluginRegistry.fence_driver`, :meth:`~PluginRegistry.driver`)
   imports only the plugin that declares that name in its distribution's *manifest*:
@@ -24,7 +25,6 @@ or returns something that breaks the contract, is reported by name (in
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -35,6 +35,7 @@ import pluggy
 
 from hafence import hookspecs
 from hafence.errors import PluginError, UnknownDriverError
+from hafence.plugins_index import EntryPoint, entry_points
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ HOOK_MANIFEST = "hafence.hooks"
 class PluginInfo:
     name: str
     module: str
-    dist: importlib.metadata.Distribution | None = None
+    entry_point: EntryPoint | None = None
     error: str | None = None
     loaded: bool = False
     registered: bool = False  # added in code, not through an entry point
@@ -64,7 +65,10 @@ class PluginInfo:
         only when asked: parsing a distribution's metadata is not free)."""
         if self.registered:
             return "registered"
-        return f"{self.dist.name} {self.dist.version}" if self.dist else "unknown"
+        if self.entry_point is None:
+            return "unknown"
+        dist = self.entry_point.dist
+        return f"{dist.name} {dist.version}"
 
 
 class PluginRegistry:
@@ -74,7 +78,7 @@ class PluginRegistry:
         self.plugins: dict[str, PluginInfo] = {}
         self.errors: list[PluginError] = []
         self._owners: dict[tuple[str, str], str] = {}
-        self._pending: dict[str, importlib.metadata.EntryPoint] = {}
+        self._pending: dict[str, EntryPoint] = {}
         # hook -> driver name -> plugin that declares it in its manifest
         self._declared: dict[str, dict[str, str]] = {hook: {} for hook in MANIFESTS}
         self._declaring: set[str] = set()  # plugins with a manifest
@@ -83,18 +87,23 @@ class PluginRegistry:
             self.load_entry_points()
 
     # -- loading --------------------------------------------------------------------
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
-        """Note every plugin of ``group`` and its manifest; import none of them."""
-        eps = importlib.metadata.entry_points()
+    def load_entry_points(self) -> None:
+        """Note every plugin of the ``hafence`` group and its manifest; import none."""
+        eps = entry_points()
+
+        def select(group: str) -> list[EntryPoint]:
+            return [ep for ep in eps if ep.group == group]
+
+        group = ENTRY_POINT_GROUP
         by_module: dict[str, str] = {}
-        for ep in eps.select(group=group):
-            if ep.name in self.plugins:  # the same distribution visible twice on sys.path
+        for ep in select(group):
+            if ep.name in self.plugins:  # the same plugin name in two distributions
                 continue
-            self.plugins[ep.name] = PluginInfo(ep.name, ep.value, ep.dist)
+            self.plugins[ep.name] = PluginInfo(ep.name, ep.value, ep)
             self._pending[ep.name] = ep
             by_module.setdefault(ep.value, ep.name)
         for hook, (manifest, kind) in MANIFESTS.items():
-            for ep in eps.select(group=manifest):
+            for ep in select(manifest):
                 plugin = by_module.get(ep.value)
                 if plugin is None:
                     self._fail(
@@ -105,7 +114,7 @@ class PluginRegistry:
                     continue
                 self._declared[hook].setdefault(ep.name, plugin)
                 self._declaring.add(plugin)
-        for ep in eps.select(group=HOOK_MANIFEST):
+        for ep in select(HOOK_MANIFEST):
             plugin = by_module.get(ep.value)
             if plugin is None or not hasattr(self.pm.hook, ep.name):
                 what = "no such hook" if plugin else f"no '{group}' entry point names it"

@@ -61,29 +61,80 @@ history (``hafence.fence.history``)
     ``.last(node)``.
 """
 
-from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
-from hafence.fence.check import check_drivers
-from hafence.fence.clock import Clock, LoopClock, ThreadLoop, VirtualLoop
-from hafence.fence.config import (
-    FenceConfig,
-    FenceConfigErrors,
-    load_fence_config,
-    parse_fence_config,
-    write_fence_config,
-)
-from hafence.fence.driver import FenceDriver, Port, PowerState
-from hafence.fence.engine import DeviceEngine
-from hafence.fence.fencer import Fencer
-from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
-from hafence.fence.params import Param, standard
-from hafence.fence.results import (
-    ActionResult,
-    AttemptResult,
-    CheckReport,
-    DeviceCheck,
-    FenceResult,
-    LevelResult,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use (PEP 562): a one-shot command that needs the fencer must not pay
+# for fence.cfg checking, the history or the store behind them.
+_WHERE = {
+    "ChainDevice": "chain",
+    "Level": "chain",
+    "build_driver": "chain",
+    "driver_class": "chain",
+    "check_drivers": "check",
+    "Clock": "clock",
+    "LoopClock": "clock",
+    "ThreadLoop": "clock",
+    "VirtualLoop": "clock",
+    "FenceConfig": "config",
+    "FenceConfigErrors": "config",
+    "load_fence_config": "config",
+    "parse_fence_config": "config",
+    "write_fence_config": "config",
+    "FenceDriver": "driver",
+    "Port": "driver",
+    "PowerState": "driver",
+    "DeviceEngine": "engine",
+    "Fencer": "fencer",
+    "FenceHistory": "history",
+    "FenceRecord": "history",
+    "default_history_path": "history",
+    "Param": "params",
+    "standard": "params",
+    "ActionResult": "results",
+    "AttemptResult": "results",
+    "CheckReport": "results",
+    "DeviceCheck": "results",
+    "FenceResult": "results",
+    "LevelResult": "results",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from hafence.fence.chain import ChainDevice, Level, build_driver, driver_class
+    from hafence.fence.check import check_drivers
+    from hafence.fence.clock import Clock, LoopClock, ThreadLoop, VirtualLoop
+    from hafence.fence.config import (
+        FenceConfig,
+        FenceConfigErrors,
+        load_fence_config,
+        parse_fence_config,
+        write_fence_config,
+    )
+    from hafence.fence.driver import FenceDriver, Port, PowerState
+    from hafence.fence.engine import DeviceEngine
+    from hafence.fence.fencer import Fencer
+    from hafence.fence.history import FenceHistory, FenceRecord, default_history_path
+    from hafence.fence.params import Param, standard
+    from hafence.fence.results import (
+        ActionResult,
+        AttemptResult,
+        CheckReport,
+        DeviceCheck,
+        FenceResult,
+        LevelResult,
+    )
 
 __all__ = [
     "ActionResult",

@@ -36,7 +36,6 @@ from hafence.fence.args import (
     shell_quote,
 )
 from hafence.fence.chain import Level, node_chain, render_tries
-from hafence.store.atomic import write_atomic
 
 __all__ = [  # the argument helpers are re-exported: callers know them from here
     "Arg",
@@ -334,5 +333,8 @@ def write_fence_config(cfg: FenceConfig, path: str | os.PathLike[str] | None = N
     text = cfg.to_text()
     if parse_fence_config(text, str(p)) != cfg:  # never write what would not read back
         raise ConfigError("config would not read back unchanged; not written", file=str(p))
+    # Here, not at the top: importing hafence.store costs every reader of fence.cfg.
+    from hafence.store.atomic import write_atomic
+
     p.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(p, text, mode=0o600)
