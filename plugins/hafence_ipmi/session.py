@@ -234,15 +234,27 @@ POOL = SessionPool()
 # pyghmi waits for a reply on an event that only a packet arriving *after* the wait
 # began sets; a reply that was already queued (a fast BMC, e.g. during the login's
 # privilege request) leaves the caller asleep until its 0.5-1 s retransmit deadline.
-# Cap such directed waits so the caller re-checks its queue every 50 ms. Deadlines and
-# retransmits are unaffected: pyghmi's loop re-computes them on every wake-up.
+# So a wait for a reply (directed, no ``evq``: awaitresponse, which processes the queue
+# next and waits again if the packet was not its reply) returns at once when the BMC's
+# session already holds a packet, and every directed wait is capped so a reply queued
+# between that check and the wait costs at most 50 ms. (A wait with ``evq`` is for
+# another thread's command to finish: it must not return early, or it would spin.)
+# Deadlines and retransmits are unaffected: pyghmi's loop re-computes them on every
+# wake-up.
 _REPLY_POLL = 0.05
 _pyghmi_io_wait = pyghmi_session._io_wait
 
 
+def _reply_queued(myaddr: Any) -> bool:
+    sessions = pyghmi_session.Session.bmc_handlers.get(myaddr) or {}
+    return any(s.pktqueue for s in list(sessions.values()))
+
+
 def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-    if myaddr is not None and timeout > _REPLY_POLL:
-        timeout = _REPLY_POLL
+    if myaddr is not None:
+        if evq is None and _reply_queued(myaddr):
+            return
+        timeout = min(timeout, _REPLY_POLL)
     _pyghmi_io_wait(timeout, myaddr, evq)
 
 
