@@ -4,18 +4,22 @@
 Starts one OpenIPMI ``ipmi_sim`` on loopback and runs, alternately, each command as a
 user would from a shell, several times:
 
-* ``hafence device status --driver ipmi -o ip=... --password-file FILE``: a new
-  process that imports hafence, resolves the ``ipmi`` driver (importing only that
-  plugin), logs in and reads the power state;
+* ``hafence device status --config fence.cfg --device bmc1``: a new process that
+  imports hafence, reads fence.cfg (an ``ipmi`` device, its password in a file),
+  resolves the ``ipmi`` driver (importing only that plugin), logs in and reads the
+  power state;
 * ``fence_ipmilan`` with ``action=status`` (lanplus, cipher 3): options on stdin, as
   fence_ipmilan reads them when run without arguments, so no password is on argv.
 
 Wall-clock time per run, from process start to exit, min/median/max. Both run with
 compiled bytecode as an installed package has it (a first, uncounted run of each
 writes it where it is missing). ``--imports N`` also shows the N costliest imports of
-the hafence command (``python -X importtime``).
+the hafence command (``python -X importtime``). ``--hafence PATH`` measures another
+installation's console script (default: the one beside this interpreter, else on
+PATH); the output says whether it is an editable install (``pip install -e``, what
+scripts/install.sh does) or an installed copy, and the load average around the runs.
 
-    python benchmarks/oneshot.py [--rounds N] [--imports N] [--json]
+    python benchmarks/oneshot.py [--rounds N] [--imports N] [--hafence PATH] [--json]
 """
 
 from __future__ import annotations
@@ -38,12 +42,33 @@ from hafence.simdevices.ipmi_sim import IpmiSim
 PASSWORD = "oneshot-Pw-1"
 
 
-def hafence_script() -> str:
+def hafence_script(path: str | None = None) -> str:
     here = Path(sys.executable).with_name("hafence")
-    found = str(here) if here.exists() else shutil.which("hafence")
-    if not found:
+    found = path or (str(here) if here.exists() else shutil.which("hafence"))
+    if not found or not Path(found).exists():
         raise SystemExit("the hafence console script is not installed (pip install -e .)")
     return found
+
+
+def script_python(script: str) -> str:
+    """The interpreter a console script runs with (its ``#!`` line)."""
+    with open(script, encoding="utf-8") as f:
+        first = f.readline()
+    return first[2:].strip() if first.startswith("#!") else sys.executable
+
+
+def installation(script: str, env: dict[str, str]) -> str:
+    """Where the script's hafence comes from: an editable install or an installed copy."""
+    code = "import hafence; print(hafence.__file__)"
+    where = subprocess.run(
+        [script_python(script), "-P", "-c", code],  # -P: not the checkout in the cwd
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.strip()
+    kind = "installed copy" if "site-packages" in where else "editable install"
+    return f"{script} ({kind}: {Path(where).parent})"
 
 
 def child_env() -> dict[str, str]:
@@ -53,13 +78,23 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def commands(sim: IpmiSim, pw_file: Path) -> dict[str, tuple[list[str], str | None, str]]:
+def fence_cfg(sim: IpmiSim, pw_file: Path) -> Path:
+    """A fence.cfg with one ipmi device for the BMC, mode 0600, password in a file."""
+    cfg = pw_file.with_name("fence.cfg")
+    cfg.write_text(
+        f"device bmc1 ipmi ip={sim.host} ipport={sim.port} username={sim.user} "
+        f"password_file={pw_file} lanplus=1\nconnect bmc1 node=node1\n"
+    )
+    cfg.chmod(0o600)
+    return cfg
+
+
+def commands(
+    sim: IpmiSim, pw_file: Path, script: str
+) -> dict[str, tuple[list[str], str | None, str]]:
     """tool -> (argv, stdin, text its output must contain)."""
-    hafence = [
-        hafence_script(), "device", "status", "--driver", "ipmi",
-        "-o", f"ip={sim.host}", "-o", f"ipport={sim.port}", "-o", f"username={sim.user}",
-        "--password-file", str(pw_file),
-    ]  # fmt: skip
+    cfg = fence_cfg(sim, pw_file)
+    hafence = [script, "device", "status", "--config", str(cfg), "--device", "bmc1"]
     stdin = "".join(
         f"{k}={v}\n"
         for k, v in {
@@ -92,7 +127,7 @@ def import_costs(argv: list[str], env: dict[str, str], top: int) -> list[tuple[s
     """The ``top`` top-level imports of one hafence run by cumulative time (seconds)."""
     code = "import sys; from hafence.cli.main import cli; sys.argv[0] = 'hafence'; cli()"
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", code, *argv[1:]],
+        [script_python(argv[0]), "-P", "-X", "importtime", "-c", code, *argv[1:]],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     rows = []
@@ -109,8 +144,9 @@ def summary(times: list[float]) -> dict[str, float]:
     return {"min": min(times), "median": statistics.median(times), "max": max(times)}
 
 
-def bench(rounds: int, imports: int) -> dict[str, object]:
+def bench(rounds: int, imports: int, script: str) -> dict[str, object]:
     env = child_env()
+    load_before = os.getloadavg()[0]
     with (
         tempfile.TemporaryDirectory(prefix="hafence-oneshot-") as tmp,
         IpmiSim(password=PASSWORD) as sim,
@@ -118,7 +154,7 @@ def bench(rounds: int, imports: int) -> dict[str, object]:
         pw_file = Path(tmp) / "bmc.pw"
         pw_file.write_text(PASSWORD + "\n")
         pw_file.chmod(0o600)
-        cmds = commands(sim, pw_file)
+        cmds = commands(sim, pw_file, script)
         for argv, stdin, expect in cmds.values():  # warm-up: bytecode, page cache
             run_once(argv, stdin, expect, env)
         times: dict[str, list[float]] = {tool: [] for tool in cmds}
@@ -126,7 +162,8 @@ def bench(rounds: int, imports: int) -> dict[str, object]:
             for tool, (argv, stdin, expect) in cmds.items():
                 times[tool].append(run_once(argv, stdin, expect, env))
         costs = import_costs(cmds["hafence device status"][0], env, imports) if imports else []
-    out: dict[str, object] = {"rounds": rounds}
+    out: dict[str, object] = {"rounds": rounds, "hafence": installation(script, env)}
+    out["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     out |= {tool: {**summary(t), "runs": t} for tool, t in times.items()}
     ours, theirs = (statistics.median(t) for t in times.values())
     out["speedup"] = theirs / ours
@@ -140,6 +177,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="runs per command")
     ap.add_argument("--imports", type=int, default=0, metavar="N",
                     help="also show hafence's N costliest imports")  # fmt: skip
+    ap.add_argument("--hafence", metavar="PATH", help="the hafence console script to measure")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -147,11 +185,13 @@ def main() -> None:
     for tool in ("ipmi_sim", "ipmitool", "fence_ipmilan"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (scripts/install.sh installs it)")
-    res = bench(args.rounds, args.imports)
+    res = bench(args.rounds, args.imports, hafence_script(args.hafence))
     if args.json:
         print(json.dumps(res, indent=2))
         return
-    print(f"one-shot status against one ipmi_sim, {args.rounds} runs each (seconds)\n")
+    print(f"one-shot status against one ipmi_sim, {args.rounds} runs each (seconds)")
+    load = res["load_average"]
+    print(f"hafence: {res['hafence']}\nload average (1 min): {load[0]} before, {load[1]} after\n")
     print(f"{'command':<26}{'min':>8}{'median':>8}{'max':>8}")
     for tool, fig in res.items():
         if isinstance(fig, dict) and "median" in fig:
