@@ -227,3 +227,23 @@ def test_using_a_first_party_driver_imports_only_its_plugin() -> None:
     for other in ("hafence_snmp", "pysnmp", "hafence_redfish", "sushy", "hafence_serial",
                   "serial", "hafence_watchdogs", "hafence_resources"):  # fmt: skip
         assert other not in out
+
+
+def test_entry_point_index_reads_what_importlib_metadata_reads(lazy_site: list[str]) -> None:
+    """hafence.plugins_index stands in for importlib.metadata (which costs a one-shot
+    command more than its IPMI work): it must find the same hafence entry points, the
+    first distribution of a name on sys.path winning, and name the same distribution."""
+    from hafence.plugins_index import entry_points
+
+    eps = importlib.metadata.entry_points()
+    want = sorted(
+        (g, ep.name, ep.value)
+        for g in eps.groups
+        if g == "hafence" or g.startswith("hafence.")
+        for ep in eps.select(group=g)
+    )
+    got = entry_points()
+    assert sorted((ep.group, ep.name, ep.value) for ep in got) == want
+    assert {"hafence.fence_drivers", "hafence"} <= {ep.group for ep in got}
+    lazy = next(ep for ep in got if ep.module == "lazy_a")
+    assert (lazy.dist.name, lazy.dist.version) == ("lazyvendor", "1.0")
