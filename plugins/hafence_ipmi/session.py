@@ -22,6 +22,7 @@ pyghmi 1.6 quirks that shape this module:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import hashlib
 import logging
@@ -102,6 +103,7 @@ class SessionPool:
         self._cmds: dict[tuple, Any] = {}
         #: Logins performed per target key (what session reuse saves).
         self.logins: dict[tuple, int] = {}
+        self._exit_hook = False
 
     def _key_lock(self, key: tuple) -> threading.Lock:
         with self._lock:
@@ -119,6 +121,9 @@ class SessionPool:
             cmd = _login(target, kg)
             self._cmds[key] = cmd
             self.logins[key] = self.logins.get(key, 0) + 1
+            if not self._exit_hook:
+                atexit.register(self.close_at_exit)
+                self._exit_hook = True
             log.debug("ipmi %s: logged in (login #%d)", target, self.logins[key])
             return cmd
 
@@ -130,6 +135,25 @@ class SessionPool:
 
     def login_count(self, target: Target) -> int:
         return self.logins.get(target.key, 0)
+
+    def close_at_exit(self) -> None:
+        """Close every idle session when the process ends, as ``ipmitool`` does.
+
+        A BMC holds only a few sessions; one-shot commands that left theirs open (until
+        the BMC's idle timeout) would soon lock everyone out, the fencer included. The
+        close request is sent without waiting for its answer (pyghmi's ``retry=False``),
+        and a session busy in an abandoned call is skipped: exit never waits on a BMC.
+        """
+        with self._lock:
+            cmds, self._cmds = list(self._cmds.values()), {}
+        for cmd in cmds:
+            sess = cmd.ipmi_session
+            if sess.broken or not sess.logged or sess._isincommand():
+                continue
+            try:
+                sess.logout()
+            except Exception as exc:  # the BMC may be gone already
+                log.debug("ipmi logout at exit failed: %r", exc)
 
     def logout_all(self) -> None:
         """Log out of every cached session (best effort; pyghmi waits <= 1 s each)."""
