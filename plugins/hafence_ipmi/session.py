@@ -259,13 +259,14 @@ POOL = SessionPool()
 # began sets; a reply that was already queued (a fast BMC, e.g. during the login's
 # privilege request) leaves the caller asleep until its 0.5-1 s retransmit deadline.
 # So a wait for a reply (directed, no ``evq``: awaitresponse, which processes the queue
-# next and waits again if the packet was not its reply) returns at once when the BMC's
-# session already holds a packet, and every directed wait is capped so a reply queued
-# between that check and the wait costs at most 50 ms. (A wait with ``evq`` is for
-# another thread's command to finish: it must not return early, or it would spin.)
-# Deadlines and retransmits are unaffected: pyghmi's loop re-computes them on every
-# wake-up.
+# next and waits again if the packet was not its reply) lasts at most 1 ms when a
+# session with that BMC already holds a packet (not 0: if the packet is another
+# session's, the loop must not spin until someone takes it), and every directed wait
+# is capped so a reply queued between that check and the wait costs at most 50 ms. (A
+# wait with ``evq`` is for another thread's command to finish.) Deadlines and
+# retransmits are unaffected: pyghmi's loop re-computes them on every wake-up.
 _REPLY_POLL = 0.05
+_QUEUED_POLL = 0.001
 _pyghmi_io_wait = pyghmi_session._io_wait
 
 
@@ -276,9 +277,8 @@ def _reply_queued(myaddr: Any) -> bool:
 
 def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
     if myaddr is not None:
-        if evq is None and _reply_queued(myaddr):
-            return
-        timeout = min(timeout, _REPLY_POLL)
+        queued = evq is None and _reply_queued(myaddr)
+        timeout = min(timeout, _QUEUED_POLL if queued else _REPLY_POLL)
     _pyghmi_io_wait(timeout, myaddr, evq)
 
 
