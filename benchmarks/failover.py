@@ -31,7 +31,8 @@ lock``: at once after a power-off, the lease's expiry without one), ``recovery_d
 seen running on its new node). A **double run** is a sample with two copies of the
 service, or two nodes holding the address. The **client outage** of a run is the time
 from the client's last answer before the kill to its first answer after it (from the
-new node): what a user of the address sees.
+new node): what a user of the address sees; ``address_moved_s`` is from the kill to
+another node holding the address (IPaddr2's start), the rest is the client's reconnect.
 
 ``--json`` prints one object: per case ``runs``, ``median_s``, ``max_s``, ``double_runs``,
 ``phases`` (per-phase medians) and ``client_outage_s`` (median, max); without it a table
@@ -76,6 +77,7 @@ class Run:
     phases: dict[str, float] = field(default_factory=dict)
     double: bool = False
     outage: float | None = None  # None: the client got no answer again within the bound
+    address: float | None = None  # kill -> the service address held by another node
     etcd_leader: bool = False  # the victim's etcd member led the store's cluster
 
 
@@ -124,8 +126,10 @@ def kill_and_watch(lab: Lab, victim: str, bound: float) -> Run:
             if run.total is None and any(n != victim for n in where):
                 run.total = time.time() - run.killed
                 run.phases = phases(lab, victim, run.killed, run.total)
+            if run.address is None and any(n != victim for n in copies.get(VIP_SERVICE, [])):
+                run.address = time.time() - run.killed
             run.outage = client.outage(run.killed, victim)
-            if run.total is not None and run.outage is not None:
+            if None not in (run.total, run.outage, run.address):
                 break
             time.sleep(SAMPLE)
     return run
@@ -205,6 +209,8 @@ def run_case(case: str, runs: int, nodes: int, state_dir: Path, say: Any) -> lis
             out.append(run)
             total = f"{run.total:.1f}s" if run.total is not None else "not recovered"
             outage = f"{run.outage:.1f}s" if run.outage is not None else "no answer"
+            if run.address is not None:
+                outage += f" (address moved after {run.address:.1f}s)"
             say(f"{case} run {i + 1}/{runs}: {victim} killed, {SID} running again after "
                 f"{total}, client outage {outage}"
                 f"{' (it led etcd)' if run.etcd_leader else ''} {run.phases}"
@@ -246,6 +252,7 @@ def pick(lab: Lab, master_node: bool, settle: float) -> str:
 def summary(runs: list[Run]) -> dict[str, Any]:
     done = [r.total for r in runs if r.total is not None]
     outages = [r.outage for r in runs if r.outage is not None]
+    moved = [r.address for r in runs if r.address is not None]
     med = {p: round(statistics.median(r.phases[p] for r in runs if r.total is not None), 3)
            for p in PHASES} if done else {}  # fmt: skip
     return {
@@ -260,6 +267,7 @@ def summary(runs: list[Run]) -> dict[str, Any]:
         "detection_samples_s": [r.phases.get("detection") for r in runs],
         "client_outage_s": {"median": _median(outages), "max": _max(outages),
                             "answered": len(outages)},
+        "address_moved_s": {"median": _median(moved), "max": _max(moved)},
         "outage_samples_s": [round(r.outage, 3) if r.outage is not None else None
                              for r in runs],
     }  # fmt: skip

@@ -95,7 +95,8 @@ def test_the_service_address_moves_with_a_failed_node(lab: Lab) -> None:
     answered = [a.node for a in client.snapshot() if a.node is not None]
     switch = answered.index(new)
     assert set(answered[:switch]) == {victim} and set(answered[switch:]) == {new}, answered
-    assert 0 < client.outage(killed, victim) < lab.timings.recovery_bound()  # type: ignore[operator]
+    outage = client.outage(killed, victim)
+    assert outage is not None and 0 < outage < lab.timings.recovery_bound(), answered[-5:]
     lab.heal([victim])
     lab.wait_ready(lab.timings.settle_bound())
     assert holders(lab) == [new]  # the healed node took nothing back (nofailback or not)
