@@ -111,6 +111,8 @@ def run_embedded(services: int, nodes: int, rounds: int) -> dict[str, Any]:
         store.write_lrm_status(n, {"state": "wait_for_agent_lock", "mode": "active"})
         store.acquire_lease(node_alive_lease(n), n, 3600)
     env = RealEnv("node1", store, timings=Timings())
+    # only the manager lock's holder may write the manager status, as a master does
+    store.acquire_lease(st.MANAGER_LOCK, "node1", 3600)
     m = Manager(env)
 
     def write(node: str, status: dict[str, Any]) -> None:
