@@ -13,7 +13,9 @@ run's peak):
   master hands out a new uid per service and round);
 - ``store_ops_per_round``: reads, writes and listings of the store in one steady round
   (0 for the simulator, whose state is in memory);
-- ``rss_mib``: peak resident memory of the run.
+- ``rss_mib``: peak resident memory of the run;
+- ``load_1m``: the machine's load average at the end of the run (a busy machine
+  stretches the wall times; the ``*_cpu_*`` figures much less).
 
 What runs: ``hafence.ha.manager.Manager`` (the master's round) on the simulator's Env
 (``sim``) or on ``RealEnv`` over an ``EmbeddedStore`` in a temporary directory
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -155,6 +158,7 @@ def one(services: int, nodes: int, store: str, rounds: int) -> dict[str, Any]:
     res = {"nodes": nodes, "services": services, "store": store}
     res.update(run(services, nodes, rounds))
     res["rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    res["load_1m"] = round(os.getloadavg()[0], 2)  # the machine's load the figures carry
     return res
 
 
@@ -188,7 +192,8 @@ def main() -> int:
                     f"steady round {res['steady_round_ms']:7.1f} ms "
                     f"(cpu {res['steady_round_cpu_ms']:.1f}), mass start "
                     f"{res['mass_start_s']:.2f} s (cpu {res['mass_start_cpu_s']:.2f}), "
-                    f"{res['store_ops_per_round']} store ops/round, {res['rss_mib']} MiB",
+                    f"{res['store_ops_per_round']} store ops/round, {res['rss_mib']} MiB, "
+                    f"load {res['load_1m']}",
                     flush=True,
                 )
     if args.json:
