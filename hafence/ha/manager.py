@@ -693,7 +693,8 @@ class Manager:
     ) -> None:
         """One service's state machine step (Proxmox's loop body in ``manage``)."""
         cd = sc.get(sid) or {"state": "disabled", "node": sd.get("node")}
-        lrm_res = lrm_results.get(sd["uid"]) if sd.get("uid") else None
+        uid = sd.get("uid")
+        lrm_res = lrm_results.get(uid) if uid else None
         last = sd["state"]
         handler = self._HANDLERS.get(last)
         if handler is not None:
