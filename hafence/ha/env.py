@@ -172,11 +172,7 @@ class Env(ABC):
     def get_basic_service_stats(self) -> dict[str, dict[str, Any]]:
         """Every service known to run somewhere: ``{sid: {"node", "state", "running"}}``
         (the configured ones here; Proxmox adds guests HA does not manage)."""
-        return {
-            sid: {"node": cd.get("node"), "state": cd.get("state"),
-                  "running": cd.get("state") == "started"}
-            for sid, cd in self.read_service_config().items()
-        }  # fmt: skip
+        return basic_service_stats(self.read_service_config())
 
     def get_static_service_stats(self) -> dict[str, dict[str, Any]]:
         """As :meth:`get_basic_service_stats`, each with ``"usage": {"maxcpu": cores,
@@ -341,3 +337,12 @@ class WatchdogHold:
         if self.armed:
             self.env.watchdog_close(self.handle)
             self.handle, self.armed = None, False
+
+
+def basic_service_stats(config: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:meth:`Env.get_basic_service_stats` of the service config ``config``."""
+    return {
+        sid: {"node": cd.get("node"), "state": cd.get("state"),
+              "running": cd.get("state") == "started"}
+        for sid, cd in config.items()
+    }  # fmt: skip

@@ -72,6 +72,7 @@ from hafence.ha.env import (
     FENCE_PENDING,
     Env,
     ServiceLocationConflict,
+    basic_service_stats,
 )
 from hafence.ha.fencerun import FenceRunner, FenceSource
 from hafence.ha.nodestats import NodeSampler
@@ -458,6 +459,10 @@ class RealEnv(Env):
 
     def service_config_digest(self, services: dict[str, dict[str, Any]]) -> str | None:
         return self.config.resources_digest()
+
+    def get_basic_service_stats(self) -> dict[str, dict[str, Any]]:
+        # read only: the parsed config itself, not the copy read_service_config hands out
+        return basic_service_stats(self.config.resources(copy=False))
 
     def read_groups(self) -> dict[str, dict[str, Any]]:
         return self.config.groups()

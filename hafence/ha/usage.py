@@ -162,6 +162,8 @@ class Usage:
         return node in self.services
 
     def add_service_usage(self, sid: str, sd: Mapping[str, Any]) -> None:
+        if sd.get("state") in ("stopped", "request_start"):
+            return  # loads no node (every service is added every round: the quick way out)
         current, target = used_service_nodes(self.services, sd)
         # a service knows it runs only in 'started' (the flag); in any other state it
         # runs where it is

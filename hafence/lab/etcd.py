@@ -62,3 +62,19 @@ def member_health(layout: Layout, node: str, timeout: float = 1.0) -> bool:
             return json.loads(resp.read()).get("health") == "true"
     except (OSError, ValueError):
         return False
+
+
+def leader(layout: Layout, timeout: float = 1.0) -> str | None:
+    """The node whose etcd member says it leads (etcd's maintenance status); None when
+    none does."""
+    for node in layout.nodes:
+        url = f"http://{layout.node_addr(node)}:2379/v3/maintenance/status"
+        try:
+            req = urllib.request.Request(url, data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                st = json.loads(resp.read())
+        except (OSError, ValueError):
+            continue
+        if st.get("leader") and st.get("leader") == st.get("header", {}).get("member_id"):
+            return node
+    return None

@@ -1,10 +1,11 @@
 """One lab node's processes: its boot, its daemons (what systemd does), its death.
 
 A node boots like a Debian host with hafence installed: after ``boot_delay`` (firmware,
-kernel) its etcd member and ``hafence-watchdog-mux`` start; once the mux answers,
-``hafence-lrm`` and ``hafence-crm`` follow (they require the mux). The LRM, CRM and etcd
-are restarted after ``restart_delay`` when they fail (systemd's Restart=on-failure); the
-mux never is (Restart=no: a mux that died owes its node a reset).
+kernel) its etcd member, ``hafence-watchdog-mux`` and its ``web`` server (the TCP service
+behind the lab's service address, :mod:`hafence.lab.web`) start; once the mux answers,
+``hafence-lrm`` and ``hafence-crm`` follow (they require the mux). The LRM, CRM, etcd and
+web server are restarted after ``restart_delay`` when they fail (systemd's
+Restart=on-failure); the mux never is (Restart=no: a mux that died owes its node a reset).
 
 A boot starts from what a real reboot leaves: ``/run`` is empty (the mux's socket and
 its active marker, the watchdog hardware's state), services' pid files are gone; the
@@ -25,15 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-from hafence.lab import etcd
+from hafence.lab import etcd, web
 from hafence.lab.events import EventLog
 from hafence.lab.inbox import METRICS_PORTS
 from hafence.lab.layout import LabError, Layout
 from hafence.lab.network import Network
 from hafence.lab.timings import LabTimings
 
-DAEMONS = ("etcd", "mux", "lrm", "crm")
-RESTARTED = ("etcd", "lrm", "crm")  # Restart=on-failure; the mux is Restart=no
+DAEMONS = ("etcd", "mux", "lrm", "crm", "web")
+RESTARTED = ("etcd", "lrm", "crm", "web")  # Restart=on-failure; the mux is Restart=no
 USAGE_ERROR = 2  # a daemon that refused its options exits so (click); not restarted
 # Environment a node's processes do not inherit from whoever started the lab.
 _SCRUB = (
@@ -86,6 +87,9 @@ class Node:
         sock = str(lay.mux_socket(node))
         if daemon == "etcd":
             return etcd.member_argv(lay, node, t)
+        if daemon == "web":
+            return [sys.executable, "-m", "hafence.lab.web", "--addr", lay.vip_addr,
+                    "--port", str(web.PORT), "--node", node]  # fmt: skip
         if daemon == "mux":  # the fake watchdog hardware is chosen here, and only here
             return [
                 executable("hafence-watchdog-mux"),
@@ -207,7 +211,7 @@ class Node:
             with open(lay.log_dir(node) / f"{d}.log", "a") as fh:
                 fh.write(stamp)
         self.events.add("boot", node, boot=self.boots)
-        for d in ("etcd", "mux"):
+        for d in ("etcd", "mux", "web"):
             if d not in self.held:
                 self.spawn(d)
         self.state = "starting"

@@ -27,12 +27,16 @@ def _writer_tag(pid: int) -> str:  # keyed on the pid: a forked child gets its o
     return f"{proc.boot_id()[:8]}-{proc.pid_namespace()}-{pid}-{proc.start_time(pid) or 0}"
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o600) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: str | bytes, mode: int = 0o600, *, durable: bool = True
+) -> None:
     """Write ``data`` to ``path`` through a temp file in the same directory.
 
     The temp file is created with ``mode`` before any byte is written (so a secret never
     sits in a world-readable file), fsynced, then moved over ``path`` with ``os.replace``;
-    the directory is fsynced so the rename survives a power loss.
+    the directory is fsynced so the rename survives a power loss. ``durable=False`` skips
+    both fsyncs (still atomic for every reader: a file its writer rewrites every round,
+    whose readers all run on this machine, see docs/daemons.md).
     """
     p = Path(path)
     raw = data.encode() if isinstance(data, str) else data
@@ -42,8 +46,9 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
         try:
@@ -51,6 +56,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)

@@ -3,8 +3,22 @@
 Layout: ``resources.cfg``, ``groups.cfg``, ``datacenter.cfg``, ``manager_status``,
 ``crm_commands``, ``lrm_status/<node>``, ``leases/<name>`` (JSON owner + expiry),
 ``nodes/<node>`` (the machine a node's daemons ran on) and ``.lock`` (the fcntl lock for
-read-modify-write). Every write is atomic (temp file, fsync, ``os.replace``) and mode
-0600; the directory is 0700.
+read-modify-write). Every write is atomic (temp file, ``os.replace``) and mode 0600; the
+directory is 0700.
+
+**What is fsynced.** Configuration, commands, leases and node records are fsynced (file
+and directory) before a write returns: they must survive a power loss as written. The
+manager status and the LRM status files are not: each is rewritten by its one writer
+every round (10,000 services make a manager status of about 1 MB, whose fsync costs a
+master round tens of milliseconds on a busy disk), and every reader runs on this
+machine and reads the page cache, so every reader sees the last rename, fsynced or not.
+Only a power loss of the whole machine can lose one, and that also stops every daemon
+and every service here: the status then reads as an earlier complete version (or, on a
+file system that does not order data before renames, as damaged), which the HA core
+treats as after a change of master: the service config says where a service is
+(recovery checks it), every command gets a new uid, a damaged manager status is rebuilt
+by the next master (an LRM acts on none until then) and a damaged LRM status counts as
+one without results.
 
 **One machine only.** Daemons on several machines that each use their own directory
 would silently form separate one-node clusters. So every daemon records its node with
@@ -33,6 +47,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from hafence.errors import HafenceError
 from hafence.ha import config as hacfg
 from hafence.store import proc
@@ -49,6 +65,12 @@ from hafence.store.base import (
 DEFAULT_DIR = "/etc/hafence/ha"
 ENV_DIR = "HAFENCE_HA_DIR"
 SUBDIRS = ("lrm_status", "leases", "nodes")
+
+
+def _is_status(name: str) -> bool:
+    """The manager and LRM status: rewritten by their one writer every round and read
+    only on this machine, they are not fsynced (module docstring)."""
+    return name == MANAGER_STATUS or name.startswith("lrm_status/")
 
 
 def default_dir() -> Path:
@@ -75,6 +97,7 @@ class EmbeddedStore(Store):
     ) -> None:
         super().__init__()
         self.path = Path(path) if path is not None else default_dir()
+        self._root = str(self.path)
         self.clock = clock
         self.poll_interval = 0.05
         self.removed_temps = [p for d in ("", *SUBDIRS) for p in remove_stale_temps(self.path / d)]
@@ -83,13 +106,17 @@ class EmbeddedStore(Store):
         return f"EmbeddedStore({str(self.path)!r})"
 
     def location(self, name: str) -> str:
-        return str(self.path / name)
+        return os.path.join(self._root, name)
 
     def _file(self, name: str) -> Path:
+        return Path(self._filename(name))
+
+    def _filename(self, name: str) -> str:
+        # a str, not a Path: a master round reads a file per node (pathlib's cost adds up)
         parts = name.split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"invalid store entry name '{name}'")
-        return self.path.joinpath(*parts)
+        return os.path.join(self._root, *parts)
 
     def _ensure_dir(self, d: Path) -> None:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,9 +130,8 @@ class EmbeddedStore(Store):
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _read(self, name: str) -> tuple[bytes | None, Any]:
-        f = self._file(name)
         try:
-            with open(f, "rb") as fh:
+            with open(self._filename(name), "rb") as fh:
                 st = os.fstat(fh.fileno())
                 return fh.read(), (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
@@ -116,7 +142,7 @@ class EmbeddedStore(Store):
         if unless is not None and self._version(f) == unless:
             return unless  # each atomic write makes a new inode: still the bytes we know
         self._ensure_dir(f.parent)
-        write_atomic(f, data, 0o600)
+        write_atomic(f, data, 0o600, durable=not _is_status(name))
         return self._version(f)
 
     def _delete(self, name: str) -> None:
@@ -263,7 +289,7 @@ class EmbeddedStore(Store):
     # -- leases ------------------------------------------------------------------------------
     def _lease(self, name: str) -> dict | None:
         raw = self._get(f"leases/{name}")
-        return json.loads(raw) if raw else None
+        return orjson.loads(raw) if raw else None
 
     def _set_lease(self, name: str, owner: str, expires: float, cur: dict | None) -> None:
         # a renewal keeps the incarnation that took the lease (a node's CRM and LRM share

@@ -1,7 +1,8 @@
 """End to end with real processes: three nodes' hafence-crm + hafence-lrm on one store.
 
-Node1's fence device is a real BMC (OpenIPMI ipmi_sim). A watcher plays the physics the
-machine cannot: when node1's BMC powers node1 off, node1's service processes die. The
+Node1's fence device is a real BMC (OpenIPMI ipmi_sim). The test plays the physics the
+machine cannot: when node1's BMC powers node1 off, node1's service processes die before
+the BMC answers (tests/daemons/power_cut.py). The
 service is a ``dummy:`` resource: a real process per running copy, so "never twice" is
 checked on the processes themselves, every 50 ms, for the whole test.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from hafence.cli.ha_manager import cli as ha_manager
 from hafence.simdevices.ipmi_sim import IpmiSim
 from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.store import EmbeddedStore
+from tests.daemons import power_cut
 
 NODES = ("node1", "node2", "node3")
 # self-fencing rule: lease 6 > watchdog 3 + hardware 2 (a mux configured so) + store 0.5
@@ -59,6 +62,7 @@ class Cluster:
         self.node1_powered = True
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
+        power_cut.install(bmc, f"{shlex.quote(str(self.state_dir('node1')))}/dummy/*.pid")
 
     def state_dir(self, node: str) -> Path:
         return self.tmp / "state" / node

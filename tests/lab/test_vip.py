@@ -1,6 +1,7 @@
 """A service address (resource-agents' IPaddr2 as ``ocf:vip``) follows its node's failure:
 after the node crashes and is fenced, the address answers from another node, and at no
-time do two nodes hold it."""
+time do two nodes hold it. The TCP service behind it (every node's ``web`` server) is
+answered by the address' holder: a client sees the old node, then the new one."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hafence.lab.control import Lab
 from hafence.lab.inbox import mails, metrics_url, webhooks
 from hafence.lab.layout import VIP_SERVICE
 from hafence.lab.network import netns_supported
+from hafence.lab.web import Client
 
 AGENT = "/usr/lib/ocf/resource.d/heartbeat/IPaddr2"
 
@@ -70,20 +72,31 @@ def answers_from(lab: Lab) -> str | None:
 def test_the_service_address_moves_with_a_failed_node(lab: Lab) -> None:
     (victim,) = holders(lab)
     assert answers_from(lab) == victim
-    lab.fault(victim, "kill")
     # as long as the stated recovery bound: the address must come back elsewhere
     deadline = time.monotonic() + lab.timings.recovery_bound()
-    seen: list[list[str]] = []
-    while time.monotonic() < deadline:
-        now = holders(lab)
-        seen.append(now)
-        assert len(now) <= 1, f"{VIP_SERVICE} on {now}"
-        if now and now != [victim]:
-            break
-        time.sleep(0.2)
+    with Client(lab.layout.vip_addr) as client:
+        while not any(a.node == victim for a in client.snapshot()):
+            assert time.monotonic() < deadline, client.snapshot()[-3:]
+            time.sleep(0.05)
+        killed = time.time()
+        lab.fault(victim, "kill")
+        seen: list[list[str]] = []
+        while time.monotonic() < deadline:
+            now = holders(lab)
+            seen.append(now)
+            assert len(now) <= 1, f"{VIP_SERVICE} on {now}"
+            if now and now != [victim] and client.outage(killed, victim) is not None:
+                break
+            time.sleep(0.2)
     (new,) = holders(lab)
     assert new != victim, seen
     assert answers_from(lab) == new
+    # the TCP service: the old node until the kill, then nothing, then only the new one
+    answered = [a.node for a in client.snapshot() if a.node is not None]
+    switch = answered.index(new)
+    assert set(answered[:switch]) == {victim} and set(answered[switch:]) == {new}, answered
+    outage = client.outage(killed, victim)
+    assert outage is not None and 0 < outage < lab.timings.recovery_bound(), answered[-5:]
     lab.heal([victim])
     lab.wait_ready(lab.timings.settle_bound())
     assert holders(lab) == [new]  # the healed node took nothing back (nofailback or not)

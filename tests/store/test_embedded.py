@@ -174,3 +174,38 @@ def test_stale_temp_files_of_dead_writers_are_removed_at_start(tmp_path: Path) -
         live.wait()
     assert len(EmbeddedStore(d).removed_temps) == 1  # now its writer is gone too
     assert not [p for p in d.rglob("*.tmp")]
+
+
+def test_config_leases_and_commands_are_fsynced_status_files_not(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """What must survive a power loss is on disk when the write returns (file and
+    directory); the per-round status files are only renamed into place (docs/daemons.md)."""
+    store = EmbeddedStore(tmp_path)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:  # the seam: the system call, after the real one
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def written(write) -> list[str]:
+        synced.clear()
+        write()
+        return [os.path.relpath(p, tmp_path) for p in synced]
+
+    for where, write in (
+        (".", lambda: store.write_text("resources.cfg", "vm: 100\n\tstate started\n")),
+        (".", lambda: store.queue_crm_command("migrate vm:100 node2")),
+        ("leases", lambda: store.acquire_lease("ha_manager_lock", "node1", 60)),
+    ):
+        names = written(write)
+        temps = [n for n in names if os.path.basename(n).endswith(".tmp")]
+        assert [os.path.dirname(n) or "." for n in temps] == [where], names  # the data
+        assert where in names, names  # the directory: the rename itself
+    assert written(lambda: store.write_manager_status({"master_node": "node1"})) == []
+    assert written(lambda: store.write_lrm_status("node1", {"state": "active"})) == []
+    assert store.read_manager_status() == {"master_node": "node1"}  # renamed into place
+    assert store.read_lrm_status("node1") == {"state": "active"}
