@@ -140,6 +140,9 @@ class Cluster:
 
     def where(self) -> str | None:
         running = [n for n in NODES if _dummy_pid(self.state_dir(n))]
+        # a sample like the watcher's: a copy that where() saw and the watcher (asleep, or
+        # waiting for a core) did not is still a copy seen; max_copies == 1 then holds
+        self.max_copies = max(self.max_copies, len(running))
         assert len(running) <= 1, f"{SID} runs on {running}"
         return running[0] if running else None
 
