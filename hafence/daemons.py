@@ -23,6 +23,7 @@ the interval.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -289,6 +290,9 @@ def run_daemon(env: RealEnv, daemon: CRM | LRM, interval: float) -> int:
 
     env.wakeup = wakeup
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    # `kill -USR2 PID`: every thread's stack to stderr (the log), to see where a daemon
+    # that stopped logging waits, on a machine without a debugger
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     what = f"{env.nodename}/{env.role}"
     try:
         while True:

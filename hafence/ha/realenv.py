@@ -225,9 +225,16 @@ class RealEnv(Env):
     # -- membership, quorum, locks ---------------------------------------------------------
     def quorate(self) -> bool:
         try:
-            return self.store.quorate()
+            ok = self.store.quorate()
         except StoreUnavailable:
-            return False
+            ok = False
+        # A daemon without quorum writes and takes nothing, and would say nothing either:
+        # one line when it loses quorum, one when it has it again.
+        if not ok:
+            self._once("quorum", "warning", "no quorum: the store answers no quorate read")
+        elif self._said.pop("quorum", None) is not None:
+            self.log("info", "quorum regained")
+        return ok
 
     def _lease_call(self, what: str, fn: Callable[[], bool]) -> bool:
         try:

@@ -5,8 +5,9 @@
 # STATE is the power-state file (holding 0 or 1). Every call is appended to STATE.log as
 # "OP ARGS..." so a test can assert on what the BMC was asked to do. If STATE.mode holds
 # "stuck", power-off requests are accepted but ignored: a target that never reaches off.
-# If STATE.off-hook is executable it runs after each power-off, before the BMC answers
-# (what cutting the power does to the machine at once: hafence lab kills the node there).
+# If STATE.off-hook is executable it runs at each power-off, before STATE reads off and
+# before the BMC answers (what cutting the power does to the machine at once: hafence lab
+# kills the node there).
 STATE="$1"; op="$2"; shift 2
 [ -n "$STATE" ] || { echo "No device given"; exit 1; }
 echo "$op $*" >> "$STATE.log"
@@ -25,12 +26,13 @@ case "$op" in
       p="$1"; v="$2"; shift 2
       case "$p" in
         power)
-          # a new file renamed over the old: a reader never sees it empty mid-write
-          if [ "$v" = 0 ] && [ "$MODE" = stuck ]; then :; else echo "$v" > "$STATE.new" && mv -f "$STATE.new" "$STATE"; fi
-          if [ "$v" = 0 ] && [ "$MODE" != stuck ] && [ -x "$STATE.off-hook" ]; then "$STATE.off-hook"; fi ;;
+          # the machine dies first, then the state reads off (nobody sees "off" while it
+          # still runs); a new file renamed over the old: never seen empty mid-write
+          if [ "$v" = 0 ] && [ "$MODE" != stuck ] && [ -x "$STATE.off-hook" ]; then "$STATE.off-hook"; fi
+          if [ "$v" = 0 ] && [ "$MODE" = stuck ]; then :; else echo "$v" > "$STATE.new" && mv -f "$STATE.new" "$STATE"; fi ;;
         reset)    : ;;                       # pulse: power stays as it is
-        shutdown) [ "$MODE" = stuck ] || { echo 0 > "$STATE.new" && mv -f "$STATE.new" "$STATE"
-                    [ -x "$STATE.off-hook" ] && "$STATE.off-hook"; } ;;  # soft off: immediate
+        shutdown) [ "$MODE" = stuck ] || { [ -x "$STATE.off-hook" ] && "$STATE.off-hook"
+                    echo 0 > "$STATE.new" && mv -f "$STATE.new" "$STATE"; } ;;  # soft off: immediate
         boot)     : ;;
         identify) shift ;;                   # identify takes two values (interval force)
         *) echo "Invalid parameter: $p"; exit 1 ;;

@@ -23,7 +23,8 @@ from hafence.ha.env import (
     ServiceLocationConflict,
 )
 from hafence.ha.realenv import RealEnv, Timings, node_alive_lease
-from hafence.store import EmbeddedStore, Store
+from hafence.store import EmbeddedStore, Store, open_store
+from tests.daemons.holdproxy import HoldProxy
 
 T = Timings(interval=1, lease_ttl=10, watchdog_timeout=5, fence_delay=2, node_timeout=5)
 
@@ -101,6 +102,36 @@ def test_membership_etcd_and_nodes_from_manager_status(store: Store) -> None:
 
 def test_quorum_follows_the_store(store: Store) -> None:
     assert env(store, "node1").quorate()
+
+
+@pytest.mark.peer("etcd")
+def test_losing_and_regaining_quorum_is_said_once_each(
+    etcd_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a daemon without quorum takes and writes nothing: without these two lines its log
+    # would show nothing at all while it waits
+    host, port = etcd_url.removeprefix("http://").split(":")
+    proxy = HoldProxy((host, int(port)), "/no-such-key")
+    s = open_store(proxy.url("quorum"))
+    try:
+        lrm = env(s, "node1", "lrm")
+        caplog.set_level(logging.INFO)
+        assert lrm.quorate()
+        proxy.partitioned = True  # the store stops answering
+        for _ in range(3):
+            s.set_deadline(time.monotonic() + 0.3)
+            assert not lrm.quorate()
+        s.set_deadline(None)
+        proxy.partitioned = False
+        assert lrm.quorate() and lrm.quorate()
+    finally:
+        s.close()
+        proxy.close()
+    said = [r.getMessage() for r in caplog.records if "quorum" in r.getMessage()]
+    assert said == [
+        "node1/lrm: no quorum: the store answers no quorate read",
+        "node1/lrm: quorum regained",
+    ]
 
 
 # -- config, status, commands ------------------------------------------------------------
