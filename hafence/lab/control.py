@@ -253,10 +253,13 @@ class Lab:
         if not view["quorate"]:
             return f"no quorum: {view.get('error')}"
         booted = self._last_boots()
+        # An LRM stamps its status in whole seconds (as Proxmox does): one written in the
+        # second the node booted is since the boot. An idle LRM may not write it again for
+        # a long while, so comparing with the fraction made it stale until then.
         stale = [
             n
             for n, s in view["lrm"].items()
-            if not view["alive"].get(n) or (s.get("timestamp") or 0) < booted.get(n, 0)
+            if not view["alive"].get(n) or (s.get("timestamp") or 0) < int(booted.get(n, 0))
         ]
         if stale:
             return f"LRMs not reporting: {', '.join(stale)}"

@@ -11,6 +11,7 @@ import pytest
 
 from hafence.lab.chaos import make_schedule, services_for
 from hafence.lab.checker import Checker, Copy
+from hafence.lab.control import Lab
 from hafence.lab.layout import Layout
 from hafence.lab.timings import preset
 
@@ -189,3 +190,21 @@ def test_schedules_are_reproducible_and_cover_every_fault_kind() -> None:
         "power-off",
         "ha-manager",
     }
+
+
+def test_an_lrm_status_stamped_in_its_boot_second_is_since_the_boot(layout: Layout) -> None:
+    # chaos seed 7166: node3's idle LRM wrote its status 0.56 s after the boot, stamped
+    # in whole seconds, and wrote nothing more; readiness called it not reporting
+    layout.state_file.write_text(json.dumps({"layout": layout.to_dict()}))
+    events(layout, (0.019, "boot", "node3"))
+    view = {
+        "etcd": dict.fromkeys(NODES, True),
+        "quorate": True,
+        "alive": dict.fromkeys(NODES, True),
+        "lrm": {n: {"timestamp": int(T0 + 5)} for n in NODES},
+    }
+    view["lrm"]["node3"] = {"timestamp": int(T0 + 0.019)}  # the boot's own second
+    lab = Lab(layout.state_dir)
+    assert lab.not_ready(view, master=False) is None
+    view["lrm"]["node3"] = {"timestamp": int(T0 - 1)}  # before the boot: a dead LRM's
+    assert lab.not_ready(view, master=False) == "LRMs not reporting: node3"
