@@ -234,6 +234,8 @@ def bring_up(c: Cluster, on: str, first: str, store: str | None = None, **fence:
         c.start(n, ("lrm",) if n == first else ("crm", "lrm"))
     c.watch()
     wait_for(lambda: c.where() == on, 30, f"{SID} to start on {on}")
+    s = c.store()  # every LRM has reported: ha-manager knows every node (not before)
+    wait_for(lambda: set(s.lrm_nodes()) >= set(NODES), 30, "every LRM's first status")
     assert c.master() == first
 
 
