@@ -168,7 +168,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000/16,10000/100,30000/300",
                     help="services/nodes,... (default %(default)s)")  # fmt: skip
-    ap.add_argument("--store", default="sim,embedded", help="sim, embedded or both")
+    ap.add_argument("--store", default="sim,embedded",
+                    help="sim, embedded or both: sim,embedded (default %(default)s)")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # services/nodes/store: run in-process
@@ -177,10 +178,13 @@ def main() -> int:
         services, nodes, store = args.one.split("/")
         print(json.dumps(one(int(services), int(nodes), store, args.rounds)))
         return 0
+    stores = args.store.split(",")
+    if unknown := set(stores) - {"sim", "embedded"}:
+        ap.error(f"--store: unknown store {', '.join(sorted(unknown))} (sim, embedded)")
     results = []
     for size in args.sizes.split(","):
         services, nodes = size.split("/")
-        for store in args.store.split(","):
+        for store in stores:
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", f"{services}/{nodes}/{store}",
                  "--rounds", str(args.rounds)],

@@ -30,6 +30,7 @@ from hafence.simdevices.ipmi_sim import IpmiSim
 from hafence.simdevices.ipmi_sim import available as ipmi_sim_available
 from hafence.store import EmbeddedStore
 from tests.daemons import power_cut
+from tests.daemons.reaper import kill_tagged, tagged_env
 
 NODES = ("node1", "node2", "node3")
 # self-fencing rule: lease 6 > watchdog 3 + hardware 2 (a mux configured so) + store 0.5
@@ -89,7 +90,7 @@ class Cluster:
                    "--state-dir", str(self.state_dir(node)),
                    "--shutdown-flag", str(self.tmp / f"{node}.shutdown")]  # fmt: skip
             self.procs[node] = [
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=tagged_env(str(self.tmp)),
                                  stderr=open(self.tmp / f"{node}-{role}.log", "wb"))
                 for argv, role in ((crm, "crm"), (lrm, "lrm"))
             ]  # fmt: skip
@@ -127,10 +128,7 @@ class Cluster:
                 if p.poll() is None:
                     p.kill()
                 p.wait()
-        for node in NODES:
-            pid = _dummy_pid(self.state_dir(node))
-            if pid:
-                os.kill(pid, signal.SIGKILL)
+        kill_tagged(str(self.tmp))  # the services too, also one no pid file names yet
 
     def log(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("node*.log")))

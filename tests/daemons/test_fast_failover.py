@@ -34,6 +34,7 @@ from hafence.store.base import MANAGER_STATUS
 from hafence.watchdog.muxproc import MuxProcess
 from tests.daemons import power_cut
 from tests.daemons.holdproxy import HoldProxy
+from tests.daemons.reaper import kill_tagged, tagged_env
 from tests.daemons.test_daemons_e2e import wait_for
 
 NODES = ("node1", "node2", "node3")
@@ -127,7 +128,7 @@ class Cluster:
                          "--shutdown-flag", str(self.tmp / f"{node}.shutdown")]  # fmt: skip
             with open(self.tmp / f"{node}-{role}.log", "ab") as logf:
                 self.procs[node][role] = subprocess.Popen(
-                    argv, stdout=subprocess.DEVNULL, stderr=logf
+                    argv, stdout=subprocess.DEVNULL, stderr=logf, env=tagged_env(str(self.tmp))
                 )
         pids = "".join(f"{p.pid}\n" for p in self.procs[node].values() if p.poll() is None)
         (self.tmp / f"{node}.pids").write_text(pids)  # what a power cut kills
@@ -173,10 +174,7 @@ class Cluster:
         for node in NODES:
             self.signal(node, signal.SIGCONT)
             self.kill_daemons(node)
-            for rec in (self.state_dir(node) / "dummy").glob("*.pid"):  # every service
-                pid = dummy_pid(self.state_dir(node), f"dummy:{rec.stem}")
-                if pid:
-                    os.kill(pid, signal.SIGKILL)
+        kill_tagged(str(self.tmp))  # every service, also one no pid file names yet
         for s in self.stores:
             s.close()
 

@@ -17,7 +17,6 @@ figures a node reports come from /proc files of a directory per node
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from click.testing import CliRunner
 
 from hafence.cli.ha_manager import cli as ha_manager
 from hafence.store import EmbeddedStore
+from tests.daemons.reaper import kill_tagged, tagged_env
 from tests.daemons.test_daemons_e2e import wait_for
 
 NODES = ("node1", "node2", "node3")
@@ -85,8 +85,8 @@ class Cluster:
         py = sys.executable
         for node in NODES:
             common = ["--node", node, "--store", str(self.store_dir), "--no-watchdog", *TIMINGS]
-            env = {**os.environ, "HAFENCE_DUMMY_STATS": str(self.stats_file),
-                   "HAFENCE_STATS_ROOT": str(self.root(node))}  # fmt: skip
+            env = tagged_env(str(self.tmp), HAFENCE_DUMMY_STATS=str(self.stats_file),
+                             HAFENCE_STATS_ROOT=str(self.root(node)))  # fmt: skip
             for role, extra in (
                 ("crm", []),
                 ("lrm", ["--state-dir", str(self.state_dir(node)),
@@ -104,12 +104,7 @@ class Cluster:
             if p.poll() is None:
                 p.kill()
             p.wait()
-        for node in NODES:
-            d = self.state_dir(node) / "dummy"
-            for pidfile in d.glob("*.pid") if d.exists() else ():
-                pid = _pid(self.state_dir(node), pidfile.stem)
-                if pid:
-                    os.kill(pid, 9)
+        kill_tagged(str(self.tmp))  # the services too, also one no pid file names yet
 
     def ha(self, *args: str) -> Any:
         r = CliRunner().invoke(ha_manager, ["--store", str(self.store_dir), *args])
@@ -144,6 +139,27 @@ class Cluster:
         if crs:
             self.ha("options", "set", *(f"crs.{k.replace('_', '-')}={v}" for k, v in crs.items()))
 
+    def reset(self) -> None:
+        """Back to no services, rules, groups or scheduler options."""
+        self.datacenter()
+        names = [sid.partition(":")[2] for sid in self.store.read_resources()]
+        if names:
+            self.remove(*names)
+        for rule in self._rule_ids():
+            self.ha("rules", "remove", rule)
+        for group in self.store.read_groups():
+            self.ha("groupremove", group)
+        tmp = self.stats_file.with_suffix(".tmp")
+        tmp.write_text("{}")
+        tmp.replace(self.stats_file)
+        for node in NODES:
+            _machine(self.root(node), cpus=8, mem_total=16 * GIB, mem_used=GIB)
+
+    def _rule_ids(self) -> list[str]:
+        """The rules' ids, from rules.cfg's 'KIND: ID' lines."""
+        lines = self.store.read_text("rules.cfg").splitlines()
+        return [ln.partition(":")[2].strip() for ln in lines if ln and not ln[0].isspace()]
+
     def remove(self, *names: str) -> None:
         """Stop the services and take them out of HA."""
         for name in names:
@@ -163,6 +179,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         c.stop()
         shutil.rmtree(c.tmp, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _clean(cluster: Cluster) -> Iterator[None]:
+    """Each test starts on an empty cluster, also after the one before failed half-way
+    (a service it left running would change where the next test's services go)."""
+    yield
+    cluster.reset()
 
 
 def test_a_node_affinity_rule_moves_a_service(cluster: Cluster) -> None:
@@ -189,9 +213,9 @@ def test_groups_are_migrated_to_rules_for_good(cluster: Cluster) -> None:
     assert "\tnodes node2:2,node3\n" in rules and "\tresources dummy:grouped\n" in rules
     conf = c.store.read_resources()["dummy:grouped"]
     assert conf["group"] is None and conf["failback"] is False  # nofailback kept
-    log = c.log()
-    assert "ha groups migration: node 'node3' has version" in log
-    assert "ha groups migration successful" in log
+    # the master says so after it deleted the groups: wait for the line, not the store
+    wait_for(lambda: "ha groups migration successful" in c.log(), MOVE, "the migration's end")
+    assert "ha groups migration: node 'node3' has version" in c.log()
     wait_for(lambda: c.where("grouped") == ["node2"], MOVE, "dummy:grouped on node2")
     c.remove("grouped")
 
