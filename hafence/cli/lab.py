@@ -27,6 +27,7 @@ from hafence.cli.output import (
 )
 from hafence.lab.faults import KINDS
 from hafence.lab.layout import MAX_NODES, MIN_NODES, LabError
+from hafence.lab.node import DAEMONS
 from hafence.lab.timings import PRESETS
 
 _DIR_HELP = "The lab's state directory (default $HAFENCE_LAB_DIR or /var/lib/hafence/lab)."
@@ -193,8 +194,8 @@ _FAULT_HELP = "\n".join(f"  {k:<12} {v}" for k, v in KINDS.items())
 @click.argument("kind", type=click.Choice(sorted(KINDS)), metavar="KIND")
 @click.option(
     "--daemon",
-    type=click.Choice(["etcd", "mux", "lrm", "crm"]),
-    help="freeze / kill-daemon / restart: which daemon.",
+    type=click.Choice(DAEMONS),
+    help="freeze / kill-daemon / restart: which daemon (web: the node's test service).",
 )
 @click.option("--peers", help="partition: comma-separated nodes (default: all others).")
 @click.option(

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hafence.lab.layout import LabError
-from hafence.lab.node import DAEMONS
+from hafence.lab.node import DAEMONS, RESTARTED
 from hafence.lab.physics import Machines, Physics
 
 KINDS: dict[str, str] = {
@@ -22,8 +22,8 @@ KINDS: dict[str, str] = {
     "bmc-stuck": "the node's BMC accepts power-off but the power stays on",
     "bmc-flaky": "the node's BMC hangs and answers by turns",
     "etcd-stop": "stop the node's etcd member and keep it stopped",
-    "kill-daemon": "SIGKILL --daemon etcd|mux|lrm|crm (systemd restarts etcd, lrm, crm)",
-    "restart": "systemctl restart --daemon etcd|lrm|crm (SIGTERM, then start)",
+    "kill-daemon": "SIGKILL --daemon etcd|mux|lrm|crm|web (systemd restarts all but the mux)",
+    "restart": "systemctl restart --daemon etcd|lrm|crm|web (SIGTERM, then start)",
     "power-off": "hold the node's power button (as a fence through its BMC does)",
     "power-on": "press the node's power button",
     "heal": "undo every fault of the node and power it on",
@@ -120,7 +120,7 @@ class Faults:
         elif kind == "kill-daemon":
             n.kill_daemon(self._daemon(opts))
         elif kind == "restart":
-            n.restart_daemon(self._daemon(opts, ("etcd", "lrm", "crm")))
+            n.restart_daemon(self._daemon(opts, RESTARTED))
         elif kind == "power-off":
             self.m.bmcs.press_power(node, False)
         elif kind == "power-on":

@@ -104,6 +104,22 @@ def test_the_service_address_moves_with_a_failed_node(lab: Lab) -> None:
     operator_sees_one_notice_and_the_fence_in_metrics(lab, victim)
 
 
+def test_a_killed_web_daemon_comes_back_on_its_node_and_moves_nothing(lab: Lab) -> None:
+    (holder,) = holders(lab)
+    pid = lab.status()["nodes"][holder]["daemons"]["web"]
+    assert pid is not None
+    lab.fault(holder, "kill-daemon", daemon="web")
+    deadline = time.monotonic() + lab.timings.recovery_bound()
+    while lab.status()["nodes"][holder]["daemons"]["web"] in (None, pid):
+        assert time.monotonic() < deadline, "the web daemon was not started again"
+        time.sleep(0.1)
+    with Client(lab.layout.vip_addr) as client:  # the new one answers on the address
+        while not any(a.node == holder for a in client.snapshot()):
+            assert time.monotonic() < deadline, client.snapshot()[-3:]
+            time.sleep(0.05)
+    assert holders(lab) == [holder]  # a test service's crash is no node failure
+
+
 def operator_sees_one_notice_and_the_fence_in_metrics(lab: Lab, victim: str) -> None:
     """The fence episode reached the operator once by mail and once by webhook, and the
     master's metrics show the fence and how long its device took."""
