@@ -164,6 +164,9 @@ class Timeline:
             lambda: ([], [])
         )
         self._deaths: dict[str, list[float]] = defaultdict(list)
+        # the BMC's off-hook logs these as it cuts the power, before the BMC answers
+        # "off": proof of a power-off that a power-on at once hid from the physics' ticks
+        self._power_cuts: dict[str, list[float]] = defaultdict(list)
 
     def add(self, rec: dict[str, Any]) -> None:
         node, event = rec.get("node"), rec["event"]
@@ -176,6 +179,8 @@ class Timeline:
             states.append(state)
         elif event == "died":
             self._deaths[node].append(rec["t"])
+            if rec.get("why") == "power cut":
+                self._power_cuts[node].append(rec["t"])
 
     def _state(self, node: str, what: str, t: float) -> bool:
         """The last state at or before ``t`` (a lab starts powered, links up)."""
@@ -192,10 +197,20 @@ class Timeline:
     def deaths(self, node: str) -> list[float]:
         return self._deaths.get(node, [])
 
+    def power_cut(self, node: str, start: float, end: float) -> bool:
+        """Whether the node's power was off at some time in ``[start, end]``."""
+        if any(start <= t <= end for t in self._power_cuts.get(node, [])):
+            return True
+        times, states = self.changes.get((node, "power"), ([], []))
+        i = bisect.bisect_right(times, start)
+        offs = (t for t, on in zip(times[i:], states[i:], strict=True) if not on)
+        return not self.powered(node, start) or any(t <= end for t in offs)
+
 
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _RECOVER = re.compile(r"recover service '([^']+)' from fenced node '([^']+)' to node '([^']+)'")
 _ACK = re.compile(r"fencing: acknowledged - got agent lock for node '([^']+)'")
+_ONLINE = re.compile(r"node '([^']+)': state changed from '[^']+' => 'online'")
 _CONFIRMED = re.compile(r"fencing: node '([^']+)' confirmed off by level \d+ \(([^)]*)\)")
 
 
@@ -275,7 +290,7 @@ class Checker:
         for node in self.layout.nodes:
             for line in self.tail.read(self.layout.log_dir(node) / "crm.log"):
                 m = _TS.match(line)
-                if m and ("fenc" in line or "recover service" in line):
+                if m and ("fenc" in line or "recover service" in line or _ONLINE.search(line)):
                     t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
                     self.crm.append((t, line))
 
@@ -285,7 +300,14 @@ class Checker:
             self.samples = [s for s in self.samples if s[0] >= t]
         for sid, lines in self.writes.items():
             self.writes[sid] = [w for w in lines if w[0] >= t]
-        self.crm = [c for c in self.crm if c[0] >= t]
+        # a fence's acknowledgement stays until its node is online again, however old: a
+        # recovery retried (the store failing its writes) may come long after it
+        last: dict[str, tuple[float, str]] = {}
+        for c in sorted(self.crm):
+            if m := _ACK.search(c[1]) or _ONLINE.search(c[1]):
+                last[m.group(1)] = c
+        keep = set(last.values())
+        self.crm = [c for c in self.crm if c[0] >= t or c in keep]
 
     # -- judging -------------------------------------------------------------------------
     def judge(self, t0: float, t1: float) -> Verdict:
@@ -380,16 +402,23 @@ class Checker:
         self, samples: list[tuple[float, list[Copy]]], t0: float, t1: float
     ) -> list[Finding]:
         found = []
-        acks: dict[str, list[float]] = defaultdict(list)
+        # node -> its fence was acknowledged (agent lock taken), until it is online again;
+        # from every line kept, not only this schedule's: a recovery retried round after
+        # round (store errors) can go on past the schedule its fence belonged to
+        acked: set[str] = set()
         budget = self.timings.fence_budget() + 2 * self.timings.interval
         for t, line in sorted(self.crm):
-            if not t0 - budget <= t <= t1:
-                continue
+            if t > t1:
+                break
             if m := _ACK.search(line):
-                acks[m.group(1)].append(t)
+                acked.add(m.group(1))
+            elif m := _ONLINE.search(line):
+                acked.discard(m.group(1))
+            elif t < t0:
+                continue  # an earlier schedule's, judged there
             elif m := _RECOVER.search(line):
                 sid, node = m.group(1), m.group(2)
-                if not any(a <= t for a in acks[node]):
+                if node not in acked:
                     found.append(
                         Finding(
                             t,
@@ -407,11 +436,11 @@ class Checker:
                             f"while its copy still runs there (pid {c.pid})",
                         )
                     )
-            elif (m := _CONFIRMED.search(line)) and t >= t0:
+            elif m := _CONFIRMED.search(line):
                 node, devices = m.group(1), m.group(2)
                 window = [t - budget + k * 0.1 for k in range(int((budget + 3) * 10))]
                 if f"bmc-{node}" in devices:
-                    ok = any(not self.timeline.powered(node, w) for w in window)
+                    ok = self.timeline.power_cut(node, window[0], window[-1])
                     what = "its power is not off"
                 else:
                     ok = any(not self.timeline.link_up(node, w) for w in window)

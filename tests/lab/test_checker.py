@@ -115,6 +115,27 @@ def test_recovery_after_the_agent_lock_is_fine_unless_the_copy_still_runs(layout
     assert rules(c) == ["early-recovery"]
 
 
+def test_a_recovery_retried_past_its_schedule_keeps_its_fence_until_the_node_is_back(
+    layout: Layout,
+) -> None:
+    # the store failed the master's writes: it logged the recovery again each round, into
+    # the next schedule's look-back, long after the acknowledgement (chaos seed 8012)
+    crm(
+        layout,
+        "node1",
+        (5, "fencing: acknowledged - got agent lock for node 'node2'"),
+        *((t, "recover service 'writer:w' from fenced node 'node2' to node 'node1'")
+          for t in (5.1, 40, 42, 44)),
+    )  # fmt: skip
+    c = checker(layout)
+    c.judge(T0, T0 + 20)  # the fence's own schedule
+    c.forget_before(T0 + 30)  # a long run drops old evidence, not a fence still open
+    assert rules(c, 30, 50) == []
+    crm(layout, "node1", (60, "node 'node2': state changed from 'unknown' => 'online'"),
+        (70, "recover service 'writer:w' from fenced node 'node2' to node 'node1'"))  # fmt: skip
+    assert rules(c, 50, 80) == ["early-recovery"]  # back online: a new fence is needed
+
+
 def test_a_copy_sampled_just_before_its_node_died_is_not_running_at_the_recovery(
     layout: Layout,
 ) -> None:
@@ -149,6 +170,21 @@ def test_a_confirmed_off_must_be_a_real_power_off_or_link_down(layout: Layout) -
     )
     assert rules(checker(layout)) == ["false-fence", "false-fence"]
     events(layout, (9.95, "power_off", "node1"), (20.1, "link_down", "node3"))
+    assert rules(checker(layout)) == []
+
+
+def test_a_power_cut_hidden_by_a_power_on_at_once_is_a_real_power_off(layout: Layout) -> None:
+    # the BMC's off-hook logged the cut; the lab's heal pressed power on 4 ms later,
+    # before the physics' next tick could log a power_off (chaos seed 8007)
+    crm(layout, "node2", (10, "fencing: node 'node1' confirmed off by level 1 (bmc-node1) in 0.9s"))
+    with open(layout.events_file, "a") as fh:
+        fh.write(json.dumps({"t": T0 + 9.9, "event": "died", "node": "node1", "why": "crash"}))
+        fh.write("\n")
+    assert rules(checker(layout)) == ["false-fence"]  # a crash leaves the power on
+    with open(layout.events_file, "a") as fh:
+        rec = {"t": T0 + 9.92, "event": "died", "node": "node1", "why": "power cut"}
+        fh.write(json.dumps(rec) + "\n")
+    events(layout, (9.924, "power_on", "node1"))
     assert rules(checker(layout)) == []
 
 
