@@ -15,6 +15,7 @@ cluster's own view (etcd, from the host side of the bridge)::
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -48,6 +49,15 @@ from hafence.store.etcd import EtcdStore
 
 SUPERVISOR_MODULE = "hafence.lab.supervisor"
 DEMO = ("writer:demo",)  # what `hafence lab up` runs to try a failover on
+
+
+# the lab's devices beyond hafence's own dependencies: the switch and the operator inbox
+LAB_MODULES = ("snmpsim", "pysmi", "aiosmtpd")
+
+
+def missing_modules(names: Iterable[str] = LAB_MODULES) -> list[str]:
+    """Python packages of ``names`` that are not installed (the ``lab`` extra)."""
+    return [n for n in names if importlib.util.find_spec(n) is None]
 
 
 class Lab:
@@ -104,6 +114,9 @@ class Lab:
         missing = missing_tools()
         if missing:
             raise LabError(f"missing: {', '.join(missing)} (bash scripts/install.sh installs them)")
+        if missing := missing_modules():
+            raise LabError(f"missing Python packages: {', '.join(missing)} "
+                           "(pip install 'hafence[lab]')")  # fmt: skip
         if self.state_dir.is_dir() and any(self.state_dir.iterdir()):
             if not self.layout_file_exists():  # down removes the whole directory
                 raise LabError(f"{self.state_dir} is not empty and holds no lab: pick another")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from hafence.cli.main import cli
+from hafence.lab.control import missing_modules
+from hafence.lab.network import missing_tools, netns_supported
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -50,3 +54,16 @@ def test_down_removes_only_a_lab_directory(tmp_path: Path) -> None:
     code, out = run("--dir", str(precious), "up")
     assert code == 1 and "is not empty and holds no lab" in out
     assert sorted(p.name for p in precious.iterdir()) == ["thesis.tex"]
+
+
+def test_missing_python_packages_are_named_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert missing_modules(["json", "no_such_package_hl"]) == ["no_such_package_hl"]
+    if netns_supported() or missing_tools():
+        pytest.skip("the checks before it refuse first here")
+    monkeypatch.setitem(sys.modules, "aiosmtpd", None)  # as if not installed
+    code, out = run("--dir", str(tmp_path / "lab"), "up")
+    assert code == 1, out
+    assert "missing Python packages: aiosmtpd (pip install 'hafence[lab]')" in out
+    assert not (tmp_path / "lab").exists()  # nothing was created
