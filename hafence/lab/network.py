@@ -31,6 +31,9 @@ from hafence.lab.layout import LabError, Layout
 NFT_TABLE = "hafence_lab"
 
 
+DUMP_TRIES = 5  # reads of a node's addresses that may be cut short in a row
+
+
 def sh(*argv: str, stdin: str | None = None, check: bool = True) -> str:
     """Run a command; its stdout. A failure raises LabError naming the command."""
     try:
@@ -156,10 +159,22 @@ class Network:
     # -- faults ------------------------------------------------------------------------------
     def _eth0_addrs(self, node: str, check: bool = True) -> list[str]:
         """The node's IPv4 addresses on eth0, as ``ADDR/PREFIXLEN``."""
-        out = sh("ip", "-n", self.layout.netns(node), "-j", "-4", "addr", "show", "dev", "eth0",
-                 check=check)  # fmt: skip
-        infos = [i for a in json.loads(out or "[]") for i in a.get("addr_info", [])]
-        return [f"{i['local']}/{i['prefixlen']}" for i in infos]
+        argv = ("ip", "-n", self.layout.netns(node), "-j", "-4", "addr", "show", "dev", "eth0")
+        for _ in range(DUMP_TRIES):
+            out = sh(*argv, check=False)  # a cut dump exits 1 too, with what it had
+            if not out.strip():  # no such namespace or device: an error where it matters
+                if check:
+                    sh(*argv)  # raises, naming the failure
+                return []
+            try:
+                data = json.loads(out or "[]")
+            except json.JSONDecodeError:
+                # a dump cut short while the node's addresses changed (an agent adding
+                # one, a dying node losing them): ip prints what it had; ask again
+                continue
+            infos = [i for a in data for i in a.get("addr_info", [])]
+            return [f"{i['local']}/{i['prefixlen']}" for i in infos]
+        raise LabError(f"{' '.join(argv)}: no whole answer in {DUMP_TRIES} tries")
 
     def reset_addresses(self, node: str) -> None:
         """Only the node's own address on eth0, as after a boot: a dead machine answers
