@@ -15,10 +15,13 @@ the suite started outlives it.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -131,3 +134,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.kill(pid, signal.SIGKILL)
     for pid, what in sorted(leaked.items()):
         sys.stderr.write(f"leaked process {pid} killed: {what}\n")
+    _sweep_orphaned_labs()
+
+
+def _sweep_orphaned_labs() -> None:
+    """Labs of tests that died before their lab's supervisor could tear it down (a
+    killed worker): their namespaces and links outlive every process. Only labs whose
+    state directory was pytest's (a user's own lab is theirs to look at)."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        return
+    from hafence.lab import cleanup
+
+    ours = Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+    for prefix in cleanup.orphans():
+        state_dir = cleanup.orphan_state_dir(prefix)
+        if state_dir is not None and state_dir.is_relative_to(ours):
+            for item in cleanup.sweep_orphan(prefix):
+                sys.stderr.write(f"leaked lab {prefix} ({state_dir}) swept: {item}\n")

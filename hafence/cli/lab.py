@@ -134,11 +134,21 @@ def up_cmd(
 
 
 @lab.command("down")
+@click.option(
+    "--orphans",
+    is_flag=True,
+    help="Instead: sweep every lab whose supervisor is gone (a killed test's), by name.",
+)
 @command_body
 @lab_errors
-def down_cmd() -> None:
+def down_cmd(orphans: bool) -> None:
     """Stop everything; leave no process, namespace, link, mount or file behind."""
-    found = _lab().down()
+    if orphans:
+        from hafence.lab import cleanup
+
+        found = [item for prefix in cleanup.orphans() for item in cleanup.sweep_orphan(prefix)]
+    else:
+        found = _lab().down()
     if state().json:
         emit_json({"ok": True, "swept": found})
         return

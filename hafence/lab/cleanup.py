@@ -11,13 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
 from pathlib import Path
 
-from hafence.lab.layout import RUN_ROOT, STATE_FILE
+from hafence.lab.layout import RUN_ROOT, STATE_FILE, prefix_for
 from hafence.lab.network import ns_inode, pids_in_netns, sh
+
+SUPERVISOR_MODULE = "hafence.lab.supervisor"
+ORPHAN_HINT = "state-dir"  # in a lab's runtime directory: its state directory
+_PREFIX = re.compile(r"^(hl[0-9a-f]{4})(?:-|$)")
 
 
 def _ancestors() -> set[int]:
@@ -130,3 +135,57 @@ def leftovers(state_dir: Path, prefix: str) -> list[str]:
     if (RUN_ROOT / prefix).exists():
         out.append(f"dir {RUN_ROOT / prefix}")
     return out
+
+
+def live_prefixes() -> set[str]:
+    """The labs whose supervisor runs (``python -m hafence.lab.supervisor STATE_DIR``)."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        words = argv.split("\0")
+        if SUPERVISOR_MODULE not in words[:-1]:
+            continue
+        state_dir = Path(words[words.index(SUPERVISOR_MODULE) + 1])
+        if not state_dir.is_absolute():
+            with contextlib.suppress(OSError):
+                state_dir = Path(os.readlink(f"/proc/{entry.name}/cwd")) / state_dir
+        out.add(prefix_for(state_dir))
+    return out
+
+
+def orphans() -> list[str]:
+    """Labs whose supervisor is gone (killed with its test, say) that left namespaces,
+    links or a runtime directory behind."""
+    names = [p.name for p in RUN_ROOT.iterdir()] if RUN_ROOT.is_dir() else []
+    out = sh("ip", "netns", "list", check=False)
+    names += [line.split()[0] for line in out.splitlines() if line.strip()]
+    try:
+        names += [ln.get("ifname", "") for ln in json.loads(sh("ip", "-j", "link", "show",
+                                                               check=False) or "[]")]  # fmt: skip
+    except ValueError:
+        pass
+    found = {m.group(1) for n in names if (m := _PREFIX.match(n))}
+    return sorted(found - live_prefixes())
+
+
+def sweep_orphan(prefix: str) -> list[str]:
+    """Sweep a lab whose supervisor is gone: by its names, and by its state directory
+    where its runtime directory still says which (its devices' processes name it)."""
+    if prefix in live_prefixes():
+        return []  # came back to life (or was only starting): its supervisor tears it down
+    # unknown state directory: the runtime directory's own markers only
+    return sweep(orphan_state_dir(prefix) or RUN_ROOT / prefix, prefix)
+
+
+def orphan_state_dir(prefix: str) -> Path | None:
+    """The state directory a lab's runtime directory names, if it still does."""
+    try:
+        hint = Path((RUN_ROOT / prefix / ORPHAN_HINT).read_text().strip())
+    except OSError:
+        return None
+    return hint if hint.is_absolute() and prefix_for(hint) == prefix else None

@@ -47,7 +47,6 @@ from hafence.lab.timings import LabTimings, preset
 from hafence.store import StoreUnavailable
 from hafence.store.etcd import EtcdStore
 
-SUPERVISOR_MODULE = "hafence.lab.supervisor"
 DEMO = ("writer:demo",)  # what `hafence lab up` runs to try a failover on
 
 
@@ -88,7 +87,7 @@ class Lab:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (LabError, KeyError, ValueError, TypeError, OSError):
             return None
-        return pid if SUPERVISOR_MODULE.encode() in cmd else None
+        return pid if cleanup.SUPERVISOR_MODULE.encode() in cmd else None
 
     # -- up and down -----------------------------------------------------------------------
     def up(
@@ -137,7 +136,7 @@ class Lab:
         )
         with open(layout.supervisor_log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", SUPERVISOR_MODULE, str(self.state_dir)],
+                [sys.executable, "-m", cleanup.SUPERVISOR_MODULE, str(self.state_dir)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

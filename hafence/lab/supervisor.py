@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hafence.lab.bmc import Bmcs
+from hafence.lab.cleanup import ORPHAN_HINT
 from hafence.lab.events import EventLog
 from hafence.lab.faults import Faults
 from hafence.lab.inbox import Inbox, notify_cfg
@@ -76,6 +77,9 @@ class Supervisor:
     def build(self) -> None:
         lay = self.layout
         lay.run_dir.mkdir(parents=True, exist_ok=True)
+        # where the lab's files are, for a sweep of this lab after its supervisor died
+        # and its state directory is unknown (``hafence lab down --orphans``)
+        (lay.run_dir / ORPHAN_HINT).write_text(f"{lay.state_dir.resolve()}\n")
         lay.writer_dir.mkdir(parents=True, exist_ok=True)
         for device_dir in (lay.switch_dir, *(lay.bmc_dir(n) for n in lay.nodes)):
             device_dir.mkdir(parents=True, mode=0o700)  # their configs hold the secrets
