@@ -94,6 +94,10 @@ class NodeStatus:
                     self._set(node, "maintenance")
             elif state in ("unknown", "gone"):
                 self._set(node, "online")
+                # an earlier episode's fence of it is over: its confirmed off must not
+                # count for the next one (a dead master is fenced outside this state
+                # machine, and may be back before it ever was in 'fence' here)
+                self.env.fence_reset(node)
             elif state == "maintenance":
                 if not maint:
                     self._set(node, "online")

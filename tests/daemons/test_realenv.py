@@ -22,6 +22,7 @@ from hafence.ha.env import (
     FENCE_PENDING,
     ServiceLocationConflict,
 )
+from hafence.ha.nodestatus import NodeStatus
 from hafence.ha.realenv import RealEnv, Timings, node_alive_lease
 from hafence.store import EmbeddedStore, Store, open_store
 from tests.daemons.holdproxy import HoldProxy
@@ -353,6 +354,27 @@ def test_fence_failure_is_logged_and_retried(tmp_path: Path, ipmi_sims: Any, cap
             assert _poll_done(e, "node1") == FENCE_OK
         assert "fencing: fence of node 'node1' failed (still_on)" in caplog.text
         assert bmc.power == "off"
+    finally:
+        e.close()
+
+
+@pytest.mark.peer("ipmi_sim")
+def test_a_node_back_online_is_fenced_anew_next_time(tmp_path: Path, ipmi_sims: Any) -> None:
+    # chaos seed 8180: node1 fenced the dead master node2 (confirmed off by its BMC), node2
+    # was back 4 s later, and when it crashed again half a minute after, its old
+    # confirmation stood in for a new fence: no device was tried, and the fast path judged
+    # it against the old episode ("the device does not tell the truth")
+    bmc = ipmi_sims()
+    e = _fence_env(tmp_path, f"device bmc1 ipmi {bmc.fence_cfg_args()}\nconnect bmc1 node=node1\n")
+    try:
+        e.fence_start("node1")
+        assert _poll_done(e, "node1") == FENCE_OK and bmc.power == "off"
+        bmc.set_power(True)  # powered on again: node1 boots and rejoins
+        nodes = NodeStatus(e, {"node1": "unknown", "node2": "online"})
+        nodes.update({"node1": {"online": True}, "node2": {"online": True}}, {})
+        assert nodes.get("node1") == "online"
+        assert e.fence_poll("node1") == FENCE_IDLE  # the next failure needs a new fence
+        assert e.fencer.confirmed("node1") is None
     finally:
         e.close()
 
