@@ -210,7 +210,7 @@ class Timeline:
 _TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _RECOVER = re.compile(r"recover service '([^']+)' from fenced node '([^']+)' to node '([^']+)'")
 _ACK = re.compile(r"fencing: acknowledged - got agent lock for node '([^']+)'")
-_ONLINE = re.compile(r"node '([^']+)': state changed from '[^']+' => 'online'")
+_FENCING = re.compile(r"node '([^']+)': state changed from '[^']+' => 'fence'")
 _CONFIRMED = re.compile(r"fencing: node '([^']+)' confirmed off by level \d+ \(([^)]*)\)")
 
 
@@ -290,7 +290,7 @@ class Checker:
         for node in self.layout.nodes:
             for line in self.tail.read(self.layout.log_dir(node) / "crm.log"):
                 m = _TS.match(line)
-                if m and ("fenc" in line or "recover service" in line or _ONLINE.search(line)):
+                if m and ("fenc" in line or "recover service" in line):
                     t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
                     self.crm.append((t, line))
 
@@ -300,11 +300,11 @@ class Checker:
             self.samples = [s for s in self.samples if s[0] >= t]
         for sid, lines in self.writes.items():
             self.writes[sid] = [w for w in lines if w[0] >= t]
-        # a fence's acknowledgement stays until its node is online again, however old: a
-        # recovery retried (the store failing its writes) may come long after it
+        # a fence's acknowledgement stays until its node's next fence begins, however old:
+        # a recovery retried (the store failing its writes) may come long after it
         last: dict[str, tuple[float, str]] = {}
         for c in sorted(self.crm):
-            if m := _ACK.search(c[1]) or _ONLINE.search(c[1]):
+            if m := _ACK.search(c[1]) or _FENCING.search(c[1]):
                 last[m.group(1)] = c
         keep = set(last.values())
         self.crm = [c for c in self.crm if c[0] >= t or c in keep]
@@ -402,9 +402,10 @@ class Checker:
         self, samples: list[tuple[float, list[Copy]]], t0: float, t1: float
     ) -> list[Finding]:
         found = []
-        # node -> its fence was acknowledged (agent lock taken), until it is online again;
-        # from every line kept, not only this schedule's: a recovery retried round after
-        # round (store errors) can go on past the schedule its fence belonged to
+        # node -> its fence was acknowledged (agent lock taken), until its next fence
+        # begins ('=> fence'): from every line kept, not only this schedule's. A recovery
+        # retried round after round (store errors) can go on past the schedule its fence
+        # belonged to, and past the node's return (seed 8180): still the same episode.
         acked: set[str] = set()
         budget = self.timings.fence_budget() + 2 * self.timings.interval
         for t, line in sorted(self.crm):
@@ -412,7 +413,7 @@ class Checker:
                 break
             if m := _ACK.search(line):
                 acked.add(m.group(1))
-            elif m := _ONLINE.search(line):
+            elif m := _FENCING.search(line):
                 acked.discard(m.group(1))
             elif t < t0:
                 continue  # an earlier schedule's, judged there

@@ -115,7 +115,7 @@ def test_recovery_after_the_agent_lock_is_fine_unless_the_copy_still_runs(layout
     assert rules(c) == ["early-recovery"]
 
 
-def test_a_recovery_retried_past_its_schedule_keeps_its_fence_until_the_node_is_back(
+def test_a_recovery_retried_past_its_schedule_keeps_its_fence_until_the_next_one(
     layout: Layout,
 ) -> None:
     # the store failed the master's writes: it logged the recovery again each round, into
@@ -131,9 +131,13 @@ def test_a_recovery_retried_past_its_schedule_keeps_its_fence_until_the_node_is_
     c.judge(T0, T0 + 20)  # the fence's own schedule
     c.forget_before(T0 + 30)  # a long run drops old evidence, not a fence still open
     assert rules(c, 30, 50) == []
+    # back online while the recovery is still retried: the same episode (seed 8180)
     crm(layout, "node1", (60, "node 'node2': state changed from 'unknown' => 'online'"),
-        (70, "recover service 'writer:w' from fenced node 'node2' to node 'node1'"))  # fmt: skip
-    assert rules(c, 50, 80) == ["early-recovery"]  # back online: a new fence is needed
+        (61, "recover service 'writer:w' from fenced node 'node2' to node 'node1'"))  # fmt: skip
+    assert rules(c, 50, 65) == []
+    crm(layout, "node1", (70, "node 'node2': state changed from 'unknown' => 'fence'"),
+        (71, "recover service 'writer:w' from fenced node 'node2' to node 'node1'"))  # fmt: skip
+    assert rules(c, 65, 80) == ["early-recovery"]  # a new fence needs its own acknowledgement
 
 
 def test_a_copy_sampled_just_before_its_node_died_is_not_running_at_the_recovery(
