@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import contextvars
 import ipaddress
+import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,7 @@ _CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 _VIEW: view.MibViewController | None = None
+_VIEW_LOCK = threading.Lock()
 
 
 class _NoMibCompiler:
@@ -174,18 +176,30 @@ def _shared_mib_view() -> view.MibViewController:
     """One MIB view per process (pysnmp would build one per engine); read-only once
     loaded, and only pysnmp's bundled base MIBs are ever needed."""
     global _VIEW
-    if _VIEW is None:
-        _cache_compiled_mibs()
-        mib_builder = builder.MibBuilder()
-        sources = mib_builder.get_mib_sources()
-        mib_builder.set_mib_compiler(_NoMibCompiler(), sources[0].full_path())
-        mib_builder.set_mib_sources(*sources)  # set_mib_compiler added a source: undo
-        mib_view = view.MibViewController(mib_builder)
-        # The first resolution loads the base MIBs: do it now, not inside the first
-        # request's time bound.
-        ObjectIdentity("1.3.6.1.2.1.1.1.0").resolve_with_mib(mib_view)
-        _VIEW = mib_view
+    with _VIEW_LOCK:  # engines are built in threads: one builds it, the others wait
+        if _VIEW is None:
+            _VIEW = _build_mib_view()
     return _VIEW
+
+
+def _build_mib_view() -> view.MibViewController:
+    _cache_compiled_mibs()
+    mib_builder = builder.MibBuilder()
+    sources = mib_builder.get_mib_sources()
+    mib_builder.set_mib_compiler(_NoMibCompiler(), sources[0].full_path())
+    mib_builder.set_mib_sources(*sources)  # set_mib_compiler added a source: undo
+    mib_view = view.MibViewController(mib_builder)
+    # The first resolution loads the base MIBs: do it now, not inside the first
+    # request's time bound.
+    ObjectIdentity("1.3.6.1.2.1.1.1.0").resolve_with_mib(mib_view)
+    return mib_view
+
+
+def _new_engine() -> SnmpEngine:
+    engine = SnmpEngine()
+    # hlapi looks its MIB view up under this key of the engine's cache.
+    engine.cache["mibViewController"] = _shared_mib_view()
+    return engine
 
 
 def is_missing(value: Any) -> bool:
@@ -284,10 +298,13 @@ class SnmpClient:
         if self._engine is not None and self._loop is not loop:
             self._drop_engine()
         if self._engine is None:
-            self._engine, self._loop = SnmpEngine(), loop
-            # hlapi looks its MIB view up under this key of the engine's cache.
-            self._engine.cache["mibViewController"] = _shared_mib_view()
-            self._auth = self.credentials.auth_data()
+            # An engine loads its MIBs (and the first one the shared view's): 0.1-0.3 s
+            # of CPU, over a second on a busy machine. Built in a thread, so the loop
+            # (another device's fence, the CRM's round) is not held up meanwhile.
+            engine = await asyncio.to_thread(_new_engine)
+            if self._engine is None:  # (a concurrent call of this client may have won)
+                self._engine, self._loop = engine, loop
+                self._auth = self.credentials.auth_data()
         if self._target is None:
             per_try = self.timeout / (self.retries + 1)
             cls = UdpTransportTarget
