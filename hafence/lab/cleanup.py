@@ -56,18 +56,25 @@ def _naming(markers: list[str]) -> dict[int, str]:
     return found
 
 
-def lab_namespaces(prefix: str) -> list[str]:
+def _namespaces() -> list[str]:
     out = sh("ip", "netns", "list", check=False)
-    names = [line.split()[0] for line in out.splitlines() if line.strip()]
-    return [n for n in names if n.startswith(f"{prefix}-")]
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def lab_links(prefix: str) -> list[str]:
+def _links() -> list[str]:
     try:
         links = json.loads(sh("ip", "-j", "link", "show", check=False) or "[]")
     except ValueError:
         return []
-    return [ln["ifname"] for ln in links if ln.get("ifname", "").startswith(f"{prefix}-")]
+    return [name for ln in links if (name := ln.get("ifname", ""))]
+
+
+def lab_namespaces(prefix: str) -> list[str]:
+    return [n for n in _namespaces() if n.startswith(f"{prefix}-")]
+
+
+def lab_links(prefix: str) -> list[str]:
+    return [n for n in _links() if n.startswith(f"{prefix}-")]
 
 
 def lab_mounts(prefix: str) -> list[str]:
@@ -162,13 +169,7 @@ def orphans() -> list[str]:
     """Labs whose supervisor is gone (killed with its test, say) that left namespaces,
     links or a runtime directory behind."""
     names = [p.name for p in RUN_ROOT.iterdir()] if RUN_ROOT.is_dir() else []
-    out = sh("ip", "netns", "list", check=False)
-    names += [line.split()[0] for line in out.splitlines() if line.strip()]
-    try:
-        names += [ln.get("ifname", "") for ln in json.loads(sh("ip", "-j", "link", "show",
-                                                               check=False) or "[]")]  # fmt: skip
-    except ValueError:
-        pass
+    names += _namespaces() + _links()
     found = {m.group(1) for n in names if (m := _PREFIX.match(n))}
     return sorted(found - live_prefixes())
 

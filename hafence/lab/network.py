@@ -167,7 +167,7 @@ class Network:
                     sh(*argv)  # raises, naming the failure
                 return []
             try:
-                data = json.loads(out or "[]")
+                data = json.loads(out)
             except json.JSONDecodeError:
                 # a dump cut short while the node's addresses changed (an agent adding
                 # one, a dying node losing them): ip prints what it had; ask again

@@ -125,8 +125,10 @@ class Cluster:
         return {p.name: p.stat().st_size for p in self.tmp.glob("node*.log")}
 
     def declare(self, **figures: dict[str, float]) -> None:
-        data = json.loads(self.stats_file.read_text())
-        data.update(figures)
+        self._write_stats({**json.loads(self.stats_file.read_text()), **figures})
+
+    def _write_stats(self, data: dict[str, Any]) -> None:
+        """The services' figures, replaced at once (the daemons read the file any time)."""
         tmp = self.stats_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.stats_file)
@@ -149,9 +151,7 @@ class Cluster:
             self.ha("rules", "remove", rule)
         for group in self.store.read_groups():
             self.ha("groupremove", group)
-        tmp = self.stats_file.with_suffix(".tmp")
-        tmp.write_text("{}")
-        tmp.replace(self.stats_file)
+        self._write_stats({})
         for node in NODES:
             _machine(self.root(node), cpus=8, mem_total=16 * GIB, mem_used=GIB)
 
