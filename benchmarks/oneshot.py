@@ -19,8 +19,11 @@ the hafence command (``python -X importtime``). ``--hafence PATH`` measures anot
 installation's console script (default: the one beside this interpreter, else on
 PATH); the output says whether it is an editable install (``pip install -e``, what
 scripts/install.sh does) or an installed copy, and the load average around the runs.
+``--floors`` adds reference rows: each tool's interpreter starting and printing a line,
+and hafence's IPMI exchange alone (the driver's session code in a bare process: no
+CLI, no fence.cfg, no asyncio), the least any hafence one-shot command can cost there.
 
-    python benchmarks/oneshot.py [--rounds N] [--imports N] [--hafence PATH] [--json]
+    python benchmarks/oneshot.py [--rounds N] [--imports N] [--hafence PATH] [--floors] [--json]
 """
 
 from __future__ import annotations
@@ -43,6 +46,24 @@ from hafence.simdevices.ipmi_sim import IpmiSim
 
 PASSWORD = "oneshot-Pw-1"
 
+# The IPMI exchange alone, as hafence's driver does it (hafence_ipmi.session: login,
+# Get Chassis Status), with no CLI, no fence.cfg and no asyncio; it leaves as the
+# console script does (atexit handlers, then os._exit). What no hafence one-shot
+# command can go below on the same interpreter.
+EXCHANGE_ONLY = """\
+import atexit, os, sys
+from hafence.secrets import Secret
+from hafence_ipmi import session
+host, port, user, pw_file = sys.argv[1:5]
+with open(pw_file, encoding="utf-8") as f:
+    target = session.Target(host=host, port=int(port), user=user, password=Secret(f.read().strip()))
+data = session.call(target, lambda cmd: session.raw(cmd, 0x00, 0x01))
+print("power", "on" if data[0] & 0x01 else "off")
+atexit._run_exitfuncs()
+sys.stdout.flush()
+os._exit(0)
+"""
+
 
 def hafence_script(path: str | None = None) -> str:
     here = Path(sys.executable).with_name("hafence")
@@ -53,10 +74,10 @@ def hafence_script(path: str | None = None) -> str:
 
 
 def script_python(script: str) -> str:
-    """The interpreter a console script runs with (its ``#!`` line)."""
+    """The interpreter a script runs with (its ``#!`` line, without options)."""
     with open(script, encoding="utf-8") as f:
         first = f.readline()
-    return first[2:].strip() if first.startswith("#!") else sys.executable
+    return first[2:].split()[0] if first.startswith("#!") else sys.executable
 
 
 def installation(script: str, env: dict[str, str]) -> str:
@@ -92,9 +113,10 @@ def fence_cfg(sim: IpmiSim, pw_file: Path) -> Path:
 
 
 def commands(
-    sim: IpmiSim, pw_file: Path, script: str
+    sim: IpmiSim, pw_file: Path, script: str, floors: bool = False
 ) -> dict[str, tuple[list[str], str | None, str]]:
-    """tool -> (argv, stdin, text its output must contain)."""
+    """tool -> (argv, stdin, text its output must contain). ``floors`` adds the
+    reference rows: each interpreter's bare start-up, and the IPMI exchange alone."""
     cfg = fence_cfg(sim, pw_file)
     hafence = [script, "device", "status", "--config", str(cfg), "--device", "bmc1"]
     stdin = "".join(
@@ -109,10 +131,20 @@ def commands(
             "cipher": 3,
         }.items()
     )
-    return {
+    cmds: dict[str, tuple[list[str], str | None, str]] = {
         "hafence device status": (hafence, None, " on "),
         "fence_ipmilan -o status": (["fence_ipmilan"], stdin, "Status: ON"),
     }
+    if floors:
+        ours = script_python(script)
+        theirs = script_python(shutil.which("fence_ipmilan") or "fence_ipmilan")
+        exchange = [ours, "-P", "-c", EXCHANGE_ONLY, sim.host, str(sim.port), sim.user]
+        cmds |= {
+            "  hafence: IPMI exchange only": ([*exchange, str(pw_file)], None, "power on"),
+            "  hafence: python start-up": ([ours, "-c", "print('up')"], None, "up"),
+            "  fence_ipmilan: python start-up": ([theirs, "-c", "print('up')"], None, "up"),
+        }
+    return cmds
 
 
 def cpu_seconds() -> float:
@@ -156,7 +188,7 @@ def summary(times: list[float]) -> dict[str, float]:
     return {"min": min(times), "median": statistics.median(times), "max": max(times)}
 
 
-def bench(rounds: int, imports: int, script: str) -> dict[str, object]:
+def bench(rounds: int, imports: int, script: str, floors: bool = False) -> dict[str, object]:
     env = child_env()
     load_before = os.getloadavg()[0]
     with (
@@ -166,7 +198,7 @@ def bench(rounds: int, imports: int, script: str) -> dict[str, object]:
         pw_file = Path(tmp) / "bmc.pw"
         pw_file.write_text(PASSWORD + "\n")
         pw_file.chmod(0o600)
-        cmds = commands(sim, pw_file, script)
+        cmds = commands(sim, pw_file, script, floors)
         for argv, stdin, expect in cmds.values():  # warm-up: bytecode, page cache
             run_once(argv, stdin, expect, env)
         times: dict[str, list[float]] = {tool: [] for tool in cmds}
@@ -182,10 +214,12 @@ def bench(rounds: int, imports: int, script: str) -> dict[str, object]:
     out |= {
         tool: {**summary(t), "runs": t, "cpu": summary(cpus[tool])} for tool, t in times.items()
     }
-    ours, theirs = (statistics.median(t) for t in times.values())
-    out["speedup"] = theirs / ours
-    ours, theirs = (statistics.median(t) for t in cpus.values())
-    out["cpu_speedup"] = theirs / ours
+    for key, figures in (("speedup", times), ("cpu_speedup", cpus)):
+        ours, theirs = (
+            statistics.median(figures[tool])
+            for tool in ("hafence device status", "fence_ipmilan -o status")
+        )
+        out[key] = theirs / ours
     if costs:
         out["imports"] = dict(costs)
     return out
@@ -197,6 +231,8 @@ def main() -> None:
     ap.add_argument("--imports", type=int, default=0, metavar="N",
                     help="also show hafence's N costliest imports")  # fmt: skip
     ap.add_argument("--hafence", metavar="PATH", help="the hafence console script to measure")
+    ap.add_argument("--floors", action="store_true",
+                    help="also time the bare start-ups and the IPMI exchange alone")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
     if args.rounds < 1:
@@ -204,19 +240,19 @@ def main() -> None:
     for tool in ("ipmi_sim", "ipmitool", "fence_ipmilan"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (scripts/install.sh installs it)")
-    res = bench(args.rounds, args.imports, hafence_script(args.hafence))
+    res = bench(args.rounds, args.imports, hafence_script(args.hafence), args.floors)
     if args.json:
         print(json.dumps(res, indent=2))
         return
     print(f"one-shot status against one ipmi_sim, {args.rounds} runs each (seconds)")
     load = res["load_average"]
     print(f"hafence: {res['hafence']}\nload average (1 min): {load[0]} before, {load[1]} after\n")
-    print(f"{'command':<26}{'min':>8}{'median':>8}{'max':>8}   cpu: {'min':>6}{'median':>8}")
+    print(f"{'command':<34}{'min':>8}{'median':>8}{'max':>8}   cpu: {'min':>6}{'median':>8}")
     for tool, fig in res.items():
         if isinstance(fig, dict) and "median" in fig:
             cpu = fig["cpu"]
             print(
-                f"{tool:<26}{fig['min']:>8.3f}{fig['median']:>8.3f}{fig['max']:>8.3f}"
+                f"{tool:<34}{fig['min']:>8.3f}{fig['median']:>8.3f}{fig['max']:>8.3f}"
                 f"        {cpu['min']:>6.3f}{cpu['median']:>8.3f}"
             )
     print()

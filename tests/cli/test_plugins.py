@@ -195,11 +195,14 @@ def test_oneshot_benchmark_runs():
         pytest.skip("fence-agents not installed")
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "oneshot.py"), "--rounds", "1", "--json"],
+        [sys.executable, str(root / "benchmarks" / "oneshot.py"), "--rounds", "1", "--floors",
+         "--json"],
         capture_output=True, text=True, timeout=180, cwd=root,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(proc.stdout)
-    for tool in ("hafence device status", "fence_ipmilan -o status"):
+    # every row checked its answer: the exchange-only floor read the power state too
+    for tool in ("hafence device status", "fence_ipmilan -o status",
+                 "  hafence: IPMI exchange only", "  fence_ipmilan: python start-up"):  # fmt: skip
         assert len(res[tool]["runs"]) == 1 and res[tool]["min"] > 0
     assert res["speedup"] > 0 and "oneshot-Pw-1" not in proc.stdout + proc.stderr
