@@ -421,7 +421,7 @@ def _check_fence_config(env: RealEnv, spec: Path | None) -> None:
     from hafence.ha.fencerun import FENCE_CFG, STORE
 
     try:
-        in_store = env.store.read_text(FENCE_CFG).strip()
+        in_store = _store_text(env, FENCE_CFG).strip()
     except ConfigErrors as exc:  # a stray byte in the store's copy
         raise click.UsageError(str(exc)) from None
     if spec is None:
@@ -451,6 +451,22 @@ def _check_fence_config(env: RealEnv, spec: Path | None) -> None:
         raise click.UsageError(str(exc)) from None
     except HafenceError as exc:
         raise click.UsageError(f"fence config {where}: {exc}") from None
+
+
+def _store_text(env: RealEnv, name: str) -> str:
+    """The store's copy of ``name``, once the store answers. A node that boots cut off
+    from its cluster starts its CRM all the same and waits, as it waits for quorum (it
+    takes no lock meanwhile); it does not die and restart until the network is back."""
+    waiting = False
+    while True:
+        try:
+            return env.store.read_text(name)
+        except StoreUnavailable as exc:
+            if not waiting:
+                env.log("warning", f"cannot read {name} from the store yet ({exc}): "
+                        "waiting for the store before starting")  # fmt: skip
+                waiting = True
+            time.sleep(env.timings.interval)
 
 
 def _flag_probe(path: Path) -> Any:

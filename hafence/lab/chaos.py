@@ -232,9 +232,16 @@ class ChaosRun:
     # -- the clean state between schedules -------------------------------------------------
     def not_clean(self) -> str | None:
         phys = self.lab.status()["nodes"]
-        off = [name for name, n in phys.items() if n["power"] == "off"]
-        if off:  # fenced after the heal (it came back mid-fence): the admin powers it on
-            self.lab.heal(off)
+        # Fenced after the heal (it came back mid-fence): the admin powers it on, or
+        # turns its switch port on again (unfencing a fabric fence is always by hand).
+        # Every fault was healed already, so a link down without a fault is the switch.
+        fenced = [
+            name
+            for name, n in phys.items()
+            if n["power"] == "off" or (n["link"] != "up" and not n["faults"])
+        ]
+        if fenced:
+            self.lab.heal(fenced)
         for name, n in phys.items():
             if n["state"] != "up" or n["link"] != "up" or n["faults"] or n["power"] != "on":
                 return f"{name}: machine {n['state']}, link {n['link']}, faults {n['faults']}"

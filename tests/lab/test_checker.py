@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hafence.lab.chaos import make_schedule, services_for
+from hafence.lab.chaos import ChaosRun, make_schedule, services_for
 from hafence.lab.checker import Checker, Copy
 from hafence.lab.control import Lab
 from hafence.lab.layout import Layout
@@ -248,3 +248,45 @@ def test_an_lrm_status_stamped_in_its_boot_second_is_since_the_boot(layout: Layo
     assert lab.not_ready(view, master=False) is None
     view["lrm"]["node3"] = {"timestamp": int(T0 - 1)}  # before the boot: a dead LRM's
     assert lab.not_ready(view, master=False) == "LRMs not reporting: node3"
+
+
+class _AdminLab:
+    """A lab's status and heal, nothing else: what the chaos run's settling asks."""
+
+    def __init__(self, layout: Layout, nodes: dict[str, dict[str, object]]) -> None:
+        self.layout, self.timings, self.nodes = layout, preset("fast"), nodes
+        self.healed: list[list[str]] = []
+
+    def status(self) -> dict[str, object]:
+        return {"nodes": {n: dict(v) for n, v in self.nodes.items()}}
+
+    def heal(self, nodes: list[str] | None = None) -> None:
+        self.healed.append(list(nodes or self.nodes))
+        for n in nodes or self.nodes:
+            self.nodes[n].update(state="up", power="on", link="up", faults=[])
+
+    def not_ready(self, master: bool = True) -> str | None:
+        return None
+
+
+def test_settling_unfences_a_node_fenced_after_the_heal(layout: Layout) -> None:
+    # Seed 9150: the BMC was stuck, the schedule healed everything, the node booted, and
+    # only then did the fence's switch level shut its port: power on, link down, no
+    # fault left. Nobody but an admin turns a fabric-fenced port on again; without it
+    # the cluster never settles (the run counted it unrecovered).
+    up = {"state": "up", "power": "on", "link": "up", "faults": []}
+    lab = _AdminLab(layout, {"node1": {**up, "link": "down"}, "node2": dict(up),
+                             "node3": {**up, "power": "off", "state": "halted"}})  # fmt: skip
+    run = ChaosRun(lab, layout.state_dir, print)  # type: ignore[arg-type]
+    assert run.not_clean() is not None  # this look still saw the old state
+    assert lab.healed == [["node1", "node3"]]
+    assert run.not_clean() is None
+
+
+def test_settling_leaves_a_link_down_that_a_fault_holds(layout: Layout) -> None:
+    up = {"state": "up", "power": "on", "link": "up", "faults": []}
+    lab = _AdminLab(layout, {"node1": {**up, "link": "down", "faults": ["link-down"]},
+                             "node2": dict(up), "node3": dict(up)})  # fmt: skip
+    run = ChaosRun(lab, layout.state_dir, print)  # type: ignore[arg-type]
+    assert "node1: machine up, link down" in (run.not_clean() or "")
+    assert lab.healed == []

@@ -12,11 +12,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hafence.daemons import MAX_MIN_GAP, MIN_GAP_FRACTION, run_daemon
 from hafence.ha import config as hacfg
 from hafence.ha.realenv import RealEnv
 from hafence.ha.timings import Timings
 from hafence.store import EmbeddedStore, NotLocal
+from tests.peers import etcd as etcd_peer
 
 
 def _lrm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -147,3 +150,45 @@ def test_daemon_etcd_options_are_checked_at_start(tmp_path: Path) -> None:
              "--etcd-password-file", str(tmp_path / "missing"))  # fmt: skip
     assert r.returncode == 2 and "etcd password file" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_crm_started_while_the_store_does_not_answer_waits_for_it(tmp_path: Path) -> None:
+    # A node that boots cut off from its cluster: its CRM starts, cannot read the
+    # store's fence.cfg, and waits (no traceback, no exit and restart loop) until the
+    # store answers; then it carries on as any CRM.
+    if not etcd_peer.available():
+        pytest.skip("etcd binary not installed (apt install etcd-server)")
+    log_file = tmp_path / "crm.log"
+    code = "from hafence.daemons import crm_main; crm_main()"
+    with etcd_peer.etcd_cluster(tmp_path) as etcd:
+        etcd.pause(0)  # connections are accepted, nothing is answered
+        crm = subprocess.Popen(
+            [sys.executable, "-c", code, "--no-watchdog", "--node", "node1",
+             "--store", etcd.url("boot-cut-off"), "--timings", "fast",
+             "--log-file", str(log_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            _wait_line(log_file, "waiting for the store before starting", crm)
+            assert crm.poll() is None
+            etcd.resume(0)
+            _wait_line(log_file, "node1/crm: status change", crm)
+            assert crm.poll() is None
+        finally:
+            crm.kill()
+            _, err = crm.communicate()
+    assert "Traceback" not in err, err[-2000:]
+
+
+def _wait_line(log_file: Path, text: str, proc: subprocess.Popen[str]) -> None:
+    """Until ``text`` is in the log; a daemon that exits first fails the test at once."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log_file.exists() and text in log_file.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the CRM exited ({proc.returncode}) before {text!r}:\n"
+                                 f"{err[-2000:]}")  # fmt: skip
+        time.sleep(0.1)
+    raise AssertionError(f"no {text!r} in {log_file} within 60 s")
