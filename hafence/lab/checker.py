@@ -453,19 +453,25 @@ class Checker:
         return found
 
     def _outages(self, samples: list[tuple[float, list[Copy]]]) -> list[float]:
-        """Seconds from a failover's loss of a service to its next copy running."""
+        """Seconds from the death of a service's node to its next copy running."""
         out = []
         last_on: dict[str, tuple[float, str]] = {}
-        down_since: dict[str, tuple[float, str]] = {}
+        # sid -> (first sample without it, its node, the last sample with it)
+        down_since: dict[str, tuple[float, str, float]] = {}
         for t, copies in samples:
             counted = self._counted(copies, t)
             for sid, cs in counted.items():
                 if sid in down_since:
-                    start, node = down_since.pop(sid)
-                    if any(start - 2 <= d <= start + 1 for d in self.timeline.deaths(node)):
-                        out.append(t - start)
+                    start, node, seen = down_since.pop(sid)
+                    # Its node died between the last sample that saw the copy and the
+                    # first that did not; on a loaded machine samples can be seconds
+                    # apart, so the window is the gap (and at least 2 s before the loss).
+                    lo = min(seen - 1, start - 2)
+                    died = [d for d in self.timeline.deaths(node) if lo <= d <= start + 1]
+                    if died:  # from the death, not from a sample that may have come late
+                        out.append(t - max(died))
                 last_on[sid] = (t, cs[0].node)
-            for sid, (_t, node) in last_on.items():
+            for sid, (seen, node) in last_on.items():
                 if sid not in counted and sid not in down_since:
-                    down_since[sid] = (t, node)
+                    down_since[sid] = (t, node, seen)
         return out

@@ -359,11 +359,20 @@ def test_a_node_powered_on_again_starts_nothing_it_ran(cluster: Cluster) -> None
     bring_up(c, on="node3", first="node1")
     c.kill_daemons("node3")
     wait_for(lambda: not c.powered["node3"], 30, "node3's power-off")
-    c.bmcs["node3"].set_power(True)  # powered on again at once (by hand or its BMC)
+    # Powered on again as soon as its fence is done (by hand or its BMC). Not before: a
+    # power-on while the fencer still polls for off is "still on", and the fencer's next
+    # attempt powers it off again, new daemons and all (seen at load 9).
+    wait_for(lambda: "fencing: node 'node3' confirmed off" in c.log(), 60, "node3's fence")
+    c.bmcs["node3"].set_power(True)
     c.powered["node3"] = True
     c.start("node3")
     recovered(c, "node3")
-    wait_for(lambda: "status change startup" in c.lrm_log("node3"), 30, "node3's new LRM")
+
+    def new_lrm_started() -> bool:  # its second run, not the first one's lines
+        runs = (c.tmp / "node3-lrm.log").read_text(errors="replace").count("node3/lrm: timings")
+        return runs >= 2 and "status change startup" in c.lrm_log("node3")
+
+    wait_for(new_lrm_started, 60, "node3's new LRM")
     time.sleep(3)  # rounds of node3's new LRM
     assert c.where() != "node3" and c.max_copies == 1
     assert f"starting service {SID}" in c.lrm_log("node3", 0)  # the first run did

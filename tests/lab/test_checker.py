@@ -200,7 +200,29 @@ def test_recovery_time_is_measured_from_the_death_of_the_node(layout: Layout) ->
     sample(c, 20)
     sample(c, 21.05, ("dummy:a", "node2"))
     v = c.judge(T0, T0 + 100)
-    assert v.findings == [] and v.recoveries == [pytest.approx(19.0)]
+    assert v.findings == [] and v.recoveries == [pytest.approx(19.05)]
+
+
+def test_a_recovery_is_measured_even_when_the_samples_came_seconds_apart(layout: Layout):
+    # A loaded machine: the sampler's next look came 3.5 s after the one that saw the
+    # copy (a test at load 9 found no recovery at all: the death was 2.5 s before the
+    # first sample without the copy, outside a fixed 2 s window).
+    c = checker(layout)
+    events(layout, (2.0, "died", "node1"))
+    sample(c, 1, ("dummy:a", "node1"))
+    sample(c, 4.5)
+    sample(c, 10, ("dummy:a", "node2"))
+    v = c.judge(T0, T0 + 100)
+    assert v.findings == [] and v.recoveries == [pytest.approx(8.0)]
+
+
+def test_a_service_gone_without_a_death_is_no_failover(layout: Layout) -> None:
+    c = checker(layout)
+    events(layout, (30.0, "died", "node1"))  # long after: another episode
+    sample(c, 1, ("dummy:a", "node1"))
+    sample(c, 2)  # stopped by hand, say
+    sample(c, 10, ("dummy:a", "node2"))
+    assert c.judge(T0, T0 + 100).recoveries == []
 
 
 def test_schedules_are_reproducible_and_cover_every_fault_kind() -> None:
