@@ -26,8 +26,11 @@ import atexit
 import functools
 import hashlib
 import logging
+import math
+import select
 import threading
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -267,7 +270,9 @@ POOL = SessionPool()
 # retransmits are unaffected: pyghmi's loop re-computes them on every wake-up.
 _REPLY_POLL = 0.05
 _QUEUED_POLL = 0.001
-_pyghmi_io_wait = pyghmi_session._io_wait
+# A waiter wakes on its own this long after its deadline: its event is set by pyghmi's
+# I/O thread, and one that died took its waiters' events with it (see _io_thread()).
+_WAIT_SLACK = 1.0
 
 
 def _reply_queued(myaddr: Any) -> bool:
@@ -276,14 +281,72 @@ def _reply_queued(myaddr: Any) -> bool:
 
 
 def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+    """pyghmi's wait on its I/O thread, with the caps above and a bounded sleep."""
     if myaddr is not None:
         queued = evq is None and _reply_queued(myaddr)
         timeout = min(timeout, _QUEUED_POLL if queued else _REPLY_POLL)
-    _pyghmi_io_wait(timeout, myaddr, evq)
+    timeout = max(timeout, 0.0)
+    evt = threading.Event()
+    if evq is not None:
+        evq.append(evt)
+    deadline = pyghmi_session._monotonic_time() + timeout
+    pyghmi_session.ioqueue.append((deadline, evt, myaddr))
+    if deadline < pyghmi_session.selectdeadline:  # the I/O thread sleeps longer: wake it
+        wake = pyghmi_session.iosockets[0]
+        wake.sendto(b"\x01", (pyghmi_session.myself, wake.getsockname()[1]))
+    # Every caller re-checks its condition and waits again, so waking early is harmless.
+    evt.wait(timeout + _WAIT_SLACK)
+
+
+def _poll_select(rlist: list[Any], wlist: Any, xlist: Any, timeout: float | None = None) -> Any:
+    """``select.select`` for pyghmi's I/O thread, on poll(2).
+
+    select() refuses a file descriptor of 1024 or more with ValueError, and that ends
+    pyghmi's I/O thread: a process holding a thousand files when it first speaks IPMI
+    (a CRM with many clients, a long test run) would get its socket above the limit and
+    then never an answer. poll() has no such limit. Only reading is ever asked for.
+    """
+    poller = select.poll()
+    by_fd = {}
+    for sock in list(rlist):
+        fd = sock.fileno()
+        if fd >= 0:  # a closed socket: nothing to read, and poll() would refuse it
+            by_fd[fd] = sock
+            poller.register(fd, select.POLLIN)
+    wait_ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    ready = [by_fd[fd] for fd, _ in poller.poll(wait_ms) if fd in by_fd]
+    return ready, [], []
 
 
 if getattr(pyghmi_session._io_wait, "__module__", None) != __name__:
     pyghmi_session._io_wait = _io_wait
+    pyghmi_session.select = types.SimpleNamespace(select=_poll_select)
+
+_IO_THREAD_LOCK = threading.Lock()
+
+
+def _io_thread() -> None:
+    """Start pyghmi's I/O thread again if it died.
+
+    pyghmi starts it once per process and never looks at it again; if it dies, every
+    request waits on events nobody sets, and each call ends "no IPMI answer" while the
+    BMC answers. The cause is logged by Python's thread exception hook.
+    """
+    dead = pyghmi_session.iothread
+    if dead is None or dead.is_alive():
+        return
+    with _IO_THREAD_LOCK:
+        if pyghmi_session.iothread is not dead:
+            return  # another call restarted it meanwhile
+        log.error("ipmi: pyghmi's I/O thread has died; starting a new one")
+        ready = threading.Event()
+        pyghmi_session.iothreadready = False
+        pyghmi_session.iothreadwaiters.append(ready)
+        thread = pyghmi_session.define_worker()()
+        thread.daemon = True
+        pyghmi_session.iothread = thread
+        thread.start()
+        ready.wait()
 
 
 # -- running calls ------------------------------------------------------------------
@@ -303,6 +366,7 @@ def call(
     judged by our bound, and a fresh login that fails ends it. pyghmi and IPMI errors
     become typed :class:`FenceError`.
     """
+    _io_thread()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         fresh = False
         try:

@@ -388,3 +388,46 @@ print(cmd.get_power()["powerstate"], type(cmd._oem).__module__)
     before, after = proc.stdout.splitlines()
     assert before == "['pyghmi.ipmi.oem.generic', 'pyghmi.ipmi.oem.lookup']"
     assert after == "on pyghmi.ipmi.oem.generic"  # ipmi_sim is no Lenovo: generic handler
+
+
+def _run_script(code: str) -> subprocess.CompletedProcess[str]:
+    # A fresh interpreter: pyghmi's socket and I/O thread are made once per process.
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_a_process_holding_over_1024_files_still_gets_answers(bmc: IpmiSim) -> None:
+    # pyghmi's I/O thread waited with select(), which dies on a descriptor >= 1024: the
+    # process's first IPMI socket then sat above the limit and no answer ever came.
+    code = f"""
+import asyncio, socket
+from hafence.fence.chain import driver_class
+held = [socket.socket() for _ in range(1100)]
+driver = driver_class("ipmi")({bmc.driver_options(timeout=30.0)!r})
+print(asyncio.run(driver.status()).value)
+from pyghmi.ipmi.private import session
+print(min(s.fileno() for s in session.iosockets) > 1024)
+"""
+    proc = _run_script(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["on", "True"]
+
+
+def test_a_dead_pyghmi_io_thread_is_started_again(bmc: IpmiSim) -> None:
+    code = f"""
+import asyncio, logging, threading
+from hafence.fence.chain import driver_class
+from pyghmi.ipmi.private import session
+logging.basicConfig(format="%(levelname)s %(message)s")
+driver = driver_class("ipmi")({bmc.driver_options(timeout=30.0)!r})
+print(asyncio.run(driver.status()).value)
+dead = session.iothread
+dead.running = False  # its loop ends at the next wake-up, as if it had crashed
+session.iosockets[0].sendto(b"\\x01", (session.myself, session.iosockets[0].getsockname()[1]))
+threading.Thread.join(dead, 10)  # not its own join(), which logs every session out
+print(dead.is_alive())
+print(asyncio.run(driver.status()).value, session.iothread is not dead)
+"""
+    proc = _run_script(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["on", "False", "on", "True"]
+    assert "ERROR ipmi: pyghmi's I/O thread has died; starting a new one" in proc.stderr
