@@ -318,8 +318,26 @@ def _poll_select(rlist: list[Any], wlist: Any, xlist: Any, timeout: float | None
     return ready, [], []
 
 
+_pyghmi_io_graball = pyghmi_session._io_graball
+
+
+def _io_graball(sockets: list[Any], waiters: dict[Any, Any]) -> list[Any]:
+    """pyghmi's read of every waiting packet, which must not end its I/O thread.
+
+    It looks a packet's session up in two steps while other threads remove sessions
+    (a logout, a session marked broken): a session that goes in between raises KeyError
+    in the I/O thread. Its packet is dropped (pyghmi sends again what went unanswered).
+    """
+    try:
+        return _pyghmi_io_graball(sockets, waiters)
+    except Exception as exc:
+        log.debug("ipmi: dropped a packet whose session went away: %r", exc)
+        return []
+
+
 if getattr(pyghmi_session._io_wait, "__module__", None) != __name__:
     pyghmi_session._io_wait = _io_wait
+    pyghmi_session._io_graball = _io_graball
     pyghmi_session.select = types.SimpleNamespace(select=_poll_select)
 
 _IO_THREAD_LOCK = threading.Lock()
@@ -366,9 +384,9 @@ def call(
     judged by our bound, and a fresh login that fails ends it. pyghmi and IPMI errors
     become typed :class:`FenceError`.
     """
-    _io_thread()
     for attempt in range(1, _MAX_ATTEMPTS + 1):
         fresh = False
+        _io_thread()
         try:
             before = pool.login_count(target)
             cmd = pool.command(target)

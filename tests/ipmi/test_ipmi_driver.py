@@ -431,3 +431,32 @@ print(asyncio.run(driver.status()).value, session.iothread is not dead)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["on", "False", "on", "True"]
     assert "ERROR ipmi: pyghmi's I/O thread has died; starting a new one" in proc.stderr
+
+
+def test_a_session_gone_as_its_packet_arrives_does_not_end_the_io_thread(bmc: IpmiSim) -> None:
+    # pyghmi finds a packet's session in two steps; a session removed in between by
+    # another thread (a logout) raised KeyError in its I/O thread and ended it.
+    code = f"""
+import asyncio, threading
+from hafence.fence.chain import driver_class
+from pyghmi.ipmi.private import session
+driver = driver_class("ipmi")({bmc.driver_options(timeout=30.0)!r})
+print(asyncio.run(driver.status()).value)
+
+class GoneInBetween(dict):
+    armed = True
+
+    def __getitem__(self, key):
+        if GoneInBetween.armed and threading.current_thread() is session.iothread:
+            GoneInBetween.armed = False
+            raise KeyError(key)
+        return super().__getitem__(key)
+
+session.Session.bmc_handlers = GoneInBetween(session.Session.bmc_handlers)
+thread = session.iothread
+print(asyncio.run(driver.status()).value, GoneInBetween.armed)
+print(session.iothread is thread and thread.is_alive())
+"""
+    proc = _run_script(code)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["on", "on", "False", "True"]
