@@ -56,11 +56,11 @@ async def test_session_is_reused(hw_device: HwDevice) -> None:
 
 
 async def test_wrong_password_is_auth_failed(hw_device: HwDevice) -> None:
-    async with hw_device.build(password="definitely-not-the-password") as drv:
+    async with hw_device.build(password="surely-not-the-pw") as drv:
         with pytest.raises(AuthError) as err:
             await drv.status()
     assert err.value.kind == "auth_failed"
-    assert "definitely-not" not in str(err.value)
+    assert "surely-not" not in str(err.value)
 
 
 async def test_verified_off_then_on(hw_device: HwDevice, hw_registry: PluginRegistry) -> None:

@@ -136,6 +136,9 @@ class IpmiSim:
         for name, pw, p in ((user, password, priv), *extra_users):
             if p not in _PRIVS or any(c in f"{name}{pw}" for c in '"\n\\'):
                 raise ValueError(f"user {name!r}: bad privilege or a character lan.conf refuses")
+            # its lan.conf keeps a NUL in IPMI's 16 and 20 byte fields (checked: 20 fails)
+            if len(name.encode()) > 15 or len(pw.encode()) > 19:
+                raise ValueError(f"user {name!r}: ipmi_sim keeps 15 bytes of a name, 19 of a pw")
         self.user = user
         self.password = password
         self.priv = priv

@@ -30,6 +30,11 @@ CONTROL = {"off": 0x00, "on": 0x01, "cycle": 0x02, "reset": 0x03, "diag": 0x04}
 # itself; it cannot be told which. We accept the two it speaks, refuse the rest.
 CIPHERS = ("3", "17")
 
+# IPMI 2.0 field sizes: a longer value is not sent as it was typed, and a BMC answers
+# "incorrect password" (or pyghmi refuses the name) - an auth failure that is really a
+# configuration error, so it is refused as one before anything is sent.
+MAX_BYTES = {"username": 16, "password": 20, "kg": 20}
+
 
 class IpmiDriver(FenceDriver):
     name: ClassVar[str] = "ipmi"
@@ -102,6 +107,11 @@ class IpmiDriver(FenceDriver):
                 "IPMI 1.5 (lanplus=0) is not supported: pyghmi speaks IPMI 2.0 only; "
                 "use lanplus=1 or the fence_agent driver with fence_ipmilan",
             )
+        for field, limit in MAX_BYTES.items():
+            value = self.options[field]
+            size = len((value.reveal() if hasattr(value, "reveal") else value or "").encode())
+            if size > limit:
+                raise ParamError(field, f"IPMI 2.0 allows at most {limit} bytes; this has {size}")
         # A native reboot only when asked for; otherwise the fencer does off-verify-on.
         if self.options["method"] != "onoff":
             self.actions = frozenset({*type(self).actions, "reboot"})
