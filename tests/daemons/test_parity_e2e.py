@@ -284,13 +284,20 @@ def test_a_store_that_fails_reads_and_writes_stops_nothing(cluster: Cluster) -> 
         failed = c.log(mark)
         return failed.count(master_failed), failed.count(lrm_failed)
 
+    def wait(cond: Any, what: str) -> None:
+        try:
+            wait_for(cond, MOVE, what)
+        except AssertionError as exc:  # once seen at load 10, not since: say what they did
+            tail = c.log(mark)[-6000:]
+            raise AssertionError(f"{exc}; rounds {rounds()}; logs:\n{tail}") from None
+
     try:
-        wait_for(lambda: min(rounds()) >= 1, MOVE, "failed rounds of the master and node2's LRM")
+        wait(lambda: min(rounds()) >= 1, "failed rounds of the master and node2's LRM")
         c.store.queue_crm_command("stop dummy:steady 0")  # waits for the store
         queued = rounds()
         # two more failed rounds of each after the stop was queued: neither acted on it
-        wait_for(lambda: all(n >= q + 2 for n, q in zip(rounds(), queued, strict=True)), MOVE,
-                 "two more failed rounds of the master and node2's LRM")  # fmt: skip
+        wait(lambda: all(n >= q + 2 for n, q in zip(rounds(), queued, strict=True)),
+             f"two more failed rounds of the master and node2's LRM after {queued}")  # fmt: skip
         assert _pid(c.state_dir("node2"), "steady") == pid  # untouched
     finally:
         status.rmdir()
