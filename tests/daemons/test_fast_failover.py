@@ -196,10 +196,14 @@ class Cluster:
             self.store()
         return self.stores[0].lease_owner(st.MANAGER_LOCK)
 
-    def lrm_log(self, node: str, run: int = -1) -> str:
-        """The log of one run of ``node``'s LRM (each start appends to the file)."""
+    def lrm_runs(self, node: str) -> list[str]:
+        """``node``'s LRM log cut where each start begins (each appends to the file)."""
         text = (self.tmp / f"{node}-lrm.log").read_text(errors="replace")
-        return f"{node}/lrm: timings".join(text.split(f"{node}/lrm: timings")[run:])
+        return text.split(f"{node}/lrm: timings")
+
+    def lrm_log(self, node: str, run: int = -1) -> str:
+        """The log of one run of ``node``'s LRM, or from that run on."""
+        return f"{node}/lrm: timings".join(self.lrm_runs(node)[run:])
 
 
 @pytest.fixture
@@ -369,8 +373,8 @@ def test_a_node_powered_on_again_starts_nothing_it_ran(cluster: Cluster) -> None
     recovered(c, "node3")
 
     def new_lrm_started() -> bool:  # its second run, not the first one's lines
-        runs = (c.tmp / "node3-lrm.log").read_text(errors="replace").count("node3/lrm: timings")
-        return runs >= 2 and "status change startup" in c.lrm_log("node3")
+        starts = len(c.lrm_runs("node3")) - 1
+        return starts >= 2 and "status change startup" in c.lrm_log("node3")
 
     wait_for(new_lrm_started, 60, "node3's new LRM")
     time.sleep(3)  # rounds of node3's new LRM
